@@ -1,0 +1,136 @@
+//! The connection table: two LRU entries per flow (client side and server side), opened on SYN,
+//! kept up to date per packet. Expiry (idle, half-open, linger after close) is the agent's job:
+//! it reads both entries and removes whole flows; this side only records what it sees.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_get_prandom_u32,
+    programs::XdpContext,
+};
+use lb_common::{
+    Flow, FlowKey, Frontend, Server, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_TRIES, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN,
+};
+
+use crate::{maps::FLOWS, parse::Packet, stats};
+
+#[inline(always)]
+pub fn lookup(key: &FlowKey) -> Option<*mut Flow> {
+    FLOWS.get_ptr_mut(key)
+}
+
+/// Records a packet of this entry's direction: flags, time, counters; passes FIN/RST on to the
+/// other entry so that either one tells whether the flow is over.
+#[inline(always)]
+pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
+    let f = unsafe { &mut *flow };
+    let flags = pkt.tcp_flags & 0xff;
+    let mut seen = f.seen | flags;
+    if f.direction == FLOW_DIR_CLIENT && flags & (TCP_ACK | TCP_SYN) == TCP_ACK {
+        seen |= FLOW_SEEN_ESTABLISHED;
+    }
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        if let Some(peer) = FLOWS.get_ptr_mut(&f.peer_key()) {
+            let peer = unsafe { &mut *peer };
+            peer.seen |= (flags & (TCP_FIN | TCP_RST)) << 12;
+            // A server that answers the SYN with RST refused the connection (observe layer4).
+            if f.direction == FLOW_DIR_SERVER
+                && flags & TCP_RST != 0
+                && peer.seen & FLOW_SEEN_ESTABLISHED == 0
+            {
+                stats::syn_rst(f.server_id);
+            }
+        }
+    }
+    f.seen = seen;
+    f.last_seen_ns = now;
+    f.packets += 1;
+    f.bytes += pkt.ip_len as u64;
+    stats::packet(f.frontend_id, f.server_id, f.direction == FLOW_DIR_CLIENT, pkt.ip_len as u64);
+}
+
+/// Removes a finished flow's two entries so that a new SYN on the same tuple starts afresh.
+#[inline(always)]
+pub fn remove_pair(key: &FlowKey, flow: *mut Flow) {
+    let peer = unsafe { (*flow).peer_key() };
+    let _ = FLOWS.remove(&peer);
+    let _ = FLOWS.remove(key);
+}
+
+/// Opens a flow for a SYN: a free NAT source port towards `server`, the server-side entry
+/// (with the client's next hop for the replies), then the client-side entry.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn open(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    frontend: &Frontend,
+    server_id: u32,
+    server: &Server,
+    settings: &Settings,
+    now: u64,
+) -> Option<*mut Flow> {
+    if settings.nat_port_count == 0 {
+        return None;
+    }
+    // Random start, linear probe: no shared cursor to contend on, bounded tries.
+    let start = unsafe { bpf_get_prandom_u32() } % settings.nat_port_count;
+    let mut reply_key = FlowKey {
+        src_addr: server.addr,
+        dst_addr: server.snat_addr,
+        src_port_be: server.port_be,
+        dst_port_be: 0,
+    };
+    let mut found = false;
+    for i in 0..NAT_PORT_TRIES {
+        let port = settings.nat_port_first + (start + i) % settings.nat_port_count;
+        reply_key.dst_port_be = (port as u16).to_be();
+        if FLOWS.get_ptr(&reply_key).is_none() {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return None;
+    }
+
+    let (client_mac, our_mac) = unsafe { ((*pkt.eth).src_addr, (*pkt.eth).dst_addr) };
+    let reply = Flow {
+        new_src_addr: key.dst_addr,
+        new_dst_addr: key.src_addr,
+        new_src_port_be: key.dst_port_be,
+        new_dst_port_be: key.src_port_be,
+        direction: FLOW_DIR_SERVER,
+        server_id,
+        frontend_id: frontend.frontend_id,
+        reply_dst_mac: client_mac,
+        reply_src_mac: our_mac,
+        reply_ifindex: ctx.ingress_ifindex() as u32,
+        created_ns: now,
+        last_seen_ns: now,
+        ..Flow::default()
+    };
+    FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).ok()?;
+    let forward = Flow {
+        new_src_addr: server.snat_addr,
+        new_dst_addr: server.addr,
+        new_src_port_be: reply_key.dst_port_be,
+        new_dst_port_be: server.port_be,
+        direction: FLOW_DIR_CLIENT,
+        server_id,
+        frontend_id: frontend.frontend_id,
+        created_ns: now,
+        last_seen_ns: now,
+        ..Flow::default()
+    };
+    if FLOWS.insert(key, &forward, BPF_ANY as u64).is_err() {
+        let _ = FLOWS.remove(&reply_key);
+        return None;
+    }
+    lookup(key)
+}
+
+// The flag values are the TCP header's; `seen` keeps the peer's at bit 12 and up.
+const _: () = assert!(FLOW_SEEN_PEER_FIN == TCP_FIN << 12 && FLOW_SEEN_PEER_RST == TCP_RST << 12);

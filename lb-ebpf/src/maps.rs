@@ -1,0 +1,58 @@
+//! The program's maps. Keys and values are `lb_common`'s; the agent owns every write except the
+//! connection table's entries and the counters, which this program keeps.
+
+use aya_ebpf::{
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, TrafficStats,
+    DEFAULT_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
+};
+
+#[btf_map(name = "frontends")]
+pub static FRONTENDS: HashMap<FrontendKey, Frontend, { MAX_FRONTENDS as usize }> = HashMap::new();
+
+/// Healthy set per pool; replaced whole by the agent (hash map updates swap atomically).
+#[btf_map(name = "backend_sets")]
+pub static BACKEND_SETS: HashMap<u32, BackendSet, { MAX_POOLS as usize }> = HashMap::new();
+
+#[btf_map(name = "servers")]
+pub static SERVERS: Array<Server, { MAX_SERVERS as usize }> = Array::new();
+
+/// Round-robin position per pool, advanced atomically by every CPU.
+#[btf_map(name = "rr_cursors")]
+pub static RR_CURSORS: Array<u32, { MAX_POOLS as usize }> = Array::new();
+
+/// The connection table: two entries per flow. Its size is set by the agent at load time.
+#[btf_map(name = "flows")]
+pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_FLOW_ENTRIES as usize }> = LruHashMap::new();
+
+#[btf_map(name = "settings")]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Interfaces the program may redirect to (key and value: ifindex).
+#[btf_map(name = "tx_ports")]
+pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+#[btf_map(name = "reason_stats")]
+pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map(name = "frontend_stats")]
+pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }> =
+    PerCpuArray::new();
+
+#[btf_map(name = "server_stats")]
+pub static SERVER_STATS: PerCpuArray<TrafficStats, { MAX_SERVERS as usize }> = PerCpuArray::new();
+
+#[inline(always)]
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get(0)
+}
+
+#[inline(always)]
+pub fn frontend(addr: [u8; 4], port_be: u16) -> Option<&'static Frontend> {
+    let key = FrontendKey { addr, port_be, _pad: 0 };
+    // SAFETY: the agent replaces values whole; a reader sees either the old or the new one.
+    unsafe { FRONTENDS.get(&key) }
+}

@@ -1,0 +1,94 @@
+//! Bounds-checked header access and the parse policy.
+//!
+//! Policy (counted in `reason_stats`): non-IPv4 and non-TCP traffic is not ours; IPv4 fragments
+//! and headers with options go to the kernel untouched (the kernel reassembles and answers them
+//! as it would without xdplb); truncated or inconsistent headers go to the kernel untouched.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::FlowKey;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
+
+pub const ETH_LEN: usize = EthHdr::LEN;
+pub const IP_OFF: usize = ETH_LEN;
+pub const TCP_OFF: usize = ETH_LEN + Ipv4Hdr::LEN;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_TCP: u8 = 6;
+
+pub enum ParseError {
+    NotOurs,
+    Malformed,
+    Fragment,
+    IpOptions,
+}
+
+/// The headers of an IPv4/TCP frame without IP options.
+pub struct Packet {
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    pub tcp: *mut TcpHdr,
+    /// Flag byte of the TCP header (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+    pub tcp_flags: u32,
+    /// IP total length, host order: what the byte counters count.
+    pub ip_len: u32,
+}
+
+/// The only way headers are reached: a pointer to a `T` at `offset`, if it fits in the frame.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseError> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(ParseError::Malformed);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    if u16::from_be(unsafe { (*eth).ether_type }) != ETH_P_IP {
+        return Err(ParseError::NotOurs);
+    }
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF)?;
+    let (vihl, proto, frags, tot_len) =
+        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
+    if proto != IPPROTO_TCP {
+        return Err(ParseError::NotOurs);
+    }
+    if vihl >> 4 != 4 || vihl & 0x0f < 5 {
+        return Err(ParseError::Malformed);
+    }
+    // MF set or a non-zero offset: a fragment (DF alone is fine).
+    if u16::from_be_bytes(frags) & 0x3fff != 0 {
+        return Err(ParseError::Fragment);
+    }
+    if vihl & 0x0f != 5 {
+        return Err(ParseError::IpOptions);
+    }
+    let tcp: *mut TcpHdr = ptr_at(ctx, TCP_OFF)?;
+    let ip_len = u16::from_be_bytes(tot_len) as usize;
+    let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize;
+    // The IP length must cover both headers and stay within the frame (trailing padding is fine).
+    if doff < 5 || ip_len < Ipv4Hdr::LEN + doff * 4 || ETH_LEN + ip_len > ctx.data_end() - ctx.data()
+    {
+        return Err(ParseError::Malformed);
+    }
+    let tcp_flags = unsafe { *(tcp as *const u8).add(13) } as u32;
+    Ok(Packet { eth, ip, tcp, tcp_flags, ip_len: ip_len as u32 })
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn flow_key(&self) -> FlowKey {
+        unsafe {
+            FlowKey {
+                src_addr: (*self.ip).src_addr,
+                dst_addr: (*self.ip).dst_addr,
+                src_port_be: u16::from_ne_bytes((*self.tcp).source),
+                dst_port_be: u16::from_ne_bytes((*self.tcp).dest),
+            }
+        }
+    }
+}

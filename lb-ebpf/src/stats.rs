@@ -1,0 +1,49 @@
+//! Per-CPU counters: per reason, per frontend and per server. No logging in the hot path.
+
+use lb_common::{Reason, TrafficStats};
+
+use crate::maps::{FRONTEND_STATS, REASON_STATS, SERVER_STATS};
+
+#[inline(always)]
+pub fn count(reason: Reason) {
+    if let Some(p) = REASON_STATS.get_ptr_mut(reason as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn traffic(frontend_id: u32, server_id: u32, f: impl Fn(&mut TrafficStats)) {
+    if let Some(p) = FRONTEND_STATS.get_ptr_mut(frontend_id) {
+        f(unsafe { &mut *p });
+    }
+    if let Some(p) = SERVER_STATS.get_ptr_mut(server_id) {
+        f(unsafe { &mut *p });
+    }
+}
+
+#[inline(always)]
+pub fn new_flow(frontend_id: u32, server_id: u32) {
+    traffic(frontend_id, server_id, |s| s.new_flows += 1);
+}
+
+/// One packet of `bytes` (IP length) in the client->server ("in") or server->client direction.
+#[inline(always)]
+pub fn packet(frontend_id: u32, server_id: u32, to_server: bool, bytes: u64) {
+    traffic(frontend_id, server_id, |s| {
+        if to_server {
+            s.packets_in += 1;
+            s.bytes_in += bytes;
+        } else {
+            s.packets_out += 1;
+            s.bytes_out += bytes;
+        }
+    });
+}
+
+/// The server answered a SYN with RST: passive layer-4 health observation.
+#[inline(always)]
+pub fn syn_rst(server_id: u32) {
+    if let Some(p) = SERVER_STATS.get_ptr_mut(server_id) {
+        unsafe { (*p).syn_rst += 1 };
+    }
+}

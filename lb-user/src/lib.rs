@@ -1,0 +1,12 @@
+//! The xdplb agent: loads and attaches the XDP program, owns its maps, sweeps its connection
+//! table, and (from the health-check work on) decides which servers take new flows.
+
+pub mod agent;
+pub mod config;
+pub mod conntrack;
+pub mod dataplane;
+pub mod maps;
+pub mod netif;
+pub mod stats;
+pub mod sysctl;
+pub mod topology;

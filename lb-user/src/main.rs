@@ -1,0 +1,122 @@
+//! `xdplb`: the agent and its command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use lb_user::{
+    agent::{self, Refused, RunOptions},
+    config::{Config, XdpModeCfg, DEFAULT_PIN_DIR},
+    conntrack::FlowTable,
+    stats::Counters,
+};
+
+#[derive(Parser)]
+#[command(name = "xdplb", version, about = "TCP load balancer with an XDP data path")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load and attach the data path and run the agent.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Interface to attach to (repeat for several); replaces global.interfaces.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// auto (native, else generic with a warning), native, or generic.
+        #[arg(long)]
+        xdp_mode: Option<XdpModeCfg>,
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Validate a configuration and print it with every default filled in.
+    CheckConfig { file: PathBuf },
+    /// The connection table of a running data path.
+    Flows {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Packet counters by reason.
+    Stats {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the data path's pinned maps (stop the agent first).
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+            eprintln!("xdplb: refusing to start: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("xdplb: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run { config, ifaces, xdp_mode, pin_dir } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir }))
+        }
+        Cmd::CheckConfig { file } => {
+            let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
+            print!("{}", toml::to_string(&c)?);
+            Ok(())
+        }
+        Cmd::Flows { pin_dir, json } => {
+            let flows = FlowTable::open_pinned(&pin_dir)
+                .map_err(|e| anyhow::anyhow!("opening {}/flows: {e}; is the agent running with this --pin-dir?", pin_dir.display()))?
+                .flows();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+            } else {
+                println!("{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}", "CLIENT", "FRONTEND", "SERVER", "STATE", "AGE(s)", "PKTS_IN", "PKTS_OUT");
+                for f in &flows {
+                    println!(
+                        "{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}",
+                        f.client.to_string(), f.frontend.to_string(), f.server.to_string(), f.state.name(),
+                        f.age_ms / 1000, f.packets_in, f.packets_out
+                    );
+                }
+                println!("{} flow(s)", flows.len());
+            }
+            Ok(())
+        }
+        Cmd::Stats { pin_dir, json } => {
+            let c = Counters::open_pinned(&pin_dir)
+                .map_err(|e| anyhow::anyhow!("opening counters under {}: {e}; is the agent running?", pin_dir.display()))?;
+            let r = c.reasons()?;
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    r.iter().map(|(k, v)| (k.name().to_string(), (*v).into())).collect();
+                println!("{}", serde_json::Value::Object(m));
+            } else {
+                for (k, v) in r {
+                    println!("{:<16} {v}", k.name());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Detach { pin_dir } => agent::detach(&pin_dir),
+    }
+}

@@ -1,0 +1,141 @@
+//! The one writer of the maps the configuration and the health of servers decide: frontends,
+//! backend sets, servers, settings and redirect ports. The rest of the agent asks this owner.
+//! (The connection table is `conntrack`'s; counters are read-only, in `stats`.)
+
+use std::collections::HashSet;
+
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, MapError},
+    Ebpf,
+};
+use lb_common::{
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, SERVER_F_VALID,
+    SETTINGS_F_RST_NO_BACKEND,
+};
+
+use crate::{
+    config::Global,
+    netif::Interface,
+    topology::{frontend_keys, Pool, Topology},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the XDP object")]
+    Missing(&'static str),
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+    #[error("map {map}: {source}")]
+    Redirect { map: &'static str, source: aya::maps::xdp::XdpMapError },
+}
+
+fn at(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { map, source }
+}
+
+pub(crate) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, MapsError> {
+    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+    T::try_from(map).map_err(at(name))
+}
+
+pub struct MapOwner {
+    frontends: HashMap<MapData, FrontendKey, Frontend>,
+    backend_sets: HashMap<MapData, u32, BackendSet>,
+    servers: Array<MapData, Server>,
+    settings: Array<MapData, Settings>,
+    tx_ports: DevMapHash<MapData>,
+}
+
+impl MapOwner {
+    /// Takes the maps out of `ebpf`, so nothing else can write them.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            frontends: take(ebpf, names::FRONTENDS)?,
+            backend_sets: take(ebpf, names::BACKEND_SETS)?,
+            servers: take(ebpf, names::SERVERS)?,
+            settings: take(ebpf, names::SETTINGS)?,
+            tx_ports: take(ebpf, names::TX_PORTS)?,
+        })
+    }
+
+    pub fn write_settings(&mut self, g: &Global) -> Result<(), MapsError> {
+        let s = Settings {
+            nat_port_first: g.nat_ports.first as u32,
+            nat_port_count: g.nat_ports.len(),
+            flags: if g.reset_on_no_backend { SETTINGS_F_RST_NO_BACKEND } else { 0 },
+            _pad: 0,
+        };
+        self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
+    }
+
+    /// The interfaces the program may redirect to: exactly the attached ones.
+    pub fn write_tx_ports(&mut self, ifaces: &[Interface]) -> Result<(), MapsError> {
+        let keep: HashSet<u32> = ifaces.iter().map(|i| i.ifindex).collect();
+        let stale: Vec<u32> = self.tx_ports.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        for k in stale {
+            self.tx_ports.remove(k).map_err(at(names::TX_PORTS))?;
+        }
+        for i in ifaces {
+            self.tx_ports
+                .insert(i.ifindex, i.ifindex, None, 0)
+                .map_err(|source| MapsError::Redirect { map: names::TX_PORTS, source })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel serve `topo`, with the servers `is_up` says are UP taking new flows.
+    /// Order matters: servers before the sets that name them, sets before the frontends that
+    /// use them, and removals last, so that no packet ever finds a dangling id.
+    pub fn apply(&mut self, topo: &Topology, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
+        let mut live_servers = HashSet::new();
+        for (pool, s) in topo.servers() {
+            let v = Server {
+                addr: s.addr.ip().octets(),
+                port_be: s.addr.port().to_be(),
+                _pad: 0,
+                snat_addr: s.source.octets(),
+                pool_id: pool.id,
+                flags: SERVER_F_VALID,
+            };
+            self.servers.set(s.id, v, 0).map_err(at(names::SERVERS))?;
+            live_servers.insert(s.id);
+        }
+        for pool in &topo.pools {
+            self.set_pool(pool, is_up)?;
+        }
+        let keys = frontend_keys(topo);
+        for (k, (frontend_id, pool_id)) in &keys {
+            let v = Frontend { frontend_id: *frontend_id, pool_id: *pool_id };
+            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
+        }
+        let stale: Vec<FrontendKey> =
+            self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
+        for k in stale {
+            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
+        }
+        let pools: HashSet<u32> = topo.pools.iter().map(|p| p.id).collect();
+        let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !pools.contains(k)).collect();
+        for k in stale {
+            self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
+        }
+        for id in 1..lb_common::MAX_SERVERS {
+            if live_servers.contains(&id) {
+                continue;
+            }
+            let old = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
+            if old.flags & SERVER_F_VALID != 0 {
+                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces one pool's set of servers taking new flows, in one atomic map update.
+    pub fn set_pool(&mut self, pool: &Pool, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
+        let set = pool.backend_set(is_up);
+        self.backend_sets.insert(pool.id, set, 0).map_err(at(names::BACKEND_SETS))
+    }
+}

@@ -1,0 +1,72 @@
+//! What the host knows about its interfaces: index, MAC, IPv4 addresses, and which local address
+//! the kernel would use towards a destination.
+
+use std::{
+    ffi::{CStr, CString},
+    io,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetifError {
+    #[error("interface {0:?} does not exist (see `ip link`)")]
+    NoSuchInterface(String),
+    #[error("getifaddrs failed: {0}")]
+    GetIfAddrs(io::Error),
+    #[error("no route from this host to {dst}: {source}")]
+    NoRoute { dst: Ipv4Addr, source: io::Error },
+}
+
+pub fn ifindex(name: &str) -> Result<u32, NetifError> {
+    let c = CString::new(name).map_err(|_| NetifError::NoSuchInterface(name.into()))?;
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(NetifError::NoSuchInterface(name.into())),
+        i => Ok(i),
+    }
+}
+
+/// IPv4 addresses of every interface, by interface name.
+pub fn all_ipv4() -> Result<Vec<(String, Ipv4Addr)>, NetifError> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(NetifError::GetIfAddrs(io::Error::last_os_error()));
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() && unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET {
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+            out.push((name, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+        }
+        cur = ifa.ifa_next;
+    }
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+pub fn interface(name: &str) -> Result<Interface, NetifError> {
+    let ifindex = ifindex(name)?;
+    let addrs = all_ipv4()?.into_iter().filter(|(n, _)| n == name).map(|(_, a)| a).collect();
+    Ok(Interface { name: name.into(), ifindex, addrs })
+}
+
+/// The local address the kernel picks for traffic to `dst` (a connected UDP socket sends
+/// nothing; it only asks the routing table).
+pub fn source_for(dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
+    let route = |source| NetifError::NoRoute { dst: *dst.ip(), source };
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(route)?;
+    sock.connect(dst).map_err(route)?;
+    match sock.local_addr().map_err(route)? {
+        std::net::SocketAddr::V4(a) => Ok(*a.ip()),
+        other => Err(route(io::Error::other(format!("unexpected {other}")))),
+    }
+}

@@ -1,0 +1,53 @@
+//! Reading the per-CPU counters (the XDP program is their only writer).
+
+use std::path::Path;
+
+use aya::maps::{Map, MapData, MapError, PerCpuArray};
+use lb_common::{names, Reason, TrafficStats};
+
+pub struct Counters {
+    reasons: PerCpuArray<MapData, u64>,
+    frontends: PerCpuArray<MapData, TrafficStats>,
+    servers: PerCpuArray<MapData, TrafficStats>,
+}
+
+fn open<V: aya::Pod>(dir: &Path, name: &str) -> Result<PerCpuArray<MapData, V>, MapError> {
+    PerCpuArray::try_from(Map::from_map_data(MapData::from_pin(dir.join(name))?)?)
+}
+
+fn sum(a: TrafficStats, b: &TrafficStats) -> TrafficStats {
+    TrafficStats {
+        packets_in: a.packets_in + b.packets_in,
+        bytes_in: a.bytes_in + b.bytes_in,
+        packets_out: a.packets_out + b.packets_out,
+        bytes_out: a.bytes_out + b.bytes_out,
+        new_flows: a.new_flows + b.new_flows,
+        syn_rst: a.syn_rst + b.syn_rst,
+    }
+}
+
+impl Counters {
+    pub fn open_pinned(dir: &Path) -> Result<Self, MapError> {
+        Ok(Self {
+            reasons: open(dir, names::REASON_STATS)?,
+            frontends: open(dir, names::FRONTEND_STATS)?,
+            servers: open(dir, names::SERVER_STATS)?,
+        })
+    }
+
+    /// Packets per reason, summed over CPUs.
+    pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, MapError> {
+        Reason::ALL
+            .iter()
+            .map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum())))
+            .collect()
+    }
+
+    pub fn frontend(&self, id: u32) -> Result<TrafficStats, MapError> {
+        Ok(self.frontends.get(&id, 0)?.iter().fold(TrafficStats::default(), sum))
+    }
+
+    pub fn server(&self, id: u32) -> Result<TrafficStats, MapError> {
+        Ok(self.servers.get(&id, 0)?.iter().fold(TrafficStats::default(), sum))
+    }
+}

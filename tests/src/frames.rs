@@ -1,0 +1,189 @@
+//! Building and reading Ethernet/IPv4/TCP frames for BPF_PROG_TEST_RUN fixtures. Checksums are
+//! computed in full here, independently of the data path's incremental updates.
+
+use std::net::Ipv4Addr;
+
+use lb_common::checksum;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tcp {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub ttl: u8,
+    pub ip_id: u16,
+    /// The IP flags+fragment offset word (0x4000 = DF).
+    pub frag: u16,
+    pub ip_options: Vec<u8>,
+    pub tcp_options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Tcp {
+    pub fn new(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Tcp {
+        Tcp {
+            dst_mac: [0x02, 0, 0, 0, 0, 0x10],
+            src_mac: [0x02, 0, 0, 0, 0, 0x01],
+            src: src.0,
+            dst: dst.0,
+            sport: src.1,
+            dport: dst.1,
+            seq: 1000,
+            ack: 0,
+            flags,
+            window: 64240,
+            ttl: 64,
+            ip_id: 0x1234,
+            frag: 0x4000,
+            ip_options: Vec::new(),
+            // A SYN's usual MSS option, so that a RST built from it must drop options.
+            tcp_options: if flags & SYN != 0 { vec![2, 4, 0x05, 0xb4] } else { Vec::new() },
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn frame(&self) -> Vec<u8> {
+        assert!(self.ip_options.len() % 4 == 0 && self.tcp_options.len() % 4 == 0);
+        let ihl = 20 + self.ip_options.len();
+        let thl = 20 + self.tcp_options.len();
+        let total = ihl + thl + self.payload.len();
+        let mut f = Vec::with_capacity(14 + total);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        let ip_start = f.len();
+        f.push(0x40 | (ihl / 4) as u8);
+        f.push(0);
+        f.extend_from_slice(&(total as u16).to_be_bytes());
+        f.extend_from_slice(&self.ip_id.to_be_bytes());
+        f.extend_from_slice(&self.frag.to_be_bytes());
+        f.push(self.ttl);
+        f.push(6);
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        f.extend_from_slice(&self.ip_options);
+        let c = checksum::ipv4_header(&f[ip_start..ip_start + ihl]);
+        f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
+        let tcp_start = f.len();
+        f.extend_from_slice(&self.sport.to_be_bytes());
+        f.extend_from_slice(&self.dport.to_be_bytes());
+        f.extend_from_slice(&self.seq.to_be_bytes());
+        f.extend_from_slice(&self.ack.to_be_bytes());
+        f.push(((thl / 4) as u8) << 4);
+        f.push(self.flags);
+        f.extend_from_slice(&self.window.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(&self.tcp_options);
+        f.extend_from_slice(&self.payload);
+        let c = checksum::tcp_ipv4(self.src.octets(), self.dst.octets(), &f[tcp_start..]);
+        f[tcp_start + 16..tcp_start + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// The same segment with addresses, ports and MACs replaced (what NAT should produce).
+    pub fn with(&self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), src_mac: [u8; 6], dst_mac: [u8; 6]) -> Tcp {
+        Tcp { src: src.0, sport: src.1, dst: dst.0, dport: dst.1, src_mac, dst_mac, ..self.clone() }
+    }
+}
+
+/// Reads the fields of an IPv4/TCP frame without IP options (None for anything else).
+pub fn parse(f: &[u8]) -> Option<Tcp> {
+    if f.len() < 54 || u16::from_be_bytes([f[12], f[13]]) != ETH_P_IP || f[14] != 0x45 || f[23] != 6 {
+        return None;
+    }
+    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+    let t = 34;
+    let thl = ((f[t + 12] >> 4) as usize) * 4;
+    if f.len() < 14 + total || total < 20 + thl {
+        return None;
+    }
+    let b = |i: usize| -> [u8; 4] { f[i..i + 4].try_into().unwrap() };
+    Some(Tcp {
+        dst_mac: f[0..6].try_into().unwrap(),
+        src_mac: f[6..12].try_into().unwrap(),
+        src: Ipv4Addr::from(b(26)),
+        dst: Ipv4Addr::from(b(30)),
+        sport: u16::from_be_bytes([f[t], f[t + 1]]),
+        dport: u16::from_be_bytes([f[t + 2], f[t + 3]]),
+        seq: u32::from_be_bytes(b(t + 4)),
+        ack: u32::from_be_bytes(b(t + 8)),
+        flags: f[t + 13],
+        window: u16::from_be_bytes([f[t + 14], f[t + 15]]),
+        ttl: f[22],
+        ip_id: u16::from_be_bytes([f[18], f[19]]),
+        frag: u16::from_be_bytes([f[20], f[21]]),
+        ip_options: Vec::new(),
+        tcp_options: f[t + 20..t + thl].to_vec(),
+        payload: f[t + thl..14 + total].to_vec(),
+    })
+}
+
+/// Both checksums of an IPv4/TCP frame (options allowed) verify.
+pub fn checksums_valid(f: &[u8]) -> bool {
+    if f.len() < 34 {
+        return false;
+    }
+    let ihl = ((f[14] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+    if f.len() < 14 + total || total < ihl + 20 {
+        return false;
+    }
+    let src: [u8; 4] = f[26..30].try_into().unwrap();
+    let dst: [u8; 4] = f[30..34].try_into().unwrap();
+    checksum::ipv4_header(&f[14..14 + ihl]) == 0 && checksum::tcp_ipv4(src, dst, &f[14 + ihl..14 + total]) == 0
+}
+
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// An IPv4 packet of another protocol (17 UDP, 1 ICMP) with a small payload.
+pub fn ipv4_other(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut t = Tcp::new((src, 1), (dst, 2), ACK).frame();
+    t.truncate(34);
+    t[23] = proto;
+    t[16..18].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    t.extend_from_slice(payload);
+    t[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::ipv4_header(&t[14..34]);
+    t[24..26].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// An IPv6 TCP SYN to port `dport` (the data path does not serve IPv6).
+pub fn ipv6_tcp_syn(dport: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([1u8].iter()).copied().collect::<Vec<_>>());
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([2u8].iter()).copied().collect::<Vec<_>>());
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = SYN;
+    f.extend_from_slice(&tcp);
+    f
+}

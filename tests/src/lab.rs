@@ -1,0 +1,170 @@
+//! Lab topologies on real veth links, addresses from 198.18.0.0/15 only.
+//!
+//! One-arm (the seed's layout): client, balancer and backends on one L2 segment, a bridge in
+//! its own namespace. Routed: the client sits behind a router and the balancer has two
+//! interfaces, one towards the router and one on the backends' segment.
+//!
+//! Two things veth needs that a physical NIC does not:
+//! - veth drops frames sent to it by XDP_TX/XDP_REDIRECT unless the receiving end runs NAPI, so
+//!   the peer of every interface the balancer attaches to gets a pass-everything XDP program
+//!   (`xdp_pass`; GRO alone no longer does it on recent kernels);
+//! - a packet made in another namespace on the same machine arrives with a partial checksum
+//!   (checksum offload: only the pseudo-header sum is filled in), and XDP_TX/REDIRECT drops the
+//!   metadata that would have completed it, so the hosts that send traffic (client, backends)
+//!   compute checksums in software (`ethtool -K eth0 tx off`). Packets from a wire are whole.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::netns::{veth, NetNs};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const ROUTED_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const ROUTED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 21 + i as u8)
+}
+
+pub struct Backend {
+    pub name: String,
+    pub ns: NetNs,
+    pub addr: Ipv4Addr,
+}
+
+pub struct Lab {
+    /// The balancer; its interfaces are `lb_ifaces`.
+    pub lb: NetNs,
+    pub lb_ifaces: Vec<String>,
+    pub client: NetNs,
+    /// The address a client connects to.
+    pub vip: Ipv4Addr,
+    pub backends: Vec<Backend>,
+    // Kept for their Drop (removed last: they hold the links).
+    _infra: Vec<NetNs>,
+}
+
+/// Lets the far end of a balancer interface receive XDP_TX/XDP_REDIRECT frames.
+fn napi_peer(ns: &NetNs, iface: &str) -> Result<()> {
+    crate::xdp_pass::attach(ns, iface)
+}
+
+/// A bridge namespace with `br0`; hosts plug in with `plug`.
+fn switch() -> Result<NetNs> {
+    let sw = NetNs::new("xsw")?;
+    sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+    sw.ip(&["link", "set", "br0", "up"])?;
+    Ok(sw)
+}
+
+fn plug(sw: &NetNs, port: &str, host: &NetNs, iface: &str, cidr: &str) -> Result<()> {
+    veth(host, iface, sw, port)?;
+    sw.ip(&["link", "set", port, "master", "br0"])?;
+    host.ip(&["addr", "add", cidr, "dev", iface])?;
+    Ok(())
+}
+
+/// Whole checksums on packets this host sends (see the module comment).
+fn sw_checksums(ns: &NetNs, iface: &str) -> Result<()> {
+    ns.exec(&["ethtool", "-K", iface, "tx", "off"]).map(|_| ())
+}
+
+fn backends(sw: &NetNs, n: usize) -> Result<Vec<Backend>> {
+    (0..n)
+        .map(|i| {
+            let ns = NetNs::new("xbe")?;
+            let addr = backend_addr(i);
+            plug(sw, &format!("pb{i}"), &ns, "eth0", &format!("{addr}/24"))?;
+            sw_checksums(&ns, "eth0")?;
+            Ok(Backend { name: format!("app{}", i + 1), ns, addr })
+        })
+        .collect()
+}
+
+impl Lab {
+    /// Client, balancer and `n` backends on one segment, 198.18.0.0/24.
+    pub fn one_arm(n: usize) -> Result<Lab> {
+        let sw = switch()?;
+        let client = NetNs::new("xcl")?;
+        plug(&sw, "pcl", &client, "eth0", &format!("{CLIENT}/24"))?;
+        sw_checksums(&client, "eth0")?;
+        let lb = NetNs::new("xlb")?;
+        plug(&sw, "plb", &lb, "eth0", &format!("{LB}/24"))?;
+        napi_peer(&sw, "plb")?;
+        let backends = backends(&sw, n)?;
+        Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, vip: LB, backends, _infra: vec![sw] })
+    }
+
+    /// client 198.18.1.1 -> router -> balancer eth0 198.18.2.10 | eth1 198.18.0.10 -> backends.
+    pub fn routed(n: usize) -> Result<Lab> {
+        let sw = switch()?;
+        let client = NetNs::new("xcl")?;
+        let rt = NetNs::new("xrt")?;
+        let lb = NetNs::new("xlb")?;
+        veth(&client, "eth0", &rt, "eth0")?;
+        client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
+        sw_checksums(&client, "eth0")?;
+        client.ip(&["route", "add", "default", "via", "198.18.1.254"])?;
+        rt.ip(&["addr", "add", "198.18.1.254/24", "dev", "eth0"])?;
+        veth(&lb, "eth0", &rt, "eth1")?;
+        rt.ip(&["addr", "add", "198.18.2.254/24", "dev", "eth1"])?;
+        rt.sysctl("net.ipv4.ip_forward", "1")?;
+        lb.ip(&["addr", "add", &format!("{ROUTED_VIP}/24"), "dev", "eth0"])?;
+        lb.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
+        napi_peer(&rt, "eth1")?;
+        plug(&sw, "plb", &lb, "eth1", &format!("{LB}/24"))?;
+        napi_peer(&sw, "plb")?;
+        let backends = backends(&sw, n)?;
+        Ok(Lab {
+            lb,
+            lb_ifaces: vec!["eth0".into(), "eth1".into()],
+            client,
+            vip: ROUTED_VIP,
+            backends,
+            _infra: vec![rt, sw],
+        })
+    }
+
+    /// Starts `lbtest-server NAME PORT` on every backend.
+    pub fn start_servers(&self, server_bin: &str, port: u16) -> Result<()> {
+        for b in &self.backends {
+            let mut c = b.ns.spawn(server_bin, &[&b.name, &port.to_string()])?;
+            // Reaped with the namespace; wait for the listener so tests do not race it.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if let Ok(Some(status)) = c.try_wait() {
+                anyhow::bail!("lbtest-server on {} exited: {status}", b.name);
+            }
+        }
+        for b in &self.backends {
+            wait_listening(&b.ns, port)?;
+        }
+        Ok(())
+    }
+}
+
+fn wait_listening(ns: &NetNs, port: u16) -> Result<()> {
+    for _ in 0..100 {
+        let out = ns.exec(&["ss", "-Htln", &format!("sport = :{port}")])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    anyhow::bail!("nothing listens on port {port} in {}", ns.name)
+}
+
+/// The config for a lab: one frontend on `*:port` with every backend at `backend_port`.
+pub fn config(lab: &Lab, port: u16, backend_port: u16, global: &str, exclude: &[&str]) -> String {
+    let servers: Vec<String> = lab
+        .backends
+        .iter()
+        .filter(|b| !exclude.contains(&b.name.as_str()))
+        .map(|b| format!("  {{ name = \"{}\", address = \"{}:{backend_port}\" }},", b.name, b.addr))
+        .collect();
+    format!(
+        "[global]\n{global}\n\n[[frontend]]\nname = \"front\"\nbind = \"*:{port}\"\nbackend = \"pool\"\n\n[[backend]]\nname = \"pool\"\nserver = [\n{}\n]\n",
+        servers.join("\n")
+    )
+}

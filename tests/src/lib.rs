@@ -1,0 +1,9 @@
+//! Test harness for xdplb: network namespaces that clean up after themselves, lab topologies
+//! on real veth links, an agent process guard, frame builders, and traffic helpers.
+
+pub mod agent;
+pub mod frames;
+pub mod lab;
+pub mod netns;
+pub mod traffic;
+pub mod xdp_pass;

@@ -1,0 +1,121 @@
+//! Network namespaces with unique names, removed (with every process in them) on drop, so a
+//! failing test leaves nothing behind and tests can run side by side.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{bail, Context, Result};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test of this run (or a concurrent run) uses: prefix, pid, counter.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a command, failing with its stderr when it fails.
+pub fn sh(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = unique(prefix);
+        sh(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NS ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        sh(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        sh(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+    }
+
+    /// A command that will run inside the namespace (network only: the host's mounts, so
+    /// bpffs pins made there are visible to the test).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        c
+    }
+
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Result<Child> {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {program} in {}", self.name))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (setns is per thread).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.handle().enter(f)
+    }
+
+    /// A handle that can enter the namespace from other threads (it does not own it).
+    pub fn handle(&self) -> NsHandle {
+        NsHandle(self.name.clone())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NsHandle(String);
+
+impl NsHandle {
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Ok(pids) = sh(Command::new("ip").args(["netns", "pids", &self.name])) {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A veth pair with one end in each namespace, both up.
+pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+    sh(Command::new("ip").args([
+        "link", "add", "name", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ]))?;
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Client-side traffic for the end-to-end tests (run inside the client namespace).
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::Hasher,
+    io::{BufRead, BufReader, Read, Write},
+    net::{Shutdown, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Connects and reads the server's name line.
+pub fn connect(addr: SocketAddr) -> Result<(TcpStream, String)> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut name = String::new();
+    r.read_line(&mut name).with_context(|| format!("reading the server name from {addr}"))?;
+    if name.is_empty() {
+        bail!("{addr} closed before naming itself");
+    }
+    Ok((s, name.trim().to_string()))
+}
+
+/// Deterministic test data: xorshift64 from a seed.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `bytes` of patterned data through an echo server and checks that exactly the same
+/// bytes come back (hash and length compared). Returns the server's name.
+pub fn echo_transfer(addr: SocketAddr, bytes: usize, seed: u64) -> Result<String> {
+    let (s, name) = connect(addr)?;
+    let mut w = s.try_clone()?;
+    let writer = std::thread::spawn(move || -> Result<u64> {
+        let mut p = Pattern::new(seed);
+        let mut h = DefaultHasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len());
+            p.fill(&mut buf[..n]);
+            h.write(&buf[..n]);
+            w.write_all(&buf[..n])?;
+            left -= n;
+        }
+        w.shutdown(Shutdown::Write)?;
+        Ok(h.finish())
+    });
+    let mut r = s;
+    let mut h = DefaultHasher::new();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).with_context(|| format!("reading echo from {name} after {got} bytes"))?;
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+        got += n;
+    }
+    let sent = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    if got != bytes || h.finish() != sent {
+        bail!("echo through {name} corrupted: sent {bytes} bytes, got {got}, hashes {}", if h.finish() == sent { "equal" } else { "differ" });
+    }
+    Ok(name)
+}
+
+/// Sends a line and expects it back: the connection still works end to end.
+pub fn ping(s: &mut TcpStream, msg: &str) -> Result<()> {
+    s.write_all(msg.as_bytes())?;
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).context("reading the echo")?;
+    if buf != msg.as_bytes() {
+        bail!("echo mismatch: sent {msg:?}, got {:?}", String::from_utf8_lossy(&buf));
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! End to end on real veth links in network namespaces: a client, the balancer running the
+//! real agent and XDP program, and three echo backends; one-arm (native and generic XDP) and
+//! routed (client behind a router, two interfaces on the balancer, XDP_REDIRECT between them).
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use lb_user::conntrack::FlowTable;
+use tests::{
+    agent::Agent,
+    lab::{self, Lab},
+    traffic::{connect, echo_transfer, ping},
+};
+
+const PORT: u16 = 12379;
+const BACKEND_PORT: u16 = 2379;
+const GLOBAL: &str = "close_linger = \"1s\"\ngc_interval = \"200ms\"\nsyn_timeout = \"3s\"";
+
+fn server_bin() -> String {
+    env!("CARGO_BIN_EXE_lbtest-server").to_string()
+}
+
+fn scenario(lab: Lab, mode: &str) {
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let config = lab::config(&lab, PORT, BACKEND_PORT, GLOBAL, &[]);
+    let mut agent = Agent::start(&lab.lb, &config, &lab.lb_ifaces, mode).unwrap();
+    assert!(agent.log_text().contains(&format!("in {mode} mode")), "attached in {mode} mode:\n{}", agent.log_text());
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+
+    // 300 sequential connections land 100/100/100.
+    let counts = lab.client.enter(|| {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..300 {
+            let (_s, name) = connect(vip).expect("connect through the balancer");
+            *counts.entry(name).or_default() += 1;
+        }
+        counts
+    });
+    for b in &lab.backends {
+        assert_eq!(counts.get(&b.name), Some(&100), "round-robin split: {counts:?}");
+    }
+
+    // 32 parallel 16 MiB echo transfers arrive intact.
+    let started = Instant::now();
+    let handles: Vec<_> = (0..32u64)
+        .map(|i| {
+            let ns = lab.client.handle();
+            std::thread::spawn(move || ns.enter(|| echo_transfer(vip, 16 << 20, 0x5eed + i)))
+        })
+        .collect();
+    let names: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for n in &names {
+        assert!(n.is_ok(), "transfer failed: {n:?}");
+    }
+    eprintln!("32 x 16 MiB echoed through xdplb ({mode}) in {:?}", started.elapsed());
+
+    // Once every connection has closed and the linger passed, the table is empty again.
+    let flows = FlowTable::open_pinned(agent.pin_dir()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = flows.entries().len();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} connection table entries left: {:?}", flows.flows());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A server removed from the map gets no new flow; its open flows keep working.
+    lab.client.enter(|| {
+        let mut open: Vec<_> = (0..3).map(|_| connect(vip).unwrap()).collect();
+        let victim = lab.backends[2].name.clone();
+        assert!(open.iter().any(|(_, n)| *n == victim), "three new flows reach all three servers");
+        agent.reload(&lab::config(&lab, PORT, BACKEND_PORT, GLOBAL, &[&victim])).unwrap();
+        for _ in 0..30 {
+            let (_s, name) = connect(vip).unwrap();
+            assert_ne!(name, victim, "no new flow to a removed server");
+        }
+        for (s, name) in open.iter_mut() {
+            ping(s, "still there?\n").unwrap_or_else(|e| panic!("open flow to {name} broke: {e}"));
+        }
+    });
+}
+
+#[test]
+fn one_arm_native() {
+    scenario(Lab::one_arm(3).unwrap(), "native");
+}
+
+#[test]
+fn one_arm_generic() {
+    scenario(Lab::one_arm(3).unwrap(), "generic");
+}
+
+#[test]
+fn routed_two_interfaces_native() {
+    scenario(Lab::routed(3).unwrap(), "native");
+}

@@ -1,0 +1,453 @@
+//! Packet fixtures through BPF_PROG_TEST_RUN: the real XDP program, real maps filled by the
+//! agent's own map owner, frames in and frames out compared byte for byte with frames built
+//! independently here (checksums computed in full).
+//!
+//! The program runs inside a namespace with two veth interfaces (d0 198.18.0.10/24, d1
+//! 198.19.0.10/24) and permanent neighbour entries, so that `bpf_fib_lookup` answers for real.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use lb_common::{Flow, FlowKey, Reason, TrafficStats};
+use lb_user::{
+    config::Config,
+    conntrack::{FlowState, FlowTable},
+    dataplane::{self, LoadOptions},
+    maps::MapOwner,
+    netif,
+    stats::Counters,
+    topology::{System, Topology},
+};
+use tests::{
+    frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
+    netns::{unique, veth, NetNs},
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const VIP2: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const D0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const D1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+fn server(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 20 + i)
+}
+fn server_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 0x20 + i]
+}
+
+const CONFIG: &str = r#"
+[global]
+nat_ports = "40000-40999"
+
+[[frontend]]
+name = "etcd"
+bind = "*:12379"
+backend = "etcd"
+
+[[frontend]]
+name = "api"
+bind = "198.18.0.10:16443"
+backend = "down"
+
+[[frontend]]
+name = "far"
+bind = "198.18.0.10:2000"
+backend = "far"
+
+[[frontend]]
+name = "unresolved"
+bind = "198.18.0.10:3000"
+backend = "unresolved"
+
+[[backend]]
+name = "etcd"
+server = [
+  { name = "app1", address = "198.18.0.21:2379" },
+  { name = "app2", address = "198.18.0.22:2379" },
+  { name = "app3", address = "198.18.0.23:2379" },
+]
+
+[[backend]]
+name = "down"
+server = [ { name = "app1", address = "198.18.0.21:6443" } ]
+
+[[backend]]
+name = "far"
+server = [ { name = "x", address = "198.19.0.31:2000" } ]
+
+[[backend]]
+name = "unresolved"
+server = [ { name = "y", address = "198.18.0.24:3000" } ]
+"#;
+
+struct Fixture {
+    ns: NetNs,
+    // The far ends of d0 and d1.
+    _peer: NetNs,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = dataplane::remove_pins(&self.pin_dir);
+    }
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    flows: FlowTable,
+    counters: Counters,
+    d0: u32,
+    d1: u32,
+    topology: Topology,
+}
+
+fn fixture() -> Fixture {
+    let ns = NetNs::new("xfx").unwrap();
+    let peer = NetNs::new("xfp").unwrap();
+    veth(&ns, "d0", &peer, "p0").unwrap();
+    veth(&ns, "d1", &peer, "p1").unwrap();
+    ns.ip(&["link", "set", "d0", "address", "02:00:00:00:00:10"]).unwrap();
+    ns.ip(&["link", "set", "d1", "address", "02:00:00:00:01:10"]).unwrap();
+    ns.ip(&["addr", "add", "198.18.0.10/24", "dev", "d0"]).unwrap();
+    ns.ip(&["addr", "add", "198.19.0.10/24", "dev", "d1"]).unwrap();
+    for i in 1..=3u8 {
+        let mac = server_mac(i).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        ns.ip(&["neigh", "replace", &server(i).to_string(), "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();
+    }
+    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"]).unwrap();
+    for d in ["d0", "d1"] {
+        ns.sysctl(&format!("net.ipv4.conf.{d}.forwarding"), "1").unwrap();
+    }
+    Fixture { ns, _peer: peer, pin_dir: PathBuf::from("/sys/fs/bpf").join(unique("xdplb-fx-")) }
+}
+
+impl Fixture {
+    /// Loads the program and fills its maps the way the agent does; `up` says which server
+    /// ids are UP. Must run inside the namespace.
+    fn load(&self, up: &dyn Fn(u32) -> bool) -> Loaded {
+        let config = Config::parse(CONFIG, "fixture.toml".as_ref()).unwrap();
+        let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
+        let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
+        let mut ebpf =
+            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows: 1024 }).unwrap();
+        let mut owner = MapOwner::take(&mut ebpf).unwrap();
+        owner.write_settings(&config.global).unwrap();
+        owner.write_tx_ports(&ifaces).unwrap();
+        owner.apply(&topology, up).unwrap();
+        let flows = FlowTable::take(&mut ebpf).unwrap();
+        let counters = Counters::open_pinned(&self.pin_dir).unwrap();
+        Loaded { ebpf, flows, counters, d0: ifaces[0].ifindex, d1: ifaces[1].ifindex, topology }
+    }
+}
+
+impl Loaded {
+    fn prog(&mut self) -> &mut Xdp {
+        dataplane::program(&mut self.ebpf)
+    }
+
+    /// Runs one frame arriving on `ifindex`: (action, frame out).
+    fn run_on(&mut self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; 4096];
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = self
+            .prog()
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let d0 = self.d0;
+        self.run_on(frame, d0)
+    }
+
+    fn reasons(&self) -> Vec<(Reason, u64)> {
+        self.counters.reasons().unwrap()
+    }
+
+    fn reason(&self, r: Reason) -> u64 {
+        self.reasons().into_iter().find(|(k, _)| *k == r).unwrap().1
+    }
+
+    fn entry(&self, key: FlowKey) -> Option<Flow> {
+        self.flows.entries().into_iter().find(|(k, _)| *k == key).map(|(_, f)| f)
+    }
+
+    fn server_stats(&self, name: &str) -> TrafficStats {
+        let id = self.topology.pool("etcd").unwrap().servers.iter().find(|s| s.name == name).unwrap().id;
+        self.counters.server(id).unwrap()
+    }
+}
+
+fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey { src_addr: src.0.octets(), dst_addr: dst.0.octets(), src_port_be: src.1.to_be(), dst_port_be: dst.1.to_be() }
+}
+
+fn all_up(_: u32) -> bool {
+    true
+}
+
+/// Opens a flow from CLIENT:cport and returns (the server's address, the NAT port).
+fn open(l: &mut Loaded, cport: u16) -> (Ipv4Addr, u16, Tcp) {
+    let syn = Tcp::new((CLIENT, cport), (VIP, 12379), SYN);
+    let (action, out) = l.run(&syn.frame());
+    assert_eq!(action, XDP_TX, "a SYN to a frontend is sent on the same interface");
+    assert!(frames::checksums_valid(&out), "rewritten SYN has valid checksums");
+    let got = frames::parse(&out).expect("rewritten SYN parses");
+    (got.dst, got.sport, syn)
+}
+
+#[test]
+fn full_nat_handshake_data_and_close_byte_for_byte() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let (srv, nat_port, syn) = open(&mut l, 51000);
+        assert_eq!(srv, server(1), "round-robin starts at the first server");
+        assert!((40000..=40999).contains(&nat_port), "NAT port {nat_port} from the reserved range");
+        let i = 1;
+
+        // SYN: exact expected frame.
+        let (_, out) = l.run(&syn.frame());
+        let expect = syn.with((VIP, nat_port), (server(i), 2379), D0_MAC, server_mac(i));
+        assert_eq!(out, expect.frame(), "retransmitted SYN follows the same flow, rewritten exactly");
+
+        // SYN-ACK from the server back to the client.
+        let mut synack = Tcp::new((server(i), 2379), (VIP, nat_port), SYN | ACK);
+        synack.src_mac = server_mac(i);
+        synack.dst_mac = D0_MAC;
+        synack.seq = 5000;
+        synack.ack = 1001;
+        let (action, out) = l.run(&synack.frame());
+        assert_eq!(action, XDP_TX);
+        assert_eq!(out, synack.with((VIP, 12379), (CLIENT, 51000), D0_MAC, CLIENT_MAC).frame());
+
+        // ACK completes the handshake.
+        let mut ack = Tcp::new((CLIENT, 51000), (VIP, 12379), ACK);
+        ack.seq = 1001;
+        ack.ack = 5001;
+        let (action, out) = l.run(&ack.frame());
+        assert_eq!(action, XDP_TX);
+        assert_eq!(out, ack.with((VIP, nat_port), (server(i), 2379), D0_MAC, server_mac(i)).frame());
+        let client_entry = l.entry(key((CLIENT, 51000), (VIP, 12379))).expect("client-side entry");
+        assert_eq!(FlowState::of(&client_entry), FlowState::Established);
+
+        // Data both ways, odd lengths included (checksum padding).
+        for len in [1usize, 2, 3, 1000, 1459] {
+            let mut d = ack.clone();
+            d.flags = PSH | ACK;
+            d.payload = (0..len).map(|b| b as u8).collect();
+            let (action, out) = l.run(&d.frame());
+            assert_eq!(action, XDP_TX);
+            assert_eq!(out, d.with((VIP, nat_port), (server(i), 2379), D0_MAC, server_mac(i)).frame(), "{len}-byte payload");
+            let mut r = synack.clone();
+            r.flags = PSH | ACK;
+            r.payload = vec![0xa5; len];
+            let (action, out) = l.run(&r.frame());
+            assert_eq!(action, XDP_TX);
+            assert_eq!(out, r.with((VIP, 12379), (CLIENT, 51000), D0_MAC, CLIENT_MAC).frame());
+        }
+
+        // FIN from the client, FIN from the server: closed (lingering), both entries agree.
+        let mut fin = ack.clone();
+        fin.flags = FIN | ACK;
+        assert_eq!(l.run(&fin.frame()).0, XDP_TX);
+        let c = l.entry(key((CLIENT, 51000), (VIP, 12379))).unwrap();
+        assert_eq!(FlowState::of(&c), FlowState::Closing);
+        let mut sfin = synack.clone();
+        sfin.flags = FIN | ACK;
+        assert_eq!(l.run(&sfin.frame()).0, XDP_TX);
+        let c = l.entry(key((CLIENT, 51000), (VIP, 12379))).unwrap();
+        assert_eq!(FlowState::of(&c), FlowState::Closed);
+        let s = l.entry(key((server(i), 2379), (VIP, nat_port))).unwrap();
+        assert_eq!(FlowState::of(&s), FlowState::Closed, "the server-side entry knows too");
+        // The last ACK still goes through while the flow lingers.
+        assert_eq!(l.run(&ack.frame()).0, XDP_TX);
+
+        // A new SYN on the same tuple after close is a new connection: next server.
+        let (srv2, _, _) = open(&mut l, 51000);
+        assert_eq!(srv2, server(2), "port reuse after close opens a new flow on the next server");
+        assert!(l.entry(key((server(1), 2379), (VIP, nat_port))).is_none(), "the old flow's entries are gone");
+
+        let st = l.server_stats("app1");
+        assert_eq!(st.new_flows, 1);
+        assert!(st.packets_in >= 9 && st.packets_out >= 7, "{st:?}");
+        assert!(l.reason(Reason::NewFlow) == 2 && l.reason(Reason::Forwarded) > 5 && l.reason(Reason::Replied) > 5);
+    });
+}
+
+#[test]
+fn server_rst_closes_the_flow_and_counts_a_refused_syn() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let (srv, nat_port, _) = open(&mut l, 52000);
+        let mut rst = Tcp::new((srv, 2379), (VIP, nat_port), RST | ACK);
+        rst.ack = 1001;
+        let (action, out) = l.run(&rst.frame());
+        assert_eq!(action, XDP_TX, "the RST is passed on to the client");
+        assert_eq!(out, rst.with((VIP, 12379), (CLIENT, 52000), D0_MAC, CLIENT_MAC).frame());
+        let c = l.entry(key((CLIENT, 52000), (VIP, 12379))).unwrap();
+        assert_eq!(FlowState::of(&c), FlowState::Closed);
+        assert_eq!(l.server_stats("app1").syn_rst, 1, "a SYN answered by RST is observed (layer 4)");
+    });
+}
+
+#[test]
+fn syn_without_healthy_server_is_answered_with_rst() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        // Everything UP except the "down" pool's server.
+        let l = fx.load(&all_up);
+        let down_id = fx_server_id(&l, "down", "app1");
+        drop(l);
+        let _ = dataplane::remove_pins(&fx.pin_dir);
+        let mut l = fx.load(&|id| id != down_id);
+        let mut syn = Tcp::new((CLIENT, 53000), (VIP, 16443), SYN);
+        syn.seq = 0xfffffff0;
+        syn.payload = b"early data".to_vec();
+        let (action, out) = l.run(&syn.frame());
+        assert_eq!(action, XDP_TX, "the RST goes back out of the interface the SYN came in on");
+        assert!(frames::checksums_valid(&out), "RST checksums valid");
+        let mut rst = Tcp::new((VIP, 16443), (CLIENT, 53000), RST | ACK);
+        rst.dst_mac = CLIENT_MAC;
+        rst.src_mac = D0_MAC;
+        rst.seq = 0;
+        rst.ack = 0xfffffff1;
+        rst.window = 0;
+        rst.ip_id = 0;
+        rst.tcp_options.clear();
+        assert_eq!(out, rst.frame(), "a bare RST|ACK acknowledging the SYN");
+        assert_eq!(l.reason(Reason::NoBackend), 1);
+        assert!(l.flows.entries().is_empty(), "no flow for a refused SYN");
+    });
+}
+
+fn fx_server_id(l: &Loaded, pool: &str, name: &str) -> u32 {
+    l.topology.pool(pool).unwrap().servers.iter().find(|s| s.name == name).unwrap().id
+}
+
+#[test]
+fn round_robin_splits_300_new_flows_100_100_100() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let mut count = std::collections::HashMap::new();
+        for p in 0..300u16 {
+            let (srv, _, _) = open(&mut l, 20000 + p);
+            *count.entry(srv).or_insert(0) += 1;
+        }
+        for i in 1..=3 {
+            assert_eq!(count.get(&server(i)), Some(&100), "{count:?}");
+        }
+        assert_eq!(l.flows.entries().len(), 600, "two entries per flow");
+    });
+}
+
+#[test]
+fn next_hop_on_another_interface_is_redirected_and_replies_come_back() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syn = Tcp::new((CLIENT, 54000), (VIP, 2000), SYN);
+        let (action, out) = l.run(&syn.frame());
+        assert_eq!(action, XDP_REDIRECT, "server behind d1: redirected through the devmap");
+        let got = frames::parse(&out).unwrap();
+        let far = Ipv4Addr::new(198, 19, 0, 31);
+        assert_eq!(out, syn.with((VIP2, got.sport), (far, 2000), D1_MAC, [0x02, 0, 0, 0, 1, 0x31]).frame());
+        // The reply arrives on d1 and goes back to the client's MAC via d0.
+        let mut r = Tcp::new((far, 2000), (VIP2, got.sport), SYN | ACK);
+        r.dst_mac = D1_MAC;
+        let d1 = l.d1;
+        let (action, out) = l.run_on(&r.frame(), d1);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out, r.with((VIP, 2000), (CLIENT, 54000), D0_MAC, CLIENT_MAC).frame());
+    });
+}
+
+#[test]
+fn no_neighbour_entry_hands_the_rewritten_packet_to_the_kernel() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syn = Tcp::new((CLIENT, 55000), (VIP, 3000), SYN);
+        let (action, out) = l.run(&syn.frame());
+        assert_eq!(action, XDP_PASS);
+        let got = frames::parse(&out).unwrap();
+        assert_eq!((got.src, got.dst, got.dport), (VIP, Ipv4Addr::new(198, 18, 0, 24), 3000), "rewritten for the kernel to forward");
+        assert!(frames::checksums_valid(&out));
+        assert_eq!(l.reason(Reason::NoNeighbour), 1);
+    });
+}
+
+#[test]
+fn everything_that_is_not_ours_passes_untouched() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syn = Tcp::new((CLIENT, 56000), (VIP, 12379), SYN);
+        let mut cases: Vec<(&str, Vec<u8>, Option<Reason>)> = vec![
+            ("ARP", frames::arp_request(CLIENT, VIP), Some(Reason::Passed)),
+            ("IPv6 TCP SYN to the frontend port", frames::ipv6_tcp_syn(12379), Some(Reason::Passed)),
+            ("UDP", frames::ipv4_other(17, CLIENT, VIP, b"\x30\x39\x30\x39\x00\x0c\x00\x00dns?"), Some(Reason::Passed)),
+            ("ICMP echo", frames::ipv4_other(1, CLIENT, VIP, b"\x08\x00\xf7\xff\x00\x00\x00\x00"), Some(Reason::Passed)),
+            ("SSH to the balancer", Tcp::new((CLIENT, 56001), (VIP, 22), SYN).frame(), Some(Reason::Passed)),
+            ("frontend port on another address", Tcp::new((CLIENT, 56002), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame(), Some(Reason::Passed)),
+            ("ACK to a frontend without a flow", Tcp::new((CLIENT, 56003), (VIP, 12379), ACK).frame(), Some(Reason::NoFlow)),
+            ("reply to a NAT port without a flow", Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(), Some(Reason::Passed)),
+        ];
+        let mut opts = syn.clone();
+        opts.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
+        cases.push(("SYN with IP options", opts.frame(), Some(Reason::IpOptions)));
+        let mut frag = syn.clone();
+        frag.frag = 0x2000; // MF
+        cases.push(("first fragment", frag.frame(), Some(Reason::Fragment)));
+        frag.frag = 0x0010; // offset 128
+        cases.push(("later fragment", frag.frame(), Some(Reason::Fragment)));
+        let good = syn.frame();
+        let mut bad = good.clone();
+        bad[14] = 0x44; // IHL 4
+        cases.push(("IHL 4", bad, Some(Reason::Malformed)));
+        let mut bad = good.clone();
+        bad[14 + 20 + 12] = 4 << 4; // doff 4
+        cases.push(("TCP data offset 4", bad, Some(Reason::Malformed)));
+        let mut bad = good.clone();
+        bad[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        cases.push(("IP total length beyond the frame", bad, Some(Reason::Malformed)));
+        let mut bad = good.clone();
+        bad[16..18].copy_from_slice(&30u16.to_be_bytes());
+        cases.push(("IP total length shorter than the headers", bad, Some(Reason::Malformed)));
+        // Truncated at every length the kernel accepts (it refuses frames under 14 bytes).
+        for len in 14..good.len() {
+            cases.push(("truncated SYN", good[..len].to_vec(), Some(Reason::Malformed)));
+        }
+        for (what, frame, reason) in &cases {
+            let before = reason.map(|r| l.reason(r));
+            let (action, out) = l.run(frame);
+            assert_eq!(action, XDP_PASS, "{what} ({} bytes)", frame.len());
+            assert_eq!(&out, frame, "{what} ({} bytes) must come back unchanged", frame.len());
+            if let (Some(r), Some(b)) = (reason, before) {
+                assert_eq!(l.reason(*r), b + 1, "{what} counted as {}", r.name());
+            }
+        }
+        assert!(l.flows.entries().is_empty(), "none of these opened a flow");
+        // Frames under the Ethernet header length never reach the program.
+        let mut out = vec![0u8; 64];
+        let short = [0u8; 13];
+        let r = l.prog().test_run(TestRunOptions { data_in: Some(&short), data_out: Some(&mut out), ..Default::default() });
+        assert!(r.is_err(), "the kernel refuses a 13-byte frame");
+    });
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask`: set-up, build, test and run, each doing its own set-up first so that a fresh
+//! machine needs nothing but `cargo xtask test`.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, bpf-linker, Debian packages, bpffs.
+    Setup,
+    /// Set up, then build the agent (with its XDP program) and the test helpers.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, and run every test (unit, BPF_PROG_TEST_RUN fixtures, namespace end-to-end).
+    Test {
+        /// Also run the long tests (minutes; CI does not).
+        #[arg(long)]
+        long: bool,
+        /// Passed to the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run: with no arguments a lab in network namespaces; with arguments,
+    /// `xdplb run ARGS` on this host (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--package", "lb-user", "--package", "tests", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c).context("building xdplb (its build script builds the XDP program)")?;
+    Ok(workspace().join("target").join(if release { "release" } else { "debug" }))
+}
+
+pub fn is_root() -> bool {
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() == 0 }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (it loads BPF programs and creates network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::all(),
+        Cmd::Build { release } => {
+            setup::all()?;
+            let dir = build(release)?;
+            println!("xtask: built {}", dir.join("xdplb").display());
+            Ok(())
+        }
+        Cmd::Test { long, args } => {
+            require_root("cargo xtask test")?;
+            setup::all()?;
+            let bin = build(false)?;
+            let mut c = cargo();
+            c.args(["test", "--workspace"]);
+            c.env("XDPLB_BIN", bin.join("xdplb"));
+            if long {
+                c.env("XDPLB_LONG_TESTS", "1");
+            }
+            c.arg("--");
+            c.args(&args);
+            run(&mut c).context("tests failed")
+        }
+        Cmd::Run { args } => {
+            require_root("cargo xtask run")?;
+            setup::all()?;
+            let bin = build(false)?;
+            if args.is_empty() {
+                run(Command::new(bin.join("xdplb-lab")).env("XDPLB_BIN", bin.join("xdplb")))
+            } else {
+                run(Command::new(bin.join("xdplb")).arg("run").args(&args))
+            }
+        }
+    }
+}
