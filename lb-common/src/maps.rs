@@ -45,6 +45,9 @@ const _: () = assert!(MAX_SLOTS.is_power_of_two());
 pub const MAX_TX_PORTS: u32 = 64;
 /// Default connection table size (entries; every flow takes two).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
+/// How long a flow trusts its cached FIB answer (a changed route or neighbour MAC is picked up
+/// within this time; the neighbour entry itself is kept fresh by the kernel).
+pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;
 /// Tries to find a free NAT source port before a SYN is refused.
 pub const NAT_PORT_TRIES: u32 = 8;
 
@@ -130,15 +133,17 @@ pub struct Flow {
     pub direction: u32,
     pub server_id: u32,
     pub frontend_id: u32,
-    /// Reply direction only: the client's MAC (or its router's) and our MAC on the interface
-    /// the SYN came in on, recorded at SYN time, so replies need no FIB lookup.
-    pub reply_dst_mac: [u8; 6],
-    pub reply_src_mac: [u8; 6],
-    /// Reply direction only: the interface the SYN came in on.
-    pub reply_ifindex: u32,
+    /// Where this direction's packets go: destination and source MAC and egress interface.
+    /// Server side (replies): the client's MAC (or its router's), our MAC and the interface the
+    /// SYN came in on, recorded at SYN time. Client side: the FIB's answer, cached and asked
+    /// again once `next_hop_ns` is older than `NEXT_HOP_REFRESH_NS`; ifindex 0 = not known yet.
+    pub next_hop_dst_mac: [u8; 6],
+    pub next_hop_src_mac: [u8; 6],
+    pub next_hop_ifindex: u32,
     /// TCP flags seen in this direction (`FLOW_SEEN_*`), and the peer's closing flags.
     pub seen: u32,
-    pub _pad: u32,
+    /// When the client side's next hop was last looked up (0 for the recorded server side).
+    pub next_hop_ns: u64,
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub packets: u64,
@@ -285,7 +290,7 @@ const _: () = assert!(size_of::<Frontend>() == 8);
 const _: () = assert!(size_of::<BackendSet>() == 8 + 4 * MAX_SLOTS);
 const _: () = assert!(size_of::<Server>() == 20);
 const _: () = assert!(size_of::<FlowKey>() == 12);
-const _: () = assert!(size_of::<Flow>() == 80);
+const _: () = assert!(size_of::<Flow>() == 88);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<TrafficStats>() == 48);
 

@@ -105,9 +105,9 @@ pub fn open(
         direction: FLOW_DIR_SERVER,
         server_id,
         frontend_id: frontend.frontend_id,
-        reply_dst_mac: client_mac,
-        reply_src_mac: our_mac,
-        reply_ifindex: ctx.ingress_ifindex() as u32,
+        next_hop_dst_mac: client_mac,
+        next_hop_src_mac: our_mac,
+        next_hop_ifindex: ctx.ingress_ifindex() as u32,
         created_ns: now,
         last_seen_ns: now,
         ..Flow::default()

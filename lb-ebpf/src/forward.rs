@@ -1,8 +1,8 @@
-//! Sending a rewritten packet on: towards the server through the kernel's FIB, back to the client
-//! through the next hop recorded at SYN time. Same interface: XDP_TX; another: XDP_REDIRECT
-//! through `tx_ports`. When the kernel has no neighbour entry yet, the rewritten packet goes to
-//! the kernel, which resolves the neighbour and forwards it (the agent enables forwarding and
-//! accept_local on the attached interfaces for this).
+//! Sending a rewritten packet on: towards the server through the kernel's FIB (its answer cached
+//! in the flow), back to the client through the next hop recorded at SYN time. Same interface:
+//! XDP_TX; another: XDP_REDIRECT through `tx_ports`. When the kernel has no neighbour entry yet,
+//! the rewritten packet goes to the kernel, which resolves the neighbour and forwards it (the
+//! agent enables forwarding and accept_local on the attached interfaces for this).
 
 use core::mem::{size_of, zeroed};
 
@@ -11,19 +11,30 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{Flow, Reason};
+use lb_common::{Flow, Reason, NEXT_HOP_REFRESH_NS};
 
 use crate::{maps::TX_PORTS, nat, parse::Packet};
 
 const AF_INET: u8 = 2;
 const IPPROTO_TCP: u8 = 6;
 
-/// Client -> server: rewrite, then route by the FIB.
+/// Client -> server: rewrite, then to the FIB's next hop (cached in the flow, refreshed every
+/// `NEXT_HOP_REFRESH_NS`).
 #[inline(always)]
-pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
-    let flow = unsafe { &*flow };
+pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
+    let flow = unsafe { &mut *flow };
     nat::rewrite(pkt, flow);
+    if flow.next_hop_ifindex == 0 || now.wrapping_sub(flow.next_hop_ns) > NEXT_HOP_REFRESH_NS {
+        if let Err(reason) = lookup_next_hop(ctx, pkt, flow, now) {
+            return (reason, xdp_action::XDP_PASS);
+        }
+    }
+    to_next_hop(ctx, pkt, flow, Reason::Forwarded)
+}
 
+/// Asks the kernel's FIB (and neighbour table) where the server is; records it in the flow.
+#[inline(always)]
+fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &mut Flow, now: u64) -> Result<(), Reason> {
     let mut fib: FibParams = unsafe { zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_TCP;
@@ -39,13 +50,15 @@ pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u3
     } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            let eth = unsafe { &mut *pkt.eth };
-            eth.dst_addr = fib.dmac;
-            eth.src_addr = fib.smac;
-            send(ctx, fib.ifindex, Reason::Forwarded)
+            flow.next_hop_dst_mac = fib.dmac;
+            flow.next_hop_src_mac = fib.smac;
+            flow.next_hop_ifindex = fib.ifindex;
+            flow.next_hop_ns = now;
+            Ok(())
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH => (Reason::NoNeighbour, xdp_action::XDP_PASS),
-        _ => (Reason::FibFailed, xdp_action::XDP_PASS),
+        // The kernel forwards the rewritten packet and resolves the neighbour meanwhile.
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Reason::NoNeighbour),
+        _ => Err(Reason::FibFailed),
     }
 }
 
@@ -54,10 +67,15 @@ pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u3
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
     let flow = unsafe { &*flow };
     nat::rewrite(pkt, flow);
+    to_next_hop(ctx, pkt, flow, Reason::Replied)
+}
+
+#[inline(always)]
+fn to_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, reason: Reason) -> (Reason, u32) {
     let eth = unsafe { &mut *pkt.eth };
-    eth.dst_addr = flow.reply_dst_mac;
-    eth.src_addr = flow.reply_src_mac;
-    send(ctx, flow.reply_ifindex, Reason::Replied)
+    eth.dst_addr = flow.next_hop_dst_mac;
+    eth.src_addr = flow.next_hop_src_mac;
+    send(ctx, flow.next_hop_ifindex, reason)
 }
 
 #[inline(always)]

@@ -8,6 +8,8 @@
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// Keys are passed to map helpers by reference on purpose: no copies on the 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod balance;
 mod conntrack;
@@ -64,7 +66,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         // A fresh SYN on a tuple whose flow is over is a new connection (port reuse).
         if !(is_syn && flow_ref.is_closed()) && flow_ref.direction == FLOW_DIR_CLIENT {
             conntrack::observe(flow, &pkt, now);
-            return Ok(forward::to_server(ctx, &pkt, flow));
+            return Ok(forward::to_server(ctx, &pkt, flow, now));
         }
         if is_syn {
             conntrack::remove_pair(&key, flow);
@@ -93,7 +95,7 @@ fn open_flow(
         Some(flow) => {
             stats::new_flow(frontend.frontend_id, server_id);
             conntrack::observe(flow, pkt, now);
-            let (reason, action) = forward::to_server(ctx, pkt, flow);
+            let (reason, action) = forward::to_server(ctx, pkt, flow, now);
             // The flow is new whatever the next hop did with its first packet.
             if reason == Reason::Forwarded {
                 (Reason::NewFlow, action)

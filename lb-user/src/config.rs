@@ -270,7 +270,7 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         (self.first..=self.last).contains(&port)
     }
-    pub fn len(&self) -> u32 {
+    pub fn count(&self) -> u32 {
         self.last as u32 - self.first as u32 + 1
     }
 }

@@ -37,7 +37,7 @@ pub enum DataplaneError {
         iface: String,
         mode: &'static str,
         hint: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 }
 
@@ -85,7 +85,7 @@ pub fn attach(
     for iface in ifaces {
         let attach = |prog: &mut Xdp, m: XdpMode, name: &'static str, hint: &'static str| {
             prog.attach_to_if_index(iface.ifindex, m).map(|_| name).map_err(|source| {
-                DataplaneError::Attach { iface: iface.name.clone(), mode: name, hint, source }
+                DataplaneError::Attach { iface: iface.name.clone(), mode: name, hint, source: Box::new(source) }
             })
         };
         let mode_name = match mode {

@@ -228,8 +228,7 @@ impl Pool {
             members = pick(true);
         }
         let slots = weighted_slots(&members);
-        let mut set = BackendSet::default();
-        set.count = slots.len() as u32;
+        let mut set = BackendSet { count: slots.len() as u32, ..BackendSet::default() };
         set.slots[..slots.len()].copy_from_slice(&slots);
         set
     }

@@ -57,7 +57,7 @@ impl Tcp {
     }
 
     pub fn frame(&self) -> Vec<u8> {
-        assert!(self.ip_options.len() % 4 == 0 && self.tcp_options.len() % 4 == 0);
+        assert!(self.ip_options.len().is_multiple_of(4) && self.tcp_options.len().is_multiple_of(4));
         let ihl = 20 + self.ip_options.len();
         let thl = 20 + self.tcp_options.len();
         let total = ihl + thl + self.payload.len();

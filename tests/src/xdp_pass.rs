@@ -3,7 +3,11 @@
 //! recent kernels (seen on 6.18) turning GRO on at the peer is not enough: it needs an XDP
 //! program of its own. A physical NIC needs none of this.
 
-use std::{ffi::CString, fs};
+use std::{
+    ffi::CString,
+    fs,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
 use anyhow::{bail, Result};
 
@@ -23,9 +27,8 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i32> {
     }
 }
 
-/// Attaches the pass program to `iface` in `ns` in driver mode. The attachment lives as long
-/// as the interface: nothing to clean up but the namespace.
-pub fn attach(ns: &NetNs, iface: &str) -> Result<()> {
+/// Loads the program; returns its fd (also the floor for per-packet cost measurements).
+pub fn load() -> Result<OwnedFd> {
     // r0 = XDP_PASS (2); exit
     let insns: [u8; 16] = [0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
     let license = CString::new("GPL").unwrap();
@@ -35,13 +38,20 @@ pub fn attach(ns: &NetNs, iface: &str) -> Result<()> {
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches the pass program to `iface` in `ns` in driver mode. The attachment lives as long
+/// as the interface: nothing to clean up but the namespace.
+pub fn attach(ns: &NetNs, iface: &str) -> Result<()> {
+    let prog = load()?;
     let path = format!("/sys/fs/bpf/{}", unique("xdplb-pass-"));
     let cpath = CString::new(path.clone()).unwrap();
     let mut attr = [0u8; 128];
     attr[0..8].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
-    attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
     let pinned = bpf(BPF_OBJ_PIN, &mut attr);
-    unsafe { libc::close(fd) };
+    drop(prog);
     if let Err(e) = pinned {
         bail!("pinning the pass program at {path}: {e}");
     }

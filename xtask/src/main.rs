@@ -36,6 +36,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Set up, build, and measure xdplb side by side with the direct path (see README).
+    Bench {
+        /// Passed to xdplb-bench (e.g. `-- --only prog --rounds 5`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Set up, build, and run: with no arguments a lab in network namespaces; with arguments,
     /// `xdplb run ARGS` on this host (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
     Run {
@@ -101,7 +107,8 @@ fn main() -> Result<()> {
             setup::all()?;
             let bin = build(false)?;
             let mut c = cargo();
-            c.args(["test", "--workspace"]);
+            // lb-ebpf builds only for BPF (lb-user's build script builds it).
+            c.args(["test", "--workspace", "--exclude", "lb-ebpf"]);
             c.env("XDPLB_BIN", bin.join("xdplb"));
             if long {
                 c.env("XDPLB_LONG_TESTS", "1");
@@ -109,6 +116,13 @@ fn main() -> Result<()> {
             c.arg("--");
             c.args(&args);
             run(&mut c).context("tests failed")
+        }
+        Cmd::Bench { args } => {
+            require_root("cargo xtask bench")?;
+            setup::all()?;
+            setup::bench()?;
+            let bin = build(true)?;
+            run(Command::new(bin.join("xdplb-bench")).args(&args).env("XDPLB_BIN", bin.join("xdplb")))
         }
         Cmd::Run { args } => {
             require_root("cargo xtask run")?;

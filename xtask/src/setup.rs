@@ -17,12 +17,19 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
 ];
 
+/// What the benchmark adds: the HTTP server on the backends and the load generator.
+const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk"), ("nginx", "nginx-light")];
+
 pub fn all() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
-    packages()?;
+    packages(PACKAGES)?;
     bpffs()?;
     Ok(())
+}
+
+pub fn bench() -> Result<()> {
+    packages(BENCH_PACKAGES)
 }
 
 fn step(name: &str, state: &str) {
@@ -99,8 +106,8 @@ fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+fn packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         step("packages", "present");
         return Ok(());

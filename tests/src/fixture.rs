@@ -1,0 +1,231 @@
+//! A namespace in which the real XDP program runs under BPF_PROG_TEST_RUN with maps filled by
+//! the agent's own map owner: two veth interfaces (d0 198.18.0.10/24, d1 198.19.0.10/24) and
+//! permanent neighbour entries, so that `bpf_fib_lookup` answers for real. Used by the packet
+//! fixtures and by the per-packet cost benchmark.
+
+use std::{net::Ipv4Addr, os::fd::{AsFd, AsRawFd}, path::PathBuf};
+
+use anyhow::{bail, Result};
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use lb_common::{Flow, FlowKey, Reason, TrafficStats};
+use lb_user::{
+    config::Config,
+    conntrack::FlowTable,
+    dataplane::{self, LoadOptions},
+    maps::MapOwner,
+    netif,
+    stats::Counters,
+    topology::{System, Topology},
+};
+
+use crate::netns::{unique, veth, NetNs};
+
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const D0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const D1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+pub fn server(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 20 + i)
+}
+pub fn server_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 0x20 + i]
+}
+
+pub const CONFIG: &str = r#"
+[global]
+nat_ports = "40000-40999"
+
+[[frontend]]
+name = "etcd"
+bind = "*:12379"
+backend = "etcd"
+
+[[frontend]]
+name = "api"
+bind = "198.18.0.10:16443"
+backend = "down"
+
+[[frontend]]
+name = "far"
+bind = "198.18.0.10:2000"
+backend = "far"
+
+[[frontend]]
+name = "unresolved"
+bind = "198.18.0.10:3000"
+backend = "unresolved"
+
+[[backend]]
+name = "etcd"
+server = [
+  { name = "app1", address = "198.18.0.21:2379" },
+  { name = "app2", address = "198.18.0.22:2379" },
+  { name = "app3", address = "198.18.0.23:2379" },
+]
+
+[[backend]]
+name = "down"
+server = [ { name = "app1", address = "198.18.0.21:6443" } ]
+
+[[backend]]
+name = "far"
+server = [ { name = "x", address = "198.19.0.31:2000" } ]
+
+[[backend]]
+name = "unresolved"
+server = [ { name = "y", address = "198.18.0.24:3000" } ]
+"#;
+
+pub struct Fixture {
+    pub ns: NetNs,
+    // The far ends of d0 and d1.
+    _peer: NetNs,
+    pub pin_dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = dataplane::remove_pins(&self.pin_dir);
+    }
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub flows: FlowTable,
+    pub counters: Counters,
+    pub d0: u32,
+    pub d1: u32,
+    pub topology: Topology,
+}
+
+pub fn fixture() -> Fixture {
+    let ns = NetNs::new("xfx").unwrap();
+    let peer = NetNs::new("xfp").unwrap();
+    veth(&ns, "d0", &peer, "p0").unwrap();
+    veth(&ns, "d1", &peer, "p1").unwrap();
+    ns.ip(&["link", "set", "d0", "address", "02:00:00:00:00:10"]).unwrap();
+    ns.ip(&["link", "set", "d1", "address", "02:00:00:00:01:10"]).unwrap();
+    ns.ip(&["addr", "add", "198.18.0.10/24", "dev", "d0"]).unwrap();
+    ns.ip(&["addr", "add", "198.19.0.10/24", "dev", "d1"]).unwrap();
+    for i in 1..=3u8 {
+        let mac = server_mac(i).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        ns.ip(&["neigh", "replace", &server(i).to_string(), "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();
+    }
+    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"]).unwrap();
+    for d in ["d0", "d1"] {
+        ns.sysctl(&format!("net.ipv4.conf.{d}.forwarding"), "1").unwrap();
+    }
+    Fixture { ns, _peer: peer, pin_dir: PathBuf::from("/sys/fs/bpf").join(unique("xdplb-fx-")) }
+}
+
+impl Fixture {
+    /// Loads the program and fills its maps the way the agent does; `up` says which server
+    /// ids are UP. Must run inside the namespace.
+    pub fn load(&self, up: &dyn Fn(u32) -> bool) -> Loaded {
+        self.load_sized(up, 1024)
+    }
+
+    pub fn load_sized(&self, up: &dyn Fn(u32) -> bool, max_flows: u32) -> Loaded {
+        let config = Config::parse(CONFIG, "fixture.toml".as_ref()).unwrap();
+        let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
+        let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
+        let mut ebpf =
+            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows }).unwrap();
+        let mut owner = MapOwner::take(&mut ebpf).unwrap();
+        owner.write_settings(&config.global).unwrap();
+        owner.write_tx_ports(&ifaces).unwrap();
+        owner.apply(&topology, up).unwrap();
+        let flows = FlowTable::take(&mut ebpf).unwrap();
+        let counters = Counters::open_pinned(&self.pin_dir).unwrap();
+        Loaded { ebpf, flows, counters, d0: ifaces[0].ifindex, d1: ifaces[1].ifindex, topology }
+    }
+}
+
+impl Loaded {
+    pub fn prog(&mut self) -> &mut Xdp {
+        dataplane::program(&mut self.ebpf)
+    }
+
+    /// Runs one frame arriving on `ifindex`: (action, frame out).
+    pub fn run_on(&mut self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; 4096];
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = self
+            .prog()
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let d0 = self.d0;
+        self.run_on(frame, d0)
+    }
+
+    pub fn reasons(&self) -> Vec<(Reason, u64)> {
+        self.counters.reasons().unwrap()
+    }
+
+    pub fn reason(&self, r: Reason) -> u64 {
+        self.reasons().into_iter().find(|(k, _)| *k == r).unwrap().1
+    }
+
+    pub fn entry(&self, key: FlowKey) -> Option<Flow> {
+        self.flows.entries().into_iter().find(|(k, _)| *k == key).map(|(_, f)| f)
+    }
+
+    pub fn server_stats(&self, name: &str) -> TrafficStats {
+        let id = self.topology.pool("etcd").unwrap().servers.iter().find(|s| s.name == name).unwrap().id;
+        self.counters.server(id).unwrap()
+    }
+}
+
+pub fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey { src_addr: src.0.octets(), dst_addr: dst.0.octets(), src_port_be: src.1.to_be(), dst_port_be: dst.1.to_be() }
+}
+
+
+/// One BPF_PROG_TEST_RUN of `prog_fd` on `frame` arriving on `ifindex` (repeat 1, so every run
+/// sees a fresh copy of the frame): (action, kernel-measured ns).
+pub fn timed_run(prog_fd: i32, frame: &[u8], ifindex: u32) -> Result<(u32, u32)> {
+    let mut out = vec![0u8; 4096];
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut attr = [0u8; 80];
+    attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    attr[12..16].copy_from_slice(&(out.len() as u32).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+    attr[24..32].copy_from_slice(&(out.as_mut_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&1u32.to_ne_bytes());
+    attr[40..44].copy_from_slice(&(ctx.len() as u32).to_ne_bytes());
+    attr[48..56].copy_from_slice(&(ctx.as_ptr() as u64).to_ne_bytes());
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, attr.as_mut_ptr(), attr.len()) };
+    if rc < 0 {
+        bail!("BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    }
+    let retval = u32::from_ne_bytes(attr[4..8].try_into().unwrap());
+    let duration = u32::from_ne_bytes(attr[36..40].try_into().unwrap());
+    Ok((retval, duration))
+}
+
+impl Loaded {
+    pub fn prog_fd(&mut self) -> i32 {
+        self.prog().fd().unwrap().as_fd().as_raw_fd()
+    }
+}
