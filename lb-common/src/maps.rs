@@ -214,75 +214,67 @@ pub struct TrafficStats {
     pub syn_rst: u64,
 }
 
-/// Why a packet got the action it got: the index of `reason_stats` (per-CPU packet counts).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Not for a frontend nor a tracked flow: handed to the kernel untouched.
-    Passed = 0,
-    /// Client->server packet rewritten and sent on.
-    Forwarded = 1,
-    /// Server->client packet rewritten and sent back.
-    Replied = 2,
-    /// A SYN opened a flow.
-    NewFlow = 3,
-    /// A SYN found no server UP: answered with RST (or dropped).
-    NoBackend = 4,
-    /// The connection table refused an insert, or no NAT port was free.
-    TableFull = 5,
-    /// The kernel had no neighbour entry for the next hop: rewritten packet handed to the kernel.
-    NoNeighbour = 6,
-    /// IPv4 fragment: handed to the kernel untouched.
-    Fragment = 7,
-    /// IPv4 header with options: handed to the kernel untouched.
-    IpOptions = 8,
-    /// Truncated or inconsistent headers: handed to the kernel untouched.
-    Malformed = 9,
-    /// A non-SYN packet to a frontend without a flow: handed to the kernel.
-    NoFlow = 10,
-    /// The FIB lookup failed (no route, forwarding disabled, ...): handed to the kernel.
-    FibFailed = 11,
-    /// Redirect to another interface failed (not in `tx_ports`): dropped.
-    RedirectFailed = 12,
-}
-
-pub const REASON_COUNT: u32 = 13;
-
-impl Reason {
-    pub const ALL: [Reason; REASON_COUNT as usize] = [
-        Reason::Passed,
-        Reason::Forwarded,
-        Reason::Replied,
-        Reason::NewFlow,
-        Reason::NoBackend,
-        Reason::TableFull,
-        Reason::NoNeighbour,
-        Reason::Fragment,
-        Reason::IpOptions,
-        Reason::Malformed,
-        Reason::NoFlow,
-        Reason::FibFailed,
-        Reason::RedirectFailed,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::Passed => "passed",
-            Reason::Forwarded => "forwarded",
-            Reason::Replied => "replied",
-            Reason::NewFlow => "new_flow",
-            Reason::NoBackend => "no_backend",
-            Reason::TableFull => "table_full",
-            Reason::NoNeighbour => "no_neighbour",
-            Reason::Fragment => "fragment",
-            Reason::IpOptions => "ip_options",
-            Reason::Malformed => "malformed",
-            Reason::NoFlow => "no_flow",
-            Reason::FibFailed => "fib_failed",
-            Reason::RedirectFailed => "redirect_failed",
+/// Defines `Reason` once: the enum, its count, every value in order, and each one's name.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
+        /// Why a packet got the action it got: the index of `reason_stats` (per-CPU packet counts).
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant = $value, )*
         }
-    }
+
+        pub const REASON_COUNT: u32 = [$($value),*].len() as u32;
+
+        impl Reason {
+            pub const ALL: [Reason; REASON_COUNT as usize] = [$(Reason::$variant),*];
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Reason::$variant => $name, )*
+                }
+            }
+        }
+    };
 }
+
+reasons! {
+    /// Not for a frontend nor a tracked flow: handed to the kernel untouched.
+    Passed = 0 => "passed",
+    /// Client->server packet rewritten and sent on.
+    Forwarded = 1 => "forwarded",
+    /// Server->client packet rewritten and sent back.
+    Replied = 2 => "replied",
+    /// A SYN opened a flow.
+    NewFlow = 3 => "new_flow",
+    /// A SYN found no server UP: answered with RST (or dropped).
+    NoBackend = 4 => "no_backend",
+    /// The connection table refused an insert, or no NAT port was free.
+    TableFull = 5 => "table_full",
+    /// The kernel had no neighbour entry for the next hop: rewritten packet handed to the kernel.
+    NoNeighbour = 6 => "no_neighbour",
+    /// IPv4 fragment: handed to the kernel untouched.
+    Fragment = 7 => "fragment",
+    /// IPv4 header with options: handed to the kernel untouched.
+    IpOptions = 8 => "ip_options",
+    /// Truncated or inconsistent headers: handed to the kernel untouched.
+    Malformed = 9 => "malformed",
+    /// A non-SYN packet to a frontend without a flow: handed to the kernel.
+    NoFlow = 10 => "no_flow",
+    /// The FIB lookup failed (no route, forwarding disabled, ...): handed to the kernel.
+    FibFailed = 11 => "fib_failed",
+    /// Redirect to an interface not in `tx_ports`: the rewritten packet goes to the kernel.
+    RedirectFailed = 12 => "redirect_failed",
+}
+
+// The values index an array: they must be 0..REASON_COUNT in order.
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        assert!(Reason::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
 const _: () = assert!(size_of::<FrontendKey>() == 8);

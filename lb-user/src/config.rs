@@ -47,6 +47,8 @@ pub struct Global {
     pub gc_interval: Dur,
     /// Answer SYNs that no server can take with RST (otherwise drop them).
     pub reset_on_no_backend: bool,
+    /// Status page, `/status.json` and `/metrics` (HAProxy's usual stats port).
+    pub stats_bind: std::net::SocketAddr,
 }
 
 impl Default for Global {
@@ -62,6 +64,7 @@ impl Default for Global {
             close_linger: Dur(Duration::from_secs(10)),
             gc_interval: Dur(Duration::from_secs(1)),
             reset_on_no_backend: true,
+            stats_bind: "127.0.0.1:8404".parse().unwrap(),
         }
     }
 }
@@ -131,33 +134,66 @@ pub struct ServerCfg {
     /// Takes flows only when no active server is UP.
     #[serde(default)]
     pub backup: bool,
+    /// Health-check this server (HAProxy's `check`); unchecked servers count as UP.
+    #[serde(default = "default_true")]
+    pub check: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_weight() -> u32 {
     1
 }
 
-/// Health check settings, HAProxy's names. (Checks run in the agent; see `health`.)
+/// Health check settings of a backend's servers, with HAProxy's names and defaults
+/// (`default-server` in HAProxy terms). Checks run in the agent; see `health`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckCfg {
-    /// `https` (HAProxy's `check check-ssl`), `http`, `tcp`, or `none`.
+    /// `https` (HAProxy's `check check-ssl` with `option httpchk`), `http`, `tcp` (connect
+    /// only), or `none` (servers count as UP).
     #[serde(rename = "type")]
     pub kind: CheckKind,
+    /// Interval between checks while the server is UP (HAProxy `inter`).
     pub inter: Dur,
+    /// Interval while it is changing state (`UP x/fall`, `DOWN x/rise`); default `inter`.
     pub fastinter: Option<Dur>,
+    /// Interval while it is DOWN; default `inter`.
     pub downinter: Option<Dur>,
+    /// Consecutive passes that bring a DOWN server UP.
     pub rise: u32,
+    /// Consecutive failures that take an UP server DOWN.
     pub fall: u32,
+    /// Budget for connect + TLS handshake + response; default `inter`.
     pub timeout: Option<Dur>,
+    /// HTTP request path (`option httpchk GET /path`).
     pub path: String,
+    /// Host header; default the server's address.
+    pub host: Option<String>,
+    /// Pass needs this HTTP status...
     pub expect_status: u16,
+    /// ...and, if set, this string in the body (`http-check expect string`).
     pub expect_string: Option<String>,
+    /// `none` (HAProxy's `verify none`) or `required` (needs `ca_file`).
     pub verify: Verify,
     pub ca_file: Option<PathBuf>,
+    /// TLS server name; default none (an IP address is not a valid SNI).
     pub sni: Option<String>,
+    /// Client certificate and key (PEM), for servers that require one (etcd `--client-cert-auth`).
     pub crt: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// State before the first check: `up` (HAProxy's behaviour) or `down` until proven.
+    pub initial_state: InitialState,
+    /// What happens to open flows of a server marked DOWN: `none` (HAProxy's default, they stay)
+    /// or `shutdown-sessions` (they are removed from the connection table).
+    pub on_marked_down: OnMarkedDown,
+    /// Passive layer-4 observation (HAProxy `observe layer4`): SYNs the server answers with RST
+    /// or never answers count as errors; at `error_limit` the server is checked at `fastinter`
+    /// at once.
+    pub observe: Observe,
+    pub error_limit: u32,
 }
 
 impl Default for CheckCfg {
@@ -178,8 +214,46 @@ impl Default for CheckCfg {
             sni: None,
             crt: None,
             key: None,
+            host: None,
+            initial_state: InitialState::Up,
+            on_marked_down: OnMarkedDown::None,
+            observe: Observe::Layer4,
+            error_limit: 10,
         }
     }
+}
+
+impl CheckCfg {
+    pub fn fastinter(&self) -> Duration {
+        self.fastinter.unwrap_or(self.inter).0
+    }
+    pub fn downinter(&self) -> Duration {
+        self.downinter.unwrap_or(self.inter).0
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.inter).0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMarkedDown {
+    None,
+    ShutdownSessions,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Observe {
+    None,
+    Layer4,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -494,6 +568,17 @@ impl CheckCfg {
         }
         if self.inter.0 < Duration::from_millis(10) {
             p.push(format!("{at}.inter: use at least \"10ms\""));
+        }
+        if let Some(t) = self.timeout {
+            if t > self.inter {
+                p.push(format!(
+                    "{at}.timeout = \"{t}\" is longer than inter = \"{}\": a check would still run when the next is due; use a timeout of at most inter",
+                    self.inter
+                ));
+            }
+        }
+        if self.error_limit == 0 {
+            p.push(format!("{at}.error_limit = 0: use 1 or more (HAProxy's default is 10)"));
         }
         if !(100..=599).contains(&self.expect_status) {
             p.push(format!("{at}.expect_status = {}: use an HTTP status, 100-599", self.expect_status));

@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod dataplane;
 pub mod maps;
 pub mod netif;
+pub mod snapshot;
 pub mod stats;
 pub mod sysctl;
 pub mod topology;

@@ -85,6 +85,37 @@ pub fn is_root() -> bool {
     unsafe { geteuid() == 0 }
 }
 
+/// Runs cargo test, passing its output through, and closes with the totals over every test
+/// binary (cargo's own last lines are those of the doc tests).
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |what: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(what).and_then(|n| n.trim().split_whitespace().last()?.parse().ok()))
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+            ignored += count(" ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nxtask test: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
 fn require_root(what: &str) -> Result<()> {
     if !is_root() {
         bail!("{what} needs root (it loads BPF programs and creates network namespaces): run it with sudo");
@@ -115,7 +146,7 @@ fn main() -> Result<()> {
             }
             c.arg("--");
             c.args(&args);
-            run(&mut c).context("tests failed")
+            run_tests(&mut c)
         }
         Cmd::Bench { args } => {
             require_root("cargo xtask bench")?;
