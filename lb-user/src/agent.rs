@@ -1,18 +1,27 @@
-//! `xdplb run`: validate everything, then load, fill the maps, attach, and keep the connection
-//! table swept until told to stop. SIGHUP re-reads the configuration.
+//! `xdplb run`: validate everything, then load, fill the maps, attach, run the health checks,
+//! keep the kernel's healthy sets true to them, sweep the connection table and serve the status
+//! page until told to stop. SIGHUP re-reads the configuration.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    config::{Config, XdpModeCfg},
-    conntrack::{monotonic_ns, FlowTable, Timeouts},
+    config::{Config, OnMarkedDown, XdpModeCfg},
+    conntrack::{monotonic_ns, FlowTable, Sweep, Timeouts},
     dataplane::{self, LoadOptions},
+    health::{self, state::Transition, Registry},
     maps::MapOwner,
     netif::{self, Interface},
-    sysctl,
+    snapshot::Snapshot,
+    stats::Counters,
+    status, sysctl,
     topology::{System, Topology},
 };
 
@@ -30,11 +39,12 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
 }
 
-/// Everything `run` needs, checked: the config, the interfaces, the topology.
+/// Everything `run` needs, checked: the config, the interfaces, the topology, the checks.
 struct Prepared {
     config: Config,
     ifaces: Vec<Interface>,
     topology: Topology,
+    plans: HashMap<u32, health::Plan>,
 }
 
 fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refused> {
@@ -73,21 +83,38 @@ fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refus
             p.iter().map(|x| format!("  - {x}")).collect::<Vec<_>>().join("\n")
         ))
     })?;
-    Ok(Prepared { config, ifaces, topology })
+    let plans = health::plans(&config, &topology).map_err(|p| {
+        Refused(format!("{}: {}", opts.config.display(), p.join("\n  - ")))
+    })?;
+    Ok(Prepared { config, ifaces, topology, plans })
 }
 
 fn timeouts(c: &Config) -> Timeouts {
     Timeouts { idle: c.global.idle_timeout.0, syn: c.global.syn_timeout.0, linger: c.global.close_linger.0 }
 }
 
-/// Until the health checker lands, every configured server is UP.
-fn all_up(_: u32) -> bool {
-    true
+/// The running agent: the single owner of the maps, the checks and what the status page shows.
+struct Agent {
+    opts: RunOptions,
+    config: Config,
+    topology: Topology,
+    owner: MapOwner,
+    flows: FlowTable,
+    counters: Counters,
+    registry: Registry,
+    status: status::Builder,
+    shared: Arc<RwLock<Snapshot>>,
+    last_sweep: Sweep,
+    syn_rst_seen: HashMap<u32, u64>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let Prepared { mut config, ifaces, mut topology } = prepare(&opts, None)?;
+    let Prepared { config, ifaces, topology, plans } = prepare(&opts, None)?;
     let g = &config.global;
+    // Bind the status page first: a port in use is a refusal, before the kernel is touched.
+    let listener = tokio::net::TcpListener::bind(g.stats_bind).await.map_err(|e| {
+        Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind))
+    })?;
 
     sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
@@ -98,58 +125,167 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut owner = MapOwner::take(&mut ebpf)?;
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
-    owner.apply(&topology, &all_up)?;
-    let mut flows = FlowTable::take(&mut ebpf)?;
+    let (mut registry, mut events) = Registry::new();
+    registry.apply(&config, &topology, plans);
+    owner.apply(&topology, &|id| registry.is_up(id))?;
+    let flows = FlowTable::take(&mut ebpf)?;
+    let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let modes = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode)?;
+    let modes: Vec<String> = modes.iter().map(|(i, m)| format!("{i}:{m}")).collect();
+
+    let shared = Arc::new(RwLock::new(Snapshot::default()));
+    tokio::spawn(status::serve(listener, shared.clone()));
+    let mut agent = Agent {
+        status: status::Builder::new(modes.clone()),
+        opts,
+        config,
+        topology,
+        owner,
+        flows,
+        counters,
+        registry,
+        shared,
+        last_sweep: Sweep::default(),
+        syn_rst_seen: HashMap::new(),
+    };
+    agent.publish();
     log::info!(
-        "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}",
-        topology.frontends.len(),
-        topology.servers().count(),
-        g.pin_dir.display(),
-        modes.iter().map(|(i, m)| format!("{i}:{m}")).collect::<Vec<_>>().join(" ")
+        "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}, status on http://{}/",
+        agent.topology.frontends.len(),
+        agent.topology.servers().count(),
+        agent.config.global.pin_dir.display(),
+        modes.join(" "),
+        agent.config.global.stats_bind,
     );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc = tokio::time::interval(config.global.gc_interval.0);
+    let mut gc = tokio::time::interval(agent.config.global.gc_interval.0);
+    let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                match reload(&opts, &config, &topology, &mut owner) {
-                    Ok((c, t)) => { config = c; topology = t; }
-                    Err(e) => log::error!("reload refused, still running the previous configuration: {e:#}"),
-                }
-            }
-            _ = gc.tick() => {
-                let s = flows.sweep(monotonic_ns(), &timeouts(&config));
-                if s.removed > 0 {
-                    log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
+            _ = hup.recv() => agent.reload(),
+            Some(ev) = events.recv() => agent.on_check(ev)?,
+            _ = observe.tick() => agent.observe(),
+            _ = gc.tick() => agent.sweep(),
+            _ = refresh.tick() => agent.publish(),
+        }
+    }
+    agent.registry.stop();
+    log::info!(
+        "stopping: XDP detached; maps stay pinned under {} (`xdplb detach` removes them)",
+        agent.config.global.pin_dir.display()
+    );
+    Ok(())
+}
+
+impl Agent {
+    /// A check result: on a transition, the pool's healthy set is rewritten at once.
+    fn on_check(&mut self, ev: health::Event) -> Result<()> {
+        let id = ev.server_id;
+        let decided_at = ev.decided_at;
+        let Some(t) = self.registry.record(ev) else { return Ok(()) };
+        let Some((pool, server)) = self.topology.servers().find(|(_, s)| s.id == id) else { return Ok(()) };
+        let registry = &self.registry;
+        self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
+        let latency = decided_at.elapsed();
+        self.status.map_latency(latency);
+        let up = |backup: bool| {
+            pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count()
+        };
+        let (active, backup) = (up(false), up(true));
+        let view = &self.registry.servers[&id];
+        let result = &view.last.as_ref().expect("just recorded").0;
+        let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
+        match t {
+            Transition::Down => log::warn!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
+            Transition::Up => log::info!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
+        }
+        if active + backup == 0 {
+            log::error!("backend '{}' has no server available!", pool.name);
+        }
+        if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
+            let n = self.flows.remove_server_flows(id);
+            log::warn!("Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)", pool.name, server.name);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Passive layer-4 observation: SYNs the servers answered with RST since the last look.
+    fn observe(&mut self) {
+        let ids: Vec<u32> = self.topology.servers().map(|(_, s)| s.id).collect();
+        for id in ids {
+            let Ok(st) = self.counters.server(id) else { continue };
+            let seen = self.syn_rst_seen.entry(id).or_insert(st.syn_rst);
+            let delta = st.syn_rst.saturating_sub(*seen);
+            *seen = st.syn_rst;
+            self.registry.observe(id, delta);
+        }
+    }
+
+    fn sweep(&mut self) {
+        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.config));
+        if s.removed > 0 {
+            log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
+        }
+        for (&id, &n) in &s.unanswered_by_server {
+            self.registry.observe(id, n);
+        }
+        self.last_sweep = s;
+    }
+
+    fn publish(&mut self) {
+        let snap = self.status.build(&self.config, &self.topology, &self.registry, &self.counters, &self.last_sweep);
+        *self.shared.write().unwrap() = snap;
+    }
+
+    /// Re-reads the configuration and applies it; a bad one changes nothing.
+    fn reload(&mut self) {
+        match prepare(&self.opts, Some(&self.topology)) {
+            Err(e) => log::error!("reload refused, still running the previous configuration: {e}"),
+            Ok(Prepared { config, topology, plans, .. }) => {
+                if let Err(e) = self.apply(config, topology, plans) {
+                    log::error!("reload failed while applying: {e:#}");
                 }
             }
         }
     }
-    log::info!("stopping: XDP detached; maps stay pinned under {} (`xdplb detach` removes them)", config.global.pin_dir.display());
-    Ok(())
+
+    fn apply(&mut self, config: Config, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
+        let (a, b) = (&self.config.global, &config.global);
+        if a.interfaces != b.interfaces
+            || a.pin_dir != b.pin_dir
+            || a.max_flows != b.max_flows
+            || a.xdp_mode != b.xdp_mode
+            || a.stats_bind != b.stats_bind
+        {
+            log::warn!("reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart");
+        }
+        if a.nat_ports != b.nat_ports {
+            sysctl::reserve_ports(b.nat_ports)?;
+        }
+        self.owner.write_settings(b)?;
+        self.registry.apply(&config, &topology, plans);
+        let registry = &self.registry;
+        self.owner.apply(&topology, &|id| registry.is_up(id))?;
+        log::info!(
+            "reloaded {}: {} frontend(s), {} server(s)",
+            self.opts.config.display(),
+            topology.frontends.len(),
+            topology.servers().count()
+        );
+        self.config = config;
+        self.topology = topology;
+        self.publish();
+        Ok(())
+    }
 }
 
-/// Applies a changed configuration. Interfaces, pin directory and table size need a restart.
-fn reload(opts: &RunOptions, old: &Config, topo: &Topology, owner: &mut MapOwner) -> Result<(Config, Topology)> {
-    let Prepared { config, topology, .. } = prepare(opts, Some(topo))?;
-    let (a, b) = (&old.global, &config.global);
-    if a.interfaces != b.interfaces || a.pin_dir != b.pin_dir || a.max_flows != b.max_flows || a.xdp_mode != b.xdp_mode {
-        log::warn!("reload: interfaces, xdp_mode, pin_dir and max_flows take effect at the next restart");
-    }
-    if a.nat_ports != b.nat_ports {
-        sysctl::reserve_ports(b.nat_ports)?;
-    }
-    owner.write_settings(b)?;
-    owner.apply(&topology, &all_up)?;
-    log::info!("reloaded {}: {} frontend(s), {} server(s)", opts.config.display(), topology.frontends.len(), topology.servers().count());
-    Ok((config, topology))
-}
 
 /// `xdplb detach`: removes the pins (and so the maps, once no agent holds them).
 pub fn detach(pin_dir: &Path) -> Result<()> {

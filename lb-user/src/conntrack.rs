@@ -3,13 +3,14 @@
 //! always removes both.
 
 use std::{
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     time::Duration,
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, MapError},
+    maps::{HashMap as BpfHashMap, Map, MapData, MapError},
     Ebpf,
 };
 use lb_common::{
@@ -103,13 +104,18 @@ pub fn monotonic_ns() -> u64 {
 }
 
 pub struct FlowTable {
-    map: HashMap<MapData, FlowKey, Flow>,
+    map: BpfHashMap<MapData, FlowKey, Flow>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
+/// flows and the SYNs that were never answered (passive layer-4 observation).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sweep {
     pub flows: usize,
     pub removed: usize,
+    pub active_by_server: HashMap<u32, u64>,
+    pub active_by_frontend: HashMap<u32, u64>,
+    pub unanswered_by_server: HashMap<u32, u64>,
 }
 
 impl FlowTable {
@@ -120,7 +126,7 @@ impl FlowTable {
     /// Opens the table pinned by a running agent (for `xdplb flows` and tests).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, MapError> {
         let data = MapData::from_pin(pin_dir.join(names::FLOWS))?;
-        Ok(Self { map: HashMap::try_from(Map::from_map_data(data)?)? })
+        Ok(Self { map: BpfHashMap::try_from(Map::from_map_data(data)?)? })
     }
 
     /// Every entry (both directions), as the kernel has them now.
@@ -177,10 +183,18 @@ impl FlowTable {
                 continue;
             };
             let last = flow.last_seen_ns.max(peer.last_seen_ns);
-            if expired(FlowState::of(&flow), flow.created_ns, last, now, t) {
+            let state = FlowState::of(&flow);
+            if expired(state, flow.created_ns, last, now, t) {
                 doomed.push(flow.peer_key());
                 doomed.push(key);
                 result.removed += 1;
+                // A handshake that timed out: the server never answered the SYN.
+                if state == FlowState::SynSent && peer.packets == 0 {
+                    *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
+                }
+            } else if state != FlowState::Closed {
+                *result.active_by_server.entry(flow.server_id).or_default() += 1;
+                *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
             }
         }
         for k in doomed {
@@ -188,6 +202,23 @@ impl FlowTable {
             let _ = self.map.remove(&k);
         }
         result
+    }
+}
+
+impl FlowTable {
+    /// Removes every flow to `server_id` (HAProxy's `on-marked-down shutdown-sessions`). Their
+    /// next packet, either way, reaches the kernel, which has no socket for it and answers RST,
+    /// so both ends fail fast. Returns how many flows went.
+    pub fn remove_server_flows(&mut self, server_id: u32) -> usize {
+        let mut n = 0;
+        for (key, flow) in self.entries() {
+            if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
+                let _ = self.map.remove(&flow.peer_key());
+                let _ = self.map.remove(&key);
+                n += 1;
+            }
+        }
+        n
     }
 }
 

@@ -35,6 +35,13 @@ enum Cmd {
     },
     /// Validate a configuration and print it with every default filled in.
     CheckConfig { file: PathBuf },
+    /// Translate an haproxy.cfg into xdplb's TOML (stdout); says what it could not translate.
+    ImportHaproxy {
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// The connection table of a running data path.
     Flows {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -46,6 +53,14 @@ enum Cmd {
     Stats {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running agent's servers and frontends, like HAProxy's stats page.
+    Status {
+        /// Where the agent serves its status page (global.stats_bind).
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        stats: std::net::SocketAddr,
         #[arg(long)]
         json: bool,
     },
@@ -83,6 +98,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }
+        Cmd::ImportHaproxy { file, output } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
+            let import = lb_user::haproxy::import(&text).map_err(|e| Refused(format!("{}: {e}", file.display())))?;
+            for n in &import.notes {
+                eprintln!("xdplb import-haproxy: {}: {n}", file.display());
+            }
+            let toml = lb_user::haproxy::to_toml(&import);
+            match output {
+                Some(out) => std::fs::write(&out, toml).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?,
+                None => print!("{toml}"),
+            }
+            Ok(())
+        }
         Cmd::Flows { pin_dir, json } => {
             let flows = FlowTable::open_pinned(&pin_dir)
                 .map_err(|e| anyhow::anyhow!("opening {}/flows: {e}; is the agent running with this --pin-dir?", pin_dir.display()))?
@@ -114,6 +143,15 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 for (k, v) in r {
                     println!("{:<16} {v}", k.name());
                 }
+            }
+            Ok(())
+        }
+        Cmd::Status { stats, json } => {
+            let snap = lb_user::status::fetch(stats).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snap)?);
+            } else {
+                print!("{}", lb_user::statuspage::table(&snap));
             }
             Ok(())
         }

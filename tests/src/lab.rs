@@ -129,18 +129,22 @@ impl Lab {
 
     /// Starts `lbtest-server NAME PORT` on every backend.
     pub fn start_servers(&self, server_bin: &str, port: u16) -> Result<()> {
-        for b in &self.backends {
-            let mut c = b.ns.spawn(server_bin, &[&b.name, &port.to_string()])?;
-            // Reaped with the namespace; wait for the listener so tests do not race it.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            if let Ok(Some(status)) = c.try_wait() {
-                anyhow::bail!("lbtest-server on {} exited: {status}", b.name);
-            }
-        }
-        for b in &self.backends {
-            wait_listening(&b.ns, port)?;
+        for i in 0..self.backends.len() {
+            self.start_server(i, server_bin, port)?;
         }
         Ok(())
+    }
+
+    /// Starts `lbtest-server NAME PORT` on backend `i` and waits until it listens.
+    pub fn start_server(&self, i: usize, server_bin: &str, port: u16) -> Result<()> {
+        let b = &self.backends[i];
+        // Reaped with the namespace (NetNs::drop kills what runs in it).
+        let mut c = b.ns.spawn(server_bin, &[&b.name, &port.to_string()])?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Ok(Some(status)) = c.try_wait() {
+            anyhow::bail!("lbtest-server on {} exited: {status}", b.name);
+        }
+        wait_listening(&b.ns, port)
     }
 }
 

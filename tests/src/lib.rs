@@ -6,5 +6,6 @@ pub mod fixture;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod pki;
 pub mod traffic;
 pub mod xdp_pass;

@@ -99,13 +99,20 @@ impl NsHandle {
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
+impl NetNs {
+    /// SIGKILLs every process in the namespace (and only those).
+    pub fn kill_all(&self) {
         if let Ok(pids) = sh(Command::new("ip").args(["netns", "pids", &self.name])) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        self.kill_all();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }

@@ -97,7 +97,7 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |what: &str| -> u64 {
                 rest.split(';')
-                    .find_map(|p| p.trim().strip_suffix(what).and_then(|n| n.trim().split_whitespace().last()?.parse().ok()))
+                    .find_map(|p| p.trim().strip_suffix(what).and_then(|n| n.split_whitespace().last()?.parse().ok()))
                     .unwrap_or(0)
             };
             passed += count(" passed");

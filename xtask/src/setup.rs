@@ -15,6 +15,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
+    // promtool checks the /metrics output in the tests.
+    ("promtool", "prometheus"),
 ];
 
 /// What the benchmark adds: the HTTP server on the backends and the load generator.

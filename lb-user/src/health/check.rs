@@ -1,0 +1,289 @@
+//! One health check against one server, with HAProxy's result codes: connect (layer 4), TLS
+//! handshake (layer 6), HTTP/1.1 GET (layer 7). The whole check shares one timeout; the layer at
+//! which it runs out names the result (L4TOUT, L6TOUT, L7TOUT).
+
+use std::{
+    net::SocketAddrV4,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rustls::{pki_types::ServerName, ClientConfig};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout_at,
+};
+use tokio_rustls::TlsConnector;
+
+use crate::config::CheckKind;
+
+/// HAProxy's check status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    L4Ok,
+    L4Tout,
+    L4Con,
+    L6Ok,
+    L6Tout,
+    L6Rsp,
+    SockErr,
+    L7Ok,
+    L7Tout,
+    L7Rsp,
+    L7Sts,
+}
+
+impl Code {
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::L4Ok => "L4OK",
+            Code::L4Tout => "L4TOUT",
+            Code::L4Con => "L4CON",
+            Code::L6Ok => "L6OK",
+            Code::L6Tout => "L6TOUT",
+            Code::L6Rsp => "L6RSP",
+            Code::SockErr => "SOCKERR",
+            Code::L7Ok => "L7OK",
+            Code::L7Tout => "L7TOUT",
+            Code::L7Rsp => "L7RSP",
+            Code::L7Sts => "L7STS",
+        }
+    }
+
+    /// HAProxy's wording, used in the transition log line ("reason: Layer6 timeout").
+    pub fn description(self) -> &'static str {
+        match self {
+            Code::L4Ok => "Layer4 check passed",
+            Code::L4Tout => "Layer4 timeout",
+            Code::L4Con => "Layer4 connection problem",
+            Code::L6Ok => "Layer6 check passed",
+            Code::L6Tout => "Layer6 timeout",
+            Code::L6Rsp => "Layer6 invalid response",
+            Code::SockErr => "Socket error",
+            Code::L7Ok => "Layer7 check passed",
+            Code::L7Tout => "Layer7 timeout",
+            Code::L7Rsp => "Layer7 invalid response",
+            Code::L7Sts => "Layer7 wrong status",
+        }
+    }
+
+    pub fn passed(self) -> bool {
+        matches!(self, Code::L4Ok | Code::L6Ok | Code::L7Ok)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub code: Code,
+    pub http_status: Option<u16>,
+    pub duration: Duration,
+    /// What went wrong (or right), for the status page.
+    pub detail: String,
+}
+
+/// Everything one server's check needs, resolved from the configuration.
+#[derive(Clone)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub addr: SocketAddrV4,
+    pub timeout: Duration,
+    pub path: String,
+    pub host: String,
+    pub expect_status: u16,
+    pub expect_string: Option<String>,
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// The most of a response a check reads (HAProxy's tune.chksize is 16 KiB).
+const MAX_RESPONSE: usize = 64 * 1024;
+
+pub async fn run(spec: &CheckSpec) -> CheckResult {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + spec.timeout);
+    let (code, http_status, detail) = attempt(spec, deadline).await;
+    CheckResult { code, http_status, duration: start.elapsed(), detail }
+}
+
+async fn attempt(spec: &CheckSpec, deadline: tokio::time::Instant) -> (Code, Option<u16>, String) {
+    let tcp = match timeout_at(deadline, TcpStream::connect(spec.addr)).await {
+        Err(_) => return (Code::L4Tout, None, format!("no answer to connect within {:?}", spec.timeout)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return (Code::L4Con, None, "Connection refused".into())
+        }
+        Ok(Err(e)) => return (Code::L4Con, None, e.to_string()),
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    match (spec.kind, &spec.tls) {
+        (CheckKind::Tcp, None) => (Code::L4Ok, None, "connected".into()),
+        (CheckKind::Tcp, Some((config, name))) => match handshake(tcp, config, name, deadline).await {
+            Ok(_) => (Code::L6Ok, None, "TLS handshake done".into()),
+            Err(e) => e,
+        },
+        (_, Some((config, name))) => match handshake(tcp, config, name, deadline).await {
+            Ok(tls) => http(tls, spec, deadline).await,
+            Err(e) => e,
+        },
+        (_, None) => http(tcp, spec, deadline).await,
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    config: &Arc<ClientConfig>,
+    name: &ServerName<'static>,
+    deadline: tokio::time::Instant,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (Code, Option<u16>, String)> {
+    let connector = TlsConnector::from(config.clone());
+    match timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
+        Err(_) => Err((Code::L6Tout, None, "no TLS handshake within the timeout".into())),
+        Ok(Err(e)) => Err((Code::L6Rsp, None, format!("TLS handshake failed: {e}"))),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    spec: &CheckSpec,
+    deadline: tokio::time::Instant,
+) -> (Code, Option<u16>, String) {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xdplb-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        spec.path, spec.host
+    );
+    match timeout_at(deadline, s.write_all(request.as_bytes())).await {
+        Err(_) => return (Code::L7Tout, None, "request not sent within the timeout".into()),
+        Ok(Err(e)) => return (Code::SockErr, None, format!("sending the request: {e}")),
+        Ok(Ok(())) => {}
+    }
+    let response = match timeout_at(deadline, read_response(&mut s)).await {
+        Err(_) => return (Code::L7Tout, None, "no complete response within the timeout".into()),
+        Ok(Err((code, e))) => return (code, None, e),
+        Ok(Ok(r)) => r,
+    };
+    let (status, body) = response;
+    if status != spec.expect_status {
+        return (Code::L7Sts, Some(status), format!("HTTP status {status}, expected {}", spec.expect_status));
+    }
+    if let Some(want) = &spec.expect_string {
+        if !body.windows(want.len().max(1)).any(|w| w == want.as_bytes()) {
+            return (Code::L7Rsp, Some(status), format!("body does not contain {want:?}"));
+        }
+    }
+    (Code::L7Ok, Some(status), "OK".into())
+}
+
+/// Reads one HTTP/1.x response: status and body (by Content-Length, chunked, or to EOF).
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<(u16, Vec<u8>), (Code, String)> {
+    let invalid = |m: String| (Code::L7Rsp, m);
+    let mut buf = Vec::with_capacity(4096);
+    let header_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_RESPONSE {
+            return Err(invalid("response headers too long".into()));
+        }
+        if read_more(s, &mut buf).await? == 0 {
+            return Err(invalid(if buf.is_empty() {
+                "connection closed without a response".into()
+            } else {
+                "truncated response headers".into()
+            }));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid(format!("not an HTTP/1 response: {:?}", truncate(status_line))));
+    }
+    let status: u16 = code.parse().map_err(|_| invalid(format!("bad status line {:?}", truncate(status_line))))?;
+    let header = |name: &str| {
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let mut body = buf.split_off(header_end);
+    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return dechunk(s, body).await.map(|b| (status, b));
+    }
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let len = len.min(MAX_RESPONSE);
+        while body.len() < len {
+            if read_more(s, &mut body).await? == 0 {
+                return Err(invalid(format!("body shorter than its Content-Length ({} of {len} bytes)", body.len())));
+            }
+        }
+        body.truncate(len);
+        return Ok((status, body));
+    }
+    while body.len() < MAX_RESPONSE && read_more(s, &mut body).await? > 0 {}
+    Ok((status, body))
+}
+
+async fn dechunk<S: AsyncRead + Unpin>(s: &mut S, mut raw: Vec<u8>) -> Result<Vec<u8>, (Code, String)> {
+    let invalid = |m: String| (Code::L7Rsp, m);
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(&raw, b"\r\n") {
+                break i;
+            }
+            if raw.len() > MAX_RESPONSE || read_more(s, &mut raw).await? == 0 {
+                return Err(invalid("truncated chunked body".into()));
+            }
+        };
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid(format!("bad chunk size {:?}", truncate(&size_text))))?;
+        raw.drain(..line_end + 2);
+        if size == 0 {
+            return Ok(body);
+        }
+        while raw.len() < size + 2 {
+            if read_more(s, &mut raw).await? == 0 {
+                return Err(invalid("truncated chunk".into()));
+            }
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw.drain(..size + 2);
+        if body.len() > MAX_RESPONSE {
+            return Ok(body);
+        }
+    }
+}
+
+/// Reads what is there. A TLS alert (a server that refuses our client certificate says so only
+/// after the handshake, at the first read) is a layer-6 problem; a reset is a socket error.
+async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<usize, (Code, String)> {
+    let mut chunk = [0u8; 4096];
+    match s.read(&mut chunk).await {
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+        // A TLS peer that closes without close_notify still sent what it sent.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            Err((Code::L6Rsp, format!("TLS error: {e}")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Err((Code::SockErr, format!("connection reset while reading the response after {} bytes", buf.len())))
+        }
+        Err(e) => Err((Code::L7Rsp, format!("reading the response: {e}"))),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn truncate(s: &str) -> &str {
+    &s[..s.len().min(80).min(s.char_indices().nth(80).map(|(i, _)| i).unwrap_or(s.len()))]
+}

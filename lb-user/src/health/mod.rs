@@ -1,0 +1,285 @@
+//! Active health checks with HAProxy's semantics, and passive layer-4 observation.
+//!
+//! One task per checked server runs its checks and keeps its own `Health` state machine, so a
+//! slow or hanging server delays nobody else and its next interval follows its own state. Each
+//! result goes to the agent as an `Event`; the agent (through `Registry`) keeps the latest view
+//! for the status page and rewrites the kernel's healthy set when a task reports a transition.
+
+pub mod check;
+pub mod state;
+pub mod tls;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rustls::pki_types::ServerName;
+use tokio::{sync::{mpsc, Notify}, task::JoinHandle};
+
+use crate::{
+    config::{CheckCfg, CheckKind, Config, Observe, OnMarkedDown},
+    snapshot::{CheckView, ServerState},
+    topology::Topology,
+};
+use check::{CheckResult, CheckSpec};
+use state::{Health, Transition};
+
+/// What one server's checks are: the spec and the timing, compared on reload.
+#[derive(Clone)]
+pub struct Plan {
+    pub pool: String,
+    pub server: String,
+    pub spec: CheckSpec,
+    pub check: CheckCfg,
+    /// A fingerprint of everything that changes how checks run.
+    key: String,
+}
+
+/// One check result from a server's task.
+pub struct Event {
+    pub server_id: u32,
+    pub result: CheckResult,
+    /// The task's state machine after this result.
+    pub health: Health,
+    pub transition: Option<Transition>,
+    /// When the task decided (for the decision-to-kernel latency).
+    pub decided_at: Instant,
+}
+
+/// Builds the check plan of every checked server; problems (a certificate that does not parse,
+/// a bad SNI) are reported all at once, before anything touches the kernel.
+pub fn plans(cfg: &Config, topo: &Topology) -> Result<HashMap<u32, Plan>, Vec<String>> {
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for b in &cfg.backends {
+        if b.check.kind == CheckKind::None {
+            continue;
+        }
+        let Some(pool) = topo.pool(&b.name) else { continue };
+        let tls = if b.check.kind == CheckKind::Https
+            || (b.check.kind == CheckKind::Tcp && (b.check.crt.is_some() || b.check.ca_file.is_some()))
+        {
+            match tls::client_config(&b.check) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(format!("backend {:?} check: {e}", b.name));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        for (s_cfg, s) in b.servers.iter().zip(&pool.servers) {
+            if !s_cfg.check {
+                continue;
+            }
+            let name = match &b.check.sni {
+                Some(sni) => match ServerName::try_from(sni.clone()) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        problems.push(format!("backend {:?} check.sni {sni:?}: {e}", b.name));
+                        continue;
+                    }
+                },
+                None => ServerName::IpAddress(IpAddr::V4(*s.addr.ip()).into()),
+            };
+            let spec = CheckSpec {
+                kind: b.check.kind,
+                addr: s.addr,
+                timeout: b.check.timeout(),
+                path: b.check.path.clone(),
+                host: b.check.host.clone().unwrap_or_else(|| s.addr.to_string()),
+                expect_status: b.check.expect_status,
+                expect_string: b.check.expect_string.clone(),
+                tls: tls.clone().map(|c| (c, name)),
+            };
+            let key = format!("{}|{:?}|{}", s.addr, b.check, s_cfg.check);
+            out.insert(s.id, Plan { pool: b.name.clone(), server: s.name.clone(), spec, check: b.check.clone(), key });
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+struct Checker {
+    task: JoinHandle<()>,
+    /// Wakes the task for a check now (passive observation saw errors).
+    hurry: Arc<Notify>,
+    key: String,
+}
+
+/// The agent's view of every server's health.
+pub struct ServerView {
+    pub pool: String,
+    pub name: String,
+    pub health: Health,
+    pub last: Option<(CheckResult, Instant)>,
+    pub checked: bool,
+    pub observe: bool,
+    pub error_limit: u32,
+    pub on_marked_down: OnMarkedDown,
+    /// Passive errors (RST to SYN, SYN never answered), in total and since the last hurry.
+    pub observed_errors: u64,
+    pending_errors: u64,
+}
+
+pub struct Registry {
+    pub servers: HashMap<u32, ServerView>,
+    checkers: HashMap<u32, Checker>,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+async fn run_checker(id: u32, plan: Plan, mut health: Health, tx: mpsc::UnboundedSender<Event>, hurry: Arc<Notify>) {
+    let (inter, fast, down) = (plan.check.inter.0, plan.check.fastinter(), plan.check.downinter());
+    loop {
+        let result = check::run(&plan.spec).await;
+        let now = Instant::now();
+        let transition = health.record(result.code.passed(), now);
+        let event = Event { server_id: id, result, health: health.clone(), transition, decided_at: now };
+        if tx.send(event).is_err() {
+            return;
+        }
+        let wait = health.interval(inter, fast, down);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = hurry.notified() => {}
+        }
+    }
+}
+
+impl Registry {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Registry { servers: HashMap::new(), checkers: HashMap::new(), tx }, rx)
+    }
+
+    /// Makes the running checks match `plans` for `topo`: new servers start checking, removed
+    /// ones stop, changed ones restart keeping their state. Unchecked servers count as UP.
+    pub fn apply(&mut self, cfg: &Config, topo: &Topology, plans: HashMap<u32, Plan>) {
+        let now = Instant::now();
+        let live: HashMap<u32, (&str, &str)> =
+            topo.servers().map(|(p, s)| (s.id, (p.name.as_str(), s.name.as_str()))).collect();
+        self.servers.retain(|id, _| live.contains_key(id));
+        for (id, c) in self.checkers.iter() {
+            if plans.get(id).map(|p| &p.key) != Some(&c.key) {
+                c.task.abort();
+            }
+        }
+        self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
+        for (&id, &(pool, name)) in &live {
+            let check = cfg.backends.iter().find(|b| b.name == pool).map(|b| b.check.clone()).unwrap_or_default();
+            let view = self.servers.entry(id).or_insert_with(|| ServerView {
+                pool: pool.into(),
+                name: name.into(),
+                health: Health::new(check.rise, check.fall, check.initial_state, now),
+                last: None,
+                checked: false,
+                observe: false,
+                error_limit: check.error_limit,
+                on_marked_down: check.on_marked_down,
+                observed_errors: 0,
+                pending_errors: 0,
+            });
+            view.checked = plans.contains_key(&id);
+            view.observe = view.checked && check.observe == Observe::Layer4;
+            view.error_limit = check.error_limit;
+            view.on_marked_down = check.on_marked_down;
+            view.health.rescale(check.rise, check.fall);
+        }
+        for (id, plan) in plans {
+            if self.checkers.contains_key(&id) {
+                continue;
+            }
+            let Some(view) = self.servers.get(&id) else { continue };
+            let hurry = Arc::new(Notify::new());
+            let key = plan.key.clone();
+            let task = tokio::spawn(run_checker(id, plan, view.health.clone(), self.tx.clone(), hurry.clone()));
+            self.checkers.insert(id, Checker { task, hurry, key });
+        }
+    }
+
+    /// Takes a task's result in; returns its transition, if any.
+    pub fn record(&mut self, ev: Event) -> Option<Transition> {
+        let view = self.servers.get_mut(&ev.server_id)?;
+        view.health = ev.health;
+        view.last = Some((ev.result, ev.decided_at));
+        ev.transition
+    }
+
+    /// Whether server `id` may take new flows.
+    pub fn is_up(&self, id: u32) -> bool {
+        self.servers.get(&id).is_none_or(|v| !v.checked || v.health.is_up())
+    }
+
+    pub fn state(&self, id: u32) -> ServerState {
+        match self.servers.get(&id) {
+            Some(v) if v.checked => v.health.state(),
+            _ => ServerState::NoCheck,
+        }
+    }
+
+    /// Passive layer-4 errors seen for `id` since the last call; at the error limit the server
+    /// is checked at once (HAProxy `observe layer4` with `on-error fastinter`).
+    pub fn observe(&mut self, id: u32, new_errors: u64) {
+        let Some(v) = self.servers.get_mut(&id) else { return };
+        v.observed_errors += new_errors;
+        if !v.observe || new_errors == 0 {
+            return;
+        }
+        v.pending_errors += new_errors;
+        if v.pending_errors >= v.error_limit as u64 {
+            v.pending_errors = 0;
+            if let Some(c) = self.checkers.get(&id) {
+                log::warn!(
+                    "Server {}/{}: {} connection errors seen (RST or no answer to SYN): checking now",
+                    v.pool, v.name, v.error_limit
+                );
+                c.hurry.notify_one();
+            }
+        }
+    }
+
+    pub fn check_view(&self, id: u32, now: Instant) -> Option<CheckView> {
+        let (r, at) = self.servers.get(&id)?.last.as_ref()?;
+        Some(CheckView {
+            code: r.code.name().into(),
+            http_status: r.http_status,
+            duration_ms: r.duration.as_millis() as u64,
+            description: format!("{}: {}", r.code.description(), r.detail),
+            age_s: now.saturating_duration_since(*at).as_secs(),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        for c in self.checkers.values() {
+            c.task.abort();
+        }
+        self.checkers.clear();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The transition log line, HAProxy's wording.
+pub fn transition_line(pool: &str, server: &str, t: Transition, r: &CheckResult, active: usize, backup: usize) -> String {
+    let code = r.http_status.map(|c| format!(", code: {c}")).unwrap_or_default();
+    match t {
+        Transition::Down => format!(
+            "Server {pool}/{server} is DOWN, reason: {}{code}, info: \"{}\", check duration: {}ms. {active} active and {backup} backup servers left.",
+            r.code.description(), r.detail, r.duration.as_millis()
+        ),
+        Transition::Up => format!(
+            "Server {pool}/{server} is UP, reason: {}{code}, check duration: {}ms. {active} active and {backup} backup servers online.",
+            r.code.description(), r.duration.as_millis()
+        ),
+    }
+}
+
+/// How often the agent reads the passive-observation counters.
+pub const OBSERVE_PERIOD: Duration = Duration::from_millis(200);

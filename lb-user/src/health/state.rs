@@ -1,0 +1,203 @@
+//! HAProxy's health state machine for one server: a health counter from 0 to rise+fall-1, the
+//! server UP at or above `rise`, with HAProxy's hysteresis and wording (`UP 2/3`, `DOWN 1/2`).
+
+use std::time::{Duration, Instant};
+
+use crate::{config::InitialState, snapshot::ServerState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Down,
+    Up,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    rise: u32,
+    fall: u32,
+    health: u32,
+    up: bool,
+    since: Instant,
+    pub check_failures: u64,
+    pub down_transitions: u64,
+    downtime: Duration,
+}
+
+impl Health {
+    /// `Up` starts like HAProxy: UP with health = rise, so the first failed check marks the
+    /// server DOWN ("up, but will fall down at first failure"); `Down` waits for `rise` passes.
+    pub fn new(rise: u32, fall: u32, initial: InitialState, now: Instant) -> Self {
+        let (health, up) = match initial {
+            InitialState::Up => (rise, true),
+            InitialState::Down => (0, false),
+        };
+        Health { rise, fall, health, up, since: now, check_failures: 0, down_transitions: 0, downtime: Duration::ZERO }
+    }
+
+    fn max(&self) -> u32 {
+        self.rise + self.fall - 1
+    }
+
+    /// Feeds one check result; returns the transition it caused, if any.
+    pub fn record(&mut self, passed: bool, now: Instant) -> Option<Transition> {
+        if passed {
+            if self.health < self.max() {
+                self.health += 1;
+            }
+            if !self.up && self.health >= self.rise {
+                self.up = true;
+                self.health = self.max();
+                self.downtime += now - self.since;
+                self.since = now;
+                return Some(Transition::Up);
+            }
+        } else {
+            self.check_failures += 1;
+            if self.up && self.health > self.rise {
+                self.health -= 1;
+            } else if self.up {
+                self.up = false;
+                self.health = 0;
+                self.down_transitions += 1;
+                self.since = now;
+                return Some(Transition::Down);
+            } else {
+                self.health = 0;
+            }
+        }
+        None
+    }
+
+    /// Sets the state outright (reload with new rise/fall keeps UP/DOWN).
+    pub fn rescale(&mut self, rise: u32, fall: u32) {
+        self.rise = rise;
+        self.fall = fall;
+        self.health = if self.up { self.max() } else { 0 };
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    pub fn state(&self) -> ServerState {
+        match (self.up, self.health) {
+            (true, h) if h < self.max() && h >= self.rise && self.max() > self.rise => ServerState::GoingDown,
+            (true, _) => ServerState::Up,
+            (false, 0) => ServerState::Down,
+            (false, _) => ServerState::GoingUp,
+        }
+    }
+
+    /// HAProxy's status column: `UP`, `UP 2/3` (checks left before DOWN), `DOWN`, `DOWN 1/2`
+    /// (passes so far towards UP).
+    pub fn status(&self) -> String {
+        match self.state() {
+            ServerState::GoingDown => format!("UP {}/{}", self.health - self.rise + 1, self.fall),
+            ServerState::GoingUp => format!("DOWN {}/{}", self.health, self.rise),
+            ServerState::Down => "DOWN".into(),
+            _ => "UP".into(),
+        }
+    }
+
+    /// When the next check is due: `inter` while steadily UP, `fastinter` while changing state,
+    /// `downinter` while steadily DOWN (HAProxy's rules).
+    pub fn interval(&self, inter: Duration, fastinter: Duration, downinter: Duration) -> Duration {
+        match self.state() {
+            ServerState::Up => inter,
+            ServerState::Down => downinter,
+            _ => fastinter,
+        }
+    }
+
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// Time spent DOWN, including the current stretch.
+    pub fn downtime(&self, now: Instant) -> Duration {
+        if self.up { self.downtime } else { self.downtime + (now - self.since) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(h: &mut Health, results: &str) -> Vec<(String, Option<Transition>)> {
+        let now = Instant::now();
+        results.chars().map(|c| (h.record(c == '+', now), h.status())).map(|(t, s)| (s, t)).collect()
+    }
+
+    #[test]
+    fn fall_checks_take_an_up_server_down_with_haproxy_wording() {
+        let mut h = Health::new(2, 3, InitialState::Down, Instant::now());
+        assert_eq!(run(&mut h, "++"), vec![("DOWN 1/2".into(), None), ("UP".into(), Some(Transition::Up))]);
+        assert_eq!(
+            run(&mut h, "---"),
+            vec![("UP 2/3".into(), None), ("UP 1/3".into(), None), ("DOWN".into(), Some(Transition::Down))]
+        );
+        assert_eq!(h.down_transitions, 1);
+        assert_eq!(h.check_failures, 3);
+    }
+
+    #[test]
+    fn a_pass_restores_full_health_and_a_failure_resets_rise() {
+        let mut h = Health::new(2, 3, InitialState::Down, Instant::now());
+        run(&mut h, "++--+");
+        assert_eq!(h.status(), "UP 2/3", "a pass while going down climbs back one step");
+        run(&mut h, "+");
+        assert_eq!(h.status(), "UP");
+        run(&mut h, "---");
+        assert_eq!(h.status(), "DOWN");
+        run(&mut h, "+-+");
+        assert_eq!(h.status(), "DOWN 1/2", "a failure while going up starts over");
+    }
+
+    #[test]
+    fn initial_up_falls_at_the_first_failure_like_haproxy() {
+        let mut h = Health::new(2, 3, InitialState::Up, Instant::now());
+        assert!(h.is_up());
+        assert_eq!(run(&mut h, "-"), vec![("DOWN".into(), Some(Transition::Down))]);
+        let mut h = Health::new(2, 3, InitialState::Up, Instant::now());
+        assert_eq!(h.status(), "UP 1/3", "HAProxy shows the starting server one failure from DOWN");
+        run(&mut h, "++");
+        assert_eq!(h.status(), "UP", "passes bring it to full health");
+        assert_eq!(run(&mut h, "--"), vec![("UP 2/3".into(), None), ("UP 1/3".into(), None)]);
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_flip_at_once() {
+        let mut h = Health::new(1, 1, InitialState::Down, Instant::now());
+        assert_eq!(run(&mut h, "+-+"), vec![
+            ("UP".into(), Some(Transition::Up)),
+            ("DOWN".into(), Some(Transition::Down)),
+            ("UP".into(), Some(Transition::Up)),
+        ]);
+    }
+
+    #[test]
+    fn intervals_follow_the_state() {
+        let (i, f, d) = (Duration::from_secs(2), Duration::from_millis(500), Duration::from_secs(5));
+        let mut h = Health::new(2, 3, InitialState::Down, Instant::now());
+        assert_eq!(h.interval(i, f, d), d);
+        run(&mut h, "+");
+        assert_eq!(h.interval(i, f, d), f);
+        run(&mut h, "+");
+        assert_eq!(h.interval(i, f, d), i);
+        run(&mut h, "-");
+        assert_eq!(h.interval(i, f, d), f);
+    }
+
+    #[test]
+    fn flapping_every_check_never_transitions_with_rise_2_fall_3() {
+        // A server that alternates pass/fail: from UP it never loses 3 in a row, so it stays UP;
+        // from DOWN it never passes 2 in a row, so it stays DOWN. Hysteresis, no flapping.
+        let mut up = Health::new(2, 3, InitialState::Down, Instant::now());
+        run(&mut up, "++");
+        let t: Vec<_> = run(&mut up, &"-+".repeat(20)).into_iter().filter_map(|(_, t)| t).collect();
+        assert!(t.is_empty(), "{t:?}");
+        let mut down = Health::new(2, 3, InitialState::Down, Instant::now());
+        let t: Vec<_> = run(&mut down, &"+-".repeat(20)).into_iter().filter_map(|(_, t)| t).collect();
+        assert!(t.is_empty(), "{t:?}");
+    }
+}

@@ -1,0 +1,220 @@
+//! What operators see: the agent's state as a `Snapshot` (built here once a second and at every
+//! transition), served over HTTP as HAProxy's stats page, `/status.json` and `/metrics`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::{
+    config::{CheckKind, Config, Verify},
+    conntrack::Sweep,
+    health::Registry,
+    snapshot::{BackendStatus, FrontendStatus, ServerStatus, Snapshot, Traffic},
+    stats::Counters,
+    statuspage,
+    topology::Topology,
+};
+
+/// Keeps what a snapshot needs across builds: rates, downtimes, the last map-update latency.
+pub struct Builder {
+    started: Instant,
+    interfaces: Vec<String>,
+    /// (kind, id) -> (total flows, when): for new flows per second.
+    prev: HashMap<(u8, u32), (u64, Instant)>,
+    backend_down: HashMap<u32, (Duration, Option<Instant>)>,
+    pub last_map_latency: Option<Duration>,
+}
+
+fn traffic(s: &lb_common::TrafficStats, rate: f64) -> Traffic {
+    Traffic { total_flows: s.new_flows, new_flows_per_s: rate, bytes_in: s.bytes_in, bytes_out: s.bytes_out }
+}
+
+fn check_text(c: &crate::config::CheckCfg) -> String {
+    let body = c.expect_string.as_ref().map(|s| format!(" + {s:?}")).unwrap_or_default();
+    match c.kind {
+        CheckKind::None => "no check".into(),
+        CheckKind::Tcp => format!("tcp connect, inter {} rise {} fall {}", c.inter, c.rise, c.fall),
+        k => format!(
+            "{} GET {} expect {}{body}, inter {} rise {} fall {}",
+            if k == CheckKind::Https { "https" } else { "http" },
+            c.path,
+            c.expect_status,
+            c.inter,
+            c.rise,
+            c.fall
+        ),
+    }
+}
+
+impl Builder {
+    pub fn new(interfaces: Vec<String>) -> Self {
+        Builder { started: Instant::now(), interfaces, prev: HashMap::new(), backend_down: HashMap::new(), last_map_latency: None }
+    }
+
+    pub fn map_latency(&mut self, d: Duration) {
+        self.last_map_latency = Some(d);
+    }
+
+    fn rate(&mut self, kind: u8, id: u32, total: u64, now: Instant) -> f64 {
+        let (prev, at) = self.prev.insert((kind, id), (total, now)).unwrap_or((total, now));
+        let secs = now.duration_since(at).as_secs_f64();
+        if secs > 0.0 { total.saturating_sub(prev) as f64 / secs } else { 0.0 }
+    }
+
+    pub fn build(&mut self, cfg: &Config, topo: &Topology, reg: &Registry, counters: &Counters, sweep: &Sweep) -> Snapshot {
+        let now = Instant::now();
+        let mut snap = Snapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: self.started.elapsed().as_secs(),
+            pid: std::process::id(),
+            interfaces: self.interfaces.clone(),
+            ..Snapshot::default()
+        };
+        for f in &topo.frontends {
+            let st = counters.frontend(f.id).unwrap_or_default();
+            let rate = self.rate(0, f.id, st.new_flows, now);
+            let c = cfg.frontends.iter().find(|c| c.name == f.name);
+            snap.frontends.push(FrontendStatus {
+                name: f.name.clone(),
+                bind: c.map(|c| c.bind.clone()).unwrap_or_default(),
+                backend: c.map(|c| c.backend.clone()).unwrap_or_default(),
+                traffic: traffic(&st, rate),
+                active_flows: sweep.active_by_frontend.get(&f.id).copied().unwrap_or(0),
+            });
+        }
+        for pool in &topo.pools {
+            let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
+            let mut b = BackendStatus {
+                name: pool.name.clone(),
+                check: check_text(&check),
+                verify_none: check.kind == CheckKind::Https && check.verify == Verify::None,
+                ..BackendStatus::default()
+            };
+            for s in &pool.servers {
+                let st = counters.server(s.id).unwrap_or_default();
+                let rate = self.rate(1, s.id, st.new_flows, now);
+                let view = reg.servers.get(&s.id);
+                let state = reg.state(s.id);
+                let up = reg.is_up(s.id);
+                if up && s.backup {
+                    b.backup_up += 1;
+                } else if up {
+                    b.active_up += 1;
+                }
+                let status = match view {
+                    Some(v) if v.checked => v.health.status(),
+                    _ => "no check".into(),
+                };
+                let active = sweep.active_by_server.get(&s.id).copied().unwrap_or(0);
+                b.active_flows += active;
+                b.traffic.total_flows += st.new_flows;
+                b.traffic.new_flows_per_s += rate;
+                b.traffic.bytes_in += st.bytes_in;
+                b.traffic.bytes_out += st.bytes_out;
+                b.servers.push(ServerStatus {
+                    name: s.name.clone(),
+                    address: s.addr.to_string(),
+                    state,
+                    status,
+                    since_s: view.map(|v| now.saturating_duration_since(v.health.since()).as_secs()).unwrap_or(0),
+                    last_check: reg.check_view(s.id, now),
+                    weight: s.weight,
+                    backup: s.backup,
+                    check_failures: view.map(|v| v.health.check_failures).unwrap_or(0),
+                    down_transitions: view.map(|v| v.health.down_transitions).unwrap_or(0),
+                    downtime_s: view.map(|v| v.health.downtime(now).as_secs()).unwrap_or(0),
+                    active_flows: active,
+                    traffic: traffic(&st, rate),
+                    observed_errors: view.map(|v| v.observed_errors).unwrap_or(0),
+                });
+            }
+            let any_up = b.active_up + b.backup_up > 0;
+            b.status = if any_up { "UP" } else { "DOWN" }.into();
+            let (total, since) = self.backend_down.entry(pool.id).or_insert((Duration::ZERO, None));
+            match (any_up, *since) {
+                (false, None) => *since = Some(now),
+                (true, Some(t)) => {
+                    *total += now - t;
+                    *since = None;
+                }
+                _ => {}
+            }
+            b.downtime_s = (*total + since.map(|t| now - t).unwrap_or_default()).as_secs();
+            snap.backends.push(b);
+        }
+        snap.reasons = counters
+            .reasons()
+            .map(|r| r.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect())
+            .unwrap_or_default();
+        snap
+    }
+}
+
+/// Serves the status page until the process ends: `/` (HTML), `/status.json`, `/metrics`.
+pub async fn serve(listener: TcpListener, shared: Arc<RwLock<Snapshot>>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = respond(stream, &shared).await {
+                log::debug!("status page request from {peer}: {e}");
+            }
+        });
+    }
+}
+
+async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    let read = async {
+        while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+            let m = s.read(&mut buf[n..]).await?;
+            if m == 0 {
+                break;
+            }
+            n += m;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let snap = shared.read().unwrap().clone();
+    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/" | "/stats") => ("200 OK", "text/html; charset=utf-8", statuspage::html(&snap)),
+        ("GET", "/status.json") => ("200 OK", "application/json", serde_json::to_string_pretty(&snap).unwrap_or_default()),
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", statuspage::prometheus(&snap)),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found: try /, /status.json or /metrics\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(resp.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    s.shutdown().await
+}
+
+/// `xdplb status`: fetches `/status.json` from a running agent.
+pub fn fetch(addr: SocketAddr) -> Result<Snapshot, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("cannot reach the agent's status page at {addr}: {e}; is `xdplb run` running (global.stats_bind)?"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).ok_or("no HTTP response")?;
+    serde_json::from_str(body).map_err(|e| format!("bad status JSON from {addr}: {e}"))
+}

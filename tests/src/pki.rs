@@ -1,0 +1,67 @@
+//! A throwaway PKI for tests and the lab: a CA, server certificates for given IP addresses and
+//! names, client certificates, written as PEM files.
+
+use std::{fs, path::{Path, PathBuf}};
+
+use anyhow::Result;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, ExtendedKeyUsagePurpose};
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+/// A certificate and its key, PEM.
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Result<Ca> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Ca { pem: cert.pem(), issuer: Issuer::new(params, key) })
+    }
+
+    fn leaf(&self, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Leaf> {
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf { cert: cert.pem(), key: key.serialize_pem() })
+    }
+
+    /// A server certificate valid for `sans` (IP addresses or DNS names).
+    pub fn server(&self, cn: &str, sans: &[&str]) -> Result<Leaf> {
+        self.leaf(cn, sans, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    pub fn client(&self, cn: &str) -> Result<Leaf> {
+        self.leaf(cn, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// Writes `ca.pem` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        fs::create_dir_all(dir)?;
+        let p = dir.join("ca.pem");
+        fs::write(&p, &self.pem)?;
+        Ok(p)
+    }
+}
+
+impl Leaf {
+    /// Writes `NAME.pem` and `NAME-key.pem` into `dir`; returns (cert, key) paths.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+        fs::create_dir_all(dir)?;
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+        fs::write(&c, &self.cert)?;
+        fs::write(&k, &self.key)?;
+        Ok((c, k))
+    }
+}
