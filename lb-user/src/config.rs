@@ -168,6 +168,8 @@ pub struct CheckCfg {
     pub fall: u32,
     /// Budget for connect + TLS handshake + response; default `inter`.
     pub timeout: Option<Dur>,
+    /// Check this port instead of the server's (HAProxy's `port`), e.g. a separate health port.
+    pub port: Option<u16>,
     /// HTTP request path (`option httpchk GET /path`).
     pub path: String,
     /// Host header; default the server's address.
@@ -215,6 +217,7 @@ impl Default for CheckCfg {
             crt: None,
             key: None,
             host: None,
+            port: None,
             initial_state: InitialState::Up,
             on_marked_down: OnMarkedDown::None,
             observe: Observe::Layer4,
@@ -576,6 +579,9 @@ impl CheckCfg {
                     self.inter
                 ));
             }
+        }
+        if self.port == Some(0) {
+            p.push(format!("{at}.port = 0: use 1-65535, or leave it out to check the server's own port"));
         }
         if self.error_limit == 0 {
             p.push(format!("{at}.error_limit = 0: use 1 or more (HAProxy's default is 10)"));

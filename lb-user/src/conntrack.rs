@@ -208,14 +208,14 @@ impl FlowTable {
 impl FlowTable {
     /// Removes every flow to `server_id` (HAProxy's `on-marked-down shutdown-sessions`). Their
     /// next packet, either way, reaches the kernel, which has no socket for it and answers RST,
-    /// so both ends fail fast. Returns how many flows went.
+    /// so both ends fail fast. Returns how many open (not already closed) flows went.
     pub fn remove_server_flows(&mut self, server_id: u32) -> usize {
         let mut n = 0;
         for (key, flow) in self.entries() {
             if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
                 let _ = self.map.remove(&flow.peer_key());
                 let _ = self.map.remove(&key);
-                n += 1;
+                n += usize::from(!flow.is_closed());
             }
         }
         n

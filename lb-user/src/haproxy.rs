@@ -298,6 +298,7 @@ struct ServerOpts {
     on_marked_down: Option<OnMarkedDown>,
     observe: Option<Observe>,
     initial_state: Option<InitialState>,
+    port: Option<u16>,
 }
 
 fn either<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
@@ -313,7 +314,7 @@ impl ServerOpts {
         pick!(
             check, check_ssl, ssl, backup, disabled, verify, ca_file, crt, sni, check_sni, inter,
             fastinter, downinter, rise, fall, weight, error_limit, on_marked_down, observe,
-            initial_state
+            initial_state, port
         )
     }
 }
@@ -901,7 +902,7 @@ const NOTED_FLAGS: &[&str] = &[
 
 const TRANSLATED_VALUED: &[&str] = &[
     "inter", "fastinter", "downinter", "rise", "fall", "weight", "error-limit", "verify", "ca-file",
-    "crt", "sni", "check-sni", "on-marked-down", "observe", "init-state",
+    "crt", "sni", "check-sni", "on-marked-down", "observe", "init-state", "port",
 ];
 
 /// Valued options that change nothing xdplb does (ids, DNS for names xdplb refuses anyway,
@@ -916,7 +917,7 @@ const SILENT_VALUED: &[&str] = &[
 
 /// Valued options with an effect xdplb does not have.
 const NOTED_VALUED: &[&str] = &[
-    "maxconn", "slowstart", "port", "addr", "agent-port", "agent-inter", "agent-addr", "agent-send",
+    "maxconn", "slowstart", "addr", "agent-port", "agent-inter", "agent-addr", "agent-send",
     "track", "cookie", "redir", "source", "usesrc", "namespace", "proto", "ws", "socks4",
     "check-proto", "check-alpn", "proxy-v2-options", "set-proxy-v2-tlv-fmt", "on-error",
     "on-marked-up", "crl-file", "verifyhost",
@@ -962,6 +963,7 @@ fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
         "fall" => num(v).map(|n| o.fall = n),
         "weight" => num(v).map(|n| o.weight = n),
         "error-limit" => num(v).map(|n| o.error_limit = n),
+        "port" => v.parse::<u16>().ok().filter(|&p| p != 0).map(|p| o.port = Some(p)).ok_or_else(|| format!("{v:?} is not a port")),
         "verify" => one_of(v, &[("none", Verify::None), ("required", Verify::Required)]).map(|x| o.verify = Some(x)),
         "ca-file" => {
             o.ca_file = Some(v.to_owned());
@@ -1174,6 +1176,7 @@ fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg
         on_marked_down: o.on_marked_down.unwrap_or(d.on_marked_down),
         observe: o.observe.unwrap_or(d.observe),
         error_limit: o.error_limit.unwrap_or(d.error_limit),
+        port: o.port,
     }
 }
 
@@ -1203,7 +1206,8 @@ fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &m
 fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>) {
     let Some((first, rest)) = checked.split_first() else { return };
     type Same = fn(&CheckCfg, &CheckCfg) -> bool;
-    let settings: [(&str, Same); 14] = [
+    let settings: [(&str, Same); 15] = [
+        ("port", |a, b| a.port == b.port),
         ("check-ssl", |a, b| a.kind == b.kind),
         ("inter", |a, b| a.inter == b.inter),
         ("fastinter", |a, b| a.fastinter == b.fastinter),

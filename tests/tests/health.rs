@@ -129,3 +129,91 @@ fn http_get(path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// The lab's config with `check` as the pool's check settings.
+fn config_with(lab: &Lab, check: &str) -> String {
+    lab::config(lab, PORT, BACKEND_PORT, "close_linger = \"1s\"\ngc_interval = \"200ms\"\nsyn_timeout = \"2s\"", &[])
+        .replace("name = \"pool\"\n", &format!("name = \"pool\"\ncheck = {{ {check} }}\n"))
+}
+
+#[test]
+fn passive_observation_takes_a_dead_server_out_long_before_inter_times_fall() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    // inter 10 s: active checks alone would need about 30 s to see a death.
+    let check = "type = \"tcp\", inter = \"10s\", fastinter = \"100ms\", timeout = \"100ms\", rise = 2, fall = 3, error_limit = 3";
+    let _agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    for b in &lab.backends {
+        wait_state(&lab, &b.name, ServerState::Up, Duration::from_secs(3));
+    }
+    let victim = &lab.backends[2];
+    victim.ns.kill_all();
+    let killed = Instant::now();
+    // Clients keep connecting; every third SYN reaches the dead server, whose kernel answers RST.
+    let mut refused = 0;
+    while server_state(&lab, &victim.name) != ServerState::Down {
+        assert!(killed.elapsed() < Duration::from_secs(5), "still not DOWN after 5 s: {:?}", status(&lab).backends[0].servers);
+        refused += lab.client.enter(|| (0..3).filter(|_| connect(vip).is_err()).count());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = killed.elapsed();
+    eprintln!("DOWN {took:?} after the kill with inter 10 s ({refused} connections refused meanwhile)");
+    let s3 = status(&lab).backends[0].servers.iter().find(|s| s.name == victim.name).unwrap().clone();
+    assert!(s3.observed_errors >= 3, "{s3:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let after = spread(&lab, vip, 20);
+    assert_eq!(after.values().sum::<usize>(), 20, "every new connection works again: {after:?}");
+}
+
+#[test]
+fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
+    use tests::traffic::ping;
+    let lab = Lab::one_arm(3).unwrap();
+    // Data on 2379, health on 2380 in a second process: killing it fails the checks only.
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let health_port = 2380;
+    let start_health = || lab.backends[2].ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap();
+    for i in 0..2 {
+        lab.backends[i].ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap();
+    }
+    let mut health3 = start_health();
+    let check = |mode: &str| format!("type = \"tcp\", port = {health_port}, inter = \"200ms\", timeout = \"200ms\", rise = 1, fall = 2, on_marked_down = \"{mode}\"");
+    let mut agent = Agent::start(&lab.lb, &config_with(&lab, &check("none")), &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    for b in &lab.backends {
+        wait_state(&lab, &b.name, ServerState::Up, Duration::from_secs(3));
+    }
+    let victim = lab.backends[2].name.clone();
+    let open3 = |lab: &Lab| lab.client.enter(|| (0..3).map(|_| connect(vip).unwrap()).collect::<Vec<_>>());
+
+    // HAProxy's default: a server marked DOWN keeps its open flows.
+    let mut conns = open3(&lab);
+    let _ = health3.kill();
+    let _ = health3.wait();
+    wait_state(&lab, &victim, ServerState::Down, Duration::from_secs(3));
+    for (s, name) in conns.iter_mut() {
+        ping(s, "still here\n").unwrap_or_else(|e| panic!("open flow to {name} broke under on_marked_down = none: {e}"));
+    }
+    drop(conns);
+
+    // shutdown-sessions: the DOWN server's flows are removed; the next packet of either side
+    // meets the kernel, which resets it. The other servers' flows are untouched.
+    health3 = start_health();
+    wait_state(&lab, &victim, ServerState::Up, Duration::from_secs(3));
+    agent.reload(&config_with(&lab, &check("shutdown-sessions"))).unwrap();
+    let mut conns = open3(&lab);
+    assert!(conns.iter().any(|(_, n)| *n == victim));
+    let _ = health3.kill();
+    let _ = health3.wait();
+    wait_state(&lab, &victim, ServerState::Down, Duration::from_secs(3));
+    agent.wait_log(&format!("Server pool/{victim}: 1 flow(s) shut down"), 1, Duration::from_secs(2)).unwrap();
+    for (s, name) in conns.iter_mut() {
+        let r = ping(s, "still here\n");
+        if *name == victim {
+            assert!(r.is_err(), "the flow to the DOWN server must be shut down");
+        } else {
+            r.unwrap_or_else(|e| panic!("flow to {name} broke: {e}"));
+        }
+    }
+}

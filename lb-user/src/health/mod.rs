@@ -86,12 +86,13 @@ pub fn plans(cfg: &Config, topo: &Topology) -> Result<HashMap<u32, Plan>, Vec<St
                 },
                 None => ServerName::IpAddress(IpAddr::V4(*s.addr.ip()).into()),
             };
+            let addr = std::net::SocketAddrV4::new(*s.addr.ip(), b.check.port.unwrap_or(s.addr.port()));
             let spec = CheckSpec {
                 kind: b.check.kind,
-                addr: s.addr,
+                addr,
                 timeout: b.check.timeout(),
                 path: b.check.path.clone(),
-                host: b.check.host.clone().unwrap_or_else(|| s.addr.to_string()),
+                host: b.check.host.clone().unwrap_or_else(|| addr.to_string()),
                 expect_status: b.check.expect_status,
                 expect_string: b.check.expect_string.clone(),
                 tls: tls.clone().map(|c| (c, name)),
