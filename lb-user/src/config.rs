@@ -137,6 +137,19 @@ pub struct ServerCfg {
     /// Health-check this server (HAProxy's `check`); unchecked servers count as UP.
     #[serde(default = "default_true")]
     pub check: bool,
+    /// Administrative state: `ready`, `drain` (no new flows, open flows stay, checks go on) or
+    /// `maint` (no new flows, no checks; HAProxy's `disabled`).
+    #[serde(default)]
+    pub state: AdminState,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    #[default]
+    Ready,
+    Drain,
+    Maint,
 }
 
 fn default_true() -> bool {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::config::{
-    self, BackendCfg, Balance, Bind, CheckCfg, CheckKind, Config, Dur, FrontendCfg, Global,
+    self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, Config, Dur, FrontendCfg, Global,
     InitialState, Observe, OnMarkedDown, ServerCfg, Verify,
 };
 
@@ -1119,7 +1119,7 @@ fn resolve_server(
     let disabled = opts.disabled.unwrap_or(false);
     if disabled {
         notes.push(format!(
-            "line {}: server {} is `disabled` (maintenance) in HAProxy; imported with weight 0 so it takes no new flows",
+            "line {}: server {} is `disabled` in HAProxy: imported in maintenance (state = \"maint\")",
             s.line, s.name
         ));
     }
@@ -1127,9 +1127,10 @@ fn resolve_server(
         server: ServerCfg {
             name: s.name.clone(),
             address: address.to_string(),
-            weight: if disabled { 0 } else { opts.weight.unwrap_or(1) },
+            weight: opts.weight.unwrap_or(1),
             backup: opts.backup.unwrap_or(false),
             check: opts.check.unwrap_or(false),
+            state: if disabled { AdminState::Maint } else { AdminState::Ready },
         },
         check: server_check(&p.check, &opts, global),
         tls_connect: !p.check.http && opts.check_ssl.or(opts.ssl).unwrap_or(false),

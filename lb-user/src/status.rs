@@ -17,7 +17,7 @@ use crate::{
     config::{CheckKind, Config, Verify},
     conntrack::Sweep,
     health::Registry,
-    snapshot::{BackendStatus, FrontendStatus, ServerStatus, Snapshot, Traffic},
+    snapshot::{BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot, Traffic},
     stats::Counters,
     statuspage,
     topology::Topology,
@@ -109,8 +109,10 @@ impl Builder {
                 } else if up {
                     b.active_up += 1;
                 }
-                let status = match view {
-                    Some(v) if v.checked => v.health.status(),
+                let status = match (state, view) {
+                    (ServerState::Maint, _) => "MAINT".into(),
+                    (ServerState::Drain, _) => "DRAIN".into(),
+                    (_, Some(v)) if v.checked => v.health.status(),
                     _ => "no check".into(),
                 };
                 let active = sweep.active_by_server.get(&s.id).copied().unwrap_or(0);

@@ -217,3 +217,30 @@ fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
         }
     }
 }
+
+#[test]
+fn drain_and_maint_take_no_new_flows_and_maint_is_not_checked() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let check = "type = \"tcp\", inter = \"200ms\", rise = 1, fall = 1";
+    let with_states = |s2: &str, s3: &str| {
+        config_with(&lab, check)
+            .replace("name = \"app2\", address = \"198.18.0.22:2379\"", &format!("name = \"app2\", address = \"198.18.0.22:2379\", state = \"{s2}\""))
+            .replace("name = \"app3\", address = \"198.18.0.23:2379\"", &format!("name = \"app3\", address = \"198.18.0.23:2379\", state = \"{s3}\""))
+    };
+    let mut agent = Agent::start(&lab.lb, &with_states("drain", "maint"), &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    wait_state(&lab, "app1", ServerState::Up, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(500));
+    let snap = status(&lab);
+    let by = |n: &str| snap.backends[0].servers.iter().find(|s| s.name == n).unwrap().clone();
+    assert_eq!((by("app2").state, by("app2").status.as_str()), (ServerState::Drain, "DRAIN"));
+    assert_eq!((by("app3").state, by("app3").status.as_str()), (ServerState::Maint, "MAINT"));
+    assert!(by("app2").last_check.is_some(), "a draining server is still checked");
+    assert!(by("app3").last_check.is_none(), "a server in maintenance is not checked");
+    assert_eq!(spread(&lab, vip, 12), HashMap::from([("app1".to_string(), 12)]));
+    agent.reload(&with_states("ready", "ready")).unwrap();
+    wait_state(&lab, "app3", ServerState::Up, Duration::from_secs(3));
+    let all = spread(&lab, vip, 30);
+    assert_eq!(all.len(), 3, "all three take flows again: {all:?}");
+}

@@ -20,7 +20,7 @@ use rustls::pki_types::ServerName;
 use tokio::{sync::{mpsc, Notify}, task::JoinHandle};
 
 use crate::{
-    config::{CheckCfg, CheckKind, Config, Observe, OnMarkedDown},
+    config::{AdminState, CheckCfg, CheckKind, Config, Observe, OnMarkedDown},
     snapshot::{CheckView, ServerState},
     topology::Topology,
 };
@@ -121,6 +121,8 @@ pub struct ServerView {
     pub observe: bool,
     pub error_limit: u32,
     pub on_marked_down: OnMarkedDown,
+    /// Set by the configuration (and, later, the runtime API): drain and maint take no new flows.
+    pub admin: AdminState,
     /// Passive errors (RST to SYN, SYN never answered), in total and since the last hurry.
     pub observed_errors: u64,
     pending_errors: u64,
@@ -180,20 +182,39 @@ impl Registry {
                 observe: false,
                 error_limit: check.error_limit,
                 on_marked_down: check.on_marked_down,
+                admin: AdminState::Ready,
                 observed_errors: 0,
                 pending_errors: 0,
             });
+            view.admin = cfg
+                .backends
+                .iter()
+                .find(|b| b.name == pool)
+                .and_then(|b| b.servers.iter().find(|s| s.name == name))
+                .map(|s| s.state)
+                .unwrap_or_default();
             view.checked = plans.contains_key(&id);
             view.observe = view.checked && check.observe == Observe::Layer4;
             view.error_limit = check.error_limit;
             view.on_marked_down = check.on_marked_down;
             view.health.rescale(check.rise, check.fall);
         }
+        // A server in maintenance is not checked (HAProxy stops its checks too).
+        self.checkers.retain(|id, c| {
+            let maint = self.servers.get(id).is_some_and(|v| v.admin == AdminState::Maint);
+            if maint {
+                c.task.abort();
+            }
+            !maint
+        });
         for (id, plan) in plans {
             if self.checkers.contains_key(&id) {
                 continue;
             }
             let Some(view) = self.servers.get(&id) else { continue };
+            if view.admin == AdminState::Maint {
+                continue;
+            }
             let hurry = Arc::new(Notify::new());
             let key = plan.key.clone();
             let task = tokio::spawn(run_checker(id, plan, view.health.clone(), self.tx.clone(), hurry.clone()));
@@ -211,11 +232,13 @@ impl Registry {
 
     /// Whether server `id` may take new flows.
     pub fn is_up(&self, id: u32) -> bool {
-        self.servers.get(&id).is_none_or(|v| !v.checked || v.health.is_up())
+        self.servers.get(&id).is_none_or(|v| v.admin == AdminState::Ready && (!v.checked || v.health.is_up()))
     }
 
     pub fn state(&self, id: u32) -> ServerState {
         match self.servers.get(&id) {
+            Some(v) if v.admin == AdminState::Maint => ServerState::Maint,
+            Some(v) if v.admin == AdminState::Drain => ServerState::Drain,
             Some(v) if v.checked => v.health.state(),
             _ => ServerState::NoCheck,
         }
