@@ -2,6 +2,8 @@
 //! kept up to date per packet. Expiry (idle, half-open, linger after close) is the agent's job:
 //! it reads both entries and removes whole flows; this side only records what it sees.
 
+use core::intrinsics::{atomic_or, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_get_prandom_u32,
@@ -20,20 +22,32 @@ pub fn lookup(key: &FlowKey) -> Option<*mut Flow> {
     FLOWS.get_ptr_mut(key)
 }
 
+/// Sets `bits` in `seen` atomically: the other direction's CPU may be setting its own bits in
+/// the same word at the same time (a plain read-modify-write lost a peer's FIN in testing).
+#[inline(always)]
+fn mark(seen: *mut u32, bits: u32) {
+    // SeqCst for the same reason as the round-robin cursor (see `balance`).
+    unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(seen, bits) };
+}
+
 /// Records a packet of this entry's direction: flags, time, counters; passes FIN/RST on to the
 /// other entry so that either one tells whether the flow is over.
 #[inline(always)]
 pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
     let f = unsafe { &mut *flow };
     let flags = pkt.tcp_flags & 0xff;
-    let mut seen = f.seen | flags;
+    let mut bits = flags;
     if f.direction == FLOW_DIR_CLIENT && flags & (TCP_ACK | TCP_SYN) == TCP_ACK {
-        seen |= FLOW_SEEN_ESTABLISHED;
+        bits |= FLOW_SEEN_ESTABLISHED;
+    }
+    // Most packets add nothing new: no atomic operation for them.
+    if bits & !f.seen != 0 {
+        mark(&mut f.seen, bits);
     }
     if flags & (TCP_FIN | TCP_RST) != 0 {
         if let Some(peer) = FLOWS.get_ptr_mut(&f.peer_key()) {
             let peer = unsafe { &mut *peer };
-            peer.seen |= (flags & (TCP_FIN | TCP_RST)) << 12;
+            mark(&mut peer.seen, (flags & (TCP_FIN | TCP_RST)) << 12);
             // A server that answers the SYN with RST refused the connection (observe layer4).
             if f.direction == FLOW_DIR_SERVER
                 && flags & TCP_RST != 0
@@ -43,7 +57,6 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
             }
         }
     }
-    f.seen = seen;
     f.last_seen_ns = now;
     f.packets += 1;
     f.bytes += pkt.ip_len as u64;

@@ -12,11 +12,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns::{unique, NetNs};
 
-/// The xdplb binary `cargo xtask test` built (it sets XDPLB_BIN).
+/// The xdplb binary: XDPLB_BIN (`cargo xtask test` sets it), or the one beside this program
+/// (the lab and bench binaries live in the same target folder).
 pub fn xdplb_bin() -> Result<String> {
-    std::env::var("XDPLB_BIN").context(
-        "XDPLB_BIN is not set: run the tests with `cargo xtask test`, which builds xdplb and sets it",
-    )
+    if let Ok(b) = std::env::var("XDPLB_BIN") {
+        return Ok(b);
+    }
+    let beside = std::env::current_exe()?.with_file_name("xdplb");
+    if beside.exists() {
+        return Ok(beside.display().to_string());
+    }
+    anyhow::bail!("XDPLB_BIN is not set: run the tests with `cargo xtask test`, which builds xdplb and sets it")
 }
 
 pub struct Agent {
@@ -31,12 +37,18 @@ impl Agent {
     /// Writes `config` and starts `xdplb run` in `ns` on `ifaces`; returns once it says ready.
     pub fn start(ns: &NetNs, config: &str, ifaces: &[String], mode: &str) -> Result<Agent> {
         let id = unique("xdplb-test-");
-        let dir = std::env::temp_dir().join(&id);
+        Self::start_in(ns, config, ifaces, mode, &std::env::temp_dir().join(&id), &PathBuf::from("/sys/fs/bpf").join(&id))
+    }
+
+    /// The same with a given work directory and pin directory (both emptied first).
+    pub fn start_in(ns: &NetNs, config: &str, ifaces: &[String], mode: &str, dir: &Path, pin_dir: &Path) -> Result<Agent> {
+        let _ = lb_user::dataplane::remove_pins(pin_dir);
+        let _ = fs::remove_dir_all(dir);
+        let (dir, pin_dir) = (dir.to_path_buf(), pin_dir.to_path_buf());
         fs::create_dir_all(&dir)?;
         let cfg = dir.join("xdplb.toml");
         fs::write(&cfg, config)?;
         let log = dir.join("agent.log");
-        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
         let mut cmd = ns.command(&xdplb_bin()?);
         cmd.arg("run").arg("--config").arg(&cfg).arg("--pin-dir").arg(&pin_dir).args(["--xdp-mode", mode]);
         for i in ifaces {

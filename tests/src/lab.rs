@@ -51,9 +51,26 @@ fn napi_peer(ns: &NetNs, iface: &str) -> Result<()> {
     crate::xdp_pass::attach(ns, iface)
 }
 
+/// How lab namespaces are named: unique per test, or fixed (`cargo xtask run`'s lab, whose next
+/// run removes what a crashed one left).
+#[derive(Clone, Copy)]
+pub enum Names {
+    Unique,
+    Fixed(&'static str),
+}
+
+impl Names {
+    fn ns(self, role: &str) -> Result<NetNs> {
+        match self {
+            Names::Unique => NetNs::new(&format!("x{role}")),
+            Names::Fixed(prefix) => NetNs::fixed(&format!("{prefix}-{role}")),
+        }
+    }
+}
+
 /// A bridge namespace with `br0`; hosts plug in with `plug`.
-fn switch() -> Result<NetNs> {
-    let sw = NetNs::new("xsw")?;
+fn switch(names: Names) -> Result<NetNs> {
+    let sw = names.ns("sw")?;
     sw.ip(&["link", "add", "br0", "type", "bridge"])?;
     sw.ip(&["link", "set", "br0", "up"])?;
     Ok(sw)
@@ -71,10 +88,10 @@ fn sw_checksums(ns: &NetNs, iface: &str) -> Result<()> {
     ns.exec(&["ethtool", "-K", iface, "tx", "off"]).map(|_| ())
 }
 
-fn backends(sw: &NetNs, n: usize) -> Result<Vec<Backend>> {
+fn backends(names: Names, sw: &NetNs, n: usize) -> Result<Vec<Backend>> {
     (0..n)
         .map(|i| {
-            let ns = NetNs::new("xbe")?;
+            let ns = names.ns(&format!("app{}", i + 1))?;
             let addr = backend_addr(i);
             plug(sw, &format!("pb{i}"), &ns, "eth0", &format!("{addr}/24"))?;
             sw_checksums(&ns, "eth0")?;
@@ -86,23 +103,28 @@ fn backends(sw: &NetNs, n: usize) -> Result<Vec<Backend>> {
 impl Lab {
     /// Client, balancer and `n` backends on one segment, 198.18.0.0/24.
     pub fn one_arm(n: usize) -> Result<Lab> {
-        let sw = switch()?;
-        let client = NetNs::new("xcl")?;
+        Self::one_arm_named(n, Names::Unique)
+    }
+
+    pub fn one_arm_named(n: usize, names: Names) -> Result<Lab> {
+        let sw = switch(names)?;
+        let client = names.ns("cl")?;
         plug(&sw, "pcl", &client, "eth0", &format!("{CLIENT}/24"))?;
         sw_checksums(&client, "eth0")?;
-        let lb = NetNs::new("xlb")?;
+        let lb = names.ns("lb")?;
         plug(&sw, "plb", &lb, "eth0", &format!("{LB}/24"))?;
         napi_peer(&sw, "plb")?;
-        let backends = backends(&sw, n)?;
+        let backends = backends(names, &sw, n)?;
         Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, vip: LB, backends, _infra: vec![sw] })
     }
 
     /// client 198.18.1.1 -> router -> balancer eth0 198.18.2.10 | eth1 198.18.0.10 -> backends.
     pub fn routed(n: usize) -> Result<Lab> {
-        let sw = switch()?;
-        let client = NetNs::new("xcl")?;
-        let rt = NetNs::new("xrt")?;
-        let lb = NetNs::new("xlb")?;
+        let names = Names::Unique;
+        let sw = switch(names)?;
+        let client = names.ns("cl")?;
+        let rt = names.ns("rt")?;
+        let lb = names.ns("lb")?;
         veth(&client, "eth0", &rt, "eth0")?;
         client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
         sw_checksums(&client, "eth0")?;
@@ -116,7 +138,7 @@ impl Lab {
         napi_peer(&rt, "eth1")?;
         plug(&sw, "plb", &lb, "eth1", &format!("{LB}/24"))?;
         napi_peer(&sw, "plb")?;
-        let backends = backends(&sw, n)?;
+        let backends = backends(names, &sw, n)?;
         Ok(Lab {
             lb,
             lb_ifaces: vec!["eth0".into(), "eth1".into()],

@@ -7,5 +7,6 @@ pub mod frames;
 pub mod lab;
 pub mod netns;
 pub mod pki;
+pub mod seed;
 pub mod traffic;
 pub mod xdp_pass;

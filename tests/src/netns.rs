@@ -31,8 +31,20 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// A namespace named `prefix` + something unique to this process and call.
     pub fn new(prefix: &str) -> Result<Self> {
-        let name = unique(prefix);
+        Self::create(unique(prefix))
+    }
+
+    /// A namespace with a fixed name (the lab's), replacing whatever a crashed run left there.
+    pub fn fixed(name: &str) -> Result<Self> {
+        if sh(Command::new("ip").args(["netns", "list"]))?.split_whitespace().any(|n| n == name) {
+            drop(NetNs { name: name.to_string() });
+        }
+        Self::create(name.to_string())
+    }
+
+    fn create(name: String) -> Result<Self> {
         sh(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"])?;

@@ -46,6 +46,16 @@ impl Ca {
         self.leaf(cn, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A certificate for both ends of a connection (etcd peers).
+    pub fn peer(&self, cn: &str, sans: &[&str]) -> Result<Leaf> {
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf { cert: cert.pem(), key: key.serialize_pem() })
+    }
+
     /// Writes `ca.pem` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         fs::create_dir_all(dir)?;
@@ -56,6 +66,14 @@ impl Ca {
 }
 
 impl Leaf {
+    /// Certificate and key in one PEM file (HAProxy's `crt` format).
+    pub fn write_combined(&self, dir: &Path, name: &str) -> Result<PathBuf> {
+        fs::create_dir_all(dir)?;
+        let p = dir.join(format!("{name}.pem"));
+        fs::write(&p, format!("{}{}", self.cert, self.key))?;
+        Ok(p)
+    }
+
     /// Writes `NAME.pem` and `NAME-key.pem` into `dir`; returns (cert, key) paths.
     pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
         fs::create_dir_all(dir)?;

@@ -17,6 +17,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     // promtool checks the /metrics output in the tests.
     ("promtool", "prometheus"),
+    // The lab's and the end-to-end tests' real etcd cluster.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
 
 /// What the benchmark adds: the HTTP server on the backends and the load generator.

@@ -1,14 +1,17 @@
-//! `cargo xtask run` with no arguments: a lab in network namespaces (client, balancer, three
-//! backends on one segment, 198.18.0.0/24) with xdplb in front of the backends, until Ctrl-C.
-//! Everything it made is removed when it stops.
+//! `cargo xtask run` with no arguments: the seed's cluster in network namespaces (198.18.0.0/24):
+//! a client, the balancer running xdplb, and three masters each running a real etcd member and a
+//! kube-apiserver stand-in, until Ctrl-C. Everything it made is removed when it stops, and a run
+//! after a crash first removes what the crashed one left (the names are fixed).
 
 use std::{
+    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use anyhow::Result;
-use tests::{agent::Agent, lab::Lab};
+use lb_user::snapshot::ServerState;
+use tests::{lab::Names, seed::SeedLab};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -16,34 +19,63 @@ extern "C" fn on_signal(_: i32) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+const DIR: &str = "/tmp/xdplb-lab";
+const PINS: &str = "/sys/fs/bpf/xdplb-lab";
+
 fn main() -> Result<()> {
-    let server = std::env::current_exe()?.with_file_name("lbtest-server");
-    let lab = Lab::one_arm(3)?;
-    lab.start_servers(server.to_str().unwrap(), 2379)?;
-    let config = tests::lab::config(&lab, 12379, 2379, "close_linger = \"2s\"", &[]);
-    let agent = Agent::start(&lab.lb, &config, &lab.lb_ifaces, "auto")?;
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    let standin = std::env::current_exe()?.with_file_name("apiserver-standin");
+    println!("xdplb lab: building the seed's cluster in network namespaces (198.18.0.0/24)...");
+    let lab = SeedLab::start_pinned(Names::Fixed("xdplb-lab"), DIR.as_ref(), &standin, "auto", Some(PINS.as_ref()))?;
+    let ctl = lab.write_control_script()?;
+    print!("waiting for the health checks");
+    for _ in 0..60 {
+        let snap = lab.status()?;
+        if snap.backends.iter().all(|b| b.servers.iter().all(|s| s.state == ServerState::Up)) {
+            break;
+        }
+        print!(".");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!();
     let xdplb = tests::agent::xdplb_bin()?;
+    let (lb, cl) = (lab.lab.lb.name.clone(), lab.lab.client.name.clone());
+    let etcdctl = format!(
+        "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://198.18.0.10:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",
+        d = DIR
+    );
+    print!("{}", lb_user::statuspage::table(&lab.status()?));
     println!(
-        "\nxdplb lab is up: client {cl} -> balancer {vip}:12379 -> app1..app3 (198.18.0.21-23:2379)\n\
-         \n  try:  ip netns exec {cl} bash -c 'for i in 1 2 3 4 5 6; do exec 3<>/dev/tcp/{vip}/12379; head -1 <&3; exec 3<&-; done'\
-         \n        {xdplb} flows --pin-dir {pins}\
-         \n        {xdplb} stats --pin-dir {pins}\
-         \n        bpftool map dump pinned {pins}/backend_sets\
-         \n  agent log: {log}\n\nCtrl-C stops the lab and removes its namespaces, links and pins.",
-        cl = lab.client.name,
-        vip = lab.vip,
-        pins = agent.pin_dir.display(),
-        log = agent.log.display(),
+        "\nThe seed's cluster runs behind xdplb (its config: {DIR}/xdplb.toml, imported from {DIR}/haproxy.cfg):\n\
+         \n  client {cl} 198.18.0.1  ->  balancer {lb} 198.18.0.10:12379 (etcd) and :16443 (apiservers)\
+         \n  masters app1..app3 198.18.0.21-23: etcd on 2379 (TLS, client certificates), apiserver stand-in on 6443\n\
+         \nWatch it:\
+         \n  nsenter --net=/run/netns/{lb} {xdplb} status          # HAProxy's stats page as a table\
+         \n  ip netns exec {lb} curl -s 127.0.0.1:8404/metrics      # the status page is /, JSON at /status.json\
+         \n  {xdplb} flows --pin-dir {PINS}\
+         \n  bpftool map dump pinned {PINS}/backend_sets\
+         \n  agent log: {log}\n\
+         \nUse it:\
+         \n  {etcdctl} put greeting hello\
+         \n  {etcdctl} endpoint health\n\
+         \nBreak and mend it, then watch `xdplb status` (checks: inter 2s, rise 2, fall 3):\
+         \n  {ctl} etcd stop 2      {ctl} etcd start 2\
+         \n  {ctl} apiserver fail 1  (500)    {ctl} apiserver hang 1  (TCP, no TLS)    {ctl} apiserver ok 1\n\
+         \nCtrl-C stops the lab and removes its namespaces, links, pins and processes.",
+        ctl = ctl.display(),
+        log = PathBuf::from(DIR).join("agent/agent.log").display(),
     );
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("stopping the lab");
-    drop(agent);
+    println!("\nstopping the lab");
     drop(lab);
+    let _ = std::fs::remove_dir_all(DIR);
+    println!("removed its namespaces, links, pins and processes");
     Ok(())
 }

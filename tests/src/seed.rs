@@ -1,0 +1,290 @@
+//! The seed's cluster in namespaces: three masters, each running a real etcd member (TLS for
+//! clients and peers, `--client-cert-auth` as production clusters run) on 2379 and a
+//! kube-apiserver stand-in on 6443, and xdplb in front of them with the configuration that
+//! `xdplb import-haproxy` makes of the seed's own haproxy.cfg (addresses replaced by the lab's).
+//! `cargo xtask run` shows it to a person; the end-to-end tests stand on it.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use lb_user::snapshot::{ServerState, ServerStatus, Snapshot};
+
+use crate::{
+    agent::{xdplb_bin, Agent},
+    lab::{backend_addr, Lab, Names, LB},
+    netns::{sh, NetNs},
+    pki::Ca,
+};
+
+/// The seed's haproxy.cfg, verbatim.
+pub const SEED_HAPROXY: &str = include_str!("../fixtures/seed-haproxy.cfg");
+/// The seed's master addresses, replaced by the lab's.
+const SEED_MASTERS: [&str; 3] = ["10.211.55.9", "10.211.55.10", "10.211.55.11"];
+pub const ETCD_FRONT: u16 = 12379;
+pub const API_FRONT: u16 = 16443;
+
+pub struct SeedLab {
+    pub lab: Lab,
+    pub dir: PathBuf,
+    /// Started last, once etcd and the stand-ins run.
+    agent: Option<Agent>,
+    pub ca: PathBuf,
+    /// etcdctl's client certificate and key.
+    pub client: (PathBuf, PathBuf),
+    etcd: Vec<Option<Child>>,
+    standins: Vec<Child>,
+    standin_bin: PathBuf,
+}
+
+fn master_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("app{}", i + 1))
+}
+
+/// The seed's haproxy.cfg for this lab: the lab's addresses, and the checker's client
+/// certificate on the etcd servers (the members require one).
+pub fn lab_haproxy_cfg(client_pem: &Path) -> String {
+    let mut text = SEED_HAPROXY.to_string();
+    for (i, seed) in SEED_MASTERS.iter().enumerate() {
+        text = text.replace(&format!("{seed}:"), &format!("{}:", backend_addr(i)));
+    }
+    text.lines()
+        .map(|l| {
+            if l.contains(":2379 check check-ssl verify none") {
+                format!("{l} crt {}", client_pem.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl SeedLab {
+    /// Builds everything in `dir` (emptied first) and starts xdplb in `mode`, its maps pinned
+    /// under `pin_dir` (a unique one when `None`).
+    pub fn start(names: Names, dir: &Path, standin_bin: &Path, mode: &str) -> Result<SeedLab> {
+        Self::start_pinned(names, dir, standin_bin, mode, None)
+    }
+
+    pub fn start_pinned(names: Names, dir: &Path, standin_bin: &Path, mode: &str, pin_dir: Option<&Path>) -> Result<SeedLab> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir)?;
+        let lab = Lab::one_arm_named(3, names)?;
+        let ca = Ca::new("xdplb lab CA")?;
+        let ca_path = ca.write(dir)?;
+        let client = ca.client("etcdctl")?.write(dir, "etcdctl")?;
+        let checker = ca.client("xdplb-health-check")?.write_combined(dir, "xdplb-check")?;
+        let lb = LB.to_string();
+        for (i, b) in lab.backends.iter().enumerate() {
+            let d = master_dir(dir, i);
+            let addr = b.addr.to_string();
+            // The balancer's address is in every server certificate, as the seed says it must be.
+            ca.server(&b.name, &[&addr, &lb, "127.0.0.1", "localhost"])?.write(&d, "server")?;
+            ca.peer(&b.name, &[&addr])?.write(&d, "peer")?;
+        }
+        let mut me = SeedLab {
+            lab,
+            dir: dir.to_path_buf(),
+            agent: None,
+            ca: ca_path,
+            client,
+            etcd: (0..3).map(|_| None).collect(),
+            standins: Vec::new(),
+            standin_bin: standin_bin.to_path_buf(),
+        };
+        for i in 0..3 {
+            me.etcd_start(i)?;
+            me.apiserver_mode(i, "ok")?;
+            let d = master_dir(dir, i);
+            let b = &me.lab.backends[i];
+            let child = b.ns.command(standin_bin.to_str().unwrap())
+                .args(["--cert", d.join("server.pem").to_str().unwrap(), "--key", d.join("server-key.pem").to_str().unwrap()])
+                .args(["--mode-file", d.join("apiserver.mode").to_str().unwrap(), "--name", &b.name])
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(d.join("apiserver.log"))?)
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("starting the apiserver stand-in")?;
+            me.standins.push(child);
+        }
+        let cfg_path = dir.join("haproxy.cfg");
+        fs::write(&cfg_path, lab_haproxy_cfg(&checker))?;
+        let out = Command::new(xdplb_bin()?).args(["import-haproxy", cfg_path.to_str().unwrap()]).output()?;
+        if !out.status.success() {
+            bail!("xdplb import-haproxy failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let toml = String::from_utf8(out.stdout)?;
+        fs::write(dir.join("xdplb.toml"), &toml)?;
+        fs::write(dir.join("import-notes.txt"), &out.stderr)?;
+        let agent = match pin_dir {
+            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
+            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
+        };
+        me.agent = Some(agent);
+        Ok(me)
+    }
+
+    /// Writes `DIR/lab`, a shell script a person uses to break and mend the masters:
+    /// `lab etcd stop|start N`, `lab apiserver ok|fail|hang N`.
+    pub fn write_control_script(&self) -> Result<PathBuf> {
+        let mut starts = String::new();
+        for i in 0..3 {
+            let ns = &self.lab.backends[i].ns.name;
+            let log = master_dir(&self.dir, i).join("etcd.log");
+            starts.push_str(&format!(
+                "  {n}) nsenter --net=/run/netns/{ns} -- etcd {args} >>{log} 2>&1 </dev/null & ;;\n",
+                n = i + 1,
+                args = self.etcd_args(i).join(" "),
+                log = log.display()
+            ));
+        }
+        let nss: Vec<String> = self.lab.backends.iter().map(|b| b.ns.name.clone()).collect();
+        let script = format!(
+            "#!/bin/sh\n# Control the xdplb lab's masters (made by cargo xtask run).\nset -e\nns() {{ case $1 in 1) echo {n1};; 2) echo {n2};; 3) echo {n3};; *) echo \"master $1? use 1, 2 or 3\" >&2; exit 2;; esac; }}\n\
+             case \"$1 $2\" in\n\
+             \"etcd stop\") for p in $(ip netns pids $(ns $3)); do [ \"$(cat /proc/$p/comm)\" = etcd ] && kill -9 $p; done; echo \"etcd app$3 killed\" ;;\n\
+             \"etcd start\") ns $3 >/dev/null; case $3 in\n{starts}  esac; echo \"etcd app$3 started\" ;;\n\
+             \"apiserver ok\"|\"apiserver fail\"|\"apiserver hang\") ns $3 >/dev/null; echo $2 > {dir}/app$3/apiserver.mode; echo \"apiserver app$3: $2\" ;;\n\
+             *) echo \"usage: $0 etcd stop|start N | apiserver ok|fail|hang N   (N = 1, 2, 3)\" >&2; exit 2 ;;\nesac\n",
+            n1 = nss[0], n2 = nss[1], n3 = nss[2], dir = self.dir.display(),
+        );
+        let path = self.dir.join("lab");
+        fs::write(&path, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        Ok(path)
+    }
+
+    pub fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("started")
+    }
+
+    fn etcd_args(&self, i: usize) -> Vec<String> {
+        let d = master_dir(&self.dir, i);
+        let f = |n: &str| d.join(n).display().to_string();
+        let me = &self.lab.backends[i];
+        let cluster: Vec<String> =
+            self.lab.backends.iter().map(|b| format!("{}=https://{}:2380", b.name, b.addr)).collect();
+        let ca = self.ca.display().to_string();
+        vec![
+            format!("--name={}", me.name),
+            format!("--data-dir={}", f("data")),
+            format!("--listen-client-urls=https://{}:2379", me.addr),
+            format!("--advertise-client-urls=https://{}:2379", me.addr),
+            format!("--listen-peer-urls=https://{}:2380", me.addr),
+            format!("--initial-advertise-peer-urls=https://{}:2380", me.addr),
+            format!("--initial-cluster={}", cluster.join(",")),
+            "--initial-cluster-token=xdplb-lab".into(),
+            "--initial-cluster-state=new".into(),
+            "--client-cert-auth".into(),
+            format!("--trusted-ca-file={ca}"),
+            format!("--cert-file={}", f("server.pem")),
+            format!("--key-file={}", f("server-key.pem")),
+            "--peer-client-cert-auth".into(),
+            format!("--peer-trusted-ca-file={ca}"),
+            format!("--peer-cert-file={}", f("peer.pem")),
+            format!("--peer-key-file={}", f("peer-key.pem")),
+            "--logger=zap".into(),
+        ]
+    }
+
+    pub fn etcd_start(&mut self, i: usize) -> Result<()> {
+        let d = master_dir(&self.dir, i);
+        fs::create_dir_all(&d)?;
+        let b = &self.lab.backends[i];
+        let child = b.ns.command("etcd")
+            .args(self.etcd_args(i))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(d.join("etcd.log"))?)
+            .spawn()
+            .context("starting etcd (Debian package etcd-server)")?;
+        self.etcd[i] = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs master `i`'s etcd.
+    pub fn etcd_kill(&mut self, i: usize) {
+        if let Some(mut c) = self.etcd[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `ok`, `fail` (500) or `hang` (TCP only) for master `i`'s apiserver stand-in.
+    pub fn apiserver_mode(&self, i: usize, mode: &str) -> Result<()> {
+        let d = master_dir(&self.dir, i);
+        fs::create_dir_all(&d)?;
+        fs::write(d.join("apiserver.mode"), mode).map_err(Into::into)
+    }
+
+    /// etcdctl through the balancer, from the client namespace, with the client certificate.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+        let endpoint = format!("--endpoints=https://{}:{ETCD_FRONT}", self.lab.vip);
+        let mut c = self.lab.client.command("etcdctl");
+        c.env("ETCDCTL_API", "3")
+            .arg(endpoint)
+            .arg(format!("--cacert={}", self.ca.display()))
+            .arg(format!("--cert={}", self.client.0.display()))
+            .arg(format!("--key={}", self.client.1.display()))
+            .args(["--dial-timeout=2s", "--command-timeout=5s"])
+            .args(args);
+        sh(&mut c)
+    }
+
+    pub fn status(&self) -> Result<Snapshot> {
+        self.lab.lb.enter(|| lb_user::status::fetch("127.0.0.1:8404".parse().unwrap())).map_err(anyhow::Error::msg)
+    }
+
+    pub fn server(&self, backend: &str, server: &str) -> Result<ServerStatus> {
+        let snap = self.status()?;
+        let b = snap.backends.iter().find(|b| b.name == backend).context("no such backend")?;
+        b.servers.iter().find(|s| s.name == server).cloned().context("no such server")
+    }
+
+    /// Waits until `backend/server` is in `state`; returns how long it took.
+    pub fn wait_state(&self, backend: &str, server: &str, state: ServerState, within: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let s = self.server(backend, server)?;
+            if s.state == state {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                bail!("{backend}/{server} is {} after {within:?}, not {state:?} (last check {:?})", s.status, s.last_check);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn master_addr(&self, i: usize) -> Ipv4Addr {
+        self.lab.backends[i].addr
+    }
+
+    pub fn master_ns(&self, i: usize) -> &NetNs {
+        &self.lab.backends[i].ns
+    }
+
+    pub fn standin_bin(&self) -> &Path {
+        &self.standin_bin
+    }
+}
+
+impl Drop for SeedLab {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        for i in 0..3 {
+            self.etcd_kill(i);
+        }
+        for c in &mut self.standins {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The seed's scenario end to end: real etcd members and apiserver stand-ins behind xdplb, with
+//! the configuration `xdplb import-haproxy` makes of the seed's haproxy.cfg.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4, TcpStream},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use lb_user::snapshot::ServerState;
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    ClientConfig, RootCertStore,
+};
+use tests::{
+    lab::Names,
+    seed::{SeedLab, API_FRONT, ETCD_FRONT},
+};
+
+const ETCD: &str = "etcd-cluster";
+const API: &str = "apiserver-cluster";
+/// The seed's check timing (HAProxy's defaults): inter 2 s, rise 2, fall 3.
+const INTER: Duration = Duration::from_secs(2);
+
+fn lab() -> SeedLab {
+    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-seed-"));
+    SeedLab::start(Names::Unique, &dir, env!("CARGO_BIN_EXE_apiserver-standin").as_ref(), "native").unwrap()
+}
+
+fn wait_all_up(s: &SeedLab) {
+    for backend in [ETCD, API] {
+        for name in ["app1", "app2", "app3"] {
+            s.wait_state(backend, name, ServerState::Up, Duration::from_secs(40)).unwrap();
+        }
+    }
+}
+
+/// Total flows each server of `backend` has taken.
+fn flows(s: &SeedLab, backend: &str) -> Vec<u64> {
+    let snap = s.status().unwrap();
+    snap.backends.iter().find(|b| b.name == backend).unwrap().servers.iter().map(|x| x.traffic.total_flows).collect()
+}
+
+/// The certificate the client sees through the balancer: etcd's own (TLS end to end).
+fn peer_certificate_cn(s: &SeedLab) -> String {
+    let vip = SocketAddr::from(SocketAddrV4::new(s.lab.vip, ETCD_FRONT));
+    let ca = std::fs::read(&s.ca).unwrap();
+    let (cert, key) = (std::fs::read(&s.client.0).unwrap(), std::fs::read(&s.client.1).unwrap());
+    s.lab.client.enter(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(&ca).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().unwrap(),
+                PrivateKeyDer::from_pem_slice(&key).unwrap(),
+            )
+            .unwrap();
+        // Verified for the balancer's address: the members' certificates list it.
+        let name = ServerName::IpAddress(std::net::IpAddr::V4(s.lab.vip).into());
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut tcp = TcpStream::connect_timeout(&vip, Duration::from_secs(3)).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).unwrap();
+        }
+        let der = conn.peer_certificates().unwrap()[0].clone();
+        // The CommonName of a certificate rcgen made: the member's name, in plain bytes.
+        ["app1", "app2", "app3"].iter().find(|n| der.windows(4).any(|w| w == n.as_bytes())).map(|n| n.to_string()).unwrap_or_default()
+    })
+}
+
+#[test]
+fn the_seeds_cluster_behind_xdplb() {
+    let mut s = lab();
+    let started = Instant::now();
+    wait_all_up(&s);
+    eprintln!("all six servers UP {:?} after start", started.elapsed());
+
+    // TLS is end to end: the client verifies an etcd member's certificate, not the balancer's.
+    let cn = peer_certificate_cn(&s);
+    assert!(["app1", "app2", "app3"].contains(&cn.as_str()), "peer certificate {cn:?}");
+
+    // 1. 1000 puts and gets through the balancer with etcdctl and the client certificate.
+    let t = Instant::now();
+    let errors: usize = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let s = &s;
+                sc.spawn(move || {
+                    let mut errors = 0;
+                    for i in (w..500).step_by(4) {
+                        let (k, v) = (format!("/xdplb/k{i}"), format!("v{i}"));
+                        if s.etcdctl(&["put", &k, &v]).is_err() {
+                            errors += 1;
+                        }
+                        match s.etcdctl(&["get", "--print-value-only", &k]) {
+                            Ok(out) if out.trim() == v => {}
+                            _ => errors += 1,
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    eprintln!("1000 etcdctl puts and gets through xdplb in {:?}, {errors} failed", t.elapsed());
+    assert_eq!(errors, 0);
+    let etcd_flows = flows(&s, ETCD);
+    assert!(etcd_flows.iter().all(|&n| n > 0), "every member took flows: {etcd_flows:?}");
+
+    // 6. Round robin: 300 new connections over three UP apiservers land 100/100/100.
+    let before = flows(&s, API);
+    let api = SocketAddr::from(SocketAddrV4::new(s.lab.vip, API_FRONT));
+    s.lab.client.enter(|| {
+        for _ in 0..300 {
+            drop(TcpStream::connect_timeout(&api, Duration::from_secs(3)).unwrap());
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = flows(&s, API);
+    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(delta, vec![100, 100, 100]);
+
+    // 2. SIGKILL one etcd member: DOWN within inter * fall + 1 s, etcdctl keeps working.
+    s.etcd_kill(1);
+    let killed = Instant::now();
+    let (mut ops, mut failed) = (0, 0);
+    while s.server(ETCD, "app2").unwrap().state != ServerState::Down {
+        assert!(killed.elapsed() < INTER * 3 + Duration::from_secs(1), "app2 not DOWN {:?} after the kill", killed.elapsed());
+        ops += 1;
+        if s.etcdctl(&["put", "/xdplb/during", "x"]).is_err() {
+            failed += 1;
+        }
+    }
+    let to_down = killed.elapsed();
+    eprintln!("etcd app2 killed: DOWN after {to_down:?}; {failed} of {ops} etcdctl puts failed meanwhile");
+    let frozen = flows(&s, ETCD)[1];
+    for i in 0..30 {
+        s.etcdctl(&["put", &format!("/xdplb/after{i}"), "y"]).expect("etcdctl works with a member DOWN");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(flows(&s, ETCD)[1], frozen, "no new connection to the DOWN member");
+
+    // 3. Restart it: UP after `rise` passing checks, and it takes connections again.
+    s.etcd_start(1).unwrap();
+    let t = s.wait_state(ETCD, "app2", ServerState::Up, Duration::from_secs(20)).unwrap();
+    eprintln!("etcd app2 restarted: UP after {t:?}");
+    for i in 0..30 {
+        s.etcdctl(&["get", &format!("/xdplb/after{i}")]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(flows(&s, ETCD)[1] > frozen, "the member is back in rotation");
+
+    // 4. Apiserver stand-ins: TCP without TLS times out (L6TOUT, not a hung checker); a 500
+    // with "ok" in its body fails (L7STS), where HAProxy's `expect string ok` would pass it.
+    s.apiserver_mode(0, "hang").unwrap();
+    s.apiserver_mode(1, "fail").unwrap();
+    s.wait_state(API, "app1", ServerState::Down, INTER * 4 + Duration::from_secs(3)).unwrap();
+    s.wait_state(API, "app2", ServerState::Down, INTER * 4 + Duration::from_secs(3)).unwrap();
+    assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code, "L6TOUT");
+    let app2 = s.server(API, "app2").unwrap().last_check.unwrap();
+    assert_eq!((app2.code.as_str(), app2.http_status), ("L7STS", Some(500)));
+    assert_eq!(s.server(API, "app3").unwrap().state, ServerState::Up, "app3's checks went on undisturbed");
+
+    // 5. All three apiservers down: a new connection to 16443 is refused at once.
+    s.apiserver_mode(2, "fail").unwrap();
+    s.wait_state(API, "app3", ServerState::Down, INTER * 4 + Duration::from_secs(3)).unwrap();
+    let t = Instant::now();
+    let r = s.lab.client.enter(|| TcpStream::connect_timeout(&api, Duration::from_secs(3)));
+    let err = r.expect_err("no apiserver is UP");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(t.elapsed() < Duration::from_millis(200), "refused at once, not left hanging: {:?}", t.elapsed());
+    s.agent().wait_log("backend 'apiserver-cluster' has no server available!", 1, Duration::from_secs(1)).unwrap();
+
+    // And back.
+    for i in 0..3 {
+        s.apiserver_mode(i, "ok").unwrap();
+    }
+    for name in ["app1", "app2", "app3"] {
+        s.wait_state(API, name, ServerState::Up, Duration::from_secs(20)).unwrap();
+    }
+    let dir = s.dir.clone();
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
