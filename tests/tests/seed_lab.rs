@@ -157,10 +157,13 @@ fn the_seeds_cluster_behind_xdplb() {
 
     // 4. Apiserver stand-ins: TCP without TLS times out (L6TOUT, not a hung checker); a 500
     // with "ok" in its body fails (L7STS), where HAProxy's `expect string ok` would pass it.
+    // A hanging server costs each check its whole timeout (= inter): up to inter for the next
+    // check, then fall checks of `timeout` each with fastinter (= inter) between them.
+    let hang_limit = INTER + INTER * 3 + INTER * 2 + Duration::from_secs(2);
     s.apiserver_mode(0, "hang").unwrap();
     s.apiserver_mode(1, "fail").unwrap();
-    s.wait_state(API, "app1", ServerState::Down, INTER * 4 + Duration::from_secs(3)).unwrap();
-    s.wait_state(API, "app2", ServerState::Down, INTER * 4 + Duration::from_secs(3)).unwrap();
+    s.wait_state(API, "app1", ServerState::Down, hang_limit).unwrap();
+    s.wait_state(API, "app2", ServerState::Down, INTER * 4 + Duration::from_secs(2)).unwrap();
     assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code, "L6TOUT");
     let app2 = s.server(API, "app2").unwrap().last_check.unwrap();
     assert_eq!((app2.code.as_str(), app2.http_status), ("L7STS", Some(500)));
