@@ -15,13 +15,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     config::{Config, OnMarkedDown, XdpModeCfg},
     conntrack::{monotonic_ns, FlowTable, Sweep, Timeouts},
-    dataplane::{self, LoadOptions},
+    dataplane::{self, Attached, LoadOptions},
     health::{self, state::Transition, Registry},
     maps::MapOwner,
     netif::{self, Interface},
     snapshot::Snapshot,
     stats::Counters,
-    status, sysctl,
+    service, status, sysctl,
     topology::{System, Topology},
 };
 
@@ -116,6 +116,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind))
     })?;
 
+    let lock = service::lock(&g.pin_dir).map_err(Refused)?;
+
     sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
         sysctl::prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
@@ -126,12 +128,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
     let (mut registry, mut events) = Registry::new();
+    // A previous agent's data path: start from the servers its kernel sets hold, so that a
+    // restart changes nothing for the traffic.
+    let members = owner.members();
+    if !members.is_empty() {
+        log::info!("adopting the pinned data path: {} server(s) were taking flows", members.len());
+        registry.adopt(&config, &topology, &members);
+    }
     registry.apply(&config, &topology, plans);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
-    let modes = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode)?;
-    let modes: Vec<String> = modes.iter().map(|(i, m)| format!("{i}:{m}")).collect();
+    let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
+    let modes: Vec<String> = attached
+        .iter()
+        .map(|(i, a)| match a {
+            Attached::New(m) => format!("{i}:{m}"),
+            Attached::Adopted => format!("{i}:adopted"),
+        })
+        .collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
     tokio::spawn(status::serve(listener, shared.clone()));
@@ -164,7 +179,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut gc = tokio::time::interval(agent.config.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    // systemd hears READY once the data path is attached and every server was checked once
+    // (or the longest check timeout passed).
+    let ready_by = tokio::time::Instant::now() + agent.longest_timeout() + Duration::from_millis(200);
+    let mut notified = false;
     loop {
+        if !notified && (agent.registry.all_checked_once() || tokio::time::Instant::now() >= ready_by) {
+            notified = true;
+            agent.publish();
+            match service::notify("READY=1") {
+                Ok(true) => log::info!("first checks done: told systemd we are ready"),
+                Ok(false) => log::info!("first checks done"),
+                Err(e) => log::warn!("cannot notify systemd: {e}"),
+            }
+        }
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -176,14 +204,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     agent.registry.stop();
+    let _ = service::notify("STOPPING=1");
     log::info!(
-        "stopping: XDP detached; maps stay pinned under {} (`xdplb detach` removes them)",
+        "stopping: the data path stays attached and pinned under {} and keeps forwarding with the last healthy sets; a new agent adopts it, `xdplb detach` removes it",
         agent.config.global.pin_dir.display()
     );
+    drop(lock);
     Ok(())
 }
 
 impl Agent {
+    /// The longest check timeout of any backend (readiness waits at most that long).
+    fn longest_timeout(&self) -> Duration {
+        self.config.backends.iter().map(|b| b.check.timeout()).max().unwrap_or_default()
+    }
+
     /// A check result: on a transition, the pool's healthy set is rewritten at once.
     fn on_check(&mut self, ev: health::Event) -> Result<()> {
         let id = ev.server_id;
@@ -287,8 +322,10 @@ impl Agent {
 }
 
 
-/// `xdplb detach`: removes the pins (and so the maps, once no agent holds them).
+/// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent
+/// runs this data path: it would keep them alive.
 pub fn detach(pin_dir: &Path) -> Result<()> {
+    let _lock = service::lock(pin_dir).map_err(|e| anyhow::anyhow!("{e}; stop it before `xdplb detach`"))?;
     let removed = dataplane::remove_pins(pin_dir).with_context(|| format!("removing pins under {}", pin_dir.display()))?;
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());

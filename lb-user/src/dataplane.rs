@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::{
-    programs::{Xdp, XdpMode},
+    programs::{links::{FdLink, PinnedLink}, xdp::XdpLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use lb_common::names;
@@ -74,21 +74,53 @@ pub fn program(ebpf: &mut Ebpf) -> &mut Xdp {
         .expect("xdplb is an XDP program")
 }
 
-/// Attaches to every interface; returns the mode each one got.
+/// How an interface got the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached now, in this mode, and the link pinned.
+    New(&'static str),
+    /// A previous agent's pinned link: the program on it was replaced atomically.
+    Adopted,
+}
+
+/// The pin of the XDP link on `iface`: it keeps the program attached while no agent runs.
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// Attaches to every interface. Where a previous agent left a pinned link, the new program
+/// replaces the old one on it in one step (`bpf_link_update`): packets never meet a moment
+/// without XDP. Otherwise the program is attached (native, or as `mode` says) and the link is
+/// pinned, so that the data path outlives this process.
 pub fn attach(
     ebpf: &mut Ebpf,
     ifaces: &[Interface],
     mode: XdpModeCfg,
-) -> Result<Vec<(String, &'static str)>, DataplaneError> {
+    pin_dir: &Path,
+) -> Result<Vec<(String, Attached)>, DataplaneError> {
     let prog = program(ebpf);
     let mut got = Vec::new();
     for iface in ifaces {
+        let pin = link_pin(pin_dir, &iface.name);
+        if pin.exists() {
+            match adopt(prog, &pin) {
+                Ok(()) => {
+                    log::info!("XDP on {} adopted from {}: program replaced atomically", iface.name, pin.display());
+                    got.push((iface.name.clone(), Attached::Adopted));
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("cannot adopt the pinned link {} ({e}); attaching anew", pin.display());
+                    let _ = fs::remove_file(&pin);
+                }
+            }
+        }
         let attach = |prog: &mut Xdp, m: XdpMode, name: &'static str, hint: &'static str| {
-            prog.attach_to_if_index(iface.ifindex, m).map(|_| name).map_err(|source| {
+            prog.attach_to_if_index(iface.ifindex, m).map(|id| (id, name)).map_err(|source| {
                 DataplaneError::Attach { iface: iface.name.clone(), mode: name, hint, source: Box::new(source) }
             })
         };
-        let mode_name = match mode {
+        let (id, mode_name) = match mode {
             XdpModeCfg::Native => attach(prog, XdpMode::Driver, "native", "; the driver may not support XDP: try --xdp-mode generic")?,
             XdpModeCfg::Generic => attach(prog, XdpMode::Skb, "generic", "")?,
             XdpModeCfg::Auto => match attach(prog, XdpMode::Driver, "native", "") {
@@ -99,10 +131,32 @@ pub fn attach(
                 }
             },
         };
+        pin_link(prog, id, &pin);
         log::info!("XDP attached to {} (ifindex {}) in {mode_name} mode", iface.name, iface.ifindex);
-        got.push((iface.name.clone(), mode_name));
+        got.push((iface.name.clone(), Attached::New(mode_name)));
     }
     Ok(got)
+}
+
+fn adopt(prog: &mut Xdp, pin: &Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    prog.attach_to_link(link).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Pins the link; on kernels without XDP bpf_links (netlink attachment) the data path then
+/// lives only as long as the agent, which is said.
+fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, pin: &Path) {
+    let pinned = prog
+        .take_link(id)
+        .map_err(|e| e.to_string())
+        .and_then(|l| FdLink::try_from(l).map_err(|e| e.to_string()))
+        .and_then(|fd| fd.pin(pin).map_err(|e| e.to_string()));
+    match pinned {
+        // Dropping the PinnedLink closes our fd; the pin keeps the program attached.
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot pin the XDP link at {} ({e}): XDP will detach when the agent stops", pin.display()),
+    }
 }
 
 /// Makes sure bpffs is mounted at /sys/fs/bpf (mounting it if not) and the pin directory exists,
@@ -142,12 +196,19 @@ fn is_bpffs(path: &Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
-/// Removes every pin xdplb made under `dir`, and the directory. Maps and the program disappear
-/// with their last user.
+/// Removes every pin xdplb made under `dir` (the XDP links first, which detaches the program
+/// once no agent holds it, then the maps), and the directory.
 pub fn remove_pins(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for name in names::ALL {
-        let p = dir.join(name);
+    let links: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for p in links.into_iter().chain(names::ALL.iter().map(|n| dir.join(n))) {
         match fs::remove_file(&p) {
             Ok(()) => removed.push(p),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -9,6 +9,7 @@ pub mod haproxy;
 pub mod health;
 pub mod maps;
 pub mod netif;
+pub mod service;
 pub mod snapshot;
 pub mod stats;
 pub mod status;

@@ -133,6 +133,22 @@ impl MapOwner {
         Ok(())
     }
 
+    /// The servers (address:port) the kernel lets take new flows now: what a previous agent left,
+    /// read before anything is written, so that a restart does not start from scratch.
+    pub fn members(&self) -> std::collections::HashSet<std::net::SocketAddrV4> {
+        let mut out = std::collections::HashSet::new();
+        for set in self.backend_sets.iter().filter_map(Result::ok).map(|(_, v)| v) {
+            for &id in set.slots.iter().take(set.count as usize) {
+                if let Ok(s) = self.servers.get(&id, 0) {
+                    if s.flags & SERVER_F_VALID != 0 {
+                        out.insert(std::net::SocketAddrV4::new(s.addr.into(), u16::from_be(s.port_be)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Replaces one pool's set of servers taking new flows, in one atomic map update.
     pub fn set_pool(&mut self, pool: &Pool, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
         let set = pool.backend_set(is_up);

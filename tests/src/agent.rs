@@ -43,6 +43,11 @@ impl Agent {
     /// The same with a given work directory and pin directory (both emptied first).
     pub fn start_in(ns: &NetNs, config: &str, ifaces: &[String], mode: &str, dir: &Path, pin_dir: &Path) -> Result<Agent> {
         let _ = lb_user::dataplane::remove_pins(pin_dir);
+        Self::adopt(ns, config, ifaces, mode, dir, pin_dir)
+    }
+
+    /// Starts an agent on a pin directory a previous agent left (restart, upgrade).
+    pub fn adopt(ns: &NetNs, config: &str, ifaces: &[String], mode: &str, dir: &Path, pin_dir: &Path) -> Result<Agent> {
         let _ = fs::remove_dir_all(dir);
         let (dir, pin_dir) = (dir.to_path_buf(), pin_dir.to_path_buf());
         fs::create_dir_all(&dir)?;
@@ -95,8 +100,34 @@ impl Agent {
         self.wait_log("reloaded", before + 1, Duration::from_secs(10))
     }
 
+    /// Writes an invalid configuration, sends SIGHUP, and expects the refusal in the log.
+    pub fn reload_expect_refusal(&mut self, config: &str) -> Result<()> {
+        let before = self.log_text().matches("reload refused").count();
+        fs::write(&self.config, config)?;
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        self.wait_log("reload refused", before + 1, Duration::from_secs(10))
+    }
+
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would: nothing is cleaned up, the pins stay.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the agent (SIGTERM) without removing its pins, as `systemctl restart` would.
+    pub fn stop_keep_pins(mut self) -> PathBuf {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let pins = std::mem::take(&mut self.pin_dir);
+        pins
     }
 }
 
@@ -112,7 +143,9 @@ impl Drop for Agent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = lb_user::dataplane::remove_pins(&self.pin_dir);
+        if !self.pin_dir.as_os_str().is_empty() {
+            let _ = lb_user::dataplane::remove_pins(&self.pin_dir);
+        }
         if std::thread::panicking() {
             eprintln!("--- agent log ({}) ---\n{}", self.log.display(), self.log_text());
         }

@@ -89,3 +89,33 @@ pub fn ping(s: &mut TcpStream, msg: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A long-lived connection that keeps echoing patterned data until `stop`, checking every byte
+/// that comes back; `progress` counts the bytes verified so far. Returns the total, or the first
+/// error (a reset, a timeout, a corrupted byte).
+pub fn stream(
+    addr: SocketAddr,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    progress: &std::sync::atomic::AtomicU64,
+) -> Result<u64> {
+    use std::sync::atomic::Ordering;
+    let (mut s, name) = connect(addr)?;
+    let (mut out, mut back) = (Pattern::new(seed), Pattern::new(seed));
+    let (mut buf, mut want, mut got) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let mut total = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        out.fill(&mut buf);
+        s.write_all(&buf).with_context(|| format!("writing to {name} after {total} bytes"))?;
+        s.read_exact(&mut got).with_context(|| format!("reading from {name} after {total} bytes"))?;
+        back.fill(&mut want);
+        if got != want {
+            bail!("stream through {name} corrupted after {total} bytes");
+        }
+        total += got.len() as u64;
+        progress.fetch_add(got.len() as u64, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.shutdown(Shutdown::Write)?;
+    Ok(total)
+}

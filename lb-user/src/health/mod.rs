@@ -158,6 +158,33 @@ impl Registry {
         (Registry { servers: HashMap::new(), checkers: HashMap::new(), tx }, rx)
     }
 
+    /// Starts servers as the kernel has them (a restart adopting a running data path): those in
+    /// a healthy set fully UP, the others DOWN. Call before the first `apply`.
+    pub fn adopt(&mut self, cfg: &Config, topo: &Topology, members: &std::collections::HashSet<std::net::SocketAddrV4>) {
+        let now = Instant::now();
+        for (pool, s) in topo.servers() {
+            let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
+            self.servers.insert(s.id, ServerView {
+                pool: pool.name.clone(),
+                name: s.name.clone(),
+                health: Health::adopted(check.rise, check.fall, members.contains(&s.addr), now),
+                last: None,
+                checked: false,
+                observe: false,
+                error_limit: check.error_limit,
+                on_marked_down: check.on_marked_down,
+                admin: AdminState::Ready,
+                observed_errors: 0,
+                pending_errors: 0,
+            });
+        }
+    }
+
+    /// Whether every checked server has a result (readiness: the first checks ran).
+    pub fn all_checked_once(&self) -> bool {
+        self.servers.values().filter(|v| v.checked).all(|v| v.last.is_some())
+    }
+
     /// Makes the running checks match `plans` for `topo`: new servers start checking, removed
     /// ones stop, changed ones restart keeping their state. Unchecked servers count as UP.
     pub fn apply(&mut self, cfg: &Config, topo: &Topology, plans: HashMap<u32, Plan>) {

@@ -34,6 +34,15 @@ impl Health {
         Health { rise, fall, health, up, since: now, check_failures: 0, down_transitions: 0, downtime: Duration::ZERO }
     }
 
+    /// A server whose state a previous agent left in the kernel: fully UP, or DOWN.
+    pub fn adopted(rise: u32, fall: u32, up: bool, now: Instant) -> Self {
+        let mut h = Health::new(rise, fall, if up { InitialState::Up } else { InitialState::Down }, now);
+        if up {
+            h.health = h.max();
+        }
+        h
+    }
+
     fn max(&self) -> u32 {
         self.rise + self.fall - 1
     }
