@@ -17,6 +17,8 @@ use crate::{
     conntrack::{monotonic_ns, FlowTable, Sweep, Timeouts},
     dataplane::{self, Attached, LoadOptions},
     health::{self, state::Transition, Registry},
+    runtime::{self, Command, Overrides},
+    runtime_format,
     maps::MapOwner,
     netif::{self, Interface},
     snapshot::Snapshot,
@@ -37,6 +39,8 @@ pub struct RunOptions {
     pub ifaces: Vec<String>,
     pub xdp_mode: Option<XdpModeCfg>,
     pub pin_dir: Option<PathBuf>,
+    pub runtime_socket: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
 }
 
 /// Everything `run` needs, checked: the config, the interfaces, the topology, the checks.
@@ -57,6 +61,12 @@ fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refus
     }
     if let Some(d) = &opts.pin_dir {
         config.global.pin_dir = d.clone();
+    }
+    if let Some(s) = &opts.runtime_socket {
+        config.global.runtime_socket = s.clone();
+    }
+    if let Some(s) = &opts.state_file {
+        config.global.state_file = s.clone();
     }
     if config.global.interfaces.is_empty() {
         return Err(Refused(format!(
@@ -106,6 +116,8 @@ struct Agent {
     shared: Arc<RwLock<Snapshot>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
+    /// Server states set by hand (runtime API), kept in `global.state_file`.
+    overrides: Overrides,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -117,6 +129,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     })?;
 
     let lock = service::lock(&g.pin_dir).map_err(Refused)?;
+    let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
+    let runtime_listener = runtime::bind(&g.runtime_socket)
+        .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
 
     sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
@@ -136,6 +151,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         registry.adopt(&config, &topology, &members);
     }
     registry.apply(&config, &topology, plans);
+    let mut topology = topology;
+    apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
@@ -150,6 +167,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
     tokio::spawn(status::serve(listener, shared.clone()));
+    let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(runtime::serve(runtime_listener, runtime_tx));
     let mut agent = Agent {
         status: status::Builder::new(modes.clone()),
         opts,
@@ -162,6 +181,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         shared,
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
+        overrides,
     };
     agent.publish();
     log::info!(
@@ -196,7 +216,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => agent.reload(),
+            _ = hup.recv() => { agent.reload(); }
+            Some(req) = runtime_rx.recv() => {
+                let answer = agent.execute(&req.line);
+                let _ = req.reply.send(answer);
+            }
             Some(ev) = events.recv() => agent.on_check(ev)?,
             _ = observe.tick() => agent.observe(),
             _ = gc.tick() => agent.sweep(),
@@ -279,16 +303,78 @@ impl Agent {
         *self.shared.write().unwrap() = snap;
     }
 
-    /// Re-reads the configuration and applies it; a bad one changes nothing.
-    fn reload(&mut self) {
+    /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
+    /// happened, for the runtime API's `reload`.
+    fn reload(&mut self) -> String {
         match prepare(&self.opts, Some(&self.topology)) {
-            Err(e) => log::error!("reload refused, still running the previous configuration: {e}"),
-            Ok(Prepared { config, topology, plans, .. }) => {
-                if let Err(e) = self.apply(config, topology, plans) {
-                    log::error!("reload failed while applying: {e:#}");
-                }
+            Err(e) => {
+                log::error!("reload refused, still running the previous configuration: {e}");
+                format!("reload refused, still running the previous configuration: {e}\n")
             }
+            Ok(Prepared { config, topology, plans, .. }) => match self.apply(config, topology, plans) {
+                Ok(()) => "reloaded\n".into(),
+                Err(e) => {
+                    log::error!("reload failed while applying: {e:#}");
+                    format!("reload failed while applying: {e:#}\n")
+                }
+            },
         }
+    }
+
+    /// One runtime API command; the answer is HAProxy's text (empty on success).
+    fn execute(&mut self, line: &str) -> String {
+        let cmd = match runtime::parse(line) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let snap = || self.shared.read().unwrap().clone();
+        match cmd {
+            Command::Help => runtime::HELP.into(),
+            Command::ShowInfo => runtime_format::show_info(&snap(), &hostname()),
+            Command::ShowStat => runtime_format::show_stat(&snap()),
+            Command::ShowServersState(b) => runtime_format::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),
+            Command::Reload => self.reload(),
+            Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
+            Command::SetWeight { backend, server, weight } => self.by_hand(&backend, &server, |o| o.weight = Some(weight)),
+            Command::Health { backend, server, enabled } => {
+                self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
+            }
+            Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
+                Err(e) => e,
+                Ok(id) => {
+                    let n = self.flows.remove_server_flows(id);
+                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
+                    String::new()
+                }
+            },
+        }
+    }
+
+    fn server_id(&self, backend: &str, server: &str) -> Result<u32, String> {
+        let pool = self.topology.pool(backend).ok_or_else(|| "No such backend.\n".to_string())?;
+        pool.servers.iter().find(|s| s.name == server).map(|s| s.id).ok_or_else(|| "No such server.\n".to_string())
+    }
+
+    /// A change by hand: recorded in the state file first (so it survives a crash right after),
+    /// then applied to the health registry and the kernel's set.
+    fn by_hand(&mut self, backend: &str, server: &str, change: impl FnOnce(&mut runtime::ServerOverride)) -> String {
+        let id = match self.server_id(backend, server) {
+            Ok(id) => id,
+            Err(e) => return e,
+        };
+        change(self.overrides.entry(backend, server));
+        if let Err(e) = self.overrides.save(&self.config.global.state_file) {
+            return format!("cannot save {}: {e}\n", self.config.global.state_file.display());
+        }
+        apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
+        let registry = &self.registry;
+        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
+        if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
+            return format!("{e}\n");
+        }
+        log::info!("Server {backend}/{server} set by hand: {:?}", self.overrides.servers.get(&format!("{backend}/{server}")));
+        self.publish();
+        String::new()
     }
 
     fn apply(&mut self, config: Config, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
@@ -306,6 +392,8 @@ impl Agent {
         }
         self.owner.write_settings(b)?;
         self.registry.apply(&config, &topology, plans);
+        let mut topology = topology;
+        apply_overrides(&self.overrides, &mut topology, &mut self.registry);
         let registry = &self.registry;
         self.owner.apply(&topology, &|id| registry.is_up(id))?;
         log::info!(
@@ -321,6 +409,35 @@ impl Agent {
     }
 }
 
+
+/// Layers what was set by hand over the configuration: states and health switches in the
+/// registry, weights in the topology.
+fn apply_overrides(o: &Overrides, topology: &mut Topology, registry: &mut Registry) {
+    for pool in &mut topology.pools {
+        for s in &mut pool.servers {
+            let Some(ov) = o.servers.get(&format!("{}/{}", pool.name, s.name)) else { continue };
+            if let Some(w) = ov.weight {
+                s.weight = w;
+            }
+            if let Some(state) = ov.state {
+                registry.set_admin(s.id, state);
+            }
+            if let Some(disabled) = ov.health_disabled {
+                registry.set_health_enabled(s.id, !disabled);
+            }
+        }
+    }
+    registry.sync();
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    if unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } != 0 {
+        return "xdplb".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
 
 /// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent
 /// runs this data path: it would keep them alive.

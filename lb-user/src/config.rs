@@ -49,6 +49,10 @@ pub struct Global {
     pub reset_on_no_backend: bool,
     /// Status page, `/status.json` and `/metrics` (HAProxy's usual stats port).
     pub stats_bind: std::net::SocketAddr,
+    /// The runtime API's unix socket (root only).
+    pub runtime_socket: PathBuf,
+    /// Where server states set by hand are kept across reloads and restarts.
+    pub state_file: PathBuf,
 }
 
 impl Default for Global {
@@ -65,6 +69,8 @@ impl Default for Global {
             gc_interval: Dur(Duration::from_secs(1)),
             reset_on_no_backend: true,
             stats_bind: "127.0.0.1:8404".parse().unwrap(),
+            runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
+            state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
         }
     }
 }

@@ -9,6 +9,8 @@ pub mod haproxy;
 pub mod health;
 pub mod maps;
 pub mod netif;
+pub mod runtime;
+pub mod runtime_format;
 pub mod service;
 pub mod snapshot;
 pub mod stats;

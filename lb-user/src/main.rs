@@ -32,6 +32,12 @@ enum Cmd {
         xdp_mode: Option<XdpModeCfg>,
         #[arg(long)]
         pin_dir: Option<PathBuf>,
+        /// Replaces global.runtime_socket.
+        #[arg(long)]
+        runtime_socket: Option<PathBuf>,
+        /// Replaces global.state_file.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
     },
     /// Validate a configuration and print it with every default filled in.
     CheckConfig { file: PathBuf },
@@ -64,11 +70,59 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a server out of rotation or put it back (HAProxy's `set server ... state`); it
+    /// survives reloads and restarts.
+    Server {
+        #[arg(value_enum)]
+        action: ServerAction,
+        /// BACKEND/SERVER
+        target: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Re-read and apply the configuration (as SIGHUP); prints what happened.
+    Reload {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Send a command of HAProxy's runtime API to the agent, e.g. `xdplb runtime show stat`.
+    Runtime {
+        #[arg(required = true)]
+        command: Vec<String>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Remove the data path's pinned maps (stop the agent first).
     Detach {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+}
+
+const DEFAULT_SOCKET: &str = "/run/xdplb/xdplb.sock";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServerAction {
+    /// Ready: takes new flows (when its checks pass).
+    Enable,
+    /// Maintenance: no new flows, no checks.
+    Disable,
+    /// Drain: no new flows, open flows stay, checks go on.
+    Drain,
+}
+
+fn runtime_call(socket: &std::path::Path, line: &str) -> Result<()> {
+    let out = lb_user::runtime::call(socket, line).map_err(|e| anyhow::anyhow!(e))?;
+    let text = out.trim_end();
+    if text.is_empty() {
+        return Ok(());
+    }
+    println!("{text}");
+    // HAProxy answers errors in words; a command that changes state answers nothing.
+    if line.starts_with("set ") || line.starts_with("enable ") || line.starts_with("disable ") || line.starts_with("shutdown ") {
+        anyhow::bail!("the agent refused `{line}`");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -89,9 +143,9 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Run { config, ifaces, xdp_mode, pin_dir } => {
+        Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir }))
+            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file }))
         }
         Cmd::CheckConfig { file } => {
             let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
@@ -155,6 +209,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Server { action, target, socket } => {
+            let state = match action {
+                ServerAction::Enable => "ready",
+                ServerAction::Disable => "maint",
+                ServerAction::Drain => "drain",
+            };
+            runtime_call(&socket, &format!("set server {target} state {state}"))
+        }
+        Cmd::Reload { socket } => {
+            let out = lb_user::runtime::call(&socket, "reload").map_err(|e| anyhow::anyhow!(e))?;
+            print!("{out}");
+            if out.starts_with("reloaded") { Ok(()) } else { Err(anyhow::anyhow!("reload did not apply")) }
+        }
+        Cmd::Runtime { command, socket } => runtime_call(&socket, &command.join(" ")),
         Cmd::Detach { pin_dir } => agent::detach(&pin_dir),
     }
 }

@@ -56,6 +56,11 @@ impl Agent {
         let log = dir.join("agent.log");
         let mut cmd = ns.command(&xdplb_bin()?);
         cmd.arg("run").arg("--config").arg(&cfg).arg("--pin-dir").arg(&pin_dir).args(["--xdp-mode", mode]);
+        // Per agent, so that tests side by side never share a socket or a state file; the state
+        // file stays with the pin directory's name so that an adopting agent finds it.
+        let state_dir = std::env::temp_dir().join(format!("xdplb-state{}", pin_dir.display().to_string().replace('/', "_")));
+        cmd.arg("--runtime-socket").arg(dir.join("xdplb.sock"));
+        cmd.arg("--state-file").arg(state_dir.join("server-state.json"));
         for i in ifaces {
             cmd.args(["--iface", i]);
         }
@@ -108,6 +113,11 @@ impl Agent {
         self.wait_log("reload refused", before + 1, Duration::from_secs(10))
     }
 
+    /// The agent's runtime API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("xdplb.sock")
+    }
+
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }
@@ -145,6 +155,8 @@ impl Drop for Agent {
         let _ = self.child.wait();
         if !self.pin_dir.as_os_str().is_empty() {
             let _ = lb_user::dataplane::remove_pins(&self.pin_dir);
+            let state_dir = std::env::temp_dir().join(format!("xdplb-state{}", self.pin_dir.display().to_string().replace('/', "_")));
+            let _ = fs::remove_dir_all(state_dir);
         }
         if std::thread::panicking() {
             eprintln!("--- agent log ({}) ---\n{}", self.log.display(), self.log_text());

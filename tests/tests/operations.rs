@@ -155,3 +155,126 @@ fn twenty_reloads_under_load_fail_no_request() {
     assert!(failed.is_empty(), "failed requests: {:?}", &failed[..failed.len().min(5)]);
     assert!(ok > 100);
 }
+
+fn socat(sock: &std::path::Path, line: &str) -> String {
+    let mut c = std::process::Command::new("socat");
+    c.args(["-t", "2", "stdio"]).arg(format!("unix-connect:{}", sock.display()));
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("socat (Debian package socat)");
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{line}").unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn spread(lab: &Lab, vip: SocketAddr, n: usize) -> std::collections::HashMap<String, usize> {
+    lab.client.enter(|| {
+        let mut m = std::collections::HashMap::new();
+        for _ in 0..n {
+            *m.entry(connect(vip).unwrap().1).or_insert(0) += 1;
+        }
+        m
+    })
+}
+
+#[test]
+fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let cfg = config(&lab, &[]);
+    let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let sock = agent.socket();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600, "root-only socket");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let stat = socat(&sock, "show stat");
+    assert!(stat.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,"), "{stat}");
+    assert!(stat.lines().any(|l| l.starts_with("pool,app1,") && l.contains(",UP,")), "{stat}");
+    assert!(socat(&sock, "show info").contains("Name: xdplb"));
+    assert!(socat(&sock, "set server pool/nope state drain").contains("No such server."));
+    assert!(socat(&sock, "show stat; show info").contains("Name: xdplb"), "commands separated by ';'");
+
+    // Drain by hand: no new flows to app3.
+    assert_eq!(socat(&sock, "set server pool/app3 state drain").trim(), "");
+    let m = spread(&lab, vip, 30);
+    assert!(!m.contains_key("app3"), "{m:?}");
+    assert!(socat(&sock, "show servers state pool").lines().any(|l| l.contains(" app3 ") && l.split_whitespace().nth(6) == Some("8")), "admin state DRAIN (8)");
+
+    // It survives a reload...
+    let mut agent = agent;
+    agent.reload(&cfg).unwrap();
+    assert!(!spread(&lab, vip, 30).contains_key("app3"), "drained across a reload");
+    // ... and a restart.
+    let pins = agent.stop_keep_pins();
+    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-rt-"));
+    let agent = Agent::adopt(&lab.lb, &cfg, &lab.lb_ifaces, "native", &dir, &pins).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!spread(&lab, vip, 30).contains_key("app3"), "drained across a restart");
+
+    // The CLI wraps it.
+    let xdplb = tests::agent::xdplb_bin().unwrap();
+    let sock = agent.socket();
+    sh(std::process::Command::new(&xdplb).args(["server", "enable", "pool/app3", "--socket"]).arg(&sock)).unwrap();
+    assert_eq!(spread(&lab, vip, 30).get("app3"), Some(&10), "back in rotation");
+    let err = std::process::Command::new(&xdplb).args(["server", "drain", "pool/ghost", "--socket"]).arg(&sock).output().unwrap();
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stdout).contains("No such server"));
+
+    // Weight 0 takes a server out of the rotation; health checks can be switched off.
+    assert_eq!(socat(&sock, "set server pool/app1 weight 0").trim(), "");
+    assert!(!spread(&lab, vip, 20).contains_key("app1"));
+    assert_eq!(socat(&sock, "disable health pool/app2").trim(), "");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(socat(&sock, "show stat").lines().any(|l| l.starts_with("pool,app2,") && l.contains(",no check,")));
+
+    // shutdown sessions: the open flow to app2 ends, the one to app3 stays.
+    let mut open = lab.client.enter(|| (0..2).map(|_| connect(vip).unwrap()).collect::<Vec<_>>());
+    assert_eq!(socat(&sock, "shutdown sessions server pool/app2").trim(), "");
+    for (s, name) in open.iter_mut() {
+        let r = tests::traffic::ping(s, "x\n");
+        assert_eq!(r.is_ok(), name != "app2", "{name}: {r:?}");
+    }
+    let out = sh(std::process::Command::new(&xdplb).args(["reload", "--socket"]).arg(&sock)).unwrap();
+    assert!(out.starts_with("reloaded"), "{out}");
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/xdplb.service")).unwrap();
+    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-unit-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("xdplb.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/xdplb", &tests::agent::xdplb_bin().unwrap())).unwrap();
+    let out = std::process::Command::new("systemd-analyze").args(["verify"]).arg(&path).output().expect("systemd-analyze (Debian package systemd)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Only complaints about this unit count (the host's other units are not ours).
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("xdplb")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {text}");
+    assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure") && unit.contains("ExecReload="));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bpftool_dumps_the_maps_with_named_fields() {
+    let lab = Lab::one_arm(3).unwrap();
+    let agent = Agent::start(&lab.lb, &config(&lab, &[]), &lab.lb_ifaces, "native").unwrap();
+    let out = sh(std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(agent.pin_dir().join("servers"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let servers: Vec<(Vec<u64>, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        // With BTF, bpftool's JSON has the named fields under "formatted".
+        .map(|e| &e["formatted"]["value"])
+        .filter(|v| v["flags"].as_u64() == Some(1))
+        .map(|v| {
+            let addr = v["addr"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+            (addr, v["port_be"].as_u64().unwrap())
+        })
+        .collect();
+    let want: Vec<(Vec<u64>, u64)> =
+        (21..=23).map(|i| (vec![198, 18, 0, i], BACKEND_PORT.to_be() as u64)).collect();
+    assert_eq!(servers, want, "bpftool shows named fields and the configured servers:\n{}", &out[..out.len().min(600)]);
+    let fronts = sh(std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(agent.pin_dir().join("frontends"))).unwrap();
+    assert!(fronts.contains("\"frontend_id\"") && fronts.contains("\"pool_id\""), "{fronts}");
+}

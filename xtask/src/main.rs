@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, test and run, each doing its own set-up first so that a fresh
 //! machine needs nothing but `cargo xtask test`.
 
+mod install;
 mod setup;
 
 use std::{
@@ -41,6 +42,19 @@ enum Cmd {
         /// Passed to xdplb-bench (e.g. `-- --only prog --rounds 5`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Release build, then /usr/local/bin/xdplb, /etc/xdplb/xdplb.toml (an example; an
+    /// existing one is kept) and the systemd unit xdplb.service.
+    Install {
+        /// Install under this folder instead of / (for packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Undo `install`: stop the service, detach the data path, remove the binary and the unit
+    /// (the configuration in /etc/xdplb stays).
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
     /// Set up, build, and run: with no arguments a lab in network namespaces; with arguments,
     /// `xdplb run ARGS` on this host (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
@@ -155,6 +169,12 @@ fn main() -> Result<()> {
             let bin = build(true)?;
             run(Command::new(bin.join("xdplb-bench")).args(&args).env("XDPLB_BIN", bin.join("xdplb")))
         }
+        Cmd::Install { root } => {
+            setup::all()?;
+            let bin = build(true)?;
+            install::install(&bin, &root)
+        }
+        Cmd::Uninstall { root } => install::uninstall(&root),
         Cmd::Run { args } => {
             require_root("cargo xtask run")?;
             setup::all()?;

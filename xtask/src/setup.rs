@@ -20,6 +20,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // The lab's and the end-to-end tests' real etcd cluster.
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    // The runtime API is tested the way operators use it; the unit is checked by systemd.
+    ("socat", "socat"),
+    ("systemd-analyze", "systemd"),
 ];
 
 /// What the benchmark adds: the HTTP server on the backends and the load generator.

@@ -121,8 +121,10 @@ pub struct ServerView {
     pub observe: bool,
     pub error_limit: u32,
     pub on_marked_down: OnMarkedDown,
-    /// Set by the configuration (and, later, the runtime API): drain and maint take no new flows.
+    /// Set by the configuration or the runtime API: drain and maint take no new flows.
     pub admin: AdminState,
+    /// Checks disabled by hand (`disable health`).
+    pub health_disabled: bool,
     /// Passive errors (RST to SYN, SYN never answered), in total and since the last hurry.
     pub observed_errors: u64,
     pending_errors: u64,
@@ -130,6 +132,7 @@ pub struct ServerView {
 
 pub struct Registry {
     pub servers: HashMap<u32, ServerView>,
+    plans: HashMap<u32, Plan>,
     checkers: HashMap<u32, Checker>,
     tx: mpsc::UnboundedSender<Event>,
 }
@@ -155,7 +158,7 @@ async fn run_checker(id: u32, plan: Plan, mut health: Health, tx: mpsc::Unbounde
 impl Registry {
     pub fn new() -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Registry { servers: HashMap::new(), checkers: HashMap::new(), tx }, rx)
+        (Registry { servers: HashMap::new(), plans: HashMap::new(), checkers: HashMap::new(), tx }, rx)
     }
 
     /// Starts servers as the kernel has them (a restart adopting a running data path): those in
@@ -174,6 +177,7 @@ impl Registry {
                 error_limit: check.error_limit,
                 on_marked_down: check.on_marked_down,
                 admin: AdminState::Ready,
+                health_disabled: false,
                 observed_errors: 0,
                 pending_errors: 0,
             });
@@ -192,6 +196,7 @@ impl Registry {
         let live: HashMap<u32, (&str, &str)> =
             topo.servers().map(|(p, s)| (s.id, (p.name.as_str(), s.name.as_str()))).collect();
         self.servers.retain(|id, _| live.contains_key(id));
+        // Checkers whose plan changed stop here; `sync` starts them again with the new one.
         for (id, c) in self.checkers.iter() {
             if plans.get(id).map(|p| &p.key) != Some(&c.key) {
                 c.task.abort();
@@ -210,6 +215,7 @@ impl Registry {
                 error_limit: check.error_limit,
                 on_marked_down: check.on_marked_down,
                 admin: AdminState::Ready,
+                health_disabled: false,
                 observed_errors: 0,
                 pending_errors: 0,
             });
@@ -220,32 +226,53 @@ impl Registry {
                 .and_then(|b| b.servers.iter().find(|s| s.name == name))
                 .map(|s| s.state)
                 .unwrap_or_default();
-            view.checked = plans.contains_key(&id);
-            view.observe = view.checked && check.observe == Observe::Layer4;
+            view.observe = plans.contains_key(&id) && check.observe == Observe::Layer4;
             view.error_limit = check.error_limit;
             view.on_marked_down = check.on_marked_down;
             view.health.rescale(check.rise, check.fall);
         }
-        // A server in maintenance is not checked (HAProxy stops its checks too).
-        self.checkers.retain(|id, c| {
-            let maint = self.servers.get(id).is_some_and(|v| v.admin == AdminState::Maint);
-            if maint {
+        self.plans = plans;
+        self.sync();
+    }
+
+    /// Runs a checker for exactly the servers that have a plan, are not in maintenance (HAProxy
+    /// stops their checks too) and whose checks are not disabled by hand.
+    pub fn sync(&mut self) {
+        let wanted = |id: &u32, v: Option<&ServerView>| {
+            self.plans.contains_key(id) && v.is_some_and(|v| v.admin != AdminState::Maint && !v.health_disabled)
+        };
+        let stop: Vec<u32> = self.checkers.keys().filter(|id| !wanted(id, self.servers.get(id))).copied().collect();
+        for id in stop {
+            if let Some(c) = self.checkers.remove(&id) {
                 c.task.abort();
             }
-            !maint
-        });
-        for (id, plan) in plans {
-            if self.checkers.contains_key(&id) {
+        }
+        for (id, plan) in &self.plans {
+            if self.checkers.contains_key(id) || !wanted(id, self.servers.get(id)) {
                 continue;
             }
-            let Some(view) = self.servers.get(&id) else { continue };
-            if view.admin == AdminState::Maint {
-                continue;
-            }
+            let view = &self.servers[id];
             let hurry = Arc::new(Notify::new());
-            let key = plan.key.clone();
-            let task = tokio::spawn(run_checker(id, plan, view.health.clone(), self.tx.clone(), hurry.clone()));
-            self.checkers.insert(id, Checker { task, hurry, key });
+            let task = tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
+            self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
+        }
+        for (id, v) in self.servers.iter_mut() {
+            v.checked = self.plans.contains_key(id) && !v.health_disabled;
+        }
+    }
+
+    /// Sets a server's administrative state (configuration or runtime API); call `sync` after.
+    pub fn set_admin(&mut self, id: u32, admin: AdminState) {
+        if let Some(v) = self.servers.get_mut(&id) {
+            v.admin = admin;
+        }
+    }
+
+    /// HAProxy's `disable health` / `enable health`: a server whose checks are disabled counts
+    /// as UP ("no check"); call `sync` after.
+    pub fn set_health_enabled(&mut self, id: u32, enabled: bool) {
+        if let Some(v) = self.servers.get_mut(&id) {
+            v.health_disabled = !enabled;
         }
     }
 
