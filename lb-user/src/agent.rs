@@ -330,6 +330,7 @@ impl Agent {
         let snap = || self.shared.read().unwrap().clone();
         match cmd {
             Command::Help => runtime::HELP.into(),
+            Command::Noop => String::new(),
             Command::ShowInfo => runtime_format::show_info(&snap(), &hostname()),
             Command::ShowStat => runtime_format::show_stat(&snap()),
             Command::ShowServersState(b) => runtime_format::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),

@@ -33,6 +33,9 @@ pub enum Command {
     ShutdownSessions { backend: String, server: String },
     /// xdplb's own: re-read the configuration (as SIGHUP).
     Reload,
+    /// Accepted and ignored (`set timeout cli`, which hatop sends: sessions here have no idle
+    /// timeout to set).
+    Noop,
 }
 
 pub const HELP: &str = "\
@@ -89,6 +92,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
             Command::ShutdownSessions { backend, server }
         }
         ["reload"] => Command::Reload,
+        ["set", "timeout", "cli", _] => Command::Noop,
         _ => return Err(format!("Unknown command: '{}'\n{HELP}", line.trim())),
     })
 }

@@ -37,14 +37,27 @@ pub fn show_info(s: &Snapshot, node: &str) -> String {
     };
     line("Name", &"xdplb");
     // hatop reads Version, Release_date, node and description as non-empty words.
-    line("Version", &if version.is_empty() { "unknown" } else { version.as_str() });
+    line(
+        "Version",
+        &if version.is_empty() {
+            "unknown"
+        } else {
+            version.as_str()
+        },
+    );
     line("Release_date", &"-");
     line("Nbthread", &nbthread);
     line("Nbproc", &1);
     line("Process_num", &1);
     line("Pid", &s.pid);
     // HAProxy's "%ud %uh%02um%02us".
-    let uptime = format!("{}d {}h{:02}m{:02}s", up / 86_400, up / 3_600 % 24, up / 60 % 60, up % 60);
+    let uptime = format!(
+        "{}d {}h{:02}m{:02}s",
+        up / 86_400,
+        up / 3_600 % 24,
+        up / 60 % 60,
+        up % 60
+    );
     line("Uptime", &uptime);
     line("Uptime_sec", &up);
     // No connection limit and no pipes in an XDP data path; hatop needs the lines anyway.
@@ -84,6 +97,7 @@ fn hostname() -> Option<String> {
 // show stat
 
 /// HAProxy 2.6's fixed `show stat` columns (`enum stat_field`, up to `ST_F_TOTAL_FIELDS`).
+#[rustfmt::skip]
 const STAT_FIELDS: [&str; 101] = [
     "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq",
     "dresp", "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight", "act", "bck",
@@ -103,6 +117,7 @@ const STAT_FIELDS: [&str; 101] = [
 /// The stats modules' columns HAProxy 2.6 appends after its `-` marker when built with OpenSSL
 /// (Debian's and the official images' builds): SSL then HTTP/2. xdplb terminates neither, so
 /// their cells stay empty; the names keep the header identical for parsers keyed on it.
+#[rustfmt::skip]
 const STAT_MODULE_FIELDS: [&str; 16] = [
     "ssl_sess", "ssl_reused_sess", "ssl_failed_handshake", "h2_headers_rcvd", "h2_data_rcvd",
     "h2_settings_rcvd", "h2_rst_stream_rcvd", "h2_goaway_rcvd",
@@ -252,7 +267,10 @@ fn backend_weight(b: &BackendStatus) -> u64 {
             .map(|sv| u64::from(sv.weight))
             .sum()
     };
-    let active_up = b.servers.iter().any(|sv| !sv.backup && sv.state.takes_flows());
+    let active_up = b
+        .servers
+        .iter()
+        .any(|sv| !sv.backup && sv.state.takes_flows());
     up_weight(!active_up)
 }
 
@@ -293,7 +311,9 @@ struct Row {
 
 impl Row {
     fn new(pxname: &str, svname: &str, iid: usize, sid: usize, kind: u8) -> Row {
-        let mut row = Row { cells: vec![String::new(); STAT_FIELDS.len()] };
+        let mut row = Row {
+            cells: vec![String::new(); STAT_FIELDS.len()],
+        };
         row.set(col::PXNAME, pxname);
         row.set(col::SVNAME, svname);
         // One process: HAProxy's pid column is the process number, not the system pid.
@@ -391,7 +411,13 @@ pub fn show_servers_state(s: &Snapshot, backend: Option<&str>) -> Result<String,
     Ok(out)
 }
 
-fn server_state_line(out: &mut String, be_id: usize, be_name: &str, srv_id: usize, sv: &ServerStatus) {
+fn server_state_line(
+    out: &mut String,
+    be_id: usize,
+    be_name: &str,
+    srv_id: usize,
+    sv: &ServerStatus,
+) {
     let (addr, port) = split_addr(&sv.address);
     // HAProxy keeps MAINT servers stopped and DRAIN ones running; rising servers stay stopped
     // until `rise` checks passed, falling ones run until `fall` failed.
@@ -488,7 +514,10 @@ fn split_addr(address: &str) -> (String, u16) {
     }
     if let Some((host, port)) = address.rsplit_once(':') {
         if let Ok(port) = port.parse::<u16>() {
-            return (token(host.trim_start_matches('[').trim_end_matches(']')), port);
+            return (
+                token(host.trim_start_matches('[').trim_end_matches(']')),
+                port,
+            );
         }
     }
     (token(address), 0)
@@ -496,7 +525,11 @@ fn split_addr(address: &str) -> (String, u16) {
 
 /// A name as one space-separated word: `-` when empty, blanks replaced.
 fn token(text: &str) -> String {
-    let t: String = text.trim().chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
+    let t: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
     if t.is_empty() {
         "-".to_string()
     } else {
@@ -533,7 +566,12 @@ h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_conne
 h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
 
     fn traffic(total: u64, rate: f64, bin: u64, bout: u64) -> Traffic {
-        Traffic { total_flows: total, new_flows_per_s: rate, bytes_in: bin, bytes_out: bout }
+        Traffic {
+            total_flows: total,
+            new_flows_per_s: rate,
+            bytes_in: bin,
+            bytes_out: bout,
+        }
     }
 
     fn check(code: &str, http: Option<u16>, ms: u64, desc: &str) -> Option<CheckView> {
@@ -572,7 +610,12 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
         let app2 = ServerStatus {
             since_s: 300,
             check_failures: 4,
-            last_check: check("L7STS", Some(503), 5, "Layer7 wrong status: Service Unavailable"),
+            last_check: check(
+                "L7STS",
+                Some(503),
+                5,
+                "Layer7 wrong status: Service Unavailable",
+            ),
             ..server("app2", "10.0.0.2:2379", ServerState::GoingDown, "UP 1/3")
         };
         let app3 = ServerStatus {
@@ -593,7 +636,10 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             weight: 10,
             ..server("api1", "[fd00::11]:6443", ServerState::Up, "UP")
         };
-        let api2 = ServerStatus { weight: 10, ..server("api2", "10.0.1.2:6443", ServerState::Drain, "DRAIN") };
+        let api2 = ServerStatus {
+            weight: 10,
+            ..server("api2", "10.0.1.2:6443", ServerState::Drain, "DRAIN")
+        };
         let api3 = ServerStatus {
             weight: 10,
             last_check: None,
@@ -712,7 +758,10 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             assert_eq!(csv_fields(line).len(), header_commas + 1, "{line}");
         }
         // Rows without quoted text can be cut on plain commas, as socat one-liners do.
-        let plain = out.lines().find(|l| l.starts_with("etcd-cluster,app1,")).unwrap_or_default();
+        let plain = out
+            .lines()
+            .find(|l| l.starts_with("etcd-cluster,app1,"))
+            .unwrap_or_default();
         assert_eq!(plain.matches(',').count(), header_commas);
     }
 
@@ -736,8 +785,10 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             ("apiserver-cluster", "api4", "2"),
             ("apiserver-cluster", "BACKEND", "1"),
         ];
-        let want: Vec<(String, String, String)> =
-            want.iter().map(|(p, s, t)| (p.to_string(), s.to_string(), t.to_string())).collect();
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(p, s, t)| (p.to_string(), s.to_string(), t.to_string()))
+            .collect();
         assert_eq!(order, want);
         // HAProxy's CLI ends each answer with an empty line.
         assert!(out.ends_with(",\n\n"));
@@ -787,14 +838,23 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             assert_eq!(app1[k], v, "app1 {k}");
         }
         let app2 = find(&rows, "etcd-cluster", "app2");
-        assert_eq!((app2["status"].as_str(), app2["check_status"].as_str()), ("UP 1/3", "L7STS"));
-        assert_eq!((app2["chkfail"].as_str(), app2["check_code"].as_str()), ("4", "503"));
+        assert_eq!(
+            (app2["status"].as_str(), app2["check_status"].as_str()),
+            ("UP 1/3", "L7STS")
+        );
+        assert_eq!(
+            (app2["chkfail"].as_str(), app2["check_code"].as_str()),
+            ("4", "503")
+        );
         let app3 = find(&rows, "etcd-cluster", "app3");
         assert_eq!(app3["status"], "DOWN");
         assert_eq!(app3["check_status"], "L4CON");
         assert_eq!(app3["check_code"], "");
         assert_eq!(app3["chkfail"], "9");
-        assert_eq!(app3["check_desc"], "Layer4 connection problem, info: \"Connection refused\"");
+        assert_eq!(
+            app3["check_desc"],
+            "Layer4 connection problem, info: \"Connection refused\""
+        );
         assert_eq!(app3["last_chk"], app3["check_desc"]);
 
         let etcd = find(&rows, "etcd-cluster", "BACKEND");
@@ -816,12 +876,20 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
         assert_eq!(api1["iid"], "4");
         assert_eq!(find(&rows, "apiserver-cluster", "api2")["status"], "DRAIN");
         let api3 = find(&rows, "apiserver-cluster", "api3");
-        assert_eq!((api3["status"].as_str(), api3["check_status"].as_str()), ("MAINT", ""));
+        assert_eq!(
+            (api3["status"].as_str(), api3["check_status"].as_str()),
+            ("MAINT", "")
+        );
         let api4 = find(&rows, "apiserver-cluster", "api4");
         assert_eq!((api4["act"].as_str(), api4["bck"].as_str()), ("0", "1"));
         let api = find(&rows, "apiserver-cluster", "BACKEND");
         // Only api1 counts: DRAIN and MAINT take no flows, the backup waits while api1 is UP.
-        for (k, v) in [("weight", "10"), ("act", "1"), ("bck", "1"), ("downtime", "5")] {
+        for (k, v) in [
+            ("weight", "10"),
+            ("act", "1"),
+            ("bck", "1"),
+            ("downtime", "5"),
+        ] {
             assert_eq!(api[k], v, "apiserver-cluster BACKEND {k}");
         }
     }
@@ -855,11 +923,27 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
         }
         // hatop stops when one of these is missing or empty.
         for key in [
-            "Name", "Version", "Release_date", "Nbproc", "Process_num", "Pid", "Uptime", "Maxconn",
-            "CurrConns", "Maxpipes", "PipesUsed", "Tasks", "Run_queue", "node", "description",
+            "Name",
+            "Version",
+            "Release_date",
+            "Nbproc",
+            "Process_num",
+            "Pid",
+            "Uptime",
+            "Maxconn",
+            "CurrConns",
+            "Maxpipes",
+            "PipesUsed",
+            "Tasks",
+            "Run_queue",
+            "node",
+            "description",
         ] {
             let line = out.lines().find(|l| l.starts_with(&format!("{key}: ")));
-            assert!(line.is_some_and(|l| l.len() > key.len() + 2), "{key} in\n{out}");
+            assert!(
+                line.is_some_and(|l| l.len() > key.len() + 2),
+                "{key} in\n{out}"
+            );
         }
         // HAProxy's order for the fields we emit.
         let pos = |k: &str| out.find(&format!("\n{k}: ")).unwrap_or(usize::MAX);
@@ -893,10 +977,30 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             .collect();
         assert_eq!(servers.len(), 7);
         assert!(servers.iter().all(|f| f.len() == 25));
-        let by_name = |n: &str| servers.iter().find(|f| f[3] == n).cloned().unwrap_or_default();
+        let by_name = |n: &str| {
+            servers
+                .iter()
+                .find(|f| f[3] == n)
+                .cloned()
+                .unwrap_or_default()
+        };
 
         // be_id be_name srv_id srv_name srv_addr op admin uweight iweight since ...
-        assert_eq!(&by_name("app1")[..10], ["3", "etcd-cluster", "1", "app1", "10.0.0.1", "2", "0", "2", "2", "42"]);
+        assert_eq!(
+            &by_name("app1")[..10],
+            [
+                "3",
+                "etcd-cluster",
+                "1",
+                "app1",
+                "10.0.0.1",
+                "2",
+                "0",
+                "2",
+                "2",
+                "42"
+            ]
+        );
         assert_eq!(by_name("app1")[18], "2379");
         // L7OK passed: healthcheck_status 15, chk_result 3; checks configured and enabled.
         assert_eq!(&by_name("app1")[10..14], ["15", "3", "-", "6"]);
@@ -904,8 +1008,11 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
         // DOWN: stopped; L4CON failed, health 0.
         assert_eq!(&by_name("app3")[5..7], ["0", "0"]);
         assert_eq!(&by_name("app3")[10..13], ["8", "2", "0"]);
-        assert_eq!((by_name("api1")[4], by_name("api1")[18]), ("fd00::11", "6443"));
-        // DRAIN runs with the forced-drain flag, MAINT is stopped with forced-maint and paused checks.
+        assert_eq!(
+            (by_name("api1")[4], by_name("api1")[18]),
+            ("fd00::11", "6443")
+        );
+        // DRAIN runs with the forced-drain flag; MAINT is stopped, forced-maint, checks paused.
         assert_eq!(&by_name("api2")[5..7], ["2", "8"]);
         assert_eq!(&by_name("api3")[5..7], ["0", "1"]);
         assert_eq!(by_name("api3")[13], "14");
@@ -915,8 +1022,11 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
     #[test]
     fn show_servers_state_one_backend() {
         let out = show_servers_state(&snapshot(), Some("etcd-cluster")).unwrap_or_default();
-        let names: Vec<&str> =
-            out.lines().skip(2).filter_map(|l| l.split(' ').nth(3)).collect();
+        let names: Vec<&str> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(' ').nth(3))
+            .collect();
         assert_eq!(names, ["app1", "app2", "app3"]);
         assert_eq!(
             show_servers_state(&snapshot(), Some("nope")),
@@ -932,7 +1042,10 @@ h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
             ..Default::default()
         };
         assert_eq!(check_health(&sv), "1");
-        assert_eq!(split_addr("etcd-1.example:2379"), ("etcd-1.example".to_string(), 2379));
+        assert_eq!(
+            split_addr("etcd-1.example:2379"),
+            ("etcd-1.example".to_string(), 2379)
+        );
         assert_eq!(split_addr(""), ("-".to_string(), 0));
         let mut out = String::new();
         csv_cell("a\nb", &mut out);

@@ -50,3 +50,11 @@ fn a_broken_config_is_refused_with_exit_code_2_and_every_problem() {
     assert!(!std::path::Path::new("/sys/fs/bpf/xdplb-never").exists(), "nothing pinned");
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
+
+#[test]
+fn the_installed_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/xdplb.toml");
+    let (code, effective, err) = xdplb(&["check-config", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(effective.contains("bind = \"*:12379\"") && effective.contains("bind = \"*:16443\""));
+}
