@@ -165,7 +165,6 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             require_root("cargo xtask bench")?;
             setup::all()?;
-            setup::bench()?;
             let bin = build(true)?;
             run(Command::new(bin.join("xdplb-bench")).args(&args).env("XDPLB_BIN", bin.join("xdplb")))
         }

@@ -25,19 +25,23 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
 ];
 
-/// What the benchmark adds: the HTTP server on the backends and the load generator.
-const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk"), ("nginx", "nginx-light")];
+/// What the benchmark adds (its quick run is part of `cargo xtask test`): the HTTP server on
+/// the backends, the load generators, the contenders, and the chart's PNG converter.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("wrk", "wrk"),
+    ("nginx", "nginx-light"),
+    ("curl", "curl"),
+    ("haproxy", "haproxy"),
+    ("nft", "nftables"),
+    ("rsvg-convert", "librsvg2-bin"),
+];
 
 pub fn all() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
-    packages(PACKAGES)?;
+    packages(&[PACKAGES, BENCH_PACKAGES].concat())?;
     bpffs()?;
     Ok(())
-}
-
-pub fn bench() -> Result<()> {
-    packages(BENCH_PACKAGES)
 }
 
 fn step(name: &str, state: &str) {

@@ -3,8 +3,10 @@
 //! - `prog`: BPF_PROG_TEST_RUN ns per packet for the established path (both directions), the
 //!   SYN path and a passed packet, beside a two-instruction XDP_PASS program (the harness's
 //!   floor). Contenders take turns, round after round; medians reported.
-//! - `wrk`: HTTP through the one-arm lab (nginx backends, wrk on the client), direct to one
-//!   backend vs through xdplb in native and generic mode, taking turns; medians reported.
+//! - `wrk`: HTTP through the one-arm lab (nginx backends, wrk on the client): direct to one
+//!   backend, HAProxy in TCP mode, nftables DNAT + masquerade, xdplb native and generic, taking
+//!   turns round after round; keep-alive and new-connection rates, latency, one connection's
+//!   throughput, CPU per 1000 requests; medians, ratios to direct and HAProxy, and a chart.
 //!
 //! Results: a Markdown table on stdout and JSON under target/bench/.
 
@@ -13,7 +15,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     os::fd::AsRawFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
@@ -43,6 +45,9 @@ struct Args {
     /// Runs per contender per round for `prog`.
     #[arg(long, default_value_t = 100_000)]
     runs: usize,
+    /// The short run (under two minutes) that `cargo xtask test` runs so the benchmark cannot rot.
+    #[arg(long)]
+    quick: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -106,15 +111,19 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(out))
 }
 
-fn nginx(ns: &NetNs, dir: &PathBuf) -> Result<()> {
+fn nginx(ns: &NetNs, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir)?;
     let d = dir.display();
+    // The single-connection throughput file, 64 MiB.
+    let big = dir.join("big.bin");
+    fs::write(&big, vec![0x5au8; 64 << 20])?;
     let conf = format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n access_log off;\n keepalive_requests 100000000;\n\
+         http {{\n access_log off;\n keepalive_requests 100000000;\n sendfile on;\n\
          client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-         server {{ listen 80; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+         server {{ listen 80; location = /big {{ alias {big}; }} location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
+        big = big.display()
     );
     let path = dir.join("nginx.conf");
     fs::write(&path, conf)?;
@@ -122,8 +131,17 @@ fn nginx(ns: &NetNs, dir: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn wrk(ns: &NetNs, url: &str, seconds: u32) -> Result<(f64, f64, f64)> {
-    let out = ns.exec(&["wrk", "-t2", "-c32", &format!("-d{seconds}s"), "--latency", url])?;
+/// wrk's figures: requests/s, p50 and p99 latency (us).
+fn wrk(ns: &NetNs, url: &str, seconds: u32, close: bool) -> Result<(f64, f64, f64)> {
+    let mut args = vec!["wrk", "-t2", "-c32"];
+    let d = format!("-d{seconds}s");
+    args.push(&d);
+    args.push("--latency");
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(url);
+    let out = ns.exec(&args)?;
     let rps = out
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -137,10 +155,159 @@ fn wrk(ns: &NetNs, url: &str, seconds: u32) -> Result<(f64, f64, f64)> {
         let n: f64 = num.parse()?;
         Ok(match unit { "us" => n, "ms" => n * 1000.0, "s" => n * 1e6, _ => bail!("unit {unit}") })
     };
-    if out.contains("Non-2xx") || out.contains("Socket errors") {
+    if out.contains("Non-2xx") {
         bail!("wrk saw errors:\n{out}");
     }
     Ok((rps, lat("50%")?, lat("99%")?))
+}
+
+/// Bytes per second of one connection downloading the 64 MiB file.
+fn single_connection(ns: &NetNs, url: &str) -> Result<f64> {
+    let out = ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{speed_download} %{size_download}", url])?;
+    let mut w = out.split_whitespace();
+    let speed: f64 = w.next().context("curl speed")?.parse()?;
+    let size: f64 = w.next().context("curl size")?.parse()?;
+    if size != (64u64 << 20) as f64 {
+        bail!("downloaded {size} bytes of 64 MiB");
+    }
+    Ok(speed)
+}
+
+/// CPU time in softirq, all CPUs, in ms (where XDP and nftables run).
+fn softirq_ms() -> Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat")?;
+    let softirq: f64 = cpu.split_whitespace().nth(7).context("softirq column")?.parse()?;
+    let hz = 100.0; // USER_HZ
+    Ok(softirq * 1000.0 / hz)
+}
+
+/// CPU time (user + system) of a process, in ms.
+fn process_ms(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let (u, s): (f64, f64) = (f[11].parse()?, f[12].parse()?);
+    Ok((u + s) * 1000.0 / 100.0)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Contender {
+    Direct,
+    Haproxy,
+    Nftables,
+    XdplbNative,
+    XdplbGeneric,
+}
+
+impl Contender {
+    const ALL: [Contender; 5] = [Contender::Direct, Contender::Haproxy, Contender::Nftables, Contender::XdplbNative, Contender::XdplbGeneric];
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Direct => "direct (client -> one nginx)",
+            Contender::Haproxy => "HAProxy 2.6, mode tcp, roundrobin",
+            Contender::Nftables => "nftables DNAT numgen + masquerade",
+            Contender::XdplbNative => "xdplb, native XDP",
+            Contender::XdplbGeneric => "xdplb, generic XDP",
+        }
+    }
+}
+
+/// A running balancer; dropping it stops it.
+enum Running {
+    None,
+    Agent(Agent),
+    Haproxy(std::process::Child),
+    Nft,
+}
+
+fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
+    let servers: Vec<String> = lab.backends.iter().map(|b| format!("{}:80", b.addr)).collect();
+    Ok(match c {
+        Contender::Direct => Running::None,
+        Contender::Haproxy => {
+            let cfg = tmp.join("haproxy.cfg");
+            let lines: Vec<String> = servers.iter().enumerate().map(|(i, s)| format!("  server app{} {s}", i + 1)).collect();
+            fs::write(
+                &cfg,
+                format!(
+                    "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                     frontend in\n  bind {}:80\n  default_backend pool\nbackend pool\n  balance roundrobin\n{}\n",
+                    lab.vip,
+                    lines.join("\n")
+                ),
+            )?;
+            let child = lab.lb.command("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn()?;
+            std::thread::sleep(Duration::from_millis(300));
+            Running::Haproxy(child)
+        }
+        Contender::Nftables => {
+            let map: Vec<String> = lab.backends.iter().enumerate().map(|(i, b)| format!("{i} : {}", b.addr)).collect();
+            let rules = format!(
+                "table ip xdplb_bench {{\n chain pre {{ type nat hook prerouting priority -100; ip daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }} }}\n chain post {{ type nat hook postrouting priority 100; ip daddr 198.18.0.0/24 tcp dport 80 masquerade }}\n}}\n",
+                vip = lab.vip,
+                n = lab.backends.len(),
+                map = map.join(", ")
+            );
+            let f = tmp.join("nft.rules");
+            fs::write(&f, rules)?;
+            lab.lb.sysctl("net.ipv4.ip_forward", "1")?;
+            lab.lb.sysctl("net.ipv4.conf.all.send_redirects", "0")?;
+            lab.lb.sysctl("net.ipv4.conf.eth0.send_redirects", "0")?;
+            lab.lb.exec(&["nft", "-f", f.to_str().unwrap()])?;
+            Running::Nft
+        }
+        Contender::XdplbNative | Contender::XdplbGeneric => {
+            let mode = if c == Contender::XdplbNative { "native" } else { "generic" };
+            let config = tests::lab::config(lab, 80, 80, "", &[]);
+            Running::Agent(Agent::start(&lab.lb, &config, &lab.lb_ifaces, mode)?)
+        }
+    })
+}
+
+fn stop(r: Running, lab: &Lab) {
+    match r {
+        Running::Haproxy(mut c) => {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Running::Nft => {
+            let _ = lab.lb.exec(&["nft", "delete", "table", "ip", "xdplb_bench"]);
+        }
+        Running::Agent(a) => drop(a),
+        Running::None => {}
+    }
+}
+
+#[derive(Default, Clone, Copy, serde::Serialize)]
+struct Figures {
+    keepalive_rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    newconn_rps: f64,
+    single_conn_bytes_per_s: f64,
+    /// Softirq ms (all CPUs) per 1000 keep-alive requests: XDP and nftables run there.
+    softirq_ms_per_1k: f64,
+    /// HAProxy's own CPU ms per 1000 keep-alive requests.
+    process_ms_per_1k: Option<f64>,
+}
+
+fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Figures> {
+    let url = |path: &str| match c {
+        Contender::Direct => format!("http://{}:80{path}", lab.backends[0].addr),
+        _ => format!("http://{}:80{path}", lab.vip),
+    };
+    let (soft0, proc0) = (softirq_ms()?, match running { Running::Haproxy(h) => Some(process_ms(h.id())?), _ => None });
+    let (rps, p50, p99) = wrk(&lab.client, &url("/"), args.seconds, false)?;
+    let requests = rps * args.seconds as f64;
+    let soft = (softirq_ms()? - soft0) / requests * 1000.0;
+    let process = match (running, proc0) {
+        (Running::Haproxy(h), Some(p0)) => Some((process_ms(h.id())? - p0) / requests * 1000.0),
+        _ => None,
+    };
+    let (newconn, _, _) = wrk(&lab.client, &url("/"), args.seconds, true)?;
+    let single = single_connection(&lab.client, &url("/big"))?;
+    Ok(Figures { keepalive_rps: rps, p50_us: p50, p99_us: p99, newconn_rps: newconn, single_conn_bytes_per_s: single, softirq_ms_per_1k: soft, process_ms_per_1k: process })
 }
 
 fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
@@ -150,38 +317,93 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }
     std::thread::sleep(Duration::from_millis(300));
-    let config = tests::lab::config(&lab, 80, 80, "", &[]);
-    let direct = format!("http://{}:80/", lab.backends[0].addr);
-    let via = format!("http://{}:80/", lab.vip);
-    let mut samples: BTreeMap<&'static str, Vec<(f64, f64, f64)>> = BTreeMap::new();
-    for _ in 0..args.rounds {
-        samples.entry("direct (client -> one nginx)").or_default().push(wrk(&lab.client, &direct, args.seconds)?);
-        for (name, mode) in [("xdplb native", "native"), ("xdplb generic", "generic")] {
-            let agent = Agent::start(&lab.lb, &config, &lab.lb_ifaces, mode)?;
-            samples.entry(name).or_default().push(wrk(&lab.client, &via, args.seconds)?);
-            drop(agent);
+    let mut samples: BTreeMap<Contender, Vec<Figures>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for c in Contender::ALL {
+            eprintln!("round {}/{}: {}", round + 1, args.rounds, c.name());
+            let running = start(c, &lab, &tmp)?;
+            let f = measure(c, &lab, args, &running);
+            stop(running, &lab);
+            samples.entry(c).or_default().push(f.with_context(|| c.name())?);
         }
     }
     let _ = fs::remove_dir_all(&tmp);
-    let base = median(samples["direct (client -> one nginx)"].iter().map(|s| s.0).collect());
+    let med = |c: Contender, f: &dyn Fn(&Figures) -> f64| median(samples[&c].iter().map(f).collect());
+    let base = |f: &dyn Fn(&Figures) -> f64| (med(Contender::Direct, f), med(Contender::Haproxy, f));
+    let (ka_d, ka_h) = base(&|x| x.keepalive_rps);
+    let (nc_d, nc_h) = base(&|x| x.newconn_rps);
+    let (sc_d, sc_h) = base(&|x| x.single_conn_bytes_per_s);
     println!(
-        "\n### wrk -t2 -c32 -d{}s keep-alive through the one-arm veth lab (median of {} rounds)\n",
+        "\n### One-arm veth lab, 3 nginx backends, wrk -t2 -c32 -d{}s; medians of {} rounds taking turns\n",
         args.seconds, args.rounds
     );
-    println!("| contender | requests/s | vs direct | p50 latency (us) | p99 latency (us) |\n|---|---:|---:|---:|---:|");
+    println!("| contender | keep-alive req/s | vs direct | vs HAProxy | new conn/s | vs direct | vs HAProxy | p50 us | p99 us | 1 conn MB/s | vs HAProxy | softirq ms/1k req | process ms/1k req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut out = serde_json::Map::new();
-    for (name, v) in &samples {
-        let rps = median(v.iter().map(|s| s.0).collect());
-        let p50 = median(v.iter().map(|s| s.1).collect());
-        let p99 = median(v.iter().map(|s| s.2).collect());
-        println!("| {name} | {rps:.0} | {:.2}x | {p50:.0} | {p99:.0} |", rps / base);
-        out.insert(name.to_string(), json!({"rps": rps, "p50_us": p50, "p99_us": p99, "rounds": v}));
+    let mut bars = Vec::new();
+    for c in Contender::ALL {
+        let ka = med(c, &|x| x.keepalive_rps);
+        let nc = med(c, &|x| x.newconn_rps);
+        let sc = med(c, &|x| x.single_conn_bytes_per_s);
+        let pm = samples[&c].iter().filter_map(|x| x.process_ms_per_1k).collect::<Vec<_>>();
+        println!(
+            "| {} | {ka:.0} | {:.2}x | {:.2}x | {nc:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.0} | {:.2}x | {:.1} | {} |",
+            c.name(), ka / ka_d, ka / ka_h, nc / nc_d, nc / nc_h,
+            med(c, &|x| x.p50_us), med(c, &|x| x.p99_us), sc / 1e6, sc / sc_h,
+            med(c, &|x| x.softirq_ms_per_1k),
+            if pm.is_empty() { "-".to_string() } else { format!("{:.1}", median(pm)) },
+        );
+        let _ = sc_d;
+        bars.push((c.name(), ka / ka_d, nc / nc_d));
+        out.insert(c.name().to_string(), json!({ "median": {
+            "keepalive_rps": ka, "newconn_rps": nc, "single_conn_bytes_per_s": sc,
+            "p50_us": med(c, &|x| x.p50_us), "p99_us": med(c, &|x| x.p99_us),
+            "softirq_ms_per_1k": med(c, &|x| x.softirq_ms_per_1k),
+        }, "rounds": samples[&c] }));
     }
+    chart(&bars)?;
     Ok(serde_json::Value::Object(out))
 }
 
+/// A bar chart of keep-alive and new-connection rates relative to direct: SVG, then PNG.
+fn chart(bars: &[(&str, f64, f64)]) -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    fs::create_dir_all(&dir)?;
+    let (w, row, left) = (900.0, 60.0, 300.0);
+    let h = 80.0 + row * bars.len() as f64;
+    let scale = |r: f64| (r.min(1.5) / 1.5) * (w - left - 40.0);
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='13'>\
+         <rect width='100%' height='100%' fill='white'/>\
+         <text x='10' y='22' font-size='16'>xdplb vs HAProxy, nftables and the direct path (ratio to direct; higher is better)</text>\
+         <rect x='{left}' y='34' width='12' height='12' fill='#3b7dd8'/><text x='{}' y='45'>keep-alive requests/s</text>\
+         <rect x='{}' y='34' width='12' height='12' fill='#e8913a'/><text x='{}' y='45'>new connections/s</text>",
+        left + 18.0, left + 200.0, left + 218.0
+    );
+    for (i, (name, ka, nc)) in bars.iter().enumerate() {
+        let y = 60.0 + row * i as f64;
+        svg += &format!("<text x='10' y='{}'>{}</text>", y + 24.0, name.replace('&', "&amp;").replace('<', "&lt;"));
+        svg += &format!("<rect x='{left}' y='{y}' width='{}' height='20' fill='#3b7dd8'/><text x='{}' y='{}'>{ka:.2}x</text>", scale(*ka), left + scale(*ka) + 4.0, y + 15.0);
+        svg += &format!("<rect x='{left}' y='{}' width='{}' height='20' fill='#e8913a'/><text x='{}' y='{}'>{nc:.2}x</text>", y + 22.0, scale(*nc), left + scale(*nc) + 4.0, y + 37.0);
+    }
+    let x1 = left + scale(1.0);
+    svg += &format!("<line x1='{x1}' y1='50' x2='{x1}' y2='{}' stroke='#444' stroke-dasharray='4 3'/><text x='{}' y='{}'>direct = 1.0</text></svg>", h - 10.0, x1 - 30.0, h - 2.0);
+    let svg_path = dir.join("chart.svg");
+    fs::write(&svg_path, svg)?;
+    let png = dir.join("chart.png");
+    tests::netns::sh(std::process::Command::new("rsvg-convert").arg("-o").arg(&png).arg(&svg_path))
+        .context("rsvg-convert (Debian package librsvg2-bin) makes the PNG")?;
+    println!("\nchart: {}", png.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.quick {
+        args.rounds = 1;
+        args.seconds = 2;
+        args.runs = 2_000;
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     println!("## xdplb benchmark: {cores} cores, Linux {kernel}");
