@@ -48,6 +48,10 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
 /// How long a flow trusts its cached FIB answer (a changed route or neighbour MAC is picked up
 /// within this time; the neighbour entry itself is kept fresh by the kernel).
 pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;
+/// A port whose flow is over (RST, or FIN both ways) may be taken by a new flow once the old
+/// one has been quiet this long: the table's linger then costs no port under a high rate of
+/// short connections (like TIME_WAIT reuse).
+pub const NAT_PORT_REUSE_NS: u64 = 1_000_000_000;
 /// Tries to find a free NAT source port before a SYN is refused.
 pub const NAT_PORT_TRIES: u32 = 8;
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Flow, FlowKey, Frontend, Server, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
-    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_TRIES, TCP_ACK,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_REUSE_NS, NAT_PORT_TRIES, TCP_ACK,
     TCP_FIN, TCP_RST, TCP_SYN,
 };
 
@@ -71,6 +71,13 @@ pub fn remove_pair(key: &FlowKey, flow: *mut Flow) {
     let _ = FLOWS.remove(key);
 }
 
+/// A lingering flow whose port a new flow may take (see `NAT_PORT_REUSE_NS`).
+#[inline(always)]
+fn reusable(flow: *mut Flow, now: u64) -> bool {
+    let f = unsafe { &*flow };
+    f.is_closed() && now.wrapping_sub(f.last_seen_ns) > NAT_PORT_REUSE_NS
+}
+
 /// Opens a flow for a SYN: a free NAT source port towards `server`, the server-side entry
 /// (with the client's next hop for the replies), then the client-side entry.
 #[inline(always)]
@@ -100,9 +107,17 @@ pub fn open(
     for i in 0..NAT_PORT_TRIES {
         let port = settings.nat_port_first + (start + i) % settings.nat_port_count;
         reply_key.dst_port_be = (port as u16).to_be();
-        if FLOWS.get_ptr(&reply_key).is_none() {
-            found = true;
-            break;
+        match FLOWS.get_ptr_mut(&reply_key) {
+            None => {
+                found = true;
+                break;
+            }
+            Some(old) if reusable(old, now) => {
+                remove_pair(&reply_key, old);
+                found = true;
+                break;
+            }
+            Some(_) => {}
         }
     }
     if !found {

@@ -231,20 +231,29 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
             fs::write(
                 &cfg,
                 format!(
-                    "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                    "global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
                      frontend in\n  bind {}:80\n  default_backend pool\nbackend pool\n  balance roundrobin\n{}\n",
                     lab.vip,
                     lines.join("\n")
                 ),
             )?;
-            let child = lab.lb.command("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn()?;
-            std::thread::sleep(Duration::from_millis(300));
+            let mut child = lab.lb.command("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn()?;
+            // Wait for its listener, and say so if it died instead.
+            for _ in 0..100 {
+                if let Some(status) = child.try_wait()? {
+                    bail!("haproxy exited: {status}");
+                }
+                if !lab.lb.exec(&["ss", "-Htln", "sport = :80"])?.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             Running::Haproxy(child)
         }
         Contender::Nftables => {
             let map: Vec<String> = lab.backends.iter().enumerate().map(|(i, b)| format!("{i} : {}", b.addr)).collect();
             let rules = format!(
-                "table ip xdplb_bench {{\n chain pre {{ type nat hook prerouting priority -100; ip daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }} }}\n chain post {{ type nat hook postrouting priority 100; ip daddr 198.18.0.0/24 tcp dport 80 masquerade }}\n}}\n",
+                "table ip xdplb_bench {{\n chain pre {{\n  type nat hook prerouting priority -100;\n  ip daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}\n }}\n chain post {{\n  type nat hook postrouting priority 100;\n  ip daddr 198.18.0.0/24 tcp dport 80 masquerade\n }}\n}}\n",
                 vip = lab.vip,
                 n = lab.backends.len(),
                 map = map.join(", ")

@@ -1,0 +1,24 @@
+//! The benchmark's quick run, so that it cannot rot: every contender is measured and the
+//! report is written. Nothing here asserts a speed (the benchmark is not a test).
+
+#[test]
+fn the_quick_benchmark_runs_every_contender() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdplb-bench"))
+        .arg("--quick")
+        .env("XDPLB_BIN", tests::agent::xdplb_bin().unwrap())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/bench.json")).unwrap(),
+    )
+    .unwrap();
+    for c in ["direct", "HAProxy", "nftables", "xdplb, native", "xdplb, generic"] {
+        let (_, v) = json["wrk"].as_object().unwrap().iter().find(|(k, _)| k.starts_with(c)).unwrap_or_else(|| panic!("{c} missing"));
+        assert!(v["median"]["keepalive_rps"].as_f64().unwrap() > 0.0, "{c}: {v}");
+        assert!(v["median"]["single_conn_bytes_per_s"].as_f64().unwrap() > 0.0, "{c}: {v}");
+    }
+    assert!(json["prog"]["SYN (new flow)"]["median_ns"].as_f64().unwrap() > 0.0);
+    assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/chart.png")).exists());
+}
