@@ -12,18 +12,20 @@ pub mod names {
     pub const SERVERS: &str = "servers";
     pub const RR_CURSORS: &str = "rr_cursors";
     pub const FLOWS: &str = "flows";
+    pub const SYN_FLOWS: &str = "syn_flows";
     pub const SETTINGS: &str = "settings";
     pub const TX_PORTS: &str = "tx_ports";
     pub const REASON_STATS: &str = "reason_stats";
     pub const FRONTEND_STATS: &str = "frontend_stats";
     pub const SERVER_STATS: &str = "server_stats";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
         RR_CURSORS,
         FLOWS,
+        SYN_FLOWS,
         SETTINGS,
         TX_PORTS,
         REASON_STATS,
@@ -45,6 +47,9 @@ const _: () = assert!(MAX_SLOTS.is_power_of_two());
 pub const MAX_TX_PORTS: u32 = 64;
 /// Default connection table size (entries; every flow takes two).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
+/// Default size of the half-open table (entries): flows whose handshake has not completed live
+/// apart, so that a SYN flood evicts only other half-open flows, never an established one.
+pub const DEFAULT_SYN_FLOW_ENTRIES: u32 = 32_768;
 /// How long a flow trusts its cached FIB answer (a changed route or neighbour MAC is picked up
 /// within this time; the neighbour entry itself is kept fresh by the kernel).
 pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;

@@ -1,6 +1,8 @@
-//! The connection table: two LRU entries per flow (client side and server side), opened on SYN,
-//! kept up to date per packet. Expiry (idle, half-open, linger after close) is the agent's job:
-//! it reads both entries and removes whole flows; this side only records what it sees.
+//! The connection table: two LRU entries per flow (client side and server side), kept up to date
+//! per packet. A SYN opens a flow in the half-open table (`syn_flows`); the client's first ACK
+//! promotes it to the established table (`flows`). A SYN flood thus only churns half-open
+//! flows and can never evict an established one, however quiet. Expiry (idle, half-open, linger
+//! after close) is the agent's job: it reads both entries and removes whole flows.
 
 use core::intrinsics::{atomic_or, AtomicOrdering};
 
@@ -15,10 +17,35 @@ use lb_common::{
     TCP_FIN, TCP_RST, TCP_SYN,
 };
 
-use crate::{maps::FLOWS, parse::Packet, stats};
+use crate::{
+    maps::{FLOWS, SYN_FLOWS},
+    parse::Packet,
+    stats,
+};
 
+/// A flow entry and whether it is still half-open.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<*mut Flow> {
+pub fn lookup(key: &FlowKey) -> Option<(*mut Flow, bool)> {
+    match FLOWS.get_ptr_mut(key) {
+        Some(f) => Some((f, false)),
+        None => SYN_FLOWS.get_ptr_mut(key).map(|f| (f, true)),
+    }
+}
+
+/// Moves a flow whose handshake just completed from the half-open table to the established
+/// one; returns its client-side entry there (or `None`, and the flow stays half-open).
+#[inline(always)]
+pub fn promote(key: &FlowKey, flow: *mut Flow) -> Option<*mut Flow> {
+    let client = unsafe { *flow };
+    let peer_key = client.peer_key();
+    let server = unsafe { *SYN_FLOWS.get_ptr(&peer_key)? };
+    FLOWS.insert(&peer_key, &server, BPF_ANY as u64).ok()?;
+    if FLOWS.insert(key, &client, BPF_ANY as u64).is_err() {
+        let _ = FLOWS.remove(&peer_key);
+        return None;
+    }
+    let _ = SYN_FLOWS.remove(&peer_key);
+    let _ = SYN_FLOWS.remove(key);
     FLOWS.get_ptr_mut(key)
 }
 
@@ -45,7 +72,7 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
         mark(&mut f.seen, bits);
     }
     if flags & (TCP_FIN | TCP_RST) != 0 {
-        if let Some(peer) = FLOWS.get_ptr_mut(&f.peer_key()) {
+        if let Some((peer, _)) = lookup(&f.peer_key()) {
             let peer = unsafe { &mut *peer };
             mark(&mut peer.seen, (flags & (TCP_FIN | TCP_RST)) << 12);
             // A server that answers the SYN with RST refused the connection (observe layer4).
@@ -67,8 +94,10 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
 #[inline(always)]
 pub fn remove_pair(key: &FlowKey, flow: *mut Flow) {
     let peer = unsafe { (*flow).peer_key() };
-    let _ = FLOWS.remove(&peer);
-    let _ = FLOWS.remove(key);
+    for k in [&peer, key] {
+        let _ = FLOWS.remove(k);
+        let _ = SYN_FLOWS.remove(k);
+    }
 }
 
 /// A lingering flow whose port a new flow may take (see `NAT_PORT_REUSE_NS`).
@@ -107,12 +136,12 @@ pub fn open(
     for i in 0..NAT_PORT_TRIES {
         let port = settings.nat_port_first + (start + i) % settings.nat_port_count;
         reply_key.dst_port_be = (port as u16).to_be();
-        match FLOWS.get_ptr_mut(&reply_key) {
+        match lookup(&reply_key) {
             None => {
                 found = true;
                 break;
             }
-            Some(old) if reusable(old, now) => {
+            Some((old, _)) if reusable(old, now) => {
                 remove_pair(&reply_key, old);
                 found = true;
                 break;
@@ -140,7 +169,7 @@ pub fn open(
         last_seen_ns: now,
         ..Flow::default()
     };
-    FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).ok()?;
+    SYN_FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).ok()?;
     let forward = Flow {
         new_src_addr: server.snat_addr,
         new_dst_addr: server.addr,
@@ -153,11 +182,11 @@ pub fn open(
         last_seen_ns: now,
         ..Flow::default()
     };
-    if FLOWS.insert(key, &forward, BPF_ANY as u64).is_err() {
-        let _ = FLOWS.remove(&reply_key);
+    if SYN_FLOWS.insert(key, &forward, BPF_ANY as u64).is_err() {
+        let _ = SYN_FLOWS.remove(&reply_key);
         return None;
     }
-    lookup(key)
+    SYN_FLOWS.get_ptr_mut(key)
 }
 
 // The flag values are the TCP header's; `seen` keeps the peer's at bit 12 and up.

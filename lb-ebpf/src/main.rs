@@ -21,7 +21,7 @@ mod reset;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use lb_common::{FlowKey, Reason, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, TCP_ACK, TCP_SYN};
+use lb_common::{FlowKey, Reason, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, TCP_ACK, TCP_RST, TCP_SYN};
 
 use crate::parse::{Packet, ParseError};
 
@@ -49,7 +49,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     let dport = u16::from_be(key.dst_port_be) as u32;
     if dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count {
         return Ok(match conntrack::lookup(&key) {
-            Some(flow) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
+            Some((flow, _)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
                 conntrack::observe(flow, &pkt, now);
                 forward::reply(ctx, &pkt, flow)
             }
@@ -61,10 +61,13 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     };
     let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if let Some(flow) = conntrack::lookup(&key) {
+    if let Some((flow, half_open)) = conntrack::lookup(&key) {
         let flow_ref = unsafe { &*flow };
         // A fresh SYN on a tuple whose flow is over is a new connection (port reuse).
         if !(is_syn && flow_ref.is_closed()) && flow_ref.direction == FLOW_DIR_CLIENT {
+            // The client's ACK completes the handshake: the flow joins the established table.
+            let completes = half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK;
+            let flow = if completes { conntrack::promote(&key, flow).unwrap_or(flow) } else { flow };
             conntrack::observe(flow, &pkt, now);
             return Ok(forward::to_server(ctx, &pkt, flow, now));
         }

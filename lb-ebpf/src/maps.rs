@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, TrafficStats,
-    DEFAULT_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
+    DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
 };
 
 #[btf_map(name = "frontends")]
@@ -24,9 +24,14 @@ pub static SERVERS: Array<Server, { MAX_SERVERS as usize }> = Array::new();
 #[btf_map(name = "rr_cursors")]
 pub static RR_CURSORS: Array<u32, { MAX_POOLS as usize }> = Array::new();
 
-/// The connection table: two entries per flow. Its size is set by the agent at load time.
+/// The connection table of established flows: two entries per flow. Sized by the agent.
 #[btf_map(name = "flows")]
 pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_FLOW_ENTRIES as usize }> = LruHashMap::new();
+
+/// Flows whose handshake has not completed, apart from the established ones (see
+/// `DEFAULT_SYN_FLOW_ENTRIES`); promoted to `flows` by the client's first ACK.
+#[btf_map(name = "syn_flows")]
+pub static SYN_FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_SYN_FLOW_ENTRIES as usize }> = LruHashMap::new();
 
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();

@@ -123,12 +123,12 @@ struct Agent {
 pub async fn run(opts: RunOptions) -> Result<()> {
     let Prepared { config, ifaces, topology, plans } = prepare(&opts, None)?;
     let g = &config.global;
-    // Bind the status page first: a port in use is a refusal, before the kernel is touched.
+    service::check_privileges().map_err(Refused)?;
+    let lock = service::lock(&g.pin_dir).map_err(Refused)?;
+    // Bind the status page next: a port in use is a refusal, before the kernel is touched.
     let listener = tokio::net::TcpListener::bind(g.stats_bind).await.map_err(|e| {
         Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind))
     })?;
-
-    let lock = service::lock(&g.pin_dir).map_err(Refused)?;
     let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
     let runtime_listener = runtime::bind(&g.runtime_socket)
         .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
@@ -137,7 +137,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for i in &ifaces {
         sysctl::prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
     }
-    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: Some(g.pin_dir.clone()), max_flows: g.max_flows })
+    // A data path this agent creates and then fails to attach leaves nothing pinned behind.
+    let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
+    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: Some(g.pin_dir.clone()), max_flows: g.max_flows, max_half_open: g.max_half_open })
         .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
     owner.write_settings(g)?;
@@ -157,6 +159,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let flows = FlowTable::take(&mut ebpf)?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
+    new_pins.armed = false;
     let modes: Vec<String> = attached
         .iter()
         .map(|(i, a)| match a {
@@ -383,6 +386,7 @@ impl Agent {
         if a.interfaces != b.interfaces
             || a.pin_dir != b.pin_dir
             || a.max_flows != b.max_flows
+            || a.max_half_open != b.max_half_open
             || a.xdp_mode != b.xdp_mode
             || a.stats_bind != b.stats_bind
         {
@@ -410,6 +414,20 @@ impl Agent {
     }
 }
 
+
+/// Removes the pins of a data path this agent created, if it fails before attaching it.
+struct PinGuard {
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = dataplane::remove_pins(&self.dir);
+        }
+    }
+}
 
 /// Layers what was set by hand over the configuration: states and health switches in the
 /// registry, weights in the topology.

@@ -37,6 +37,8 @@ pub struct Global {
     pub nat_ports: PortRange,
     /// Concurrent flows the connection table holds (it takes two entries per flow).
     pub max_flows: u32,
+    /// Flows whose handshake is not complete, held apart: a SYN flood fills this table only.
+    pub max_half_open: u32,
     /// Established flows idle this long are removed.
     pub idle_timeout: Dur,
     /// Flows whose handshake did not complete in this time are removed.
@@ -63,6 +65,7 @@ impl Default for Global {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             nat_ports: PortRange { first: 40000, last: 59999 },
             max_flows: 65536,
+            max_half_open: 16384,
             idle_timeout: Dur(Duration::from_secs(3600)),
             syn_timeout: Dur(Duration::from_secs(10)),
             close_linger: Dur(Duration::from_secs(10)),
@@ -480,6 +483,9 @@ impl Config {
         let g = &self.global;
         if g.max_flows == 0 || g.max_flows > 8_000_000 {
             p.push(format!("global.max_flows = {}: use 1 to 8000000", g.max_flows));
+        }
+        if g.max_half_open == 0 || g.max_half_open > 8_000_000 {
+            p.push(format!("global.max_half_open = {}: use 1 to 8000000", g.max_half_open));
         }
         if g.idle_timeout.0 < Duration::from_secs(1) {
             p.push("global.idle_timeout: use at least \"1s\"".into());

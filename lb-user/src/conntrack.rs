@@ -103,8 +103,10 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Both tables: established flows and half-open ones (see the XDP side's `conntrack`).
 pub struct FlowTable {
     map: BpfHashMap<MapData, FlowKey, Flow>,
+    syn: BpfHashMap<MapData, FlowKey, Flow>,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -120,18 +122,36 @@ pub struct Sweep {
 
 impl FlowTable {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self { map: take(ebpf, names::FLOWS)? })
+        Ok(Self { map: take(ebpf, names::FLOWS)?, syn: take(ebpf, names::SYN_FLOWS)? })
     }
 
     /// Opens the table pinned by a running agent (for `xdplb flows` and tests).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, MapError> {
-        let data = MapData::from_pin(pin_dir.join(names::FLOWS))?;
-        Ok(Self { map: BpfHashMap::try_from(Map::from_map_data(data)?)? })
+        let open = |name: &str| -> Result<BpfHashMap<MapData, FlowKey, Flow>, MapError> {
+            BpfHashMap::try_from(Map::from_map_data(MapData::from_pin(pin_dir.join(name))?)?)
+        };
+        Ok(Self { map: open(names::FLOWS)?, syn: open(names::SYN_FLOWS)? })
     }
 
-    /// Every entry (both directions), as the kernel has them now.
+    /// Every entry (both directions, established and half-open), as the kernel has them now.
     pub fn entries(&self) -> Vec<(FlowKey, Flow)> {
-        self.map.iter().filter_map(Result::ok).collect()
+        self.map.iter().chain(self.syn.iter()).filter_map(Result::ok).collect()
+    }
+
+    fn get(&self, key: &FlowKey) -> Option<Flow> {
+        self.map.get(key, 0).ok().or_else(|| self.syn.get(key, 0).ok())
+    }
+
+    /// Removes `key`'s entry if it still belongs to the flow created at `created_ns`. The XDP
+    /// program may have replaced it meanwhile (a new SYN on the same tuple after a close), and
+    /// that new flow must not go with the old one. Already gone is fine.
+    fn remove_if(&mut self, key: &FlowKey, created_ns: u64) {
+        if self.map.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
+            let _ = self.map.remove(key);
+        }
+        if self.syn.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
+            let _ = self.syn.remove(key);
+        }
     }
 
     /// Flows, each with both directions joined (an entry without its peer is skipped).
@@ -141,7 +161,7 @@ impl FlowTable {
             .into_iter()
             .filter(|(_, f)| f.direction == FLOW_DIR_CLIENT)
             .filter_map(|(k, c)| {
-                let s = self.map.get(&c.peer_key(), 0).ok()?;
+                let s = self.get(&c.peer_key())?;
                 let last = c.last_seen_ns.max(s.last_seen_ns);
                 Some(FlowView {
                     client: sock(k.src_addr, k.src_port_be),
@@ -167,26 +187,27 @@ impl FlowTable {
         let mut result = Sweep::default();
         let mut doomed = Vec::new();
         for (key, flow) in self.entries() {
-            let peer = self.map.get(&flow.peer_key(), 0).ok();
+            let peer = self.get(&flow.peer_key());
             if flow.direction == FLOW_DIR_SERVER {
                 // The client entry decides for both; an orphan (its client entry evicted or not
                 // yet written by a SYN in flight) goes once it is clearly not in flight.
                 if peer.is_none() && now.saturating_sub(flow.created_ns) > 1_000_000_000 {
-                    doomed.push(key);
+                    doomed.push((key, flow.created_ns));
                 }
                 continue;
             }
             result.flows += 1;
             let Some(peer) = peer else {
-                doomed.push(key);
+                doomed.push((key, flow.created_ns));
                 result.removed += 1;
                 continue;
             };
             let last = flow.last_seen_ns.max(peer.last_seen_ns);
             let state = FlowState::of(&flow);
             if expired(state, flow.created_ns, last, now, t) {
-                doomed.push(flow.peer_key());
-                doomed.push(key);
+                // Both entries of a flow are made with the same creation time.
+                doomed.push((flow.peer_key(), flow.created_ns));
+                doomed.push((key, flow.created_ns));
                 result.removed += 1;
                 // A handshake that timed out: the server never answered the SYN.
                 if state == FlowState::SynSent && peer.packets == 0 {
@@ -197,9 +218,8 @@ impl FlowTable {
                 *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
             }
         }
-        for k in doomed {
-            // Already gone (evicted, or removed by a new SYN on the tuple) is fine.
-            let _ = self.map.remove(&k);
+        for (k, created) in doomed {
+            self.remove_if(&k, created);
         }
         result
     }
@@ -213,8 +233,8 @@ impl FlowTable {
         let mut n = 0;
         for (key, flow) in self.entries() {
             if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
-                let _ = self.map.remove(&flow.peer_key());
-                let _ = self.map.remove(&key);
+                self.remove_if(&flow.peer_key(), flow.created_ns);
+                self.remove_if(&key, flow.created_ns);
                 n += usize::from(!flow.is_closed());
             }
         }

@@ -47,6 +47,8 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Connection table capacity in flows.
     pub max_flows: u32,
+    /// Half-open table capacity in flows.
+    pub max_half_open: u32,
 }
 
 /// Loads the program and creates (or adopts pinned) maps; does not attach.
@@ -56,6 +58,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(names::FLOWS, opts.max_flows.saturating_mul(2));
+    loader.map_max_entries(names::SYN_FLOWS, opts.max_half_open.saturating_mul(2));
     if let Some(dir) = &opts.pin_dir {
         prepare_pin_dir(dir)?;
         for name in names::ALL {
@@ -117,6 +120,7 @@ pub fn attach(
         }
         let attach = |prog: &mut Xdp, m: XdpMode, name: &'static str, hint: &'static str| {
             prog.attach_to_if_index(iface.ifindex, m).map(|id| (id, name)).map_err(|source| {
+                let hint = if taken(&source) { TAKEN } else { hint };
                 DataplaneError::Attach { iface: iface.name.clone(), mode: name, hint, source: Box::new(source) }
             })
         };
@@ -125,6 +129,8 @@ pub fn attach(
             XdpModeCfg::Generic => attach(prog, XdpMode::Skb, "generic", "")?,
             XdpModeCfg::Auto => match attach(prog, XdpMode::Driver, "native", "") {
                 Ok(m) => m,
+                // Another program holds the interface: generic mode would not help.
+                Err(e @ DataplaneError::Attach { hint: TAKEN, .. }) => return Err(e),
                 Err(e) => {
                     log::warn!("{e}; falling back to generic (skb) mode on {}, which is slower", iface.name);
                     attach(prog, XdpMode::Skb, "generic", "")?
@@ -136,6 +142,14 @@ pub fn attach(
         got.push((iface.name.clone(), Attached::New(mode_name)));
     }
     Ok(got)
+}
+
+const TAKEN: &str = "; another XDP program is attached to this interface (see `bpftool net show`): stop its owner, or run `xdplb detach --pin-dir DIR` if it is another xdplb's";
+
+/// EBUSY / EEXIST from the attach: the interface already has an XDP program.
+fn taken(e: &aya::programs::ProgramError) -> bool {
+    let d = format!("{e:?}");
+    ["os error 16", "os error 17", "File exists", "Device or resource busy"].iter().any(|s| d.contains(s))
 }
 
 fn adopt(prog: &mut Xdp, pin: &Path) -> Result<(), String> {

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
-            eprintln!("xdplb: refusing to start: {e}");
+            eprintln!("xdplb: {e}");
             ExitCode::from(2)
         }
         Err(e) => {
@@ -145,7 +145,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file }))
+            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file })).map_err(|e| {
+                match e.downcast::<Refused>() {
+                    Ok(Refused(msg)) => Refused(format!("refusing to start: {msg}")).into(),
+                    Err(e) => e,
+                }
+            })
         }
         Cmd::CheckConfig { file } => {
             let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;

@@ -47,6 +47,51 @@ pub fn lock(pin_dir: &Path) -> Result<Lock, String> {
     Ok(Lock { _file: file, path })
 }
 
+/// The capabilities the data path needs: refused early, naming what is missing, rather than
+/// failing later with EPERM from deep inside the BPF loader.
+pub fn check_privileges() -> Result<(), String> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut d = [Data::default(); 2];
+    if unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) } != 0 {
+        return Ok(()); // cannot tell: let the loader say what it says
+    }
+    let has = |cap: u32| d[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "xdplb run needs root, or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; missing: {}. Run it with sudo, or as the systemd unit (cargo xtask install)",
+            missing.join(", ")
+        ))
+    }
+}
+
 /// Sends `state` (e.g. `READY=1`) to systemd when it started us with `Type=notify`.
 pub fn notify(state: &str) -> io::Result<bool> {
     use std::os::unix::net::{SocketAddr, UnixDatagram};

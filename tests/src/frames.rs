@@ -109,7 +109,7 @@ pub fn parse(f: &[u8]) -> Option<Tcp> {
     let total = u16::from_be_bytes([f[16], f[17]]) as usize;
     let t = 34;
     let thl = ((f[t + 12] >> 4) as usize) * 4;
-    if f.len() < 14 + total || total < 20 + thl {
+    if thl < 20 || f.len() < 14 + total || total < 20 + thl {
         return None;
     }
     let b = |i: usize| -> [u8; 4] { f[i..i + 4].try_into().unwrap() };

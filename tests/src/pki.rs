@@ -42,6 +42,17 @@ impl Ca {
         self.leaf(cn, sans, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A server certificate that expired in 2021.
+    pub fn expired_server(&self, cn: &str, sans: &[&str]) -> Result<Leaf> {
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf { cert: cert.pem(), key: key.serialize_pem() })
+    }
+
     pub fn client(&self, cn: &str) -> Result<Leaf> {
         self.leaf(cn, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }

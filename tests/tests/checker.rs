@@ -220,6 +220,14 @@ async fn certificates_are_verified_when_a_ca_is_configured() {
     let r = check(Behaviour::Http(200, "true"), &cfg(Verify::None, None, None), &wrong_name, None).await;
     assert_eq!(r.code, Code::L7Ok, "{r:?}");
 
+    // Expired: refused with the reason when a CA is configured, accepted with verify none.
+    let expired = p.ca.expired_server("etcd", &["127.0.0.1"]).unwrap();
+    let r = check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file.clone()), None), &expired, None).await;
+    assert_eq!(r.code, Code::L6Rsp, "{r:?}");
+    assert!(r.detail.to_lowercase().contains("expired"), "{}", r.detail);
+    let r = check(Behaviour::Http(200, "true"), &cfg(Verify::None, None, None), &expired, None).await;
+    assert_eq!(r.code, Code::L7Ok, "{r:?}");
+
     // Signed by another CA.
     let other = Ca::new("someone else").unwrap().server("etcd", &["127.0.0.1"]).unwrap();
     let r = check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file), None), &other, None).await;

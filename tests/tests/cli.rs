@@ -58,3 +58,66 @@ fn the_installed_example_config_is_valid() {
     assert_eq!(code, 0, "{err}");
     assert!(effective.contains("bind = \"*:12379\"") && effective.contains("bind = \"*:16443\""));
 }
+
+/// A valid base with one frontend and one backend; each case breaks one thing.
+const BASE: &str = "[global]\n[[frontend]]\nname = \"f\"\nbind = \"*:12379\"\nbackend = \"b\"\n[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n";
+
+#[test]
+fn sixteen_broken_configs_are_refused_with_place_and_fix() {
+    let cases: &[(&str, String, &str)] = &[
+        ("syntax error", "[[frontend]\n".into(), "line 1"),
+        ("unknown key", BASE.replace("[global]\n", "[global]\nintrefaces = [\"eth0\"]\n"), "unknown field `intrefaces`"),
+        ("duplicate name", format!("{BASE}[[frontend]]\nname = \"f\"\nbind = \"*:2000\"\nbackend = \"b\"\n"), "duplicate frontend name"),
+        ("port 0", BASE.replace("*:12379", "*:0"), "frontend[0] \"f\".bind"),
+        ("port > 65535", BASE.replace("*:12379", "*:70000"), "port 1-65535"),
+        ("server without address", BASE.replace(", address = \"198.18.0.21:2379\"", ""), "missing field `address`"),
+        ("rise 0", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { rise = 0 }\n"), "rise = 0: use 1 or more"),
+        ("fall 0", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { fall = 0 }\n"), "fall = 0: use 1 or more"),
+        ("timeout longer than inter", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"1s\", timeout = \"5s\" }\n"), "is longer than inter"),
+        ("unreadable CA file", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\", ca_file = \"/nonexistent/ca.pem\" }\n"), "cannot read /nonexistent/ca.pem"),
+        ("verify without a CA", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\" }\n"), "needs ca_file"),
+        ("certificate without key", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { crt = \"/etc/hostname\" }\n"), "crt and key go together"),
+        ("unknown backend", BASE.replace("backend = \"b\"", "backend = \"nope\""), "no [[backend]] named \"nope\""),
+        ("weight too big", BASE.replace("2379\" }", "2379\", weight = 300 }"), "weight = 300"),
+        ("bind inside NAT ports", BASE.replace("*:12379", "*:45000"), "inside global.nat_ports"),
+        ("bad duration", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"2 parsecs\" }\n"), "unknown unit \" parsecs\"; use us, ms, s, m, h or d"),
+        ("bad port range", BASE.replace("[global]\n", "[global]\nnat_ports = \"5-4\"\n"), "is not a port range"),
+        ("no frontend", "[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n".into(), "no [[frontend]]"),
+    ];
+    assert!(cases.len() >= 15);
+    for (what, text, want) in cases {
+        let file = tmp("bad.toml", text);
+        let (code, _, err) = xdplb(&["check-config", file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{what}: exit code; {err}");
+        assert!(err.contains(file.to_str().unwrap()), "{what}: the message names the file: {err}");
+        assert!(err.contains(want), "{what}: expected {want:?} in: {err}");
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}
+
+#[test]
+fn run_refuses_a_missing_interface_a_foreign_bind_address_and_missing_privileges() {
+    let pins = "/sys/fs/bpf/xdplb-never";
+    let file = tmp("ok.toml", BASE);
+    let (code, _, err) = xdplb(&["run", "--config", file.to_str().unwrap(), "--iface", "nope0", "--pin-dir", pins]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("interface \"nope0\" does not exist"), "{err}");
+    let foreign = tmp("foreign.toml", &BASE.replace("*:12379", "198.18.255.254:12379"));
+    let (code, _, err) = xdplb(&["run", "--config", foreign.to_str().unwrap(), "--iface", "lo", "--pin-dir", pins]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("198.18.255.254 is not an address of this host") && err.contains("ip addr add"), "{err}");
+    // Not root, no capabilities: the message names what is missing.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(tests::agent::xdplb_bin().unwrap())
+        .args(["run", "--config", file.to_str().unwrap(), "--iface", "lo", "--pin-dir", pins])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN") && err.contains("sudo"), "{err}");
+    assert!(!std::path::Path::new(pins).exists(), "nothing pinned");
+    for f in [file, foreign] {
+        let _ = std::fs::remove_dir_all(f.parent().unwrap());
+    }
+}

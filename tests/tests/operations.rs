@@ -278,3 +278,104 @@ fn bpftool_dumps_the_maps_with_named_fields() {
     let fronts = sh(std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(agent.pin_dir().join("frontends"))).unwrap();
     assert!(fronts.contains("\"frontend_id\"") && fronts.contains("\"pool_id\""), "{fronts}");
 }
+
+#[test]
+fn a_second_agent_is_refused_and_the_first_keeps_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let cfg = config(&lab, &[]);
+    let mut agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    let xdplb = tests::agent::xdplb_bin().unwrap();
+    let cfg_file = std::env::temp_dir().join(tests::netns::unique("xdplb-second-"));
+    // Its own status port, so that what refuses it is the data path, not the port.
+    std::fs::write(&cfg_file, cfg.replace("[global]\n", "[global]\nstats_bind = \"127.0.0.1:8405\"\n")).unwrap();
+    let second = |pins: &std::path::Path| {
+        lab.lb
+            .command(&xdplb)
+            .args(["run", "--config", cfg_file.to_str().unwrap(), "--iface", "eth0", "--pin-dir"])
+            .arg(pins)
+            .args(["--runtime-socket", "/tmp/xdplb-second.sock", "--state-file", "/tmp/xdplb-second-state.json"])
+            .output()
+            .unwrap()
+    };
+    // The same data path: refused by the lock, naming the running agent.
+    let out = second(agent.pin_dir());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("another xdplb agent (pid {})", agent.pid())), "{err}");
+    // Another pin directory on the same interface: XDP is taken; nothing is left pinned.
+    let other = std::path::PathBuf::from("/sys/fs/bpf").join(tests::netns::unique("xdplb-second-"));
+    let out = second(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another XDP program is attached"), "{err}");
+    assert!(!other.exists(), "the refused agent removed the pins it made");
+    // The first one runs on, untouched.
+    assert_eq!(lab.client.enter(|| (0..9).filter(|_| connect(vip).is_ok()).count()), 9);
+    assert!(!agent.log_text().contains("ERROR"), "{}", agent.log_text());
+    agent.wait_log("ready:", 1, Duration::from_secs(1)).unwrap();
+    // Pins are root's alone.
+    let dir_mode = std::fs::metadata(agent.pin_dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    for e in std::fs::read_dir(agent.pin_dir()).unwrap() {
+        let mode = e.unwrap().metadata().unwrap().permissions().mode() & 0o077;
+        assert_eq!(mode, 0, "pins are not readable by others");
+    }
+    let _ = std::fs::remove_file(cfg_file);
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+}
+
+#[test]
+fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let cfg = config(&lab, &[]).replace("[global]\n", "[global]\nclose_linger = \"1s\"\ngc_interval = \"200ms\"\n");
+    let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    // The client closes first, so its TIME_WAIT sockets would exhaust its own ports in seconds;
+    // reusing them is the client's business (and a new SYN on a closed flow's tuple is ours).
+    lab.client.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_before = rss_kb(agent.pid());
+    let seconds: u64 = if std::env::var("XDPLB_LONG_TESTS").is_ok() { 180 } else { 20 };
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let (ok, failed): (u64, Vec<String>) = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let ns = lab.client.handle();
+                sc.spawn(move || {
+                    ns.enter(|| {
+                        let (mut ok, mut failed) = (0, Vec::new());
+                        while Instant::now() < until {
+                            match connect(vip).and_then(|(mut s, _)| tests::traffic::ping(&mut s, "churn\n")) {
+                                Ok(()) => ok += 1,
+                                Err(e) => failed.push(format!("{e:#}")),
+                            }
+                        }
+                        (ok, failed)
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).fold((0, Vec::new()), |(a, mut f), (o, x)| {
+            f.extend(x);
+            (a + o, f)
+        })
+    });
+    let table = FlowTable::open_pinned(agent.pin_dir()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !table.entries().is_empty() {
+        assert!(Instant::now() < deadline, "{} entries left after the churn", table.entries().len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_after = rss_kb(agent.pid());
+    let reasons = Counters::open_pinned(agent.pin_dir()).unwrap().reasons().unwrap();
+    eprintln!("churn: {ok} connections in {seconds} s, {} failed; table back to 0; agent RSS {rss_before} -> {rss_after} kB; {reasons:?}", failed.len());
+    assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(5)]);
+    assert!(rss_after < rss_before + 4096, "agent memory grew: {rss_before} -> {rss_after} kB");
+}

@@ -186,6 +186,12 @@ fn the_seeds_cluster_behind_xdplb() {
     for name in ["app1", "app2", "app3"] {
         s.wait_state(API, name, ServerState::Up, Duration::from_secs(20)).unwrap();
     }
+    // Secrets stay secret: no key material in the log or on the status page.
+    let log = s.agent().log_text();
+    let status = serde_json::to_string(&s.status().unwrap()).unwrap();
+    for text in [&log, &status] {
+        assert!(!text.contains("PRIVATE KEY") && !text.contains("BEGIN"), "key material leaked");
+    }
     let dir = s.dir.clone();
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
