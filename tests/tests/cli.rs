@@ -121,3 +121,43 @@ fn run_refuses_a_missing_interface_a_foreign_bind_address_and_missing_privileges
         let _ = std::fs::remove_dir_all(f.parent().unwrap());
     }
 }
+
+#[test]
+fn the_agent_mounts_bpffs_when_it_is_not_mounted() {
+    // In a private mount namespace, so that the host's bpffs is never touched.
+    let lab = tests::lab::Lab::one_arm(1).unwrap();
+    let file = tmp("ok.toml", &BASE.replace("198.18.0.21:2379", "198.18.0.21:2379"));
+    let dir = file.parent().unwrap().to_path_buf();
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; \
+         ! mountpoint -q /sys/fs/bpf || exit 99; \
+         exec {} run --config {} --iface eth0 --runtime-socket {}/s.sock --state-file {}/state.json",
+        tests::agent::xdplb_bin().unwrap(),
+        file.display(),
+        dir.display(),
+        dir.display()
+    );
+    let log = dir.join("agent.log");
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "nsenter"])
+        .arg(format!("--net=/run/netns/{}", lab.lb.name))
+        .args(["--", "sh", "-c", &script])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ready:") || start.elapsed() > std::time::Duration::from_secs(20) {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the agent exited ({status}):\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("mounted bpffs at /sys/fs/bpf") && text.contains("ready:"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}

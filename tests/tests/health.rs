@@ -244,3 +244,31 @@ fn drain_and_maint_take_no_new_flows_and_maint_is_not_checked() {
     let all = spread(&lab, vip, 30);
     assert_eq!(all.len(), 3, "all three take flows again: {all:?}");
 }
+
+#[test]
+fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
+    // Health on its own port, flapping: 1 s up, 1 s down, three times. With inter 150 ms,
+    // fall 3 and rise 2, each down second holds about five failing checks (DOWN after three) and
+    // each up second about five passing ones (UP after two): one DOWN per down second, no more.
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let check = "type = \"tcp\", port = 2380, inter = \"150ms\", timeout = \"100ms\", rise = 2, fall = 3, initial_state = \"down\"";
+    for b in &lab.backends[..2] {
+        b.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
+    }
+    let _agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
+    let flapper = &lab.backends[2];
+    let mut health = flapper.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
+    wait_state(&lab, &flapper.name, ServerState::Up, Duration::from_secs(3));
+    for _ in 0..3 {
+        let _ = health.kill();
+        let _ = health.wait();
+        std::thread::sleep(Duration::from_secs(1));
+        health = flapper.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let s = status(&lab).backends[0].servers.iter().find(|s| s.name == flapper.name).unwrap().clone();
+    eprintln!("flapping {}: {} DOWN transitions, {} failed checks, now {}", s.name, s.down_transitions, s.check_failures, s.status);
+    assert_eq!(s.down_transitions, 3, "one DOWN per down second, no more: {s:?}");
+    let _ = health.kill();
+}
