@@ -547,7 +547,8 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{CheckView, FrontendStatus};
+    use crate::snapshot::sample::{check, traffic};
+    use crate::snapshot::FrontendStatus;
 
     /// HAProxy 2.6's `show stat` header, as a Debian/official build (OpenSSL) prints it.
     const HAPROXY_26_HEADER: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,\
@@ -564,25 +565,6 @@ ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,h2_settings_rc
 h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,\
 h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,\
 h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
-
-    fn traffic(total: u64, rate: f64, bin: u64, bout: u64) -> Traffic {
-        Traffic {
-            total_flows: total,
-            new_flows_per_s: rate,
-            bytes_in: bin,
-            bytes_out: bout,
-        }
-    }
-
-    fn check(code: &str, http: Option<u16>, ms: u64, desc: &str) -> Option<CheckView> {
-        Some(CheckView {
-            code: code.to_string(),
-            http_status: http,
-            duration_ms: ms,
-            description: desc.to_string(),
-            age_s: 1,
-        })
-    }
 
     fn server(name: &str, addr: &str, state: ServerState, status: &str) -> ServerStatus {
         ServerStatus {

@@ -119,3 +119,17 @@ pub struct Traffic {
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
+
+/// Builders for the sample snapshots the renderers' tests use.
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::*;
+
+    pub fn traffic(total: u64, rate: f64, bin: u64, bout: u64) -> Traffic {
+        Traffic { total_flows: total, new_flows_per_s: rate, bytes_in: bin, bytes_out: bout }
+    }
+
+    pub fn check(code: &str, http: Option<u16>, ms: u64, desc: &str) -> Option<CheckView> {
+        Some(CheckView { code: code.into(), http_status: http, duration_ms: ms, description: desc.into(), age_s: 1 })
+    }
+}

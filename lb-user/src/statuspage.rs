@@ -820,28 +820,9 @@ pub fn table(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Traffic;
+    use crate::snapshot::sample::{check, traffic};
     use std::io::Write as _;
     use std::process::{Command, Stdio};
-
-    fn traffic(total: u64, rate: f64, bin: u64, bout: u64) -> Traffic {
-        Traffic {
-            total_flows: total,
-            new_flows_per_s: rate,
-            bytes_in: bin,
-            bytes_out: bout,
-        }
-    }
-
-    fn check(code: &str, http: Option<u16>, ms: u64, desc: &str) -> Option<CheckView> {
-        Some(CheckView {
-            code: code.into(),
-            http_status: http,
-            duration_ms: ms,
-            description: desc.into(),
-            age_s: 1,
-        })
-    }
 
     #[allow(clippy::too_many_arguments)]
     fn server(

@@ -136,8 +136,7 @@ impl Agent {
     pub fn stop_keep_pins(mut self) -> PathBuf {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-        let pins = std::mem::take(&mut self.pin_dir);
-        pins
+        std::mem::take(&mut self.pin_dir)
     }
 }
 

@@ -73,6 +73,9 @@ impl NetNs {
         c
     }
 
+    /// Starts a process in the namespace; the namespace's drop kills it, so a caller may let
+    /// the handle go.
+    #[must_use = "keep the Child to kill it early; dropping it leaves the process to the namespace"]
     pub fn spawn(&self, program: &str, args: &[&str]) -> Result<Child> {
         self.command(program)
             .args(args)

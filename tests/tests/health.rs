@@ -174,9 +174,10 @@ fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
     lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     let health_port = 2380;
     let start_health = || lab.backends[2].ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap();
-    for i in 0..2 {
-        lab.backends[i].ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap();
-    }
+    let mut others: Vec<_> = lab.backends[..2]
+        .iter()
+        .map(|b| b.ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap())
+        .collect();
     let mut health3 = start_health();
     let check = |mode: &str| format!("type = \"tcp\", port = {health_port}, inter = \"200ms\", timeout = \"200ms\", rise = 1, fall = 2, on_marked_down = \"{mode}\"");
     let mut agent = Agent::start(&lab.lb, &config_with(&lab, &check("none")), &lab.lb_ifaces, "native").unwrap();
@@ -216,6 +217,10 @@ fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
             r.unwrap_or_else(|e| panic!("flow to {name} broke: {e}"));
         }
     }
+    for c in others.iter_mut().chain([&mut health3]) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 #[test]
@@ -253,9 +258,7 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
     let lab = Lab::one_arm(3).unwrap();
     lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     let check = "type = \"tcp\", port = 2380, inter = \"150ms\", timeout = \"100ms\", rise = 2, fall = 3, initial_state = \"down\"";
-    for b in &lab.backends[..2] {
-        b.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
-    }
+    let mut steady: Vec<_> = lab.backends[..2].iter().map(|b| b.ns.spawn(&server_bin(), &["health", "2380"]).unwrap()).collect();
     let _agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
     let flapper = &lab.backends[2];
     let mut health = flapper.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
@@ -270,5 +273,8 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
     let s = status(&lab).backends[0].servers.iter().find(|s| s.name == flapper.name).unwrap().clone();
     eprintln!("flapping {}: {} DOWN transitions, {} failed checks, now {}", s.name, s.down_transitions, s.check_failures, s.status);
     assert_eq!(s.down_transitions, 3, "one DOWN per down second, no more: {s:?}");
-    let _ = health.kill();
+    for c in steady.iter_mut().chain([&mut health]) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
+    ("sysctl", "procps"),
     // promtool checks the /metrics output in the tests.
     ("promtool", "prometheus"),
     // The lab's and the end-to-end tests' real etcd cluster.

@@ -130,6 +130,25 @@ pub struct ServerView {
     pending_errors: u64,
 }
 
+impl ServerView {
+    fn new(pool: &str, name: &str, check: &CheckCfg, health: Health) -> Self {
+        ServerView {
+            pool: pool.into(),
+            name: name.into(),
+            health,
+            last: None,
+            checked: false,
+            observe: false,
+            error_limit: check.error_limit,
+            on_marked_down: check.on_marked_down,
+            admin: AdminState::Ready,
+            health_disabled: false,
+            observed_errors: 0,
+            pending_errors: 0,
+        }
+    }
+}
+
 pub struct Registry {
     pub servers: HashMap<u32, ServerView>,
     plans: HashMap<u32, Plan>,
@@ -167,20 +186,8 @@ impl Registry {
         let now = Instant::now();
         for (pool, s) in topo.servers() {
             let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
-            self.servers.insert(s.id, ServerView {
-                pool: pool.name.clone(),
-                name: s.name.clone(),
-                health: Health::adopted(check.rise, check.fall, members.contains(&s.addr), now),
-                last: None,
-                checked: false,
-                observe: false,
-                error_limit: check.error_limit,
-                on_marked_down: check.on_marked_down,
-                admin: AdminState::Ready,
-                health_disabled: false,
-                observed_errors: 0,
-                pending_errors: 0,
-            });
+            let health = Health::adopted(check.rise, check.fall, members.contains(&s.addr), now);
+            self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, &check, health));
         }
     }
 
@@ -205,19 +212,8 @@ impl Registry {
         self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
         for (&id, &(pool, name)) in &live {
             let check = cfg.backends.iter().find(|b| b.name == pool).map(|b| b.check.clone()).unwrap_or_default();
-            let view = self.servers.entry(id).or_insert_with(|| ServerView {
-                pool: pool.into(),
-                name: name.into(),
-                health: Health::new(check.rise, check.fall, check.initial_state, now),
-                last: None,
-                checked: false,
-                observe: false,
-                error_limit: check.error_limit,
-                on_marked_down: check.on_marked_down,
-                admin: AdminState::Ready,
-                health_disabled: false,
-                observed_errors: 0,
-                pending_errors: 0,
+            let view = self.servers.entry(id).or_insert_with(|| {
+                ServerView::new(pool, name, &check, Health::new(check.rise, check.fall, check.initial_state, now))
             });
             view.admin = cfg
                 .backends
