@@ -91,12 +91,17 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
 }
 
 /// Removes a finished flow's two entries so that a new SYN on the same tuple starts afresh.
+/// Each key goes only while it still holds this flow: the peer's tuple may already belong to a
+/// newer flow (a client reusing its port while the old flow lingers), which must stay.
 #[inline(always)]
 pub fn remove_pair(key: &FlowKey, flow: *mut Flow) {
-    let peer = unsafe { (*flow).peer_key() };
+    let (peer, created) = unsafe { ((*flow).peer_key(), (*flow).created_ns) };
     for k in [&peer, key] {
-        let _ = FLOWS.remove(k);
-        let _ = SYN_FLOWS.remove(k);
+        if let Some((f, half_open)) = lookup(k) {
+            if unsafe { (*f).created_ns } == created {
+                let _ = if half_open { SYN_FLOWS.remove(k) } else { FLOWS.remove(k) };
+            }
+        }
     }
 }
 

@@ -186,7 +186,8 @@ impl FlowTable {
     pub fn sweep(&mut self, now: u64, t: &Timeouts) -> Sweep {
         let mut result = Sweep::default();
         let mut doomed = Vec::new();
-        for (key, flow) in self.entries() {
+        // Streamed, not collected: the agent's memory does not follow the table's size.
+        for (key, flow) in self.map.iter().chain(self.syn.iter()).filter_map(Result::ok) {
             let peer = self.get(&flow.peer_key());
             if flow.direction == FLOW_DIR_SERVER {
                 // The client entry decides for both; an orphan (its client entry evicted or not

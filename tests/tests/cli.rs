@@ -57,6 +57,9 @@ fn the_installed_example_config_is_valid() {
     let (code, effective, err) = xdplb(&["check-config", example]);
     assert_eq!(code, 0, "{err}");
     assert!(effective.contains("bind = \"*:12379\"") && effective.contains("bind = \"*:16443\""));
+    // Secure defaults: the status page on loopback, the runtime socket in root's /run/xdplb.
+    assert!(effective.contains("stats_bind = \"127.0.0.1:8404\""), "{effective}");
+    assert!(effective.contains("runtime_socket = \"/run/xdplb/xdplb.sock\""), "{effective}");
 }
 
 /// A valid base with one frontend and one backend; each case breaks one thing.

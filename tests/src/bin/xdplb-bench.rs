@@ -133,7 +133,12 @@ fn nginx(ns: &NetNs, dir: &Path) -> Result<()> {
 
 /// wrk's figures: requests/s, p50 and p99 latency (us).
 fn wrk(ns: &NetNs, url: &str, seconds: u32, close: bool) -> Result<(f64, f64, f64)> {
-    let mut args = vec!["wrk", "-t2", "-c32"];
+    wrk_with(ns, url, seconds, close, 32)
+}
+
+fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Result<(f64, f64, f64)> {
+    let (t, c) = (format!("-t{}", conns.min(2)), format!("-c{conns}"));
+    let mut args = vec!["wrk", t.as_str(), c.as_str()];
     let d = format!("-d{seconds}s");
     args.push(&d);
     args.push("--latency");
@@ -293,6 +298,9 @@ struct Figures {
     keepalive_rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// One connection, one request at a time (ping-pong): the round trip through the balancer.
+    pingpong_p50_us: f64,
+    pingpong_p99_us: f64,
     newconn_rps: f64,
     single_conn_bytes_per_s: f64,
     /// Softirq ms (all CPUs) per 1000 keep-alive requests: XDP and nftables run there.
@@ -315,8 +323,9 @@ fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Fi
         _ => None,
     };
     let (newconn, _, _) = wrk(&lab.client, &url("/"), args.seconds, true)?;
+    let (_, pp50, pp99) = wrk_with(&lab.client, &url("/"), args.seconds.min(3), false, 1)?;
     let single = single_connection(&lab.client, &url("/big"))?;
-    Ok(Figures { keepalive_rps: rps, p50_us: p50, p99_us: p99, newconn_rps: newconn, single_conn_bytes_per_s: single, softirq_ms_per_1k: soft, process_ms_per_1k: process })
+    Ok(Figures { keepalive_rps: rps, p50_us: p50, p99_us: p99, pingpong_p50_us: pp50, pingpong_p99_us: pp99, newconn_rps: newconn, single_conn_bytes_per_s: single, softirq_ms_per_1k: soft, process_ms_per_1k: process })
 }
 
 fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
@@ -346,8 +355,8 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
         "\n### One-arm veth lab, 3 nginx backends, wrk -t2 -c32 -d{}s; medians of {} rounds taking turns\n",
         args.seconds, args.rounds
     );
-    println!("| contender | keep-alive req/s | vs direct | vs HAProxy | new conn/s | vs direct | vs HAProxy | p50 us | p99 us | 1 conn MB/s | vs HAProxy | softirq ms/1k req | process ms/1k req |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| contender | keep-alive req/s | vs direct | vs HAProxy | new conn/s | vs direct | vs HAProxy | p50 us | p99 us | ping-pong p50 us | ping-pong p99 us | 1 conn MB/s | vs HAProxy | softirq ms/1k req | process ms/1k req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut out = serde_json::Map::new();
     let mut bars = Vec::new();
     for c in Contender::ALL {
@@ -356,9 +365,10 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
         let sc = med(c, &|x| x.single_conn_bytes_per_s);
         let pm = samples[&c].iter().filter_map(|x| x.process_ms_per_1k).collect::<Vec<_>>();
         println!(
-            "| {} | {ka:.0} | {:.2}x | {:.2}x | {nc:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.0} | {:.2}x | {:.1} | {} |",
+            "| {} | {ka:.0} | {:.2}x | {:.2}x | {nc:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.1} | {} |",
             c.name(), ka / ka_d, ka / ka_h, nc / nc_d, nc / nc_h,
-            med(c, &|x| x.p50_us), med(c, &|x| x.p99_us), sc / 1e6, sc / sc_h,
+            med(c, &|x| x.p50_us), med(c, &|x| x.p99_us),
+            med(c, &|x| x.pingpong_p50_us), med(c, &|x| x.pingpong_p99_us), sc / 1e6, sc / sc_h,
             med(c, &|x| x.softirq_ms_per_1k),
             if pm.is_empty() { "-".to_string() } else { format!("{:.1}", median(pm)) },
         );
@@ -367,6 +377,7 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
         out.insert(c.name().to_string(), json!({ "median": {
             "keepalive_rps": ka, "newconn_rps": nc, "single_conn_bytes_per_s": sc,
             "p50_us": med(c, &|x| x.p50_us), "p99_us": med(c, &|x| x.p99_us),
+            "pingpong_p50_us": med(c, &|x| x.pingpong_p50_us), "pingpong_p99_us": med(c, &|x| x.pingpong_p99_us),
             "softirq_ms_per_1k": med(c, &|x| x.softirq_ms_per_1k),
         }, "rounds": samples[&c] }));
     }
