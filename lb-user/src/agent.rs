@@ -255,7 +255,6 @@ impl Agent {
         let registry = &self.registry;
         self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
         let latency = decided_at.elapsed();
-        self.status.map_latency(latency);
         let up = |backup: bool| {
             pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count()
         };

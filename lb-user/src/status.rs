@@ -23,14 +23,13 @@ use crate::{
     topology::Topology,
 };
 
-/// Keeps what a snapshot needs across builds: rates, downtimes, the last map-update latency.
+/// Keeps what a snapshot needs across builds: rates and downtimes.
 pub struct Builder {
     started: Instant,
     interfaces: Vec<String>,
     /// (kind, id) -> (total flows, when): for new flows per second.
     prev: HashMap<(u8, u32), (u64, Instant)>,
     backend_down: HashMap<u32, (Duration, Option<Instant>)>,
-    pub last_map_latency: Option<Duration>,
 }
 
 fn traffic(s: &lb_common::TrafficStats, rate: f64) -> Traffic {
@@ -56,11 +55,7 @@ fn check_text(c: &crate::config::CheckCfg) -> String {
 
 impl Builder {
     pub fn new(interfaces: Vec<String>) -> Self {
-        Builder { started: Instant::now(), interfaces, prev: HashMap::new(), backend_down: HashMap::new(), last_map_latency: None }
-    }
-
-    pub fn map_latency(&mut self, d: Duration) {
-        self.last_map_latency = Some(d);
+        Builder { started: Instant::now(), interfaces, prev: HashMap::new(), backend_down: HashMap::new() }
     }
 
     fn rate(&mut self, kind: u8, id: u32, total: u64, now: Instant) -> f64 {
