@@ -39,6 +39,9 @@ pub fn promote(key: &FlowKey, flow: *mut Flow) -> Option<*mut Flow> {
     let client = unsafe { *flow };
     let peer_key = client.peer_key();
     let server = unsafe { *SYN_FLOWS.get_ptr(&peer_key)? };
+    if server.created_ns != client.created_ns {
+        return None;
+    }
     FLOWS.insert(&peer_key, &server, BPF_ANY as u64).ok()?;
     if FLOWS.insert(key, &client, BPF_ANY as u64).is_err() {
         let _ = FLOWS.remove(&peer_key);
@@ -72,7 +75,9 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
         mark(&mut f.seen, bits);
     }
     if flags & (TCP_FIN | TCP_RST) != 0 {
-        if let Some((peer, _)) = lookup(&f.peer_key()) {
+        // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
+        // flow that took over the tuple (both entries of a flow share their creation time).
+        if let Some((peer, _)) = lookup(&f.peer_key()).filter(|(p, _)| unsafe { (**p).created_ns } == f.created_ns) {
             let peer = unsafe { &mut *peer };
             mark(&mut peer.seen, (flags & (TCP_FIN | TCP_RST)) << 12);
             // A server that answers the SYN with RST refused the connection (observe layer4).
