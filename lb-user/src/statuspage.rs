@@ -696,6 +696,11 @@ fn term(s: &str) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, widths from the widest cell.
+/// A table's header row.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|h| h.to_string()).collect()
+}
+
 fn grid(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut width = vec![0usize; cols];
@@ -749,7 +754,7 @@ pub fn table(s: &Snapshot) -> String {
         if b.verify_none {
             let _ = writeln!(o, "WARNING: {VERIFY_NONE_WARNING}");
         }
-        let mut rows = vec![[
+        let mut rows = vec![header(&[
             "NAME",
             "ADDRESS",
             "STATUS",
@@ -761,10 +766,7 @@ pub fn table(s: &Snapshot) -> String {
             "RATE",
             "CHKFAIL",
             "DOWNS",
-        ]
-        .iter()
-        .map(|h| h.to_string())
-        .collect::<Vec<_>>()];
+        ])];
         for v in &b.servers {
             rows.push(vec![
                 term(&v.name),
@@ -787,7 +789,7 @@ pub fn table(s: &Snapshot) -> String {
     }
     if !s.frontends.is_empty() {
         o.push_str("\nfrontends\n");
-        let mut rows = vec![[
+        let mut rows = vec![header(&[
             "NAME",
             "BIND",
             "BACKEND",
@@ -796,10 +798,7 @@ pub fn table(s: &Snapshot) -> String {
             "RATE",
             "BYTES IN",
             "BYTES OUT",
-        ]
-        .iter()
-        .map(|h| h.to_string())
-        .collect::<Vec<_>>()];
+        ])];
         for f in &s.frontends {
             rows.push(vec![
                 term(&f.name),
