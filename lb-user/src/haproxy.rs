@@ -1287,33 +1287,8 @@ mod tests {
 
     use super::*;
 
-    const SEED: &str = "\
-frontend in-etcd
-  bind *:12379
-  mode tcp
-  default_backend etcd-cluster
-backend etcd-cluster
-  mode tcp
-  balance roundrobin
-  option httpchk GET /health
-  http-check expect string true
-  server app1 10.211.55.9:2379 check check-ssl verify none
-  server app2 10.211.55.10:2379 check check-ssl verify none
-  server app3 10.211.55.11:2379 check check-ssl verify none
-
-frontend in-apiserver
-  bind *:16443
-  mode tcp
-  default_backend apiserver-cluster
-backend apiserver-cluster
-  mode tcp
-  balance roundrobin
-  option httpchk GET /healthz
-  http-check expect string ok
-  server app1 10.211.55.9:6443 check check-ssl verify none
-  server app2 10.211.55.10:6443 check check-ssl verify none
-  server app3 10.211.55.11:6443 check check-ssl verify none
-";
+    /// The seed's two blocks, verbatim: one copy, shared with the end-to-end tests.
+    const SEED: &str = include_str!("../../tests/fixtures/seed-haproxy.cfg");
 
     const RICH: &str = "\
 global

@@ -1,5 +1,6 @@
 //! The xdplb agent: loads and attaches the XDP program, owns its maps, sweeps its connection
-//! table, and (from the health-check work on) decides which servers take new flows.
+//! table, runs the health checks that decide which servers take new flows, and serves the status
+//! page and the runtime API.
 
 pub mod agent;
 pub mod config;

@@ -695,12 +695,12 @@ fn term(s: &str) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart, widths from the widest cell.
 /// A table's header row.
 fn header(names: &[&str]) -> Vec<String> {
     names.iter().map(|h| h.to_string()).collect()
 }
 
+/// Left-aligned columns, two spaces apart, widths from the widest cell.
 fn grid(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut width = vec![0usize; cols];
