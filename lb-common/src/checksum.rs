@@ -30,6 +30,18 @@ pub fn replace32(check: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
     !fold(sum)
 }
 
+/// The same for a 32-bit field that starts at an odd byte offset of the checksummed data (a TCP
+/// timestamp after an odd number of option bytes). The one's complement sum does not depend on
+/// byte order (RFC 1071), so the change computed as if aligned, byte-swapped, is the change.
+#[inline(always)]
+pub fn replace32_odd(check: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    let delta = (!u16::from_be_bytes([old[0], old[1]]) as u32)
+        + (!u16::from_be_bytes([old[2], old[3]]) as u32)
+        + (u16::from_be_bytes([new[0], new[1]]) as u32)
+        + (u16::from_be_bytes([new[2], new[3]]) as u32);
+    !fold((!check as u32) + fold(delta).swap_bytes() as u32)
+}
+
 /// Sum of the 16-bit big-endian words of `data` (an odd last byte is padded with zero).
 #[inline(always)]
 pub fn sum_words(data: &[u8]) -> u32 {
@@ -93,6 +105,27 @@ mod tests {
         seg[2..4].copy_from_slice(&2379u16.to_be_bytes());
         seg[16..18].copy_from_slice(&[0, 0]);
         assert_eq!(c, tcp_ipv4(nsrc, ndst, &seg));
+    }
+
+    #[test]
+    fn a_32_bit_field_at_either_alignment_updates_like_a_full_recompute() {
+        let (src, dst) = ([198, 18, 0, 1], [198, 18, 0, 10]);
+        // TCP header with 20 option bytes; a 4-byte value patched at every offset in them.
+        let mut base = [0u8; 40];
+        base[12] = 10 << 4;
+        for (i, b) in base[20..].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(11);
+        }
+        for at in 20..36 {
+            for new in [[0u8, 0, 0, 0], [0xff; 4], [0x12, 0x34, 0x56, 0x78], [0x80, 0, 0, 1]] {
+                let mut seg = base;
+                let check = tcp_ipv4(src, dst, &seg);
+                let old: [u8; 4] = seg[at..at + 4].try_into().unwrap();
+                let c = if at % 2 == 0 { replace32(check, old, new) } else { replace32_odd(check, old, new) };
+                seg[at..at + 4].copy_from_slice(&new);
+                assert_eq!(c, tcp_ipv4(src, dst, &seg), "offset {at}, new {new:?}");
+            }
+        }
     }
 
     #[test]

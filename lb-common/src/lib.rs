@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod checksum;
+pub mod tcp;
 pub mod maps;
 
 pub use maps::*;

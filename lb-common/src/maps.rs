@@ -18,8 +18,11 @@ pub mod names {
     pub const REASON_STATS: &str = "reason_stats";
     pub const FRONTEND_STATS: &str = "frontend_stats";
     pub const SERVER_STATS: &str = "server_stats";
+    pub const EVENT_STATS: &str = "event_stats";
+    pub const SWEEP: &str = "sweep";
+    pub const PORT_CURSORS: &str = "port_cursors";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -31,6 +34,9 @@ pub mod names {
         REASON_STATS,
         FRONTEND_STATS,
         SERVER_STATS,
+        EVENT_STATS,
+        SWEEP,
+        PORT_CURSORS,
     ];
 }
 
@@ -53,12 +59,14 @@ pub const DEFAULT_SYN_FLOW_ENTRIES: u32 = 32_768;
 /// How long a flow trusts its cached FIB answer (a changed route or neighbour MAC is picked up
 /// within this time; the neighbour entry itself is kept fresh by the kernel).
 pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;
-/// A port whose flow is over (RST, or FIN both ways) may be taken by a new flow once the old
-/// one has been quiet this long: the table's linger then costs no port under a high rate of
-/// short connections (like TIME_WAIT reuse).
-pub const NAT_PORT_REUSE_NS: u64 = 1_000_000_000;
-/// Tries to find a free NAT source port before a SYN is refused.
+/// A NAT port whose flow is over may be taken by a new flow once the old one has been quiet this
+/// long (late segments in flight have gone), unless the server may still hold the tuple in
+/// TIME_WAIT and refuse the next SYN: see `Settings::time_wait_ns`.
+pub const NAT_PORT_HOLD_NS: u64 = 2_000_000_000;
+/// Candidate NAT ports looked at before a SYN is refused (`no_nat_port`).
 pub const NAT_PORT_TRIES: u32 = 8;
+/// Source addresses a server's flows may leave from (the tuple space multiplies with them).
+pub const MAX_SOURCES: usize = 8;
 
 /// Key of `frontends`: the destination a client connects to.
 #[repr(C)]
@@ -107,12 +115,15 @@ pub struct Server {
     /// TCP port, network byte order.
     pub port_be: u16,
     pub _pad: u16,
-    /// The balancer's own address that flows to this server leave from (full NAT source).
-    pub snat_addr: [u8; 4],
     /// Pool the server belongs to.
     pub pool_id: u32,
     /// `SERVER_F_*` bits.
     pub flags: u32,
+    /// How many of `snat_addrs` are valid (at least 1 for a valid server).
+    pub snat_count: u32,
+    /// The balancer's own addresses that flows to this server leave from (full NAT source);
+    /// each gives the server a tuple space of its own.
+    pub snat_addrs: [[u8; 4]; MAX_SOURCES],
 }
 
 /// The entry is in use.
@@ -151,6 +162,23 @@ pub struct Flow {
     pub next_hop_ifindex: u32,
     /// TCP flags seen in this direction (`FLOW_SEEN_*`), and the peer's closing flags.
     pub seen: u32,
+    /// TCP tracking of the side that sends this direction's packets, host order: its initial
+    /// sequence number (its SYN's), the end of the furthest segment it sent (SYN and FIN count
+    /// one), and the largest window it advertised (scaled). RST and FIN count only inside the
+    /// window; the handshake completes only with the ACK of the server's SYN-ACK.
+    pub isn: u32,
+    pub seq_end: u32,
+    pub max_win: u32,
+    /// The window scale this side announced in its SYN (0 without the option).
+    pub wscale: u32,
+    /// Timestamp translation (RFC 7323 option): the client side adds it to every TSval it sends,
+    /// the server side subtracts it from every TSecr it sends, so the server sees one clock per
+    /// backend-side tuple that only goes forward (see `timestamps` in lb-ebpf).
+    pub ts_off: u32,
+    /// Client side: the last TSval sent to the server (translated). Server side: the TSval of
+    /// the SYN the server got. Together they bound what the server last saw on the tuple.
+    pub ts_last: u32,
+    pub _pad: u32,
     /// When the client side's next hop was last looked up (0 for the recorded server side).
     pub next_hop_ns: u64,
     pub created_ns: u64,
@@ -169,6 +197,12 @@ pub const TCP_RST: u32 = 0x04;
 pub const TCP_ACK: u32 = 0x10;
 /// An ACK without SYN went through in the client direction: the handshake completed.
 pub const FLOW_SEEN_ESTABLISHED: u32 = 0x100;
+/// This side's SYN (or SYN-ACK) carried the timestamp option. On the server side it means the
+/// flow negotiated timestamps: a server only answers with the option when the SYN had it.
+pub const FLOW_SEEN_TS: u32 = 0x200;
+/// This side sent the flow's first FIN (it closed first: a server that did holds the tuple in
+/// TIME_WAIT afterwards).
+pub const FLOW_SEEN_CLOSED_FIRST: u32 = 0x400;
 /// The other direction sent FIN / RST (copied there so that each entry tells the whole state).
 pub const FLOW_SEEN_PEER_FIN: u32 = 0x1000;
 pub const FLOW_SEEN_PEER_RST: u32 = 0x4000;
@@ -192,6 +226,23 @@ impl Flow {
         let fin_both = self.seen & TCP_FIN != 0 && self.seen & FLOW_SEEN_PEER_FIN != 0;
         rst || fin_both
     }
+
+    /// How long after its last packet the NAT port of this flow (read on its server-side entry)
+    /// must stay unused, or `None` while the flow is not over. The server keeps the tuple in
+    /// TIME_WAIT when it closed first, and refuses a new SYN on it unless the SYN's timestamp is
+    /// newer than the last one it saw (or its sequence number is beyond the old one): with
+    /// timestamps translated the next SYN's is, without timestamps only TIME_WAIT's end helps.
+    #[inline(always)]
+    pub fn port_hold_ns(&self, time_wait_ns: u64) -> Option<u64> {
+        if !self.is_closed() {
+            return None;
+        }
+        let server_time_wait = self.direction == FLOW_DIR_SERVER
+            && self.seen & (TCP_RST | FLOW_SEEN_PEER_RST) == 0
+            && self.seen & FLOW_SEEN_CLOSED_FIRST != 0
+            && self.seen & FLOW_SEEN_TS == 0;
+        Some(if server_time_wait && time_wait_ns > NAT_PORT_HOLD_NS { time_wait_ns } else { NAT_PORT_HOLD_NS })
+    }
 }
 
 /// Value of `settings` (an array with one entry), written by the agent.
@@ -203,11 +254,27 @@ pub struct Settings {
     pub nat_port_count: u32,
     /// `SETTINGS_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Possible CPUs: each CPU takes NAT ports from its own share of the range, in
+    /// least-recently-used order, with no cursor shared between CPUs.
+    pub nr_cpus: u32,
+    /// How long a server holds a tuple in TIME_WAIT (Linux: 60 s): a NAT port whose server
+    /// closed first without timestamps waits this long before its next SYN.
+    pub time_wait_ns: u64,
+    /// Secret of the per-tuple timestamp clock (random, made once and kept in the pinned map):
+    /// servers see `clock + hash(tuple, secret)`, never the balancer's uptime.
+    pub ts_secret: [u32; 2],
 }
 
 /// Answer a SYN that no server can take with a TCP RST (otherwise drop it).
 pub const SETTINGS_F_RST_NO_BACKEND: u32 = 1;
+/// Translate TCP timestamps per flow (see `Flow::ts_off`); off, they pass untouched.
+pub const SETTINGS_F_TS_TRANSLATE: u32 = 2;
+
+/// Value of `sweep` (an array with one entry), written by the connection table's owner: non-zero
+/// while it removes flows. A packet that then finds no flow may belong to one the sweep is putting
+/// back (it removes, then re-inserts what a new flow had just taken): it is dropped, so the
+/// sender retransmits, rather than handed to the kernel, which would answer RST.
+pub type SweepState = u32;
 
 /// Per-CPU traffic counters per frontend (`frontend_stats`) and per server (`server_stats`).
 /// "in" is client->server, "out" is server->client.
@@ -223,31 +290,44 @@ pub struct TrafficStats {
     pub syn_rst: u64,
 }
 
-/// Defines `Reason` once: the enum, its count, every value in order, and each one's name.
-macro_rules! reasons {
-    ($( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
-        /// Why a packet got the action it got: the index of `reason_stats` (per-CPU packet counts).
+/// Defines a counter index enum once: the enum, its count, every value in order, each one's
+/// name, and a compile-time check that the values are 0..COUNT in order (they index an array).
+macro_rules! counters {
+    ($(#[$edoc:meta])* $enum:ident, $count:ident,
+     $( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
+        $(#[$edoc])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Reason {
+        pub enum $enum {
             $( $(#[$doc])* $variant = $value, )*
         }
 
-        pub const REASON_COUNT: u32 = [$($value),*].len() as u32;
+        pub const $count: u32 = [$($value),*].len() as u32;
 
-        impl Reason {
-            pub const ALL: [Reason; REASON_COUNT as usize] = [$(Reason::$variant),*];
+        impl $enum {
+            pub const ALL: [$enum; $count as usize] = [$($enum::$variant),*];
 
             pub const fn name(self) -> &'static str {
                 match self {
-                    $( Reason::$variant => $name, )*
+                    $( $enum::$variant => $name, )*
                 }
             }
         }
+
+        const _: () = {
+            let mut i = 0;
+            while i < $enum::ALL.len() {
+                assert!($enum::ALL[i] as usize == i);
+                i += 1;
+            }
+        };
     };
 }
 
-reasons! {
+counters! {
+    /// Why a packet got the action it got: the index of `reason_stats` (per-CPU packet counts).
+    /// Every packet counts exactly once.
+    Reason, REASON_COUNT,
     /// Not for a frontend nor a tracked flow: handed to the kernel untouched.
     Passed = 0 => "passed",
     /// Client->server packet rewritten and sent on.
@@ -258,7 +338,7 @@ reasons! {
     NewFlow = 3 => "new_flow",
     /// A SYN found no server UP: answered with RST (or dropped).
     NoBackend = 4 => "no_backend",
-    /// The connection table refused an insert, or no NAT port was free.
+    /// The connection table refused an insert: the SYN is dropped (the client retries).
     TableFull = 5 => "table_full",
     /// The kernel had no neighbour entry for the next hop: rewritten packet handed to the kernel.
     NoNeighbour = 6 => "no_neighbour",
@@ -274,25 +354,53 @@ reasons! {
     FibFailed = 11 => "fib_failed",
     /// Redirect to an interface not in `tx_ports`: the rewritten packet goes to the kernel.
     RedirectFailed = 12 => "redirect_failed",
+    /// A SYN found no NAT port free towards its server (every candidate in use, or held while
+    /// the server may keep the old tuple in TIME_WAIT): dropped, the client retries.
+    NoNatPort = 13 => "no_nat_port",
+    /// A non-SYN packet without a flow while the agent was removing flows: dropped (the sender
+    /// retransmits) rather than handed to the kernel, which would answer RST (see `SweepState`).
+    NoFlowInSweep = 14 => "no_flow_in_sweep",
 }
 
-// The values index an array: they must be 0..REASON_COUNT in order.
-const _: () = {
-    let mut i = 0;
-    while i < Reason::ALL.len() {
-        assert!(Reason::ALL[i] as usize == i);
-        i += 1;
-    }
-};
+counters! {
+    /// What the data path did besides a packet's verdict: the index of `event_stats` (per-CPU).
+    Event, EVENT_COUNT,
+    /// A new flow carries TCP timestamps: its client's clock is translated to the tuple's.
+    TsTranslated = 0 => "ts_translated",
+    /// A SYN's translated TSval was raised to stay above the last one sent on its tuple.
+    TsGuarded = 1 => "ts_guarded",
+    /// A NAT port whose flow was over was taken by a new flow (its lingering entries replaced).
+    PortReused = 2 => "port_reused",
+    /// A candidate NAT port was skipped: its flow is over, but the server may still hold the
+    /// tuple in TIME_WAIT and refuse a new SYN (closed first, no timestamps).
+    PortHeld = 3 => "port_held",
+    /// A candidate NAT port was skipped: its flow is open, or over less than a moment ago.
+    PortBusy = 4 => "port_busy",
+    /// A RST outside the window of its flow: passed on (the peer judges it) but the flow stays.
+    RstOutOfWindow = 5 => "rst_out_of_window",
+    /// A FIN outside the window of its flow: passed on, the flow is not marked closing.
+    FinOutOfWindow = 6 => "fin_out_of_window",
+    /// A client ACK in a half-open flow that does not acknowledge the server's SYN-ACK: passed
+    /// on, the flow stays half-open.
+    AckNotPromoting = 7 => "ack_not_promoting",
+    /// A client retransmitted its SYN (same sequence number) after its own RST to a stale
+    /// answer of the server: the flow keeps its server and NAT port.
+    SynRetryKept = 8 => "syn_retry_kept",
+    /// TCP options that do not parse (bad lengths): the packet goes on with its options as
+    /// they were (no timestamp translation for it).
+    TcpOptionsMalformed = 9 => "tcp_options_malformed",
+    /// A SYN on a tuple whose flow was over opened a new flow (the client reused its port).
+    TupleReused = 10 => "tuple_reused",
+}
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
 const _: () = assert!(size_of::<FrontendKey>() == 8);
 const _: () = assert!(size_of::<Frontend>() == 8);
 const _: () = assert!(size_of::<BackendSet>() == 8 + 4 * MAX_SLOTS);
-const _: () = assert!(size_of::<Server>() == 20);
+const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
-const _: () = assert!(size_of::<Flow>() == 88);
-const _: () = assert!(size_of::<Settings>() == 16);
+const _: () = assert!(size_of::<Flow>() == 112);
+const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<TrafficStats>() == 48);
 
 #[cfg(feature = "user")]

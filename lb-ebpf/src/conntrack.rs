@@ -1,20 +1,21 @@
 //! The connection table: two LRU entries per flow (client side and server side), kept up to date
-//! per packet. A SYN opens a flow in the half-open table (`syn_flows`); the client's first ACK
-//! promotes it to the established table (`flows`). A SYN flood thus only churns half-open
-//! flows and can never evict an established one, however quiet. Expiry (idle, half-open, linger
-//! after close) is the agent's job: it reads both entries and removes whole flows.
+//! per packet. A SYN opens a flow in the half-open table (`syn_flows`); the client's ACK of the
+//! server's SYN-ACK promotes it to the established table (`flows`). A SYN flood thus only churns
+//! half-open flows and can never evict an established one, however quiet. Expiry (idle,
+//! half-open, linger after close) is the agent's job: it reads both entries and removes flows.
+//!
+//! TCP is tracked exactly enough to trust what closes a flow: each side's sequence space and
+//! largest window, so that a RST or FIN counts only inside the window (a blind RST does not
+//! close a live etcd watch), and who closed first (a server that did holds the tuple in
+//! TIME_WAIT, which decides when its NAT port may be used again, see `ports`).
 
-use core::intrinsics::{atomic_or, AtomicOrdering};
+use core::intrinsics::{atomic_and, atomic_or, AtomicOrdering};
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_get_prandom_u32,
-    programs::XdpContext,
-};
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    Flow, FlowKey, Frontend, Server, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
-    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_REUSE_NS, NAT_PORT_TRIES, TCP_ACK,
-    TCP_FIN, TCP_RST, TCP_SYN,
+    tcp::{after, in_window, MAX_WINDOW},
+    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED,
+    FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -32,24 +33,56 @@ pub fn lookup(key: &FlowKey) -> Option<(*mut Flow, bool)> {
     }
 }
 
-/// Moves a flow whose handshake just completed from the half-open table to the established
-/// one; returns its client-side entry there (or `None`, and the flow stays half-open).
+/// `lookup` for a packet that should have a flow. A promotion on another CPU inserts the flow
+/// into `flows` before it removes it from `syn_flows`, so a packet that looked in `flows` just
+/// before and in `syn_flows` just after finds it in neither: one more look in `flows` closes
+/// that window (it costs nothing on the hit path).
 #[inline(always)]
-pub fn promote(key: &FlowKey, flow: *mut Flow) -> Option<*mut Flow> {
-    let client = unsafe { *flow };
+pub fn lookup_settled(key: &FlowKey) -> Option<(*mut Flow, bool)> {
+    lookup(key).or_else(|| FLOWS.get_ptr_mut(key).map(|f| (f, false)))
+}
+
+/// The other direction's entry of `f`, if it still belongs to `f`'s flow (both entries of a
+/// flow share their creation time; a newer flow may have taken either tuple since).
+#[inline(always)]
+pub fn peer_of(f: &Flow) -> Option<(*mut Flow, bool)> {
+    lookup(&f.peer_key()).filter(|(p, _)| unsafe { (**p).created_ns } == f.created_ns)
+}
+
+/// Why a client ACK did not complete the handshake.
+pub enum NotPromoted {
+    /// It does not acknowledge the server's SYN-ACK (or none was seen): a spoofed or stray ACK.
+    NotAcked,
+    /// The table refused the move; the flow stays half-open and the next ACK tries again.
+    Table,
+}
+
+/// Moves a flow whose handshake just completed (`pkt` acknowledges the server's SYN-ACK) from
+/// the half-open table to the established one; returns its client-side entry there.
+#[inline(always)]
+pub fn promote(key: &FlowKey, flow: *mut Flow, pkt: &Packet) -> Result<*mut Flow, NotPromoted> {
+    let client = unsafe { &mut *flow };
     let peer_key = client.peer_key();
-    let server = unsafe { *SYN_FLOWS.get_ptr(&peer_key)? };
-    if server.created_ns != client.created_ns {
-        return None;
+    let server = SYN_FLOWS.get_ptr_mut(&peer_key).ok_or(NotPromoted::NotAcked)?;
+    let server = unsafe { &mut *server };
+    if server.created_ns != client.created_ns
+        || server.seen & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK
+        || pkt.ack_seq() != server.seq_end
+    {
+        return Err(NotPromoted::NotAcked);
     }
-    FLOWS.insert(&peer_key, &server, BPF_ANY as u64).ok()?;
-    if FLOWS.insert(key, &client, BPF_ANY as u64).is_err() {
+    mark(&mut client.seen, FLOW_SEEN_ESTABLISHED);
+    mark(&mut server.seen, FLOW_SEEN_ESTABLISHED);
+    // Insert before remove: a lookup on another CPU finds the flow in one table or the other.
+    // The values are copied by the helper straight from the half-open entries.
+    FLOWS.insert(&peer_key, server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
+    if FLOWS.insert(key, client, BPF_ANY as u64).is_err() {
         let _ = FLOWS.remove(&peer_key);
-        return None;
+        return Err(NotPromoted::Table);
     }
     let _ = SYN_FLOWS.remove(&peer_key);
     let _ = SYN_FLOWS.remove(key);
-    FLOWS.get_ptr_mut(key)
+    FLOWS.get_ptr_mut(key).ok_or(NotPromoted::Table)
 }
 
 /// Sets `bits` in `seen` atomically: the other direction's CPU may be setting its own bits in
@@ -60,34 +93,54 @@ fn mark(seen: *mut u32, bits: u32) {
     unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(seen, bits) };
 }
 
-/// Records a packet of this entry's direction: flags, time, counters; passes FIN/RST on to the
-/// other entry so that either one tells whether the flow is over.
 #[inline(always)]
-pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
+fn unmark(seen: *mut u32, bits: u32) {
+    unsafe { atomic_and::<u32, u32, { AtomicOrdering::SeqCst }>(seen, !bits) };
+}
+
+/// Records a packet of this entry's direction: sequence space, window, flags, time, counters.
+/// A FIN or RST counts only inside the window the peer advertised; it is then passed on to the
+/// peer's entry too, so that either entry tells whether the flow is over. `wscale` is the
+/// option of a SYN (see `options`), `ts` whether the packet carries timestamps that are being
+/// translated.
+#[inline(always)]
+pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now: u64) {
     let f = unsafe { &mut *flow };
     let flags = pkt.tcp_flags & 0xff;
-    let mut bits = flags;
-    if f.direction == FLOW_DIR_CLIENT && flags & (TCP_ACK | TCP_SYN) == TCP_ACK {
-        bits |= FLOW_SEEN_ESTABLISHED;
+    let mut bits = flags & !(TCP_FIN | TCP_RST);
+    let seq = pkt.seq();
+    let first_syn = flags & TCP_SYN != 0 && f.seen & TCP_SYN == 0;
+    // A RST carries no data, and a FIN outside the window is not believed: neither moves the
+    // sequence space.
+    let mut moves = flags & TCP_RST == 0;
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        let accepted = judge_close(f, pkt, seq, flags);
+        moves &= flags & TCP_FIN == 0 || accepted & TCP_FIN != 0;
+        bits |= accepted;
     }
-    // Most packets add nothing new: no atomic operation for them.
+    // This side's sequence space: its SYN starts it; later segments push its end forward (by
+    // at most a plausible amount, so that one injected segment cannot move the window away).
+    let end = pkt.seq_end();
+    if !moves {
+    } else if first_syn {
+        f.isn = seq;
+        f.seq_end = end;
+        f.wscale = wscale.unwrap_or(0);
+        if ts && f.direction == FLOW_DIR_SERVER {
+            bits |= FLOW_SEEN_TS;
+        }
+    } else if after(end, f.seq_end) && end.wrapping_sub(f.seq_end) <= MAX_WINDOW {
+        f.seq_end = end;
+    }
+    // A SYN's window is never scaled (RFC 7323).
+    let shift = if flags & TCP_SYN != 0 { 0 } else { f.wscale & 0x0f };
+    let win = pkt.window() << shift;
+    if win > f.max_win {
+        f.max_win = win;
+    }
+    // Most packets add no flag: no atomic operation for them.
     if bits & !f.seen != 0 {
         mark(&mut f.seen, bits);
-    }
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
-        // flow that took over the tuple (both entries of a flow share their creation time).
-        if let Some((peer, _)) = lookup(&f.peer_key()).filter(|(p, _)| unsafe { (**p).created_ns } == f.created_ns) {
-            let peer = unsafe { &mut *peer };
-            mark(&mut peer.seen, (flags & (TCP_FIN | TCP_RST)) << 12);
-            // A server that answers the SYN with RST refused the connection (observe layer4).
-            if f.direction == FLOW_DIR_SERVER
-                && flags & TCP_RST != 0
-                && peer.seen & FLOW_SEEN_ESTABLISHED == 0
-            {
-                stats::syn_rst(f.server_id);
-            }
-        }
     }
     f.last_seen_ns = now;
     f.packets += 1;
@@ -95,105 +148,73 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
     stats::packet(f.frontend_id, f.server_id, f.direction == FLOW_DIR_CLIENT, pkt.ip_len as u64);
 }
 
-/// Removes a finished flow's two entries so that a new SYN on the same tuple starts afresh.
-/// Each key goes only while it still holds this flow: the peer's tuple may already belong to a
-/// newer flow (a client reusing its port while the old flow lingers), which must stay.
+/// Whether this FIN/RST closes (half of) the flow: the `seen` bits to record for it. Marks the
+/// peer's entry when it does.
 #[inline(always)]
-pub fn remove_pair(key: &FlowKey, flow: *mut Flow) {
-    let (peer, created) = unsafe { ((*flow).peer_key(), (*flow).created_ns) };
-    for k in [&peer, key] {
-        if let Some((f, half_open)) = lookup(k) {
-            if unsafe { (*f).created_ns } == created {
-                let _ = if half_open { SYN_FLOWS.remove(k) } else { FLOWS.remove(k) };
+fn judge_close(f: &Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
+    // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
+    // flow that took over the tuple.
+    let Some((peer, _)) = peer_of(f) else { return flags & (TCP_FIN | TCP_RST) };
+    let peer = unsafe { &mut *peer };
+    let mut accepted = 0;
+    if flags & TCP_RST != 0 {
+        let ok = if f.direction == FLOW_DIR_SERVER && f.seen & TCP_SYN == 0 {
+            // The server refuses our SYN: RFC 793 takes the RST if it acknowledges the SYN.
+            flags & TCP_ACK != 0 && pkt.ack_seq() == peer.seq_end
+        } else {
+            in_window(seq, f.seq_end, peer.max_win)
+        };
+        if ok {
+            accepted |= TCP_RST;
+            // A server that answers the SYN with RST refused the connection (observe layer4).
+            if f.direction == FLOW_DIR_SERVER && peer.seen & FLOW_SEEN_ESTABLISHED == 0 {
+                stats::syn_rst(f.server_id);
             }
+        } else {
+            stats::event(Event::RstOutOfWindow);
         }
     }
-}
-
-/// A lingering flow whose port a new flow may take (see `NAT_PORT_REUSE_NS`).
-#[inline(always)]
-fn reusable(flow: *mut Flow, now: u64) -> bool {
-    let f = unsafe { &*flow };
-    f.is_closed() && now.wrapping_sub(f.last_seen_ns) > NAT_PORT_REUSE_NS
-}
-
-/// Opens a flow for a SYN: a free NAT source port towards `server`, the server-side entry
-/// (with the client's next hop for the replies), then the client-side entry.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn open(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    frontend: &Frontend,
-    server_id: u32,
-    server: &Server,
-    settings: &Settings,
-    now: u64,
-) -> Option<*mut Flow> {
-    if settings.nat_port_count == 0 {
-        return None;
-    }
-    // Random start, linear probe: no shared cursor to contend on, bounded tries.
-    let start = unsafe { bpf_get_prandom_u32() } % settings.nat_port_count;
-    let mut reply_key = FlowKey {
-        src_addr: server.addr,
-        dst_addr: server.snat_addr,
-        src_port_be: server.port_be,
-        dst_port_be: 0,
-    };
-    let mut found = false;
-    for i in 0..NAT_PORT_TRIES {
-        let port = settings.nat_port_first + (start + i) % settings.nat_port_count;
-        reply_key.dst_port_be = (port as u16).to_be();
-        match lookup(&reply_key) {
-            None => {
-                found = true;
-                break;
+    if flags & TCP_FIN != 0 {
+        if in_window(seq, f.seq_end, peer.max_win) {
+            accepted |= TCP_FIN;
+            if peer.seen & TCP_FIN == 0 && f.seen & FLOW_SEEN_PEER_FIN == 0 {
+                accepted |= FLOW_SEEN_CLOSED_FIRST;
             }
-            Some((old, _)) if reusable(old, now) => {
-                remove_pair(&reply_key, old);
-                found = true;
-                break;
-            }
-            Some(_) => {}
+        } else {
+            stats::event(Event::FinOutOfWindow);
         }
     }
-    if !found {
-        return None;
+    if accepted & (TCP_FIN | TCP_RST) != 0 {
+        mark(&mut peer.seen, (accepted & (TCP_FIN | TCP_RST)) << 12);
     }
+    accepted
+}
 
-    let (client_mac, our_mac) = unsafe { ((*pkt.eth).src_addr, (*pkt.eth).dst_addr) };
-    let reply = Flow {
-        new_src_addr: key.dst_addr,
-        new_dst_addr: key.src_addr,
-        new_src_port_be: key.dst_port_be,
-        new_dst_port_be: key.src_port_be,
-        direction: FLOW_DIR_SERVER,
-        server_id,
-        frontend_id: frontend.frontend_id,
-        next_hop_dst_mac: client_mac,
-        next_hop_src_mac: our_mac,
-        next_hop_ifindex: ctx.ingress_ifindex() as u32,
-        created_ns: now,
-        last_seen_ns: now,
-        ..Flow::default()
-    };
-    SYN_FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).ok()?;
-    let forward = Flow {
-        new_src_addr: server.snat_addr,
-        new_dst_addr: server.addr,
-        new_src_port_be: reply_key.dst_port_be,
-        new_dst_port_be: server.port_be,
-        direction: FLOW_DIR_CLIENT,
-        server_id,
-        frontend_id: frontend.frontend_id,
-        created_ns: now,
-        last_seen_ns: now,
-        ..Flow::default()
-    };
-    if SYN_FLOWS.insert(key, &forward, BPF_ANY as u64).is_err() {
-        let _ = SYN_FLOWS.remove(&reply_key);
+/// A client retransmitting the SYN of a half-open flow after its own RST (it answered a stale
+/// ACK of the server's, the PAWS case): the flow is opened again as it was, same server and NAT
+/// port, which the RST just cleaned on the server.
+#[inline(always)]
+pub fn reopen(flow: *mut Flow) {
+    let f = unsafe { &mut *flow };
+    if let Some((peer, _)) = peer_of(f) {
+        unmark(unsafe { &mut (*peer).seen }, TCP_RST | FLOW_SEEN_PEER_RST);
+    }
+    unmark(&mut f.seen, TCP_RST | FLOW_SEEN_PEER_RST);
+}
+
+/// Removes an entry from whichever table holds it (a newer flow is about to take its key).
+#[inline(always)]
+pub fn remove(key: &FlowKey, half_open: bool) {
+    let _ = if half_open { SYN_FLOWS.remove(key) } else { FLOWS.remove(key) };
+}
+
+/// Inserts a new flow's two entries into the half-open table and returns its client side.
+/// `reply` goes first: once the client side is visible, the reply path works.
+#[inline(always)]
+pub fn insert(reply_key: &FlowKey, reply: &Flow, key: &FlowKey, forward: &Flow) -> Option<*mut Flow> {
+    SYN_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).ok()?;
+    if SYN_FLOWS.insert(key, forward, BPF_ANY as u64).is_err() {
+        let _ = SYN_FLOWS.remove(reply_key);
         return None;
     }
     SYN_FLOWS.get_ptr_mut(key)

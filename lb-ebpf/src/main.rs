@@ -1,9 +1,10 @@
 //! xdplb's XDP program: full-NAT TCP load balancing at the driver.
 //!
-//! Per packet: parse (`parse`), classify as a frontend packet, a reply of a tracked flow or
-//! anything else (`main`), open flows on SYN (`balance`, `conntrack`), rewrite (`nat`), and send
-//! on (`forward`); a SYN that no server can take is answered with a RST (`reset`). Anything that
-//! is not ours goes to the kernel untouched. Counters live in `stats`.
+//! Per packet: parse (`parse`, `options`), classify as a frontend packet, a reply of a tracked
+//! flow or anything else (`main`), open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
+//! (`nat`, `timestamps`), and send on (`forward`); a SYN that no server can take is answered with
+//! a RST (`reset`). Anything that is not ours goes to the kernel untouched. Counters live in
+//! `stats`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -16,14 +17,25 @@ mod conntrack;
 mod forward;
 mod maps;
 mod nat;
+mod options;
 mod parse;
+mod ports;
 mod reset;
 mod stats;
+mod timestamps;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use lb_common::{FlowKey, Reason, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, TCP_ACK, TCP_RST, TCP_SYN};
+use lb_common::{
+    tcp::{syn_tsval, tuple_hash, PreviousOnTuple},
+    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
+    FLOW_SEEN_TS, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 
-use crate::parse::{Packet, ParseError};
+use crate::{
+    conntrack::NotPromoted,
+    options::TcpOptions,
+    parse::{Packet, ParseError},
+};
 
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
@@ -48,65 +60,200 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
     if dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count {
-        return Ok(match conntrack::lookup(&key) {
-            Some((flow, _)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
-                conntrack::observe(flow, &pkt, now);
-                forward::reply(ctx, &pkt, flow)
-            }
-            _ => (Reason::Passed, xdp_action::XDP_PASS),
+        return Ok(match conntrack::lookup_settled(&key) {
+            Some((flow, _)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => reply(ctx, &pkt, flow, now),
+            _ => no_flow(),
         });
     }
 
     let Some(frontend) = maps::frontend(key.dst_addr, key.dst_port_be) else {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     };
-    let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if let Some((flow, half_open)) = conntrack::lookup(&key) {
-        let flow_ref = unsafe { &*flow };
-        // A fresh SYN on a tuple whose flow is over is a new connection (port reuse).
-        if !(is_syn && flow_ref.is_closed()) && flow_ref.direction == FLOW_DIR_CLIENT {
-            // The client's ACK completes the handshake: the flow joins the established table.
-            let completes = half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK;
-            let flow = if completes { conntrack::promote(&key, flow).unwrap_or(flow) } else { flow };
-            conntrack::observe(flow, &pkt, now);
-            return Ok(forward::to_server(ctx, &pkt, flow, now));
-        }
-        if is_syn {
-            conntrack::remove_pair(&key, flow);
+    // SYN|FIN and SYN|RST are not connection attempts.
+    let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN;
+    let found = if is_syn { conntrack::lookup(&key) } else { conntrack::lookup_settled(&key) };
+    if let Some((flow, half_open)) = found {
+        let f = unsafe { &*flow };
+        if f.direction == FLOW_DIR_CLIENT {
+            if !(is_syn && f.is_closed()) {
+                return Ok(to_server(ctx, &pkt, &key, flow, half_open, now));
+            }
+            if f.seen & FLOW_SEEN_ESTABLISHED == 0 && pkt.seq() == f.isn {
+                // The same SYN again after the client's RST: same server, same NAT port.
+                conntrack::reopen(flow);
+                stats::event(Event::SynRetryKept);
+                return Ok(to_server(ctx, &pkt, &key, flow, half_open, now));
+            }
+            // A new connection on the tuple of one that is over (the client reused its port).
+            // Its server-side entry keeps holding its NAT port until that may be used again.
+            stats::event(Event::TupleReused);
+            if !half_open {
+                conntrack::remove(&key, false);
+            }
         }
     }
     if !is_syn {
-        return Ok((Reason::NoFlow, xdp_action::XDP_PASS));
+        return Ok(no_flow());
     }
     Ok(open_flow(ctx, &pkt, &key, frontend, settings, now))
 }
 
-/// A SYN to a frontend without a flow: pick a server, record both directions, forward.
+/// A packet that should belong to a flow and does not: the kernel answers it (RST, as for any
+/// segment of an unknown connection), unless the agent is removing flows right now, when it may
+/// be one the agent is putting back: then it is dropped and the sender retransmits.
 #[inline(always)]
-fn open_flow(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    frontend: &lb_common::Frontend,
-    settings: &lb_common::Settings,
-    now: u64,
-) -> (Reason, u32) {
+fn no_flow() -> (Reason, u32) {
+    if maps::sweeping() {
+        (Reason::NoFlowInSweep, xdp_action::XDP_DROP)
+    } else {
+        (Reason::NoFlow, xdp_action::XDP_PASS)
+    }
+}
+
+/// Options are read only where they matter: SYNs (window scale, timestamps) and flows whose
+/// timestamps are translated.
+#[inline(always)]
+fn options_of(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> TcpOptions {
+    if flow.ts_off != 0 || pkt.tcp_flags & TCP_SYN != 0 {
+        options::find(ctx, pkt)
+    } else {
+        TcpOptions { ts_at: 0, wscale: None }
+    }
+}
+
+/// Client -> server on a flow: completes the handshake when this is the ACK of the server's
+/// SYN-ACK, records, translates timestamps, rewrites and sends.
+#[inline(always)]
+fn to_server(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, flow: *mut Flow, half_open: bool, now: u64) -> (Reason, u32) {
+    let mut flow = flow;
+    if half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK {
+        match conntrack::promote(key, flow, pkt) {
+            Ok(f) => flow = f,
+            Err(NotPromoted::NotAcked) => stats::event(Event::AckNotPromoting),
+            Err(NotPromoted::Table) => {}
+        }
+    }
+    let f = unsafe { &mut *flow };
+    let opts = options_of(ctx, pkt, f);
+    let translate = f.ts_off != 0 && opts.ts_at != 0;
+    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if translate {
+        if let Some(sent) = timestamps::to_server(ctx, opts.ts_at, f) {
+            f.ts_last = sent;
+        }
+    }
+    forward::to_server(ctx, pkt, flow, now)
+}
+
+/// Server -> client on a flow: records, translates the timestamp echo, rewrites and sends.
+#[inline(always)]
+fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
+    let f = unsafe { &*flow };
+    let opts = options_of(ctx, pkt, f);
+    let translate = f.ts_off != 0 && opts.ts_at != 0;
+    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if translate {
+        timestamps::to_client(ctx, opts.ts_at, f);
+    }
+    forward::reply(ctx, pkt, flow)
+}
+
+/// A SYN to a frontend without a flow: pick a server and a backend-side tuple for it, stamp
+/// the SYN from the tuple's timestamp clock, record both directions, forward.
+#[inline(always)]
+fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, frontend: &Frontend, settings: &Settings, now: u64) -> (Reason, u32) {
     let Some((server_id, server)) = balance::pick(frontend.pool_id) else {
         return reset::no_backend(ctx, settings);
     };
-    match conntrack::open(ctx, pkt, key, frontend, server_id, server, settings, now) {
-        Some(flow) => {
-            stats::new_flow(frontend.frontend_id, server_id);
-            conntrack::observe(flow, pkt, now);
-            let (reason, action) = forward::to_server(ctx, pkt, flow, now);
-            // The flow is new whatever the next hop did with its first packet.
-            if reason == Reason::Forwarded {
-                (Reason::NewFlow, action)
-            } else {
-                (reason, action)
+    let Some(tuple) = ports::allocate(server_id, server, settings, now) else {
+        return (Reason::NoNatPort, xdp_action::XDP_DROP);
+    };
+    let opts = options::find(ctx, pkt);
+    let reply_key = tuple.reply_key;
+    let mut previous = PreviousOnTuple::default();
+    let mut had_previous = false;
+    if let Some((old, half_open)) = tuple.previous {
+        let o = unsafe { &*old };
+        previous.syn_tsval = o.ts_last;
+        previous.syn_ns = o.created_ns;
+        // The previous flow's client side knows the last TSval it sent, while it lingers.
+        if o.seen & FLOW_SEEN_TS != 0 {
+            if let Some((c, _)) = conntrack::peer_of(o) {
+                previous.last_tsval = Some(unsafe { (*c).ts_last });
             }
         }
-        None => (Reason::TableFull, xdp_action::XDP_DROP),
+        had_previous = true;
+        conntrack::remove(&reply_key, half_open);
+        stats::event(Event::PortReused);
+    }
+
+    // Timestamp translation: the SYN the server gets is stamped from the tuple's clock.
+    let mut ts_off = 0;
+    let mut syn_ts = 0;
+    if settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0 {
+        if let Some(client_ts) = timestamps::tsval(ctx, opts.ts_at) {
+            let hash = tuple_hash(reply_key.dst_addr, reply_key.dst_port_be, server.addr, server.port_be, settings.ts_secret);
+            let (v, raised) = syn_tsval(now, hash, if had_previous { Some(previous) } else { None });
+            if raised {
+                stats::event(Event::TsGuarded);
+            }
+            syn_ts = v;
+            ts_off = v.wrapping_sub(client_ts);
+            stats::event(Event::TsTranslated);
+        }
+    }
+
+    // Both entries are built in per-CPU scratch space (see `maps::SCRATCH`), zeroed first.
+    let (Some(r), Some(c)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1)) else {
+        return (Reason::TableFull, xdp_action::XDP_DROP);
+    };
+    let (reply_entry, forward_entry) = unsafe {
+        core::ptr::write_bytes(r, 0, 1);
+        core::ptr::write_bytes(c, 0, 1);
+        (&mut *r, &mut *c)
+    };
+    let (client_mac, our_mac) = unsafe { ((*pkt.eth).src_addr, (*pkt.eth).dst_addr) };
+    reply_entry.new_src_addr = key.dst_addr;
+    reply_entry.new_dst_addr = key.src_addr;
+    reply_entry.new_src_port_be = key.dst_port_be;
+    reply_entry.new_dst_port_be = key.src_port_be;
+    reply_entry.direction = FLOW_DIR_SERVER;
+    reply_entry.server_id = server_id;
+    reply_entry.frontend_id = frontend.frontend_id;
+    reply_entry.next_hop_dst_mac = client_mac;
+    reply_entry.next_hop_src_mac = our_mac;
+    reply_entry.next_hop_ifindex = ctx.ingress_ifindex() as u32;
+    reply_entry.ts_off = ts_off;
+    reply_entry.ts_last = syn_ts;
+    reply_entry.created_ns = now;
+    reply_entry.last_seen_ns = now;
+    forward_entry.new_src_addr = reply_key.dst_addr;
+    forward_entry.new_dst_addr = server.addr;
+    forward_entry.new_src_port_be = reply_key.dst_port_be;
+    forward_entry.new_dst_port_be = server.port_be;
+    forward_entry.direction = FLOW_DIR_CLIENT;
+    forward_entry.server_id = server_id;
+    forward_entry.frontend_id = frontend.frontend_id;
+    forward_entry.ts_off = ts_off;
+    forward_entry.created_ns = now;
+    forward_entry.last_seen_ns = now;
+    let Some(flow) = conntrack::insert(&reply_key, reply_entry, key, forward_entry) else {
+        return (Reason::TableFull, xdp_action::XDP_DROP);
+    };
+    stats::new_flow(frontend.frontend_id, server_id);
+    let translate = ts_off != 0;
+    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if translate {
+        if let Some(sent) = timestamps::to_server(ctx, opts.ts_at, unsafe { &*flow }) {
+            unsafe { (*flow).ts_last = sent };
+        }
+    }
+    let (reason, action) = forward::to_server(ctx, pkt, flow, now);
+    // The flow is new whatever the next hop did with its first packet.
+    if reason == Reason::Forwarded {
+        (Reason::NewFlow, action)
+    } else {
+        (reason, action)
     }
 }
 

@@ -6,8 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, TrafficStats,
-    DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, SweepState, TrafficStats,
+    DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS,
+    REASON_COUNT,
 };
 
 #[btf_map(name = "frontends")]
@@ -33,8 +34,21 @@ pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_FLOW_ENTRIES as usize }> =
 #[btf_map(name = "syn_flows")]
 pub static SYN_FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_SYN_FLOW_ENTRIES as usize }> = LruHashMap::new();
 
+/// Room to build a new flow's two entries in: a `Flow` is too big to have two of on the 512-byte
+/// BPF stack beside everything else.
+#[btf_map(name = "scratch")]
+pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
+
+/// Per CPU and server: where this CPU's walk through the server's NAT tuples goes on (see `ports`).
+#[btf_map(name = "port_cursors")]
+pub static PORT_CURSORS: PerCpuArray<u32, { MAX_SERVERS as usize }> = PerCpuArray::new();
+
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Written by the agent's sweep (see `lb_common::SweepState`).
+#[btf_map(name = "sweep")]
+pub static SWEEP: Array<SweepState, 1> = Array::new();
 
 /// Interfaces the program may redirect to (key and value: ifindex).
 #[btf_map(name = "tx_ports")]
@@ -50,9 +64,18 @@ pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }>
 #[btf_map(name = "server_stats")]
 pub static SERVER_STATS: PerCpuArray<TrafficStats, { MAX_SERVERS as usize }> = PerCpuArray::new();
 
+#[btf_map(name = "event_stats")]
+pub static EVENT_STATS: PerCpuArray<u64, { EVENT_COUNT as usize }> = PerCpuArray::new();
+
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {
     SETTINGS.get(0)
+}
+
+/// The agent is removing flows right now.
+#[inline(always)]
+pub fn sweeping() -> bool {
+    SWEEP.get(0).is_some_and(|s| *s != 0)
 }
 
 #[inline(always)]

@@ -32,6 +32,8 @@ pub struct Packet {
     pub tcp_flags: u32,
     /// IP total length, host order: what the byte counters count.
     pub ip_len: u32,
+    /// TCP header length in bytes (20..=60; options follow the fixed 20).
+    pub tcp_len: u32,
 }
 
 /// The only way headers are reached: a pointer to a `T` at `offset`, if it fits in the frame.
@@ -76,10 +78,34 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
         return Err(ParseError::Malformed);
     }
     let tcp_flags = unsafe { *(tcp as *const u8).add(13) } as u32;
-    Ok(Packet { eth, ip, tcp, tcp_flags, ip_len: ip_len as u32 })
+    Ok(Packet { eth, ip, tcp, tcp_flags, ip_len: ip_len as u32, tcp_len: (doff * 4) as u32 })
 }
 
 impl Packet {
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        u32::from_be_bytes(unsafe { (*self.tcp).seq })
+    }
+
+    #[inline(always)]
+    pub fn ack_seq(&self) -> u32 {
+        u32::from_be_bytes(unsafe { (*self.tcp).ack_seq })
+    }
+
+    /// The advertised window field, unscaled.
+    #[inline(always)]
+    pub fn window(&self) -> u32 {
+        u16::from_be_bytes(unsafe { (*self.tcp).window }) as u32
+    }
+
+    /// Where this segment ends in sequence space: payload, and one each for SYN and FIN.
+    #[inline(always)]
+    pub fn seq_end(&self) -> u32 {
+        let payload = self.ip_len.wrapping_sub(Ipv4Hdr::LEN as u32 + self.tcp_len);
+        let syn_fin = (self.tcp_flags & 0x02) >> 1 | (self.tcp_flags & 0x01);
+        self.seq().wrapping_add(payload).wrapping_add(syn_fin)
+    }
+
     #[inline(always)]
     pub fn flow_key(&self) -> FlowKey {
         unsafe {

@@ -1,12 +1,19 @@
 //! Per-CPU counters: per reason, per frontend and per server. No logging in the hot path.
 
-use lb_common::{Reason, TrafficStats};
+use lb_common::{Event, Reason, TrafficStats};
 
-use crate::maps::{FRONTEND_STATS, REASON_STATS, SERVER_STATS};
+use crate::maps::{EVENT_STATS, FRONTEND_STATS, REASON_STATS, SERVER_STATS};
 
 #[inline(always)]
 pub fn count(reason: Reason) {
     if let Some(p) = REASON_STATS.get_ptr_mut(reason as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn event(event: Event) {
+    if let Some(p) = EVENT_STATS.get_ptr_mut(event as u32) {
         unsafe { *p += 1 };
     }
 }

@@ -100,7 +100,12 @@ fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refus
 }
 
 fn timeouts(c: &Config) -> Timeouts {
-    Timeouts { idle: c.global.idle_timeout.0, syn: c.global.syn_timeout.0, linger: c.global.close_linger.0 }
+    Timeouts {
+        idle: c.global.idle_timeout.0,
+        syn: c.global.syn_timeout.0,
+        linger: c.global.close_linger.0,
+        time_wait: c.global.server_time_wait.0,
+    }
 }
 
 /// The running agent: the single owner of the maps, the checks and what the status page shows.

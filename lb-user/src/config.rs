@@ -49,6 +49,12 @@ pub struct Global {
     pub gc_interval: Dur,
     /// Answer SYNs that no server can take with RST (otherwise drop them).
     pub reset_on_no_backend: bool,
+    /// Translate TCP timestamps per flow, so that a server holding a NAT tuple in TIME_WAIT
+    /// accepts the next SYN on it (off: timestamps pass untouched, and ports wait longer).
+    pub translate_timestamps: bool,
+    /// How long the servers keep a tuple in TIME_WAIT (Linux: 60 s). A NAT port whose server
+    /// closed first on a flow without timestamps is not used again before this.
+    pub server_time_wait: Dur,
     /// Status page, `/status.json` and `/metrics` (HAProxy's usual stats port).
     pub stats_bind: std::net::SocketAddr,
     /// The runtime API's unix socket (root only).
@@ -71,6 +77,8 @@ impl Default for Global {
             close_linger: Dur(Duration::from_secs(10)),
             gc_interval: Dur(Duration::from_secs(1)),
             reset_on_no_backend: true,
+            translate_timestamps: true,
+            server_time_wait: Dur(Duration::from_secs(60)),
             stats_bind: "127.0.0.1:8404".parse().unwrap(),
             runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
@@ -118,9 +126,11 @@ pub struct BackendCfg {
     pub balance: Balance,
     #[serde(default)]
     pub check: CheckCfg,
-    /// The balancer address flows leave from; by default the kernel's route to each server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<Ipv4Addr>,
+    /// The balancer addresses flows leave from (one address or a list, at most
+    /// `lb_common::MAX_SOURCES`); by default the kernel's route to each server. Each address
+    /// multiplies the backend-side tuples a server can take: `nat_ports` per address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub source: Vec<Ipv4Addr>,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerCfg>,
 }
@@ -163,6 +173,20 @@ pub enum AdminState {
 
 fn default_true() -> bool {
     true
+}
+
+/// `"10.0.0.5"` or `["10.0.0.5", "10.0.0.6"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Ipv4Addr),
+        Many(Vec<Ipv4Addr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_weight() -> u32 {
@@ -493,6 +517,9 @@ impl Config {
         if g.gc_interval.0 < Duration::from_millis(100) {
             p.push("global.gc_interval: use at least \"100ms\"".into());
         }
+        if g.server_time_wait.0 > Duration::from_secs(600) {
+            p.push("global.server_time_wait: use at most \"600s\" (Linux servers hold TIME_WAIT 60 s)".into());
+        }
         if self.frontends.is_empty() {
             p.push("no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\"".into());
         }
@@ -552,6 +579,12 @@ impl Config {
                 p.push(format!("{at}: no [[backend.server]]; add at least one"));
             }
             b.check.problems(&format!("{at}.check"), &mut p);
+            if b.source.len() > lb_common::MAX_SOURCES {
+                p.push(format!("{at}.source: {} addresses, at most {}", b.source.len(), lb_common::MAX_SOURCES));
+            }
+            if b.source.iter().collect::<HashSet<_>>().len() != b.source.len() {
+                p.push(format!("{at}.source: an address is listed twice"));
+            }
             let mut names = HashSet::new();
             let mut addrs = HashSet::new();
             let mut weights = 0u32;

@@ -3,19 +3,20 @@
 //! always removes both.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData, MapError},
+    maps::{Array, HashMap as BpfHashMap, IterableMap, Map, MapData, MapError},
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
-    TCP_FIN,
+    names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
+    FLOW_SEEN_PEER_FIN, TCP_FIN,
 };
 use serde::Serialize;
 
@@ -26,6 +27,9 @@ pub struct Timeouts {
     pub idle: Duration,
     pub syn: Duration,
     pub linger: Duration,
+    /// The servers' TIME_WAIT (see `Flow::port_hold_ns`): a flow whose NAT port must wait that
+    /// long lingers that long, so that the data path still sees why the port is held.
+    pub time_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,13 +67,14 @@ impl FlowState {
     }
 }
 
-/// Whether a flow in `state`, created at `created` and last seen at `last` (ns), is over at `now`.
-pub fn expired(state: FlowState, created: u64, last: u64, now: u64, t: &Timeouts) -> bool {
+/// Whether a flow in `state`, created at `created` and last seen at `last` (ns), is over at
+/// `now`. A closed flow lingers `linger`, or as long as its NAT port is held (`hold`).
+pub fn expired(state: FlowState, created: u64, last: u64, now: u64, t: &Timeouts, hold: Option<Duration>) -> bool {
     let idle = Duration::from_nanos(now.saturating_sub(last));
     match state {
         FlowState::SynSent => Duration::from_nanos(now.saturating_sub(created)) > t.syn,
         FlowState::Established | FlowState::Closing => idle > t.idle,
-        FlowState::Closed => idle > t.linger,
+        FlowState::Closed => idle > t.linger.max(hold.unwrap_or_default()),
     }
 }
 
@@ -107,6 +112,11 @@ pub fn monotonic_ns() -> u64 {
 pub struct FlowTable {
     map: BpfHashMap<MapData, FlowKey, Flow>,
     syn: BpfHashMap<MapData, FlowKey, Flow>,
+    /// Non-zero while entries are being removed (see `lb_common::SweepState`).
+    sweeping: Array<MapData, SweepState>,
+    /// Entries the last sweep found without their other half and not yet over: removed if the
+    /// next sweep finds them so too (never at first sight: see `sweep`).
+    orphans: HashSet<(FlowKey, u64)>,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -120,17 +130,27 @@ pub struct Sweep {
     pub unanswered_by_server: HashMap<u32, u64>,
 }
 
+type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
+
 impl FlowTable {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self { map: take(ebpf, names::FLOWS)?, syn: take(ebpf, names::SYN_FLOWS)? })
+        Ok(Self {
+            map: take(ebpf, names::FLOWS)?,
+            syn: take(ebpf, names::SYN_FLOWS)?,
+            sweeping: take(ebpf, names::SWEEP)?,
+            orphans: HashSet::new(),
+        })
     }
 
     /// Opens the table pinned by a running agent (for `xdplb flows` and tests).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, MapError> {
-        let open = |name: &str| -> Result<BpfHashMap<MapData, FlowKey, Flow>, MapError> {
-            BpfHashMap::try_from(Map::from_map_data(MapData::from_pin(pin_dir.join(name))?)?)
-        };
-        Ok(Self { map: open(names::FLOWS)?, syn: open(names::SYN_FLOWS)? })
+        let open = |name: &str| -> Result<Map, MapError> { Map::from_map_data(MapData::from_pin(pin_dir.join(name))?) };
+        Ok(Self {
+            map: BpfHashMap::try_from(open(names::FLOWS)?)?,
+            syn: BpfHashMap::try_from(open(names::SYN_FLOWS)?)?,
+            sweeping: Array::try_from(open(names::SWEEP)?)?,
+            orphans: HashSet::new(),
+        })
     }
 
     /// Every entry (both directions, established and half-open), as the kernel has them now.
@@ -138,20 +158,45 @@ impl FlowTable {
         self.map.iter().chain(self.syn.iter()).filter_map(Result::ok).collect()
     }
 
-    fn get(&self, key: &FlowKey) -> Option<Flow> {
-        self.map.get(key, 0).ok().or_else(|| self.syn.get(key, 0).ok())
+    /// The other half of `flow`, if it still belongs to the same flow (both halves are made
+    /// with one creation time; a newer flow may have taken either tuple since). The half-open
+    /// table is read first: a promotion inserts into the established table before it removes
+    /// from the half-open one, so this order cannot miss a flow being promoted.
+    fn peer(&self, flow: &Flow) -> Option<Flow> {
+        let key = flow.peer_key();
+        self.syn
+            .get(&key, 0)
+            .ok()
+            .or_else(|| self.map.get(&key, 0).ok())
+            .filter(|p| p.created_ns == flow.created_ns)
     }
 
     /// Removes `key`'s entry if it still belongs to the flow created at `created_ns`. The XDP
-    /// program may have replaced it meanwhile (a new SYN on the same tuple after a close), and
-    /// that new flow must not go with the old one. Already gone is fine.
-    fn remove_if(&mut self, key: &FlowKey, created_ns: u64) {
-        if self.map.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
-            let _ = self.map.remove(key);
+    /// program may replace an entry at any moment (a new SYN on the tuple of a flow that is
+    /// over), so the check and the removal are one step: the entry is taken out atomically
+    /// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`) and put back at once if it turns out to be a newer
+    /// flow's. Meanwhile `sweeping` is set, so a packet of that flow is dropped (and
+    /// retransmitted), never answered with RST by the kernel (see `remove_all`).
+    fn remove_if(map: &mut FlowMap, key: &FlowKey, created_ns: u64) {
+        if let Ok(Some(taken)) = lookup_and_delete(map, key) {
+            if taken.created_ns != created_ns {
+                // BPF_NOEXIST: if the data path made yet another flow meanwhile, that one stays.
+                let _ = map.insert(key, taken, 1);
+            }
         }
-        if self.syn.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
-            let _ = self.syn.remove(key);
+    }
+
+    /// Removes every `(key, created)` given, with `sweeping` set around the removals.
+    fn remove_all(&mut self, doomed: &[(FlowKey, u64)]) {
+        if doomed.is_empty() {
+            return;
         }
+        let _ = self.sweeping.set(0, 1, 0);
+        for (k, created) in doomed {
+            Self::remove_if(&mut self.syn, k, *created);
+            Self::remove_if(&mut self.map, k, *created);
+        }
+        let _ = self.sweeping.set(0, 0, 0);
     }
 
     /// Flows, each with both directions joined (an entry without its peer is skipped).
@@ -161,7 +206,7 @@ impl FlowTable {
             .into_iter()
             .filter(|(_, f)| f.direction == FLOW_DIR_CLIENT)
             .filter_map(|(k, c)| {
-                let s = self.get(&c.peer_key())?;
+                let s = self.peer(&c)?;
                 let last = c.last_seen_ns.max(s.last_seen_ns);
                 Some(FlowView {
                     client: sock(k.src_addr, k.src_port_be),
@@ -183,29 +228,42 @@ impl FlowTable {
     }
 
     /// Removes flows that are over; returns how many flows there were and how many went.
+    ///
+    /// A pair (client side with its server side) is judged by its client side, with the later
+    /// of the two last-seen times. An entry whose other half is gone (evicted, or taken by a
+    /// newer flow that reused the tuple) is judged on its own: once over, it goes after its
+    /// linger (a server side keeps holding its NAT port as long as `port_hold_ns` says); while
+    /// not over, it goes only if the next sweep finds it orphaned too, because for an instant a
+    /// new flow's halves are inserted one after the other.
     pub fn sweep(&mut self, now: u64, t: &Timeouts) -> Sweep {
         let mut result = Sweep::default();
         let mut doomed = Vec::new();
+        let mut orphans = HashSet::new();
+        let time_wait = t.time_wait.as_nanos() as u64;
+        let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
         // Streamed, not collected: the agent's memory does not follow the table's size.
         for (key, flow) in self.map.iter().chain(self.syn.iter()).filter_map(Result::ok) {
-            let peer = self.get(&flow.peer_key());
-            if flow.direction == FLOW_DIR_SERVER {
-                // The client entry decides for both; an orphan (its client entry evicted or not
-                // yet written by a SYN in flight) goes once it is clearly not in flight.
-                if peer.is_none() && now.saturating_sub(flow.created_ns) > 1_000_000_000 {
-                    doomed.push((key, flow.created_ns));
+            let state = FlowState::of(&flow);
+            let Some(peer) = self.peer(&flow) else {
+                result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
+                let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(&flow) } else { None };
+                let id = (key, flow.created_ns);
+                if expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold)
+                    || (state != FlowState::Closed && self.orphans.contains(&id))
+                {
+                    doomed.push(id);
+                    result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
+                } else if state != FlowState::Closed {
+                    orphans.insert(id);
                 }
+                continue;
+            };
+            if flow.direction == FLOW_DIR_SERVER {
                 continue;
             }
             result.flows += 1;
-            let Some(peer) = peer else {
-                doomed.push((key, flow.created_ns));
-                result.removed += 1;
-                continue;
-            };
             let last = flow.last_seen_ns.max(peer.last_seen_ns);
-            let state = FlowState::of(&flow);
-            if expired(state, flow.created_ns, last, now, t) {
+            if expired(state, flow.created_ns, last, now, t, hold(&peer)) {
                 // Both entries of a flow are made with the same creation time.
                 doomed.push((flow.peer_key(), flow.created_ns));
                 doomed.push((key, flow.created_ns));
@@ -219,9 +277,8 @@ impl FlowTable {
                 *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
             }
         }
-        for (k, created) in doomed {
-            self.remove_if(&k, created);
-        }
+        self.orphans = orphans;
+        self.remove_all(&doomed);
         result
     }
 }
@@ -232,14 +289,44 @@ impl FlowTable {
     /// so both ends fail fast. Returns how many open (not already closed) flows went.
     pub fn remove_server_flows(&mut self, server_id: u32) -> usize {
         let mut n = 0;
+        let mut doomed = Vec::new();
         for (key, flow) in self.entries() {
             if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
-                self.remove_if(&flow.peer_key(), flow.created_ns);
-                self.remove_if(&key, flow.created_ns);
+                doomed.push((flow.peer_key(), flow.created_ns));
+                doomed.push((key, flow.created_ns));
                 n += usize::from(!flow.is_closed());
             }
         }
+        self.remove_all(&doomed);
         n
+    }
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (Linux 5.14+ for hash maps): takes `key`'s value out of the
+/// map in one step. aya 0.14 offers it only for queues and stacks.
+fn lookup_and_delete(map: &FlowMap, key: &FlowKey) -> std::io::Result<Option<Flow>> {
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let mut value = Flow::default();
+    // union bpf_attr, the map-element variant: map_fd, pad, key, value, flags.
+    let mut attr = [0u64; 4];
+    attr[0] = fd as u32 as u64;
+    attr[1] = key as *const FlowKey as u64;
+    attr[2] = &mut value as *mut Flow as u64;
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command; the kernel reads a key of the
+    // map's key size from `key` and writes a value of the map's value size into `value`, and the
+    // map was created with exactly these types (FlowKey, Flow).
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
+    };
+    if rc == 0 {
+        return Ok(Some(value));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 
@@ -252,7 +339,12 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn t() -> Timeouts {
-        Timeouts { idle: Duration::from_secs(100), syn: Duration::from_secs(5), linger: Duration::from_secs(2) }
+        Timeouts {
+            idle: Duration::from_secs(100),
+            syn: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
+            time_wait: Duration::from_secs(60),
+        }
     }
 
     fn flow(seen: u32) -> Flow {
@@ -274,13 +366,16 @@ mod tests {
     fn each_state_has_its_timeout() {
         let t = t();
         // Half-open: by age since creation, even if packets keep coming (SYN retransmits).
-        assert!(!expired(FlowState::SynSent, 0, 4 * S, 4 * S, &t));
-        assert!(expired(FlowState::SynSent, 0, 6 * S, 6 * S, &t));
+        assert!(!expired(FlowState::SynSent, 0, 4 * S, 4 * S, &t, None));
+        assert!(expired(FlowState::SynSent, 0, 6 * S, 6 * S, &t, None));
         // Established: by idle time.
-        assert!(!expired(FlowState::Established, 0, 50 * S, 149 * S, &t));
-        assert!(expired(FlowState::Established, 0, 50 * S, 151 * S, &t));
-        // Closed: a short linger.
-        assert!(!expired(FlowState::Closed, 0, 10 * S, 11 * S, &t));
-        assert!(expired(FlowState::Closed, 0, 10 * S, 13 * S, &t));
+        assert!(!expired(FlowState::Established, 0, 50 * S, 149 * S, &t, None));
+        assert!(expired(FlowState::Established, 0, 50 * S, 151 * S, &t, None));
+        // Closed: a short linger...
+        assert!(!expired(FlowState::Closed, 0, 10 * S, 11 * S, &t, None));
+        assert!(expired(FlowState::Closed, 0, 10 * S, 13 * S, &t, None));
+        // ...or as long as the NAT port is held.
+        assert!(!expired(FlowState::Closed, 0, 10 * S, 13 * S, &t, Some(Duration::from_secs(60))));
+        assert!(expired(FlowState::Closed, 0, 10 * S, 71 * S, &t, Some(Duration::from_secs(60))));
     }
 }

@@ -238,7 +238,7 @@ struct Proxy {
     binds: Vec<String>,
     default_backend: Option<(usize, String)>,
     check: ProxyCheck,
-    source: Option<Ipv4Addr>,
+    source: Vec<Ipv4Addr>,
     default_server: ServerOpts,
     servers: Vec<RawServer>,
 }
@@ -536,7 +536,7 @@ impl Proxy {
         };
         // 0.0.0.0 means "the kernel's choice", which is also xdplb's default.
         if !ip.is_unspecified() {
-            self.source = Some(ip);
+            self.source = vec![ip];
         }
         if port.is_some_and(|p| !p.is_empty() && p != "0") || line.words.len() > 2 {
             notes.push(format!(
@@ -1082,7 +1082,7 @@ fn backend(p: &Proxy, global: &GlobalOpts, frontends: &[FrontendCfg], notes: &mu
         name: p.name.clone(),
         balance: Balance::Roundrobin,
         check,
-        source: p.source,
+        source: p.source.clone(),
         servers: servers.into_iter().map(|r| r.server).collect(),
     }
 }

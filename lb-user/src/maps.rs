@@ -9,8 +9,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, MAX_SOURCES, SERVER_F_VALID,
+    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -62,11 +62,24 @@ impl MapOwner {
     }
 
     pub fn write_settings(&mut self, g: &Global) -> Result<(), MapsError> {
+        // The timestamp clock's secret is made once and kept in the pinned map: a restarted
+        // agent must not move the clock the servers see on a tuple.
+        let old = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
+        let ts_secret = if old.ts_secret != [0, 0] { old.ts_secret } else { random_secret() };
+        let mut flags = 0;
+        if g.reset_on_no_backend {
+            flags |= SETTINGS_F_RST_NO_BACKEND;
+        }
+        if g.translate_timestamps {
+            flags |= SETTINGS_F_TS_TRANSLATE;
+        }
         let s = Settings {
             nat_port_first: g.nat_ports.first as u32,
             nat_port_count: g.nat_ports.count(),
-            flags: if g.reset_on_no_backend { SETTINGS_F_RST_NO_BACKEND } else { 0 },
-            _pad: 0,
+            flags,
+            nr_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(0),
+            time_wait_ns: g.server_time_wait.0.as_nanos() as u64,
+            ts_secret,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }
@@ -92,13 +105,18 @@ impl MapOwner {
     pub fn apply(&mut self, topo: &Topology, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
         let mut live_servers = HashSet::new();
         for (pool, s) in topo.servers() {
+            let mut snat_addrs = [[0; 4]; MAX_SOURCES];
+            for (slot, a) in snat_addrs.iter_mut().zip(&s.source) {
+                *slot = a.octets();
+            }
             let v = Server {
                 addr: s.addr.ip().octets(),
                 port_be: s.addr.port().to_be(),
                 _pad: 0,
-                snat_addr: s.source.octets(),
                 pool_id: pool.id,
                 flags: SERVER_F_VALID,
+                snat_count: s.source.len().min(MAX_SOURCES) as u32,
+                snat_addrs,
             };
             self.servers.set(s.id, v, 0).map_err(at(names::SERVERS))?;
             live_servers.insert(s.id);
@@ -154,4 +172,16 @@ impl MapOwner {
         let set = pool.backend_set(is_up);
         self.backend_sets.insert(pool.id, set, 0).map_err(at(names::BACKEND_SETS))
     }
+}
+
+/// 64 random bits from the kernel (the timestamp clock's secret).
+fn random_secret() -> [u32; 2] {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    // /dev/urandom never blocks once the kernel's pool is seeded, which it is long before this.
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_ne_bytes();
+    }
+    [u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) | 1]
 }

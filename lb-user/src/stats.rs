@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use aya::maps::{Map, MapData, MapError, PerCpuArray};
-use lb_common::{names, Reason, TrafficStats};
+use lb_common::{names, Event, Reason, TrafficStats};
 
 pub struct Counters {
     reasons: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
     frontends: PerCpuArray<MapData, TrafficStats>,
     servers: PerCpuArray<MapData, TrafficStats>,
 }
@@ -30,6 +31,7 @@ impl Counters {
     pub fn open_pinned(dir: &Path) -> Result<Self, MapError> {
         Ok(Self {
             reasons: open(dir, names::REASON_STATS)?,
+            events: open(dir, names::EVENT_STATS)?,
             frontends: open(dir, names::FRONTEND_STATS)?,
             servers: open(dir, names::SERVER_STATS)?,
         })
@@ -40,6 +42,14 @@ impl Counters {
         Reason::ALL
             .iter()
             .map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum())))
+            .collect()
+    }
+
+    /// Data path events (timestamp translation, NAT ports, TCP tracking), summed over CPUs.
+    pub fn events(&self) -> Result<Vec<(Event, u64)>, MapError> {
+        Event::ALL
+            .iter()
+            .map(|&e| Ok((e, self.events.get(&(e as u32), 0)?.iter().sum())))
             .collect()
     }
 

@@ -40,8 +40,8 @@ pub struct ServerEntry {
     pub name: String,
     pub id: u32,
     pub addr: SocketAddrV4,
-    /// The balancer address its flows leave from.
-    pub source: Ipv4Addr,
+    /// The balancer addresses its flows leave from (at least one).
+    pub source: Vec<Ipv4Addr>,
     pub weight: u32,
     pub backup: bool,
 }
@@ -163,13 +163,19 @@ impl Topology {
 
         let mut pools = Vec::new();
         for b in &cfg.backends {
+            for src in b.source.iter().filter(|a| !local.contains(a)) {
+                problems.push(format!(
+                    "backend {:?}: source address {src} is not an address of this host; add it (ip addr add {src}/32 dev IFACE) or remove it",
+                    b.name
+                ));
+            }
             let mut servers = Vec::new();
             for s in &b.servers {
                 let Ok(addr) = parse_server_addr(&s.address) else { continue };
-                let source = match b.source {
-                    Some(src) => src,
-                    None => match host.source_for(addr) {
-                        Ok(src) => src,
+                let source = match b.source.is_empty() {
+                    false => b.source.clone(),
+                    true => match host.source_for(addr) {
+                        Ok(src) => vec![src],
                         Err(e) => {
                             problems.push(format!(
                                 "backend {:?} server {:?}: {e}; add a route to {} or set `source` on the backend",

@@ -10,7 +10,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use lb_common::{Flow, FlowKey, Reason, TrafficStats};
+use lb_common::{Event, Flow, FlowKey, Reason, Settings, TrafficStats};
 use lb_user::{
     config::Config,
     conntrack::FlowTable,
@@ -101,6 +101,7 @@ impl Drop for Fixture {
 
 pub struct Loaded {
     pub ebpf: Ebpf,
+    pub pin_dir: PathBuf,
     pub flows: FlowTable,
     pub counters: Counters,
     pub d0: u32,
@@ -147,7 +148,7 @@ impl Fixture {
         owner.apply(&topology, up).unwrap();
         let flows = FlowTable::take(&mut ebpf).unwrap();
         let counters = Counters::open_pinned(&self.pin_dir).unwrap();
-        Loaded { ebpf, flows, counters, d0: ifaces[0].ifindex, d1: ifaces[1].ifindex, topology }
+        Loaded { ebpf, pin_dir: self.pin_dir.clone(), flows, counters, d0: ifaces[0].ifindex, d1: ifaces[1].ifindex, topology }
     }
 }
 
@@ -181,6 +182,16 @@ impl Loaded {
 
     pub fn reason(&self, r: Reason) -> u64 {
         self.reasons().into_iter().find(|(k, _)| *k == r).unwrap().1
+    }
+
+    pub fn event(&self, e: Event) -> u64 {
+        self.counters.events().unwrap().into_iter().find(|(k, _)| *k == e).unwrap().1
+    }
+
+    /// What the map owner wrote in `settings` (the timestamp secret among it).
+    pub fn settings(&self) -> Settings {
+        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(self.pin_dir.join(lb_common::names::SETTINGS)).unwrap()).unwrap();
+        aya::maps::Array::<_, Settings>::try_from(map).unwrap().get(&0, 0).unwrap()
     }
 
     pub fn entry(&self, key: FlowKey) -> Option<Flow> {

@@ -96,9 +96,13 @@ fn full_nat_handshake_data_and_close_byte_for_byte() {
         assert_eq!(l.run(&ack.frame()).0, XDP_TX);
 
         // A new SYN on the same tuple after close is a new connection: next server.
-        let (srv2, _, _) = open(&mut l, 51000);
+        let (srv2, nat2, _) = open(&mut l, 51000);
         assert_eq!(srv2, server(2), "port reuse after close opens a new flow on the next server");
-        assert!(l.entry(key((server(1), 2379), (VIP, nat_port))).is_none(), "the old flow's entries are gone");
+        let c = l.entry(key((CLIENT, 51000), (VIP, 12379))).unwrap();
+        assert_eq!((c.new_dst_addr, c.new_src_port_be), (server(2).octets(), nat2.to_be()), "the tuple is the new flow's");
+        let old = l.entry(key((server(1), 2379), (VIP, nat_port))).expect("the old server side lingers");
+        assert_eq!(FlowState::of(&old), FlowState::Closed, "and holds its NAT port until it may be used again");
+        assert_eq!(l.event(lb_common::Event::TupleReused), 1);
 
         let st = l.server_stats("app1");
         assert_eq!(st.new_flows, 1);
@@ -225,7 +229,7 @@ fn everything_that_is_not_ours_passes_untouched() {
             ("SSH to the balancer", Tcp::new((CLIENT, 56001), (VIP, 22), SYN).frame(), Some(Reason::Passed)),
             ("frontend port on another address", Tcp::new((CLIENT, 56002), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame(), Some(Reason::Passed)),
             ("ACK to a frontend without a flow", Tcp::new((CLIENT, 56003), (VIP, 12379), ACK).frame(), Some(Reason::NoFlow)),
-            ("reply to a NAT port without a flow", Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(), Some(Reason::Passed)),
+            ("reply to a NAT port without a flow", Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(), Some(Reason::NoFlow)),
         ];
         let mut opts = syn.clone();
         opts.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
