@@ -21,8 +21,9 @@ pub mod names {
     pub const EVENT_STATS: &str = "event_stats";
     pub const SWEEP: &str = "sweep";
     pub const PORT_CURSORS: &str = "port_cursors";
+    pub const PORT_BLOCKS: &str = "port_blocks";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -37,6 +38,7 @@ pub mod names {
         EVENT_STATS,
         SWEEP,
         PORT_CURSORS,
+        PORT_BLOCKS,
     ];
 }
 
@@ -65,6 +67,8 @@ pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;
 pub const NAT_PORT_HOLD_NS: u64 = 2_000_000_000;
 /// Candidate NAT ports looked at before a SYN is refused (`no_nat_port`).
 pub const NAT_PORT_TRIES: u32 = 8;
+/// NAT tuples a CPU takes at once (one atomic operation per block; see lb-ebpf's `ports`).
+pub const PORT_BLOCK: u32 = 16;
 /// Source addresses a server's flows may leave from (the tuple space multiplies with them).
 pub const MAX_SOURCES: usize = 8;
 
@@ -254,15 +258,22 @@ pub struct Settings {
     pub nat_port_count: u32,
     /// `SETTINGS_F_*` bits.
     pub flags: u32,
-    /// Possible CPUs: each CPU takes NAT ports from its own share of the range, in
-    /// least-recently-used order, with no cursor shared between CPUs.
-    pub nr_cpus: u32,
+    pub _pad: u32,
     /// How long a server holds a tuple in TIME_WAIT (Linux: 60 s): a NAT port whose server
     /// closed first without timestamps waits this long before its next SYN.
     pub time_wait_ns: u64,
     /// Secret of the per-tuple timestamp clock (random, made once and kept in the pinned map):
     /// servers see `clock + hash(tuple, secret)`, never the balancer's uptime.
     pub ts_secret: [u32; 2],
+}
+
+/// Value of `port_cursors` (per CPU, per server): the next NAT tuple (index into the server's
+/// tuple space) this CPU hands out, and how many are left in its block (0: take a new block).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCursor {
+    pub next: u32,
+    pub left: u32,
 }
 
 /// Answer a SYN that no server can take with a TCP RST (otherwise drop it).
@@ -297,7 +308,7 @@ macro_rules! counters {
      $( $(#[$doc:meta])* $variant:ident = $value:literal => $name:literal, )*) => {
         $(#[$edoc])*
         #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $enum {
             $( $(#[$doc])* $variant = $value, )*
         }
@@ -401,6 +412,7 @@ const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
 const _: () = assert!(size_of::<Flow>() == 112);
 const _: () = assert!(size_of::<Settings>() == 32);
+const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 48);
 
 #[cfg(feature = "user")]
@@ -415,5 +427,6 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for PortCursor {}
     unsafe impl aya::Pod for TrafficStats {}
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, SweepState, TrafficStats,
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, PortCursor, Server, Settings, SweepState, TrafficStats,
     DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS,
     REASON_COUNT,
 };
@@ -39,9 +39,13 @@ pub static SYN_FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_SYN_FLOW_ENTRIES as us
 #[btf_map(name = "scratch")]
 pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
 
-/// Per CPU and server: where this CPU's walk through the server's NAT tuples goes on (see `ports`).
+/// Per CPU and server: the block of NAT tuples this CPU hands out, and how far it got (`ports`).
 #[btf_map(name = "port_cursors")]
-pub static PORT_CURSORS: PerCpuArray<u32, { MAX_SERVERS as usize }> = PerCpuArray::new();
+pub static PORT_CURSORS: PerCpuArray<PortCursor, { MAX_SERVERS as usize }> = PerCpuArray::new();
+
+/// Per server: the next block of NAT tuples a CPU takes, counted up atomically by every CPU.
+#[btf_map(name = "port_blocks")]
+pub static PORT_BLOCKS: Array<u32, { MAX_SERVERS as usize }> = Array::new();
 
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();

@@ -1,18 +1,26 @@
 //! NAT source ports (and source addresses): which backend-side tuple a new flow to a server gets.
 //!
-//! Each server has a tuple space of `nat_port_count` ports times its source addresses. Every
-//! CPU owns an interleaved share of it (index = k * nr_cpus + cpu) and walks its share in order
-//! with a per-CPU cursor per server: no cursor is shared between CPUs, two CPUs never race for
-//! one tuple, and the tuple handed out is always the one this CPU used longest ago, which gives
-//! a server's TIME_WAIT the most time to end. A tuple whose previous flow lingers is taken once
-//! the flow is over and its hold has passed (`Flow::port_hold_ns`): a couple of seconds, or the
-//! server's whole TIME_WAIT when it closed first without timestamps (translation makes the next
-//! SYN acceptable otherwise).
+//! Each server has a tuple space of `nat_port_count` ports times its source addresses, cut into
+//! blocks of `PORT_BLOCK` tuples. A CPU takes the next block of a server from a shared counter
+//! (one atomic add per block, not per SYN), then hands out that block's tuples in order with no
+//! sharing at all. Blocks are taken in order around the whole space, so the tuple a SYN gets is
+//! always about the one used longest ago, which gives the server's TIME_WAIT the most time to
+//! end, whichever CPUs the SYNs arrive on and however unevenly. A tuple whose previous flow
+//! lingers is taken once the flow is over and its hold has passed (`Flow::port_hold_ns`): a
+//! couple of seconds, or the server's whole TIME_WAIT when it closed first without timestamps
+//! (translation makes the next SYN acceptable otherwise).
 
-use aya_ebpf::helpers::bpf_get_smp_processor_id;
-use lb_common::{Event, Flow, FlowKey, Server, Settings, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use crate::{conntrack, maps::PORT_CURSORS, stats};
+use lb_common::{
+    Event, Flow, FlowKey, PortCursor, Server, Settings, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES, PORT_BLOCK,
+};
+
+use crate::{
+    conntrack,
+    maps::{PORT_BLOCKS, PORT_CURSORS},
+    stats,
+};
 
 /// A backend-side tuple for a new flow to `server`, and the lingering server-side entry of the
 /// flow that had it before (if any: the caller replaces it).
@@ -28,35 +36,36 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) 
         return None;
     }
     let total = settings.nat_port_count * sources;
-    let (cpu, cpus) = {
-        let cpus = settings.nr_cpus;
-        let cpu = unsafe { bpf_get_smp_processor_id() };
-        // Too few tuples to share out (or an unknown CPU count): one share, walked by all.
-        if cpus == 0 || cpu >= cpus || total < cpus {
-            (0, 1)
-        } else {
-            (cpu, cpus)
-        }
-    };
-    let share = if cpus > 1 { total / cpus } else { total };
-    if share == 0 {
+    let blocks = total.div_ceil(PORT_BLOCK);
+    if blocks == 0 {
         return None;
     }
-    let cursor = PORT_CURSORS.get_ptr_mut(server_id)?;
-    let start = unsafe { *cursor };
+    let cursor = unsafe { &mut *PORT_CURSORS.get_ptr_mut(server_id)? };
+    let next_block = PORT_BLOCKS.get_ptr_mut(server_id)?;
     let mut reply_key = FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 };
-    for t in 0..NAT_PORT_TRIES {
-        let k = start.wrapping_add(t) % share;
-        let index = k * cpus + cpu;
+    for _ in 0..NAT_PORT_TRIES {
+        if cursor.left == 0 {
+            // SeqCst for the reason given in `balance`.
+            let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(next_block, 1) };
+            cursor.next = (n % blocks) * PORT_BLOCK;
+            cursor.left = PORT_BLOCK;
+        }
+        let index = cursor.next;
+        cursor.next += 1;
+        cursor.left -= 1;
+        if index >= total {
+            // The last block is cut short by the end of the space: take the next one now.
+            cursor.left = 0;
+            continue;
+        }
         // Consecutive indexes alternate source addresses, so each address's ports go in turn.
         let (source, port) = if sources == 1 {
             (0, index)
         } else {
             ((index % sources) as usize & (MAX_SOURCES - 1), index / sources)
         };
-        let port = settings.nat_port_first + port;
         reply_key.dst_addr = server.snat_addrs[source];
-        reply_key.dst_port_be = (port as u16).to_be();
+        reply_key.dst_port_be = ((settings.nat_port_first + port) as u16).to_be();
         let previous = match conntrack::lookup(&reply_key) {
             None => None,
             Some((old, half_open)) => {
@@ -74,10 +83,7 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) 
                 }
             }
         };
-        unsafe { *cursor = k.wrapping_add(1) };
         return Some(Tuple { reply_key, previous });
     }
-    // Start the next SYN past the ones looked at, so that busy tuples do not block a share.
-    unsafe { *cursor = start.wrapping_add(NAT_PORT_TRIES) % share };
     None
 }

@@ -77,7 +77,7 @@ impl MapOwner {
             nat_port_first: g.nat_ports.first as u32,
             nat_port_count: g.nat_ports.count(),
             flags,
-            nr_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(0),
+            _pad: 0,
             time_wait_ns: g.server_time_wait.0.as_nanos() as u64,
             ts_secret,
         };

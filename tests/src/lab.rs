@@ -39,6 +39,8 @@ pub struct Lab {
     pub lb: NetNs,
     pub lb_ifaces: Vec<String>,
     pub client: NetNs,
+    /// More client hosts on the same segment (`one_arm_clients`), each with its address.
+    pub more_clients: Vec<(NetNs, Ipv4Addr)>,
     /// The address a client connects to.
     pub vip: Ipv4Addr,
     pub backends: Vec<Backend>,
@@ -107,15 +109,38 @@ impl Lab {
     }
 
     pub fn one_arm_named(n: usize, names: Names) -> Result<Lab> {
+        Self::one_arm_with(n, 1, names)
+    }
+
+    /// One-arm with `clients` client hosts: the first at 198.18.0.1 (`client`), the others at
+    /// 198.18.0.2, .3, ... (`more_clients`).
+    pub fn one_arm_clients(n: usize, clients: usize) -> Result<Lab> {
+        Self::one_arm_with(n, clients, Names::Unique)
+    }
+
+    fn one_arm_with(n: usize, clients: usize, names: Names) -> Result<Lab> {
         let sw = switch(names)?;
         let client = names.ns("cl")?;
         plug(&sw, "pcl", &client, "eth0", &format!("{CLIENT}/24"))?;
         sw_checksums(&client, "eth0")?;
+        let mut more_clients = Vec::new();
+        for i in 1..clients {
+            let ns = names.ns(&format!("cl{i}"))?;
+            let addr = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
+            plug(&sw, &format!("pcl{i}"), &ns, "eth0", &format!("{addr}/24"))?;
+            sw_checksums(&ns, "eth0")?;
+            more_clients.push((ns, addr));
+        }
         let lb = names.ns("lb")?;
         plug(&sw, "plb", &lb, "eth0", &format!("{LB}/24"))?;
         napi_peer(&sw, "plb")?;
         let backends = backends(names, &sw, n)?;
-        Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, vip: LB, backends, _infra: vec![sw] })
+        Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, more_clients, vip: LB, backends, _infra: vec![sw] })
+    }
+
+    /// Every client host: `client` first, then `more_clients`.
+    pub fn clients(&self) -> Vec<&NetNs> {
+        std::iter::once(&self.client).chain(self.more_clients.iter().map(|(ns, _)| ns)).collect()
     }
 
     /// client 198.18.1.1 -> router -> balancer eth0 198.18.2.10 | eth1 198.18.0.10 -> backends.
@@ -143,6 +168,7 @@ impl Lab {
             lb,
             lb_ifaces: vec!["eth0".into(), "eth1".into()],
             client,
+            more_clients: Vec::new(),
             vip: ROUTED_VIP,
             backends,
             _infra: vec![rt, sw],
@@ -159,14 +185,30 @@ impl Lab {
 
     /// Starts `lbtest-server NAME PORT` on backend `i` and waits until it listens.
     pub fn start_server(&self, i: usize, server_bin: &str, port: u16) -> Result<()> {
+        self.start_server_on(i, server_bin, &[&port.to_string()])
+    }
+
+    /// Starts `lbtest-server NAME PORTS...` on every backend (ports as lbtest-server takes them:
+    /// `2379`, `close:2380`, `rst:2381`) and waits until each listens.
+    pub fn start_servers_on(&self, server_bin: &str, ports: &[&str]) -> Result<()> {
+        (0..self.backends.len()).try_for_each(|i| self.start_server_on(i, server_bin, ports))
+    }
+
+    fn start_server_on(&self, i: usize, server_bin: &str, ports: &[&str]) -> Result<()> {
         let b = &self.backends[i];
+        let mut args = vec![b.name.as_str()];
+        args.extend_from_slice(ports);
         // Reaped with the namespace (NetNs::drop kills what runs in it).
-        let mut c = b.ns.spawn(server_bin, &[&b.name, &port.to_string()])?;
+        let mut c = b.ns.spawn(server_bin, &args)?;
         std::thread::sleep(std::time::Duration::from_millis(20));
         if let Ok(Some(status)) = c.try_wait() {
             anyhow::bail!("lbtest-server on {} exited: {status}", b.name);
         }
-        wait_listening(&b.ns, port)
+        for p in ports {
+            let port = p.rsplit(':').next().unwrap_or(p).parse()?;
+            wait_listening(&b.ns, port)?;
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! on real veth links, an agent process guard, frame builders, and traffic helpers.
 
 pub mod agent;
+pub mod churn;
 pub mod fixture;
 pub mod frames;
 pub mod lab;

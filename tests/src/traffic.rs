@@ -119,3 +119,24 @@ pub fn stream(
     s.shutdown(Shutdown::Write)?;
     Ok(total)
 }
+
+/// Closes `s` with a RST (SO_LINGER with a zero timeout), as an aborting client does.
+pub fn reset(s: TcpStream) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket, and a linger struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+    drop(s);
+    Ok(())
+}

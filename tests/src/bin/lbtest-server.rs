@@ -1,5 +1,8 @@
 //! A backend for the tests and the lab: on each connection it sends its name and a newline,
-//! then echoes everything back until the client closes.
+//! then echoes everything back until the client closes. A port given as `close:PORT` closes
+//! right after the name instead (the server closes first, as HTTP's `Connection: close` does,
+//! and keeps the tuple in TIME_WAIT); `rst:PORT` sends the name and resets the connection;
+//! `ctl:PORT` reads one line after the name and does what it says: `close`, `rst` or `echo`.
 
 use std::{
     io::{Read, Write},
@@ -7,8 +10,53 @@ use std::{
     thread,
 };
 
-fn serve(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Echo,
+    Close,
+    Reset,
+    Control,
+}
+
+fn serve(mut s: TcpStream, name: &str, mode: Mode) -> std::io::Result<()> {
     s.write_all(format!("{name}\n").as_bytes())?;
+    let mode = if mode == Mode::Control {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        match &line[..] {
+            b"close" => Mode::Close,
+            b"rst" => Mode::Reset,
+            _ => Mode::Echo,
+        }
+    } else {
+        mode
+    };
+    match mode {
+        Mode::Echo | Mode::Control => {}
+        Mode::Close => return s.shutdown(Shutdown::Both),
+        Mode::Reset => {
+            // SO_LINGER with a zero timeout: close() sends RST.
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid socket and a linger struct of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            return Ok(());
+        }
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = s.read(&mut buf)?;
@@ -32,13 +80,19 @@ fn main() {
     }
     let mut handles = Vec::new();
     for port in ports {
+        let (mode, port) = match port.split_once(':') {
+            Some(("close", p)) => (Mode::Close, p),
+            Some(("rst", p)) => (Mode::Reset, p),
+            Some(("ctl", p)) => (Mode::Control, p),
+            _ => (Mode::Echo, port.as_str()),
+        };
         let l = TcpListener::bind(("0.0.0.0", port.parse::<u16>().expect("port"))).expect("bind");
         let name = name.clone();
         handles.push(thread::spawn(move || {
             for s in l.incoming().flatten() {
                 let name = name.clone();
                 thread::spawn(move || {
-                    let _ = serve(s, &name);
+                    let _ = serve(s, &name, mode);
                 });
             }
         }));
