@@ -173,11 +173,16 @@ impl FlowTable {
 
     /// Removes `key`'s entry if it still belongs to the flow created at `created_ns`. The XDP
     /// program may replace an entry at any moment (a new SYN on the tuple of a flow that is
-    /// over), so the check and the removal are one step: the entry is taken out atomically
-    /// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`) and put back at once if it turns out to be a newer
-    /// flow's. Meanwhile `sweeping` is set, so a packet of that flow is dropped (and
-    /// retransmitted), never answered with RST by the kernel (see `remove_all`).
+    /// over), and a check followed by a removal could remove the newer flow's entry that came in
+    /// between: that is how a live connection once lost its flow and met a RST. So the removal
+    /// itself tells what it removed (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`), and a newer flow's entry
+    /// is put back at once; meanwhile `sweeping` is set, so a packet of that flow is dropped (and
+    /// retransmitted), never answered with RST by the kernel (see `remove_all`). The check
+    /// before it keeps that rare: entries that plainly belong to a newer flow are not touched.
     fn remove_if(map: &mut FlowMap, key: &FlowKey, created_ns: u64) {
+        if !map.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
+            return;
+        }
         if let Ok(Some(taken)) = lookup_and_delete(map, key) {
             if taken.created_ns != created_ns {
                 // BPF_NOEXIST: if the data path made yet another flow meanwhile, that one stays.

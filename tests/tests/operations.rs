@@ -332,7 +332,9 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
-    let lab = Lab::one_arm(3).unwrap();
+    // Two client hosts churning and a third streaming bulk data beside them: the load under
+    // which a live connection once lost its flow (a promotion racing the sweep).
+    let lab = Lab::one_arm_clients(3, 3).unwrap();
     lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     // A linger longer than the client's TIME_WAIT reuse delay (1 s), as the default (10 s) is: a
     // reused tuple then replaces its lingering flow in the data path, rather than racing the
@@ -340,19 +342,30 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
     let cfg = config(&lab, &[]).replace("[global]\n", "[global]\nclose_linger = \"3s\"\ngc_interval = \"200ms\"\n");
     let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
-    // The client closes first, so its TIME_WAIT sockets would exhaust its own ports in seconds;
-    // reusing them is the client's business (and a new SYN on a closed flow's tuple is ours).
-    lab.client.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
+    let churners: Vec<&tests::netns::NetNs> = lab.clients().into_iter().take(2).collect();
+    let bulk = &lab.more_clients[1].0;
+    // The clients close first, so their TIME_WAIT sockets would exhaust their own ports in
+    // seconds; reusing them is the clients' business (and a new SYN on a closed flow's tuple is ours).
+    for c in &churners {
+        c.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
+    }
     std::thread::sleep(Duration::from_secs(1));
     let seconds: u64 = if std::env::var("XDPLB_LONG_TESTS").is_ok() { 180 } else { 20 };
     let until = Instant::now() + Duration::from_secs(seconds);
+    let stop = AtomicBool::new(false);
+    let bulk_bytes = AtomicU64::new(0);
     // Memory is sampled once the churn has warmed the agent up (its sweep buffers grow to the
     // table's working size once), then at the end: flat means no growth in between.
     let mut rss_before = 0;
-    let (ok, failed): (u64, Vec<String>) = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| {
-                let ns = lab.client.handle();
+    let (ok, failed, bulk_result): (u64, Vec<String>, anyhow::Result<u64>) = std::thread::scope(|sc| {
+        let streamer = {
+            let (ns, stop, bulk_bytes) = (bulk.handle(), &stop, &bulk_bytes);
+            sc.spawn(move || ns.enter(|| stream(vip, 7, stop, bulk_bytes)))
+        };
+        let hs: Vec<_> = churners
+            .iter()
+            .flat_map(|c| std::iter::repeat_n(c.handle(), 3))
+            .map(|ns| {
                 sc.spawn(move || {
                     ns.enter(|| {
                         let (mut ok, mut failed) = (0, Vec::new());
@@ -369,10 +382,12 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
             .collect();
         std::thread::sleep(Duration::from_secs(seconds / 4));
         rss_before = rss_kb(agent.pid());
-        hs.into_iter().map(|h| h.join().unwrap()).fold((0, Vec::new()), |(a, mut f), (o, x)| {
+        let (ok, failed) = hs.into_iter().map(|h| h.join().unwrap()).fold((0, Vec::new()), |(a, mut f), (o, x)| {
             f.extend(x);
             (a + o, f)
-        })
+        });
+        stop.store(true, Ordering::Relaxed);
+        (ok, failed, streamer.join().unwrap())
     });
     let table = FlowTable::open_pinned(agent.pin_dir()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -381,8 +396,18 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let rss_after = rss_kb(agent.pid());
-    let reasons = Counters::open_pinned(agent.pin_dir()).unwrap().reasons().unwrap();
-    eprintln!("churn: {ok} connections in {seconds} s, {} failed; table back to 0; agent RSS {rss_before} -> {rss_after} kB; {reasons:?}", failed.len());
+    let reasons: std::collections::HashMap<Reason, u64> = Counters::open_pinned(agent.pin_dir()).unwrap().reasons().unwrap().into_iter().collect();
+    eprintln!(
+        "churn: {ok} connections in {seconds} s, {} failed, {} MB streamed beside; table back to 0; agent RSS {rss_before} -> {rss_after} kB; no_flow {}, no_flow_in_sweep {}; {reasons:?}",
+        failed.len(),
+        bulk_bytes.load(Ordering::Relaxed) >> 20,
+        reasons[&Reason::NoFlow],
+        reasons[&Reason::NoFlowInSweep]
+    );
     assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(5)]);
+    assert!(bulk_result.is_ok(), "the bulk stream: {bulk_result:?}");
+    // Not one packet of a live connection went to the kernel (which answers RST) for want of
+    // its flow; every connection here was live until both sides closed and the flow lingered.
+    assert_eq!(reasons[&Reason::NoFlow], 0, "packets that found no flow");
     assert!(rss_after < rss_before + 4096, "agent memory grew during the churn: {rss_before} -> {rss_after} kB");
 }
