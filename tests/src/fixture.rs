@@ -13,12 +13,9 @@ use aya::{
 use lb_common::{Flow, FlowKey, Reason, TrafficStats};
 use lb_user::{
     config::Config,
-    conntrack::FlowTable,
-    dataplane::{self, LoadOptions},
-    maps::MapOwner,
-    netif,
-    stats::Counters,
-    topology::{System, Topology},
+    dataplane::{self, counters::Counters, flows::FlowTable, maps::MapOwner, LoadOptions},
+    host::netif,
+    model::{System, Topology},
 };
 
 use crate::netns::{unique, veth, NetNs};

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_user::snapshot::{ServerState, ServerStatus, Snapshot};
+use lb_user::report::snapshot::{ServerState, ServerStatus, Snapshot};
 
 use crate::{
     agent::{xdplb_bin, Agent},
@@ -239,7 +239,7 @@ impl SeedLab {
     }
 
     pub fn status(&self) -> Result<Snapshot> {
-        self.lab.lb.enter(|| lb_user::status::fetch("127.0.0.1:8404".parse().unwrap())).map_err(anyhow::Error::msg)
+        self.lab.lb.enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap())).map_err(anyhow::Error::msg)
     }
 
     pub fn server(&self, backend: &str, server: &str) -> Result<ServerStatus> {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::Reason;
-use lb_user::{conntrack::FlowState, dataplane};
+use lb_user::dataplane::{self, flows::FlowState};
 use tests::{
     fixture::*,
     frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::conntrack::FlowTable;
+use lb_user::dataplane::flows::FlowTable;
 use tests::{
     agent::Agent,
     frames::{Tcp, SYN},
@@ -44,7 +44,7 @@ fn flood(iface: &str, src_mac: [u8; 6], dst_mac: [u8; 6], vip: Ipv4Addr, stop: &
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let ifindex = lb_user::netif::ifindex(iface).unwrap();
+    let ifindex = lb_user::host::netif::ifindex(iface).unwrap();
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();

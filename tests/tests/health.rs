@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::snapshot::{ServerState, Snapshot};
+use lb_user::report::snapshot::{ServerState, Snapshot};
 use tests::{agent::Agent, lab::{self, Lab}, traffic::connect};
 
 const PORT: u16 = 12379;
@@ -32,7 +32,7 @@ fn config(lab: &Lab) -> String {
 }
 
 fn status(lab: &Lab) -> Snapshot {
-    lab.lb.enter(|| lb_user::status::fetch("127.0.0.1:8404".parse().unwrap())).expect("status page")
+    lab.lb.enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap())).expect("status page")
 }
 
 fn server_state(lab: &Lab, name: &str) -> ServerState {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use lb_common::Reason;
-use lb_user::{conntrack::FlowTable, stats::Counters};
+use lb_user::dataplane::{counters::Counters, flows::FlowTable};
 use tests::{
     agent::Agent,
     lab::{self, Lab},

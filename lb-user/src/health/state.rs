@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{config::InitialState, snapshot::ServerState};
+use crate::{config::InitialState, report::snapshot::ServerState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {

@@ -15,8 +15,8 @@ use lb_common::{
 
 use crate::{
     config::Global,
-    netif::Interface,
-    topology::{frontend_keys, Pool, Topology},
+    host::netif::Interface,
+    model::{frontend_keys, Pool, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]

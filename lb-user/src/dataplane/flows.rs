@@ -19,7 +19,7 @@ use lb_common::{
 };
 use serde::Serialize;
 
-use crate::maps::{take, MapsError};
+use super::maps::{take, MapsError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

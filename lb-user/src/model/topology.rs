@@ -7,11 +7,11 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use lb_common::{BackendSet, FrontendKey, MAX_SERVERS, MAX_SLOTS};
+use lb_common::{FrontendKey, MAX_SERVERS};
 
 use crate::{
     config::{parse_server_addr, Bind, Config},
-    netif::Interface,
+    host::netif::Interface,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,10 +59,10 @@ pub struct System;
 
 impl Host for System {
     fn local_addrs(&self) -> Vec<Ipv4Addr> {
-        crate::netif::all_ipv4().map(|v| v.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
+        crate::host::netif::all_ipv4().map(|v| v.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
     }
     fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, String> {
-        crate::netif::source_for(dst).map_err(|e| e.to_string())
+        crate::host::netif::source_for(dst).map_err(|e| e.to_string())
     }
 }
 
@@ -212,61 +212,6 @@ impl Topology {
     }
 }
 
-impl Pool {
-    /// The set that takes new flows: the UP active servers, or, when none is UP, the UP backups
-    /// (HAProxy's rule). Weights become interleaved round-robin slots.
-    pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
-        let pick = |backup: bool| -> Vec<(u32, u32)> {
-            self.servers
-                .iter()
-                .filter(|s| s.backup == backup && s.weight > 0 && is_up(s.id))
-                .map(|s| (s.id, s.weight))
-                .collect()
-        };
-        let mut members = pick(false);
-        if members.is_empty() {
-            members = pick(true);
-        }
-        let slots = weighted_slots(&members);
-        let mut set = BackendSet { count: slots.len() as u32, ..BackendSet::default() };
-        set.slots[..slots.len()].copy_from_slice(&slots);
-        set
-    }
-}
-
-/// Smooth weighted round-robin (each server appears weight/gcd times, spread out), at most
-/// MAX_SLOTS slots; weights are scaled down proportionally when they would not fit.
-pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
-    fn gcd(a: u32, b: u32) -> u32 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    if members.is_empty() {
-        return Vec::new();
-    }
-    let g = members.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
-    let mut weights: Vec<u32> = members.iter().map(|&(_, w)| w / g).collect();
-    let total: u32 = weights.iter().sum();
-    if total as usize > MAX_SLOTS {
-        weights = weights.iter().map(|&w| ((w as u64 * MAX_SLOTS as u64 / total as u64) as u32).max(1)).collect();
-        while weights.iter().sum::<u32>() as usize > MAX_SLOTS {
-            let i = weights.iter().enumerate().max_by_key(|(_, w)| **w).unwrap().0;
-            weights[i] -= 1;
-        }
-    }
-    let total: i64 = weights.iter().map(|&w| w as i64).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        for (c, &w) in current.iter_mut().zip(&weights) {
-            *c += w as i64;
-        }
-        let best = (0..current.len()).max_by_key(|&i| (current[i], -(i as i64))).unwrap();
-        current[best] -= total;
-        out.push(members[best].0);
-    }
-    out
-}
-
 /// Frontend keys of a topology, for diffing against the kernel's map.
 pub fn frontend_keys(t: &Topology) -> HashMap<FrontendKey, (u32, u32)> {
     t.frontends.iter().flat_map(|f| f.keys.iter().map(move |k| (*k, (f.id, f.pool_id)))).collect()
@@ -335,16 +280,4 @@ mod tests {
         assert_eq!(set.count, 0);
     }
 
-    #[test]
-    fn weights_are_interleaved_and_bounded() {
-        assert_eq!(weighted_slots(&[(1, 1), (2, 1), (3, 1)]), vec![1, 2, 3]);
-        assert_eq!(weighted_slots(&[(1, 10), (2, 10)]), vec![1, 2]);
-        let s = weighted_slots(&[(1, 2), (2, 1)]);
-        assert_eq!(s, vec![1, 2, 1]);
-        let s = weighted_slots(&[(1, 256), (2, 255), (3, 1)]);
-        assert!(s.len() <= MAX_SLOTS && s.contains(&3));
-        let ones = s.iter().filter(|&&x| x == 1).count();
-        let twos = s.iter().filter(|&&x| x == 2).count();
-        assert!(ones.abs_diff(twos) <= 2, "{ones} vs {twos}");
-    }
 }

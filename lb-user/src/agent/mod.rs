@@ -14,17 +14,21 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::{Config, OnMarkedDown, XdpModeCfg},
-    conntrack::{monotonic_ns, FlowTable, Sweep, Timeouts},
-    dataplane::{self, Attached, LoadOptions},
+    dataplane::{
+        self,
+        counters::Counters,
+        flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
+        maps::MapOwner,
+        Attached, LoadOptions,
+    },
     health::{self, state::Transition, Registry},
-    runtime::{self, Command, Overrides},
-    runtime_format,
-    maps::MapOwner,
-    netif::{self, Interface},
-    snapshot::Snapshot,
-    stats::Counters,
-    service, status, sysctl,
-    topology::{System, Topology},
+    host::{
+        netif::{self, Interface},
+        service, sysctl,
+    },
+    model::{System, Topology},
+    report::{builder, http, snapshot::Snapshot},
+    runtime::{self, info, servers_state, stat, Command, Overrides},
 };
 
 /// Problems found before anything touched the kernel: the agent refuses to start (exit 2).
@@ -112,7 +116,7 @@ struct Agent {
     flows: FlowTable,
     counters: Counters,
     registry: Registry,
-    status: status::Builder,
+    status: builder::Builder,
     shared: Arc<RwLock<Snapshot>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
@@ -169,11 +173,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
-    tokio::spawn(status::serve(listener, shared.clone()));
+    tokio::spawn(http::serve(listener, shared.clone()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(runtime::serve(runtime_listener, runtime_tx));
     let mut agent = Agent {
-        status: status::Builder::new(modes.clone()),
+        status: builder::Builder::new(modes.clone()),
         opts,
         config,
         topology,
@@ -333,9 +337,9 @@ impl Agent {
         match cmd {
             Command::Help => runtime::HELP.into(),
             Command::Noop => String::new(),
-            Command::ShowInfo => runtime_format::show_info(&snap(), &hostname()),
-            Command::ShowStat => runtime_format::show_stat(&snap()),
-            Command::ShowServersState(b) => runtime_format::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),
+            Command::ShowInfo => info::show_info(&snap(), &hostname()),
+            Command::ShowStat => stat::show_stat(&snap()),
+            Command::ShowServersState(b) => servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),
             Command::Reload => self.reload(),
             Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
             Command::SetWeight { backend, server, weight } => self.by_hand(&backend, &server, |o| o.weight = Some(weight)),
