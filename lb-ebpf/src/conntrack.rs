@@ -12,9 +12,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Flow, FlowKey, Frontend, Server, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
-    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_REUSE_NS, NAT_PORT_TRIES, TCP_ACK,
-    TCP_FIN, TCP_RST, TCP_SYN,
+    Flow, FlowKey, Frontend, Server, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
+    FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, NAT_PORT_REUSE_NS, NAT_PORT_TRIES, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -81,10 +80,7 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, now: u64) {
             let peer = unsafe { &mut *peer };
             mark(&mut peer.seen, (flags & (TCP_FIN | TCP_RST)) << 12);
             // A server that answers the SYN with RST refused the connection (observe layer4).
-            if f.direction == FLOW_DIR_SERVER
-                && flags & TCP_RST != 0
-                && peer.seen & FLOW_SEEN_ESTABLISHED == 0
-            {
+            if f.direction == FLOW_DIR_SERVER && flags & TCP_RST != 0 && peer.seen & FLOW_SEEN_ESTABLISHED == 0 {
                 stats::syn_rst(f.server_id);
             }
         }
@@ -136,12 +132,8 @@ pub fn open(
     }
     // Random start, linear probe: no shared cursor to contend on, bounded tries.
     let start = unsafe { bpf_get_prandom_u32() } % settings.nat_port_count;
-    let mut reply_key = FlowKey {
-        src_addr: server.addr,
-        dst_addr: server.snat_addr,
-        src_port_be: server.port_be,
-        dst_port_be: 0,
-    };
+    let mut reply_key =
+        FlowKey { src_addr: server.addr, dst_addr: server.snat_addr, src_port_be: server.port_be, dst_port_be: 0 };
     let mut found = false;
     for i in 0..NAT_PORT_TRIES {
         let port = settings.nat_port_first + (start + i) % settings.nat_port_count;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, TrafficStats,
-    DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, Server, Settings, TrafficStats, DEFAULT_FLOW_ENTRIES,
+    DEFAULT_SYN_FLOW_ENTRIES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
 };
 
 #[btf_map(name = "frontends")]
@@ -44,8 +44,7 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map(name = "frontend_stats")]
-pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }> =
-    PerCpuArray::new();
+pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }> = PerCpuArray::new();
 
 #[btf_map(name = "server_stats")]
 pub static SERVER_STATS: PerCpuArray<TrafficStats, { MAX_SERVERS as usize }> = PerCpuArray::new();

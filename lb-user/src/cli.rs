@@ -120,7 +120,11 @@ fn runtime_call(socket: &std::path::Path, line: &str) -> Result<()> {
     }
     println!("{text}");
     // HAProxy answers errors in words; a command that changes state answers nothing.
-    if line.starts_with("set ") || line.starts_with("enable ") || line.starts_with("disable ") || line.starts_with("shutdown ") {
+    if line.starts_with("set ")
+        || line.starts_with("enable ")
+        || line.starts_with("disable ")
+        || line.starts_with("shutdown ")
+    {
         anyhow::bail!("the agent refused `{line}`");
     }
     Ok(())
@@ -130,12 +134,11 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file })).map_err(|e| {
-                match e.downcast::<Refused>() {
+            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file }))
+                .map_err(|e| match e.downcast::<Refused>() {
                     Ok(Refused(msg)) => Refused(format!("refusing to start: {msg}")).into(),
                     Err(e) => e,
-                }
-            })
+                })
         }
         Cmd::CheckConfig { file } => {
             let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
@@ -143,8 +146,8 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::ImportHaproxy { file, output } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
             let import = config::haproxy::import(&text).map_err(|e| Refused(format!("{}: {e}", file.display())))?;
             for n in &import.notes {
                 eprintln!("xdplb import-haproxy: {}: {n}", file.display());
@@ -158,17 +161,30 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::Flows { pin_dir, json } => {
             let flows = FlowTable::open_pinned(&pin_dir)
-                .map_err(|e| anyhow::anyhow!("opening {}/flows: {e}; is the agent running with this --pin-dir?", pin_dir.display()))?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "opening {}/flows: {e}; is the agent running with this --pin-dir?",
+                        pin_dir.display()
+                    )
+                })?
                 .flows();
             if json {
                 println!("{}", serde_json::to_string_pretty(&flows)?);
             } else {
-                println!("{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}", "CLIENT", "FRONTEND", "SERVER", "STATE", "AGE(s)", "PKTS_IN", "PKTS_OUT");
+                println!(
+                    "{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}",
+                    "CLIENT", "FRONTEND", "SERVER", "STATE", "AGE(s)", "PKTS_IN", "PKTS_OUT"
+                );
                 for f in &flows {
                     println!(
                         "{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}",
-                        f.client.to_string(), f.frontend.to_string(), f.server.to_string(), f.state.name(),
-                        f.age_ms / 1000, f.packets_in, f.packets_out
+                        f.client.to_string(),
+                        f.frontend.to_string(),
+                        f.server.to_string(),
+                        f.state.name(),
+                        f.age_ms / 1000,
+                        f.packets_in,
+                        f.packets_out
                     );
                 }
                 println!("{} flow(s)", flows.len());
@@ -176,8 +192,9 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Stats { pin_dir, json } => {
-            let c = Counters::open_pinned(&pin_dir)
-                .map_err(|e| anyhow::anyhow!("opening counters under {}: {e}; is the agent running?", pin_dir.display()))?;
+            let c = Counters::open_pinned(&pin_dir).map_err(|e| {
+                anyhow::anyhow!("opening counters under {}: {e}; is the agent running?", pin_dir.display())
+            })?;
             let r = c.reasons()?;
             if json {
                 let m: serde_json::Map<String, serde_json::Value> =
@@ -210,7 +227,11 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Reload { socket } => {
             let out = runtime::call(&socket, "reload").map_err(|e| anyhow::anyhow!(e))?;
             print!("{out}");
-            if out.starts_with("reloaded") { Ok(()) } else { Err(anyhow::anyhow!("reload did not apply")) }
+            if out.starts_with("reloaded") {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("reload did not apply"))
+            }
         }
         Cmd::Runtime { command, socket } => runtime_call(&socket, &command.join(" ")),
         Cmd::Detach { pin_dir } => agent::detach(&pin_dir),

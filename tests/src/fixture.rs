@@ -3,7 +3,11 @@
 //! permanent neighbour entries, so that `bpf_fib_lookup` answers for real. Used by the packet
 //! fixtures and by the per-packet cost benchmark.
 
-use std::{net::Ipv4Addr, os::fd::{AsFd, AsRawFd}, path::PathBuf};
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+};
 
 use anyhow::{bail, Result};
 use aya::{
@@ -118,7 +122,8 @@ pub fn fixture() -> Fixture {
         let mac = server_mac(i).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         ns.ip(&["neigh", "replace", &server(i).to_string(), "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();
     }
-    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"]).unwrap();
+    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"])
+        .unwrap();
     for d in ["d0", "d1"] {
         ns.sysctl(&format!("net.ipv4.conf.{d}.forwarding"), "1").unwrap();
     }
@@ -137,7 +142,8 @@ impl Fixture {
         let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
         let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
         let mut ebpf =
-            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows, max_half_open: max_flows }).unwrap();
+            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows, max_half_open: max_flows })
+                .unwrap();
         let mut owner = MapOwner::take(&mut ebpf).unwrap();
         owner.write_settings(&config.global).unwrap();
         owner.write_tx_ports(&ifaces).unwrap();
@@ -161,7 +167,12 @@ impl Loaded {
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let r = self
             .prog()
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
@@ -191,9 +202,13 @@ impl Loaded {
 }
 
 pub fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
-    FlowKey { src_addr: src.0.octets(), dst_addr: dst.0.octets(), src_port_be: src.1.to_be(), dst_port_be: dst.1.to_be() }
+    FlowKey {
+        src_addr: src.0.octets(),
+        dst_addr: dst.0.octets(),
+        src_port_be: src.1.to_be(),
+        dst_port_be: dst.1.to_be(),
+    }
 }
-
 
 /// One BPF_PROG_TEST_RUN of `prog_fd` on `frame` arriving on `ifindex` (repeat 1, so every run
 /// sees a fresh copy of the frame): (action, kernel-measured ns).

@@ -68,7 +68,11 @@ fn peer_certificate_cn(s: &SeedLab) -> String {
         }
         let der = conn.peer_certificates().unwrap()[0].clone();
         // The CommonName of a certificate rcgen made: the member's name, in plain bytes.
-        ["app1", "app2", "app3"].iter().find(|n| der.windows(4).any(|w| w == n.as_bytes())).map(|n| n.to_string()).unwrap_or_default()
+        ["app1", "app2", "app3"]
+            .iter()
+            .find(|n| der.windows(4).any(|w| w == n.as_bytes()))
+            .map(|n| n.to_string())
+            .unwrap_or_default()
     })
 }
 
@@ -130,7 +134,11 @@ fn the_seeds_cluster_behind_xdplb() {
     let killed = Instant::now();
     let (mut ops, mut failed) = (0, 0);
     while s.server(ETCD, "app2").unwrap().state != ServerState::Down {
-        assert!(killed.elapsed() < INTER * 3 + Duration::from_secs(1), "app2 not DOWN {:?} after the kill", killed.elapsed());
+        assert!(
+            killed.elapsed() < INTER * 3 + Duration::from_secs(1),
+            "app2 not DOWN {:?} after the kill",
+            killed.elapsed()
+        );
         ops += 1;
         if s.etcdctl(&["put", "/xdplb/during", "x"]).is_err() {
             failed += 1;

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::{run, workspace};
 
-
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Commands the tests and the lab need, and the Debian package that brings each.
 const PACKAGES: &[(&str, &str)] = &[
@@ -63,7 +62,8 @@ fn rust_src() -> Result<()> {
         step("nightly", "installing (rustup toolchain install nightly)");
         run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         step("rust-src", "present");
         return Ok(());

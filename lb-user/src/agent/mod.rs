@@ -97,9 +97,8 @@ fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refus
             p.iter().map(|x| format!("  - {x}")).collect::<Vec<_>>().join("\n")
         ))
     })?;
-    let plans = health::plans(&config, &topology).map_err(|p| {
-        Refused(format!("{}: {}", opts.config.display(), p.join("\n  - ")))
-    })?;
+    let plans = health::plans(&config, &topology)
+        .map_err(|p| Refused(format!("{}: {}", opts.config.display(), p.join("\n  - "))))?;
     Ok(Prepared { config, ifaces, topology, plans })
 }
 
@@ -130,9 +129,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     service::check_privileges().map_err(Refused)?;
     let lock = service::lock(&g.pin_dir).map_err(Refused)?;
     // Bind the status page next: a port in use is a refusal, before the kernel is touched.
-    let listener = tokio::net::TcpListener::bind(g.stats_bind).await.map_err(|e| {
-        Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind))
-    })?;
+    let listener = tokio::net::TcpListener::bind(g.stats_bind)
+        .await
+        .map_err(|e| Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind)))?;
     let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
     let runtime_listener = runtime::bind(&g.runtime_socket)
         .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
@@ -143,8 +142,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
-    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: Some(g.pin_dir.clone()), max_flows: g.max_flows, max_half_open: g.max_half_open })
-        .context("loading the XDP data path")?;
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: Some(g.pin_dir.clone()),
+        max_flows: g.max_flows,
+        max_half_open: g.max_half_open,
+    })
+    .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
@@ -259,9 +262,7 @@ impl Agent {
         let registry = &self.registry;
         self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
         let latency = decided_at.elapsed();
-        let up = |backup: bool| {
-            pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count()
-        };
+        let up = |backup: bool| pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count();
         let (active, backup) = (up(false), up(true));
         let view = &self.registry.servers[&id];
         let result = &view.last.as_ref().expect("just recorded").0;
@@ -275,7 +276,11 @@ impl Agent {
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
             let n = self.flows.remove_server_flows(id);
-            log::warn!("Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)", pool.name, server.name);
+            log::warn!(
+                "Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)",
+                pool.name,
+                server.name
+            );
         }
         self.publish();
         Ok(())
@@ -339,10 +344,14 @@ impl Agent {
             Command::Noop => String::new(),
             Command::ShowInfo => info::show_info(&snap(), &hostname()),
             Command::ShowStat => stat::show_stat(&snap()),
-            Command::ShowServersState(b) => servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),
+            Command::ShowServersState(b) => {
+                servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e)
+            }
             Command::Reload => self.reload(),
             Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
-            Command::SetWeight { backend, server, weight } => self.by_hand(&backend, &server, |o| o.weight = Some(weight)),
+            Command::SetWeight { backend, server, weight } => {
+                self.by_hand(&backend, &server, |o| o.weight = Some(weight))
+            }
             Command::Health { backend, server, enabled } => {
                 self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
             }
@@ -379,7 +388,10 @@ impl Agent {
         if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
             return format!("{e}\n");
         }
-        log::info!("Server {backend}/{server} set by hand: {:?}", self.overrides.servers.get(&format!("{backend}/{server}")));
+        log::info!(
+            "Server {backend}/{server} set by hand: {:?}",
+            self.overrides.servers.get(&format!("{backend}/{server}"))
+        );
         self.publish();
         String::new()
     }
@@ -393,7 +405,9 @@ impl Agent {
             || a.xdp_mode != b.xdp_mode
             || a.stats_bind != b.stats_bind
         {
-            log::warn!("reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart");
+            log::warn!(
+                "reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart"
+            );
         }
         if a.nat_ports != b.nat_ports {
             sysctl::reserve_ports(b.nat_ports)?;
@@ -416,7 +430,6 @@ impl Agent {
         Ok(())
     }
 }
-
 
 /// Removes the pins of a data path this agent created, if it fails before attaching it.
 struct PinGuard {
@@ -465,7 +478,8 @@ fn hostname() -> String {
 /// runs this data path: it would keep them alive.
 pub fn detach(pin_dir: &Path) -> Result<()> {
     let _lock = service::lock(pin_dir).map_err(|e| anyhow::anyhow!("{e}; stop it before `xdplb detach`"))?;
-    let removed = dataplane::remove_pins(pin_dir).with_context(|| format!("removing pins under {}", pin_dir.display()))?;
+    let removed =
+        dataplane::remove_pins(pin_dir).with_context(|| format!("removing pins under {}", pin_dir.display()))?;
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     } else {

@@ -26,14 +26,13 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -150,4 +149,3 @@ server = [ { name = "s", address = "198.18.0.21" }, { name = "s", address = "198
         assert!(e.contains("test.toml") && e.contains("line 1"), "{e}");
     }
 }
-

@@ -1,12 +1,7 @@
 //! The configuration file's schema: what `xdplb.toml` may say, with HAProxy's names and
 //! defaults where HAProxy has one (inter 2s, rise 2, fall 3, ...).
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    str::FromStr,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 

@@ -16,9 +16,8 @@ impl FromStr for Dur {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration: write e.g. \"2s\", \"500ms\", \"1h\""))?;
+        let n: u64 =
+            num.parse().map_err(|_| format!("{s:?} is not a duration: write e.g. \"2s\", \"500ms\", \"1h\""))?;
         let ms = match unit {
             "" | "ms" => n,
             "s" => n * 1000,
@@ -127,9 +126,8 @@ impl Bind {
 impl FromStr for Bind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("{s:?} is not ADDR:PORT: write it as \"*:12379\" or \"198.18.0.10:12379\" (IPv4, port 1-65535)")
-        };
+        let bad =
+            || format!("{s:?} is not ADDR:PORT: write it as \"*:12379\" or \"198.18.0.10:12379\" (IPv4, port 1-65535)");
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         if port == 0 {
@@ -144,9 +142,8 @@ impl FromStr for Bind {
 
 /// A server address, `IPv4:PORT`.
 pub fn parse_server_addr(s: &str) -> Result<SocketAddrV4, String> {
-    let addr: SocketAddrV4 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not IPv4:PORT: write it as \"198.18.0.21:2379\""))?;
+    let addr: SocketAddrV4 =
+        s.parse().map_err(|_| format!("{s:?} is not IPv4:PORT: write it as \"198.18.0.21:2379\""))?;
     if addr.port() == 0 {
         return Err(format!("{s:?}: port 0 is not a server port; use 1-65535"));
     }

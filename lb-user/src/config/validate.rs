@@ -3,10 +3,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use super::{Bind, CheckCfg, CheckKind, Config, Verify, parse_server_addr};
+use super::{parse_server_addr, Bind, CheckCfg, CheckKind, Config, Verify};
 
 impl Config {
-
     /// Every problem of the configuration, each with its place and a fix.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -24,7 +23,10 @@ impl Config {
             p.push("global.gc_interval: use at least \"100ms\"".into());
         }
         if self.frontends.is_empty() {
-            p.push("no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\"".into());
+            p.push(
+                "no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\""
+                    .into(),
+            );
         }
         if self.frontends.len() > lb_common::MAX_FRONTENDS as usize {
             p.push(format!("{} frontends: at most {}", self.frontends.len(), lb_common::MAX_FRONTENDS));
@@ -47,14 +49,19 @@ impl Config {
                     if g.nat_ports.contains(b.port()) {
                         p.push(format!(
                             "{at}.bind: port {} is inside global.nat_ports ({}-{}); move one of them",
-                            b.port(), g.nat_ports.first, g.nat_ports.last
+                            b.port(),
+                            g.nat_ports.first,
+                            g.nat_ports.last
                         ));
                     }
                     for (other, name) in &binds {
                         let clash = other.port() == b.port()
                             && (matches!(other, Bind::Any(_)) || matches!(b, Bind::Any(_)) || *other == b);
                         if clash {
-                            p.push(format!("{at}.bind: {:?} overlaps frontend {name:?}; use another port or address", f.bind));
+                            p.push(format!(
+                                "{at}.bind: {:?} overlaps frontend {name:?}; use another port or address",
+                                f.bind
+                            ));
                         }
                     }
                     binds.push((b, &f.name));
@@ -166,11 +173,9 @@ impl CheckCfg {
 }
 
 fn check_name(p: &mut Vec<String>, at: &str, name: &str) {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !ok {
         p.push(format!("{at}: name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."));
     }
 }
-

@@ -65,7 +65,9 @@ pub fn attach(
             })
         };
         let (id, mode_name) = match mode {
-            XdpModeCfg::Native => attach(prog, XdpMode::Driver, "native", "; the driver may not support XDP: try --xdp-mode generic")?,
+            XdpModeCfg::Native => {
+                attach(prog, XdpMode::Driver, "native", "; the driver may not support XDP: try --xdp-mode generic")?
+            }
             XdpModeCfg::Generic => attach(prog, XdpMode::Skb, "generic", "")?,
             XdpModeCfg::Auto => match attach(prog, XdpMode::Driver, "native", "") {
                 Ok(m) => m,
@@ -109,7 +111,8 @@ fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, pin: &Path) {
     match pinned {
         // Dropping the PinnedLink closes our fd; the pin keeps the program attached.
         Ok(_) => {}
-        Err(e) => log::warn!("cannot pin the XDP link at {} ({e}): XDP will detach when the agent stops", pin.display()),
+        Err(e) => {
+            log::warn!("cannot pin the XDP link at {} ({e}): XDP will detach when the agent stops", pin.display())
+        }
     }
 }
-

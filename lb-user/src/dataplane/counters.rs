@@ -37,10 +37,7 @@ impl Counters {
 
     /// Packets per reason, summed over CPUs.
     pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, MapError> {
-        Reason::ALL
-            .iter()
-            .map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum())))
-            .collect()
+        Reason::ALL.iter().map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum()))).collect()
     }
 
     pub fn frontend(&self, id: u32) -> Result<TrafficStats, MapError> {

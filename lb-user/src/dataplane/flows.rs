@@ -14,8 +14,7 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
-    TCP_FIN,
+    names, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, TCP_FIN,
 };
 use serde::Serialize;
 

@@ -14,7 +14,9 @@ pub const PROGRAM: &str = "xdplb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("this xdplb binary was built without its XDP program (AYA_BUILD_SKIP=1); rebuild with `cargo xtask build`")]
+    #[error(
+        "this xdplb binary was built without its XDP program (AYA_BUILD_SKIP=1); rebuild with `cargo xtask build`"
+    )]
     NoObject,
     #[error("loading the XDP object failed: {0}; loading BPF needs root or CAP_BPF + CAP_NET_ADMIN (and CAP_PERFMON on some kernels)")]
     Load(#[from] aya::EbpfError),
@@ -23,12 +25,7 @@ pub enum DataplaneError {
     #[error("bpffs: {0}")]
     BpfFs(String),
     #[error("attaching XDP to {iface} in {mode} mode failed: {source}{hint}")]
-    Attach {
-        iface: String,
-        mode: &'static str,
-        hint: &'static str,
-        source: Box<aya::programs::ProgramError>,
-    },
+    Attach { iface: String, mode: &'static str, hint: &'static str, source: Box<aya::programs::ProgramError> },
 }
 
 /// Where and how to load.

@@ -9,8 +9,7 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND,
 };
 
 use crate::{

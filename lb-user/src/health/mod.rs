@@ -16,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{sync::{mpsc, Notify}, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Notify},
+    task::JoinHandle,
+};
 
 use crate::{
     config::{AdminState, CheckCfg, Config, Observe, OnMarkedDown},
@@ -116,7 +119,12 @@ impl Registry {
 
     /// Starts servers as the kernel has them (a restart adopting a running data path): those in
     /// a healthy set fully UP, the others DOWN. Call before the first `apply`.
-    pub fn adopt(&mut self, cfg: &Config, topo: &Topology, members: &std::collections::HashSet<std::net::SocketAddrV4>) {
+    pub fn adopt(
+        &mut self,
+        cfg: &Config,
+        topo: &Topology,
+        members: &std::collections::HashSet<std::net::SocketAddrV4>,
+    ) {
         let now = Instant::now();
         for (pool, s) in topo.servers() {
             let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
@@ -183,7 +191,8 @@ impl Registry {
             }
             let view = &self.servers[id];
             let hurry = Arc::new(Notify::new());
-            let task = tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
+            let task =
+                tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
             self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
         }
         for (id, v) in self.servers.iter_mut() {
@@ -242,7 +251,9 @@ impl Registry {
             if let Some(c) = self.checkers.get(&id) {
                 log::warn!(
                     "Server {}/{}: {} connection errors seen (RST or no answer to SYN): checking now",
-                    v.pool, v.name, v.error_limit
+                    v.pool,
+                    v.name,
+                    v.error_limit
                 );
                 c.hurry.notify_one();
             }
@@ -275,7 +286,14 @@ impl Drop for Registry {
 }
 
 /// The transition log line, HAProxy's wording.
-pub fn transition_line(pool: &str, server: &str, t: Transition, r: &CheckResult, active: usize, backup: usize) -> String {
+pub fn transition_line(
+    pool: &str,
+    server: &str,
+    t: Transition,
+    r: &CheckResult,
+    active: usize,
+    backup: usize,
+) -> String {
     let code = r.http_status.map(|c| format!(", code: {c}")).unwrap_or_default();
     match t {
         Transition::Down => format!(

@@ -74,5 +74,9 @@ pub fn plans(cfg: &Config, topo: &Topology) -> Result<HashMap<u32, Plan>, Vec<St
             out.insert(s.id, Plan { pool: b.name.clone(), server: s.name.clone(), spec, check: b.check.clone(), key });
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }

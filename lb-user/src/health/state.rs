@@ -124,7 +124,11 @@ impl Health {
 
     /// Time spent DOWN, including the current stretch.
     pub fn downtime(&self, now: Instant) -> Duration {
-        if self.up { self.downtime } else { self.downtime + (now - self.since) }
+        if self.up {
+            self.downtime
+        } else {
+            self.downtime + (now - self.since)
+        }
     }
 }
 
@@ -177,11 +181,14 @@ mod tests {
     #[test]
     fn rise_and_fall_of_one_flip_at_once() {
         let mut h = Health::new(1, 1, InitialState::Down, Instant::now());
-        assert_eq!(run(&mut h, "+-+"), vec![
-            ("UP".into(), Some(Transition::Up)),
-            ("DOWN".into(), Some(Transition::Down)),
-            ("UP".into(), Some(Transition::Up)),
-        ]);
+        assert_eq!(
+            run(&mut h, "+-+"),
+            vec![
+                ("UP".into(), Some(Transition::Up)),
+                ("DOWN".into(), Some(Transition::Down)),
+                ("UP".into(), Some(Transition::Up)),
+            ]
+        );
     }
 
     #[test]

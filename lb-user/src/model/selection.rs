@@ -31,7 +31,11 @@ impl Pool {
 /// MAX_SLOTS slots; weights are scaled down proportionally when they would not fit.
 pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
     fn gcd(a: u32, b: u32) -> u32 {
-        if b == 0 { a } else { gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
     if members.is_empty() {
         return Vec::new();

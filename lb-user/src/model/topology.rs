@@ -115,11 +115,8 @@ impl Topology {
 
         let f_ids = assign(&prev_f, &cfg.frontends.iter().map(|f| f.name.clone()).collect::<Vec<_>>(), 0);
         let p_ids = assign(&prev_p, &cfg.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>(), 0);
-        let s_names: Vec<(String, String)> = cfg
-            .backends
-            .iter()
-            .flat_map(|b| b.servers.iter().map(|s| (b.name.clone(), s.name.clone())))
-            .collect();
+        let s_names: Vec<(String, String)> =
+            cfg.backends.iter().flat_map(|b| b.servers.iter().map(|s| (b.name.clone(), s.name.clone()))).collect();
         let s_ids = assign(&prev_s, &s_names, 1);
 
         let iface_addrs: Vec<Ipv4Addr> = ifaces.iter().flat_map(|i| i.addrs.iter().copied()).collect();
@@ -149,10 +146,8 @@ impl Topology {
                     vec![*a.ip()]
                 }
             };
-            let keys = addrs
-                .iter()
-                .map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 })
-                .collect();
+            let keys =
+                addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect();
             frontends.push(FrontendEntry {
                 name: f.name.clone(),
                 id: f_ids[&f.name],
@@ -173,7 +168,9 @@ impl Topology {
                         Err(e) => {
                             problems.push(format!(
                                 "backend {:?} server {:?}: {e}; add a route to {} or set `source` on the backend",
-                                b.name, s.name, addr.ip()
+                                b.name,
+                                s.name,
+                                addr.ip()
                             ));
                             continue;
                         }
@@ -181,7 +178,12 @@ impl Topology {
                 };
                 let id = s_ids[&(b.name.clone(), s.name.clone())];
                 if id >= MAX_SERVERS {
-                    problems.push(format!("backend {:?} server {:?}: more than {} servers", b.name, s.name, MAX_SERVERS - 1));
+                    problems.push(format!(
+                        "backend {:?} server {:?}: more than {} servers",
+                        b.name,
+                        s.name,
+                        MAX_SERVERS - 1
+                    ));
                     continue;
                 }
                 servers.push(ServerEntry {
@@ -251,7 +253,10 @@ mod tests {
     fn wildcard_binds_expand_to_interface_addresses_and_ids_survive_reloads() {
         let a = r#"{name="s1",address="198.18.0.21:2379"},{name="s2",address="198.18.0.22:2379"}"#;
         let t1 = Topology::resolve(&cfg(a), &eth0(), &FakeHost, None).unwrap();
-        assert_eq!(t1.frontends[0].keys, vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]);
+        assert_eq!(
+            t1.frontends[0].keys,
+            vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]
+        );
         assert_eq!(t1.pools[0].servers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2]);
         // s1 removed, s3 added: s2 keeps id 2, s3 takes the free id 1.
         let b = r#"{name="s3",address="198.18.0.23:2379"},{name="s2",address="198.18.0.22:2379"}"#;
@@ -270,7 +275,9 @@ mod tests {
 
     #[test]
     fn backups_take_flows_only_when_no_active_server_is_up() {
-        let c = cfg(r#"{name="a",address="198.18.0.21:1"},{name="b",address="198.18.0.22:1"},{name="k",address="198.18.0.23:1",backup=true}"#);
+        let c = cfg(
+            r#"{name="a",address="198.18.0.21:1"},{name="b",address="198.18.0.22:1"},{name="k",address="198.18.0.23:1",backup=true}"#,
+        );
         let t = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap();
         let set = t.pools[0].backend_set(&|_| true);
         assert_eq!(&set.slots[..set.count as usize], &[1, 2]);
@@ -279,5 +286,4 @@ mod tests {
         let set = t.pools[0].backend_set(&|_| false);
         assert_eq!(set.count, 0);
     }
-
 }

@@ -52,10 +52,21 @@ impl Builder {
     fn rate(&mut self, kind: u8, id: u32, total: u64, now: Instant) -> f64 {
         let (prev, at) = self.prev.insert((kind, id), (total, now)).unwrap_or((total, now));
         let secs = now.duration_since(at).as_secs_f64();
-        if secs > 0.0 { total.saturating_sub(prev) as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            total.saturating_sub(prev) as f64 / secs
+        } else {
+            0.0
+        }
     }
 
-    pub fn build(&mut self, cfg: &Config, topo: &Topology, reg: &Registry, counters: &Counters, sweep: &Sweep) -> Snapshot {
+    pub fn build(
+        &mut self,
+        cfg: &Config,
+        topo: &Topology,
+        reg: &Registry,
+        counters: &Counters,
+        sweep: &Sweep,
+    ) -> Snapshot {
         let now = Instant::now();
         let mut snap = Snapshot {
             version: env!("CARGO_PKG_VERSION").into(),

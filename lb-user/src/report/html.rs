@@ -11,42 +11,12 @@ use super::{
 /// legend text.
 const STATE_STYLES: [(ServerState, &str, &str, &str, &str); 7] = [
     (ServerState::Up, "s-up", "#c0ffc0", "#e0ffe0", "UP"),
-    (
-        ServerState::GoingDown,
-        "s-goingdown",
-        "#ffffa0",
-        "#ffffd0",
-        "UP, going down",
-    ),
-    (
-        ServerState::GoingUp,
-        "s-goingup",
-        "#ffd020",
-        "#ffe890",
-        "DOWN, going up",
-    ),
+    (ServerState::GoingDown, "s-goingdown", "#ffffa0", "#ffffd0", "UP, going down"),
+    (ServerState::GoingUp, "s-goingup", "#ffd020", "#ffe890", "DOWN, going up"),
     (ServerState::Down, "s-down", "#ff9090", "#ffc8c8", "DOWN"),
-    (
-        ServerState::Maint,
-        "s-maint",
-        "#c07820",
-        "#e0bc90",
-        "MAINT (no flows, no checks)",
-    ),
-    (
-        ServerState::Drain,
-        "s-drain",
-        "#b0d0ff",
-        "#d8e8ff",
-        "DRAIN (no new flows)",
-    ),
-    (
-        ServerState::NoCheck,
-        "s-nocheck",
-        "#ffffff",
-        "#ffffff",
-        "not checked",
-    ),
+    (ServerState::Maint, "s-maint", "#c07820", "#e0bc90", "MAINT (no flows, no checks)"),
+    (ServerState::Drain, "s-drain", "#b0d0ff", "#d8e8ff", "DRAIN (no new flows)"),
+    (ServerState::NoCheck, "s-nocheck", "#ffffff", "#ffffff", "not checked"),
 ];
 
 fn state_style(st: ServerState) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -106,10 +76,7 @@ fn css() -> String {
          span.sw{display:inline-block;width:1.5em;border:1px solid #808080}\n",
     );
     for (_, class, act, bck, _) in STATE_STYLES {
-        let _ = write!(
-            c,
-            ".{class}{{background:{act}}}.{class}-bck{{background:{bck}}}"
-        );
+        let _ = write!(c, ".{class}{{background:{act}}}.{class}-bck{{background:{bck}}}");
     }
     c.push('\n');
     c
@@ -165,11 +132,7 @@ fn html_general(h: &mut String, s: &Snapshot) {
     if !s.reasons.is_empty() {
         h.push_str("<table class=\"px\"><tr class=\"hdr\"><th>Packets</th><th>Total</th></tr>\n");
         for (reason, n) in &s.reasons {
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"l\">{}</td><td>{n}</td></tr>",
-                esc(reason)
-            );
+            let _ = writeln!(h, "<tr><td class=\"l\">{}</td><td>{n}</td></tr>", esc(reason));
         }
         h.push_str("</table>\n");
     }
@@ -210,12 +173,7 @@ const BACKEND_COLS: usize = 15;
 
 fn html_backend(h: &mut String, b: &BackendStatus) {
     if b.verify_none {
-        let _ = writeln!(
-            h,
-            "<p class=\"warn\">&#9888; {}: {}</p>",
-            esc(&b.name),
-            VERIFY_NONE_WARNING
-        );
+        let _ = writeln!(h, "<p class=\"warn\">&#9888; {}: {}</p>", esc(&b.name), VERIFY_NONE_WARNING);
     }
     h.push_str("<table class=\"px\">\n");
     let _ = writeln!(
@@ -242,17 +200,8 @@ fn html_backend(h: &mut String, b: &BackendStatus) {
     }
     // The total row, like HAProxy's "Backend" line.
     let t = &b.traffic;
-    let obs: u64 = b
-        .servers
-        .iter()
-        .map(|v| v.observed_errors)
-        .fold(0, u64::saturating_add);
-    let wght: u64 = b
-        .servers
-        .iter()
-        .filter(|v| !v.backup && v.state.takes_flows())
-        .map(|v| u64::from(v.weight))
-        .sum();
+    let obs: u64 = b.servers.iter().map(|v| v.observed_errors).fold(0, u64::saturating_add);
+    let wght: u64 = b.servers.iter().filter(|v| !v.backup && v.state.takes_flows()).map(|v| u64::from(v.weight)).sum();
     let status_class = if b.status == "UP" { "s-up" } else { "s-down" };
     let _ = writeln!(
         h,
@@ -278,10 +227,7 @@ fn html_backend(h: &mut String, b: &BackendStatus) {
 fn html_server(h: &mut String, v: &ServerStatus) {
     let t = &v.traffic;
     let (chk, chk_title) = match &v.last_check {
-        Some(c) => (
-            esc(&last_check_text(c)),
-            format!(" title=\"{}\"", esc(&c.description)),
-        ),
+        Some(c) => (esc(&last_check_text(c)), format!(" title=\"{}\"", esc(&c.description))),
         None => (String::new(), String::new()),
     };
     let yes = |b: bool| if b { "Y" } else { "-" };
@@ -338,27 +284,17 @@ mod tests {
     /// The class of the `<tr>` holding a server's name cell.
     fn class_of_row<'a>(html: &'a str, escaped_name: &str) -> &'a str {
         let cell = format!(">{escaped_name}</td>");
-        let at = html
-            .find(&cell)
-            .unwrap_or_else(|| panic!("no cell for {escaped_name}"));
+        let at = html.find(&cell).unwrap_or_else(|| panic!("no cell for {escaped_name}"));
         let tr = html[..at].rfind("<tr class=\"").expect("row start");
         let rest = &html[tr + "<tr class=\"".len()..];
         &rest[..rest.find('"').expect("class end")]
     }
 
-
     #[test]
     fn html_page() {
         let h = html(&snapshot());
         assert!(h.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
-        for name in [
-            "app1",
-            "app2",
-            "app3",
-            "cp1",
-            "cp3",
-            "cp2&lt;&amp;&quot;&gt;",
-        ] {
+        for name in ["app1", "app2", "app3", "cp1", "cp3", "cp2&lt;&amp;&quot;&gt;"] {
             assert!(h.contains(&format!(">{name}</td>")), "{name} missing");
         }
         assert!(h.contains("L7OK/200 in 2ms"));
@@ -376,10 +312,7 @@ mod tests {
             ("cp3", "s-up-bck", "#e0ffe0"),
         ] {
             assert_eq!(class_of_row(&h, name), class, "{name}");
-            assert!(
-                h.contains(&format!(".{class}{{background:{colour}}}")),
-                "{class} colour"
-            );
+            assert!(h.contains(&format!(".{class}{{background:{colour}}}")), "{class} colour");
         }
         for colour in ["#ffd020", "#ffffff"] {
             assert!(h.contains(colour), "{colour} missing from the legend CSS");

@@ -47,7 +47,9 @@ async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> std::io::Result
     let snap = shared.read().unwrap().clone();
     let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/" | "/stats") => ("200 OK", "text/html; charset=utf-8", html::html(&snap)),
-        ("GET", "/status.json") => ("200 OK", "application/json", serde_json::to_string_pretty(&snap).unwrap_or_default()),
+        ("GET", "/status.json") => {
+            ("200 OK", "application/json", serde_json::to_string_pretty(&snap).unwrap_or_default())
+        }
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", prometheus::prometheus(&snap)),
         ("GET", _) => ("404 Not Found", "text/plain", "not found: try /, /status.json or /metrics\n".into()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
@@ -64,8 +66,9 @@ async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> std::io::Result
 /// `xdplb status`: fetches `/status.json` from a running agent.
 pub fn fetch(addr: SocketAddr) -> Result<Snapshot, String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| format!("cannot reach the agent's status page at {addr}: {e}; is `xdplb run` running (global.stats_bind)?"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
+        format!("cannot reach the agent's status page at {addr}: {e}; is `xdplb run` running (global.stats_bind)?")
+    })?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(s, "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut raw = Vec::new();

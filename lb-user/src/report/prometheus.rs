@@ -37,21 +37,12 @@ fn esc_label(v: &str) -> String {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
-    let body: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", esc_label(v)))
-        .collect();
+    let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", esc_label(v))).collect();
     format!("{{{}}}", body.join(","))
 }
 
 /// One family: HELP and TYPE once, then all its series, so the exposition stays valid.
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, String)>,
-) {
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, String)>) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (l, v) in samples {
@@ -64,13 +55,7 @@ pub fn prometheus(s: &Snapshot) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let n = |v: u64| v.to_string();
 
-    family(
-        &mut o,
-        "xdplb_uptime_seconds",
-        GAUGE,
-        "Seconds since the agent started.",
-        [(String::new(), n(s.uptime_s))],
-    );
+    family(&mut o, "xdplb_uptime_seconds", GAUGE, "Seconds since the agent started.", [(String::new(), n(s.uptime_s))]);
 
     // Frontends.
     let fl = |f: &FrontendStatus| labels(&[("proxy", &f.name)]);
@@ -112,12 +97,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         "haproxy_backend_status",
         GAUGE,
         "Current status of the service (1 UP, 0 DOWN).",
-        be.iter().map(|b| {
-            (
-                bl(b),
-                (if b.status == "UP" { "1" } else { "0" }).to_string(),
-            )
-        }),
+        be.iter().map(|b| (bl(b), (if b.status == "UP" { "1" } else { "0" }).to_string())),
     );
     family(
         &mut o,
@@ -170,12 +150,8 @@ pub fn prometheus(s: &Snapshot) -> String {
     );
 
     // Servers.
-    let servers = || {
-        be.iter()
-            .flat_map(|b| b.servers.iter().map(move |v| (b, v)))
-    };
-    let sl =
-        |b: &BackendStatus, v: &ServerStatus| labels(&[("proxy", &b.name), ("server", &v.name)]);
+    let servers = || be.iter().flat_map(|b| b.servers.iter().map(move |v| (b, v)));
+    let sl = |b: &BackendStatus, v: &ServerStatus| labels(&[("proxy", &b.name), ("server", &v.name)]);
     family(
         &mut o,
         "haproxy_server_status",
@@ -279,9 +255,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         "xdplb_packets_total",
         COUNTER,
         "Packets seen by the XDP program, by verdict reason.",
-        s.reasons
-            .iter()
-            .map(|(r, c)| (labels(&[("reason", r)]), n(*c))),
+        s.reasons.iter().map(|(r, c)| (labels(&[("reason", r)]), n(*c))),
     );
     o
 }
@@ -300,7 +274,6 @@ mod tests {
             .map(str::to_string)
             .collect()
     }
-
 
     #[test]
     fn prometheus_families() {
@@ -350,19 +323,11 @@ mod tests {
                 assert_eq!(name, current, "{l}");
             }
         }
-        assert!(p.contains(
-            "haproxy_server_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"DOWN\"} 1\n"
-        ));
-        assert!(p.contains(
-            "haproxy_server_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"UP\"} 0\n"
-        ));
-        assert!(p.contains(
-            "haproxy_server_status{proxy=\"etcd-cluster\",server=\"app2\",state=\"UP\"} 1\n"
-        ));
+        assert!(p.contains("haproxy_server_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"DOWN\"} 1\n"));
+        assert!(p.contains("haproxy_server_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"UP\"} 0\n"));
+        assert!(p.contains("haproxy_server_status{proxy=\"etcd-cluster\",server=\"app2\",state=\"UP\"} 1\n"));
         assert!(p.contains("haproxy_server_check_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"L6TOUT\"} 1\n"));
-        assert!(p.contains(
-            "haproxy_server_check_duration_seconds{proxy=\"etcd-cluster\",server=\"app1\"} 0.002\n"
-        ));
+        assert!(p.contains("haproxy_server_check_duration_seconds{proxy=\"etcd-cluster\",server=\"app1\"} 0.002\n"));
         assert!(p.contains("server=\"cp2<&\\\">\""));
         assert!(p.contains("xdplb_packets_total{reason=\"forwarded\"} 5000\n"));
         assert_eq!(esc_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
@@ -382,23 +347,10 @@ mod tests {
                  (apt-get install prometheus), which provides /usr/bin/promtool"
             ),
         };
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write to promtool");
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
         let out = child.wait_with_output().expect("promtool output");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "promtool failed ({}):\n{report}\n--- input:\n{text}",
-            out.status
-        );
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool failed ({}):\n{report}\n--- input:\n{text}", out.status);
         assert!(report.trim().is_empty(), "promtool warnings:\n{report}");
     }
 
@@ -408,5 +360,4 @@ mod tests {
         // Families without series (a fresh agent) must still be valid.
         promtool_check(&prometheus(&Snapshot::default()));
     }
-
 }

@@ -9,10 +9,7 @@ use super::{
 
 /// Control characters in a name could move the cursor or recolour the terminal: show them as `?`.
 fn term(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let t: String = s.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
     // An empty cell would break the column layout for the eye: show a dash.
     if t.is_empty() {
         "-".to_string()
@@ -53,11 +50,7 @@ fn grid(out: &mut String, rows: &[Vec<String>]) {
 /// `xdplb status` for a terminal: plain text, no colours.
 pub fn table(s: &Snapshot) -> String {
     let mut o = String::new();
-    let ifaces = if s.interfaces.is_empty() {
-        "none".to_string()
-    } else {
-        term(&s.interfaces.join(", "))
-    };
+    let ifaces = if s.interfaces.is_empty() { "none".to_string() } else { term(&s.interfaces.join(", ")) };
     let _ = writeln!(
         o,
         "xdplb {}  pid {}  uptime {}  interfaces: {}",
@@ -98,10 +91,7 @@ pub fn table(s: &Snapshot) -> String {
                 term(&v.name),
                 term(&v.address),
                 format!("{} ({})", term(&v.status), human_time(v.since_s)),
-                v.last_check
-                    .as_ref()
-                    .map(|c| term(&last_check_text(c)))
-                    .unwrap_or_else(|| "-".into()),
+                v.last_check.as_ref().map(|c| term(&last_check_text(c))).unwrap_or_else(|| "-".into()),
                 v.weight.to_string(),
                 (if v.backup { "bck" } else { "act" }).to_string(),
                 v.active_flows.to_string(),
@@ -115,16 +105,7 @@ pub fn table(s: &Snapshot) -> String {
     }
     if !s.frontends.is_empty() {
         o.push_str("\nfrontends\n");
-        let mut rows = vec![header(&[
-            "NAME",
-            "BIND",
-            "BACKEND",
-            "CUR",
-            "TOTAL",
-            "RATE",
-            "BYTES IN",
-            "BYTES OUT",
-        ])];
+        let mut rows = vec![header(&["NAME", "BIND", "BACKEND", "CUR", "TOTAL", "RATE", "BYTES IN", "BYTES OUT"])];
         for f in &s.frontends {
             rows.push(vec![
                 term(&f.name),
@@ -148,11 +129,7 @@ mod tests {
     /// Column starts of a header: a non-space after two spaces (headers have single spaces only).
     fn column_starts(header: &str) -> Vec<usize> {
         let b = header.as_bytes();
-        (0..b.len())
-            .filter(|&i| {
-                b[i] != b' ' && (i == 0 || (i >= 2 && b[i - 1] == b' ' && b[i - 2] == b' '))
-            })
-            .collect()
+        (0..b.len()).filter(|&i| b[i] != b' ' && (i == 0 || (i >= 2 && b[i - 1] == b' ' && b[i - 2] == b' '))).collect()
     }
 
     fn assert_block_aligned(block: &[&str], ncols: usize) {
@@ -161,14 +138,8 @@ mod tests {
         for row in &block[1..] {
             let b = row.as_bytes();
             for &s in &starts {
-                assert!(
-                    s < b.len() && b[s] != b' ',
-                    "column at {s} empty in {row:?}"
-                );
-                assert!(
-                    s == 0 || b[s - 1] == b' ',
-                    "column at {s} not aligned in {row:?}"
-                );
+                assert!(s < b.len() && b[s] != b' ', "column at {s} empty in {row:?}");
+                assert!(s == 0 || b[s - 1] == b' ', "column at {s} not aligned in {row:?}");
             }
         }
     }
@@ -178,9 +149,7 @@ mod tests {
         let t = table(&snapshot());
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("xdplb 0.1.0  pid 4242  uptime 1d2h"));
-        assert!(
-            t.contains("backend etcd-cluster  UP  2 active, 0 backup UP  check: https GET /health")
-        );
+        assert!(t.contains("backend etcd-cluster  UP  2 active, 0 backup UP  check: https GET /health"));
         assert_eq!(t.matches(VERIFY_NONE_WARNING).count(), 2);
         assert!(t.contains("L7OK/200 in 2ms") && t.contains("UP 1/3 (5m3s)"));
         assert!(!t.contains('\x1b'));
@@ -193,10 +162,7 @@ mod tests {
             } else {
                 continue;
             };
-            let end = lines[i..]
-                .iter()
-                .position(|l| l.is_empty())
-                .map_or(lines.len(), |p| i + p);
+            let end = lines[i..].iter().position(|l| l.is_empty()).map_or(lines.len(), |p| i + p);
             let block = &lines[i..end];
             assert!(block.len() > 1);
             assert_block_aligned(block, ncols);

@@ -9,10 +9,25 @@ pub enum Command {
     ShowInfo,
     ShowStat,
     ShowServersState(Option<String>),
-    SetState { backend: String, server: String, state: AdminState },
-    SetWeight { backend: String, server: String, weight: u32 },
-    Health { backend: String, server: String, enabled: bool },
-    ShutdownSessions { backend: String, server: String },
+    SetState {
+        backend: String,
+        server: String,
+        state: AdminState,
+    },
+    SetWeight {
+        backend: String,
+        server: String,
+        weight: u32,
+    },
+    Health {
+        backend: String,
+        server: String,
+        enabled: bool,
+    },
+    ShutdownSessions {
+        backend: String,
+        server: String,
+    },
     /// xdplb's own: re-read the configuration (as SIGHUP).
     Reload,
     /// Accepted and ignored (`set timeout cli`, which hatop sends: sessions here have no idle
@@ -62,7 +77,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }
         ["set", "server", t, "weight", n] => {
             let (backend, server) = target(Some(t))?;
-            let weight = n.trim_end_matches('%').parse().ok().filter(|w| *w <= 256).ok_or("Integer value between 0 and 256 expected.\n")?;
+            let weight = n
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|w| *w <= 256)
+                .ok_or("Integer value between 0 and 256 expected.\n")?;
             Command::SetWeight { backend, server, weight }
         }
         ["disable", "health", t] | ["enable", "health", t] => {
@@ -95,12 +115,17 @@ mod tests {
             parse("set server b/s weight 50").unwrap(),
             Command::SetWeight { backend: "b".into(), server: "s".into(), weight: 50 }
         );
-        assert_eq!(parse("disable health b/s").unwrap(), Command::Health { backend: "b".into(), server: "s".into(), enabled: false });
-        assert_eq!(parse("shutdown sessions server b/s").unwrap(), Command::ShutdownSessions { backend: "b".into(), server: "s".into() });
+        assert_eq!(
+            parse("disable health b/s").unwrap(),
+            Command::Health { backend: "b".into(), server: "s".into(), enabled: false }
+        );
+        assert_eq!(
+            parse("shutdown sessions server b/s").unwrap(),
+            Command::ShutdownSessions { backend: "b".into(), server: "s".into() }
+        );
         assert!(parse("set server nobackslash state ready").unwrap_err().contains("backend/server"));
         assert!(parse("set server b/s weight 300").unwrap_err().contains("between 0 and 256"));
         assert!(parse("set server b/s state off").unwrap_err().contains("'ready', 'drain' and 'maint'"));
         assert!(parse("frobnicate").unwrap_err().starts_with("Unknown command"));
     }
-
 }

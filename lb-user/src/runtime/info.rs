@@ -28,27 +28,14 @@ pub fn show_info(s: &Snapshot, node: &str) -> String {
     };
     line("Name", &"xdplb");
     // hatop reads Version, Release_date, node and description as non-empty words.
-    line(
-        "Version",
-        &if version.is_empty() {
-            "unknown"
-        } else {
-            version.as_str()
-        },
-    );
+    line("Version", &if version.is_empty() { "unknown" } else { version.as_str() });
     line("Release_date", &"-");
     line("Nbthread", &nbthread);
     line("Nbproc", &1);
     line("Process_num", &1);
     line("Pid", &s.pid);
     // HAProxy's "%ud %uh%02um%02us".
-    let uptime = format!(
-        "{}d {}h{:02}m{:02}s",
-        up / 86_400,
-        up / 3_600 % 24,
-        up / 60 % 60,
-        up % 60
-    );
+    let uptime = format!("{}d {}h{:02}m{:02}s", up / 86_400, up / 3_600 % 24, up / 60 % 60, up % 60);
     line("Uptime", &uptime);
     line("Uptime_sec", &up);
     // No connection limit and no pipes in an XDP data path; hatop needs the lines anyway.
@@ -128,10 +115,7 @@ mod tests {
             "description",
         ] {
             let line = out.lines().find(|l| l.starts_with(&format!("{key}: ")));
-            assert!(
-                line.is_some_and(|l| l.len() > key.len() + 2),
-                "{key} in\n{out}"
-            );
+            assert!(line.is_some_and(|l| l.len() > key.len() + 2), "{key} in\n{out}");
         }
         // HAProxy's order for the fields we emit.
         let pos = |k: &str| out.find(&format!("\n{k}: ")).unwrap_or(usize::MAX);
@@ -141,5 +125,4 @@ mod tests {
         // Without a node name, the host's name or "xdplb".
         assert!(!show_info(&snapshot(), "").contains("node: \n"));
     }
-
 }

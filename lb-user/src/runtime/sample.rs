@@ -5,7 +5,6 @@ use crate::report::snapshot::{
     BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot,
 };
 
-
 /// HAProxy 2.6's `show stat` header, as a Debian/official build (OpenSSL) prints it.
 pub const HAPROXY_26_HEADER: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,\
 dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,\
@@ -48,24 +47,14 @@ pub fn snapshot() -> Snapshot {
     let app2 = ServerStatus {
         since_s: 300,
         check_failures: 4,
-        last_check: check(
-            "L7STS",
-            Some(503),
-            5,
-            "Layer7 wrong status: Service Unavailable",
-        ),
+        last_check: check("L7STS", Some(503), 5, "Layer7 wrong status: Service Unavailable"),
         ..server("app2", "10.0.0.2:2379", ServerState::GoingDown, "UP 1/3")
     };
     let app3 = ServerStatus {
         check_failures: 9,
         down_transitions: 2,
         downtime_s: 600,
-        last_check: check(
-            "L4CON",
-            None,
-            0,
-            "Layer4 connection problem, info: \"Connection refused\"",
-        ),
+        last_check: check("L4CON", None, 0, "Layer4 connection problem, info: \"Connection refused\""),
         ..server("app3", "10.0.0.3:2379", ServerState::Down, "DOWN")
     };
     let api1 = ServerStatus {
@@ -74,20 +63,10 @@ pub fn snapshot() -> Snapshot {
         weight: 10,
         ..server("api1", "[fd00::11]:6443", ServerState::Up, "UP")
     };
-    let api2 = ServerStatus {
-        weight: 10,
-        ..server("api2", "10.0.1.2:6443", ServerState::Drain, "DRAIN")
-    };
-    let api3 = ServerStatus {
-        weight: 10,
-        last_check: None,
-        ..server("api3", "10.0.1.3:6443", ServerState::Maint, "MAINT")
-    };
-    let api4 = ServerStatus {
-        backup: true,
-        weight: 5,
-        ..server("api4", "10.0.1.4:6443", ServerState::Up, "UP")
-    };
+    let api2 = ServerStatus { weight: 10, ..server("api2", "10.0.1.2:6443", ServerState::Drain, "DRAIN") };
+    let api3 =
+        ServerStatus { weight: 10, last_check: None, ..server("api3", "10.0.1.3:6443", ServerState::Maint, "MAINT") };
+    let api4 = ServerStatus { backup: true, weight: 5, ..server("api4", "10.0.1.4:6443", ServerState::Up, "UP") };
     Snapshot {
         version: "0.3.0".to_string(),
         uptime_s: 65,

@@ -50,20 +50,12 @@ pub fn show_servers_state(s: &Snapshot, backend: Option<&str>) -> Result<String,
     Ok(out)
 }
 
-fn server_state_line(
-    out: &mut String,
-    be_id: usize,
-    be_name: &str,
-    srv_id: usize,
-    sv: &ServerStatus,
-) {
+fn server_state_line(out: &mut String, be_id: usize, be_name: &str, srv_id: usize, sv: &ServerStatus) {
     let (addr, port) = split_addr(&sv.address);
     // HAProxy keeps MAINT servers stopped and DRAIN ones running; rising servers stay stopped
     // until `rise` checks passed, falling ones run until `fall` failed.
     let op_state = match sv.state {
-        ServerState::Up | ServerState::GoingDown | ServerState::NoCheck | ServerState::Drain => {
-            SRV_ST_RUNNING
-        }
+        ServerState::Up | ServerState::GoingDown | ServerState::NoCheck | ServerState::Drain => SRV_ST_RUNNING,
         ServerState::Down | ServerState::GoingUp | ServerState::Maint => SRV_ST_STOPPED,
     };
     let admin_state = match sv.state {
@@ -153,10 +145,7 @@ fn split_addr(address: &str) -> (String, u16) {
     }
     if let Some((host, port)) = address.rsplit_once(':') {
         if let Ok(port) = port.parse::<u16>() {
-            return (
-                token(host.trim_start_matches('[').trim_end_matches(']')),
-                port,
-            );
+            return (token(host.trim_start_matches('[').trim_end_matches(']')), port);
         }
     }
     (token(address), 0)
@@ -164,11 +153,7 @@ fn split_addr(address: &str) -> (String, u16) {
 
 /// A name as one space-separated word: `-` when empty, blanks replaced.
 fn token(text: &str) -> String {
-    let t: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_whitespace() { '_' } else { c })
-        .collect();
+    let t: String = text.trim().chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
     if t.is_empty() {
         "-".to_string()
     } else {
@@ -196,37 +181,14 @@ mod tests {
             )
         );
         assert!(out.ends_with("\n\n"));
-        let servers: Vec<Vec<&str>> = lines[2..]
-            .iter()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split(' ').collect())
-            .collect();
+        let servers: Vec<Vec<&str>> =
+            lines[2..].iter().filter(|l| !l.is_empty()).map(|l| l.split(' ').collect()).collect();
         assert_eq!(servers.len(), 7);
         assert!(servers.iter().all(|f| f.len() == 25));
-        let by_name = |n: &str| {
-            servers
-                .iter()
-                .find(|f| f[3] == n)
-                .cloned()
-                .unwrap_or_default()
-        };
+        let by_name = |n: &str| servers.iter().find(|f| f[3] == n).cloned().unwrap_or_default();
 
         // be_id be_name srv_id srv_name srv_addr op admin uweight iweight since ...
-        assert_eq!(
-            &by_name("app1")[..10],
-            [
-                "3",
-                "etcd-cluster",
-                "1",
-                "app1",
-                "10.0.0.1",
-                "2",
-                "0",
-                "2",
-                "2",
-                "42"
-            ]
-        );
+        assert_eq!(&by_name("app1")[..10], ["3", "etcd-cluster", "1", "app1", "10.0.0.1", "2", "0", "2", "2", "42"]);
         assert_eq!(by_name("app1")[18], "2379");
         // L7OK passed: healthcheck_status 15, chk_result 3; checks configured and enabled.
         assert_eq!(&by_name("app1")[10..14], ["15", "3", "-", "6"]);
@@ -234,10 +196,7 @@ mod tests {
         // DOWN: stopped; L4CON failed, health 0.
         assert_eq!(&by_name("app3")[5..7], ["0", "0"]);
         assert_eq!(&by_name("app3")[10..13], ["8", "2", "0"]);
-        assert_eq!(
-            (by_name("api1")[4], by_name("api1")[18]),
-            ("fd00::11", "6443")
-        );
+        assert_eq!((by_name("api1")[4], by_name("api1")[18]), ("fd00::11", "6443"));
         // DRAIN runs with the forced-drain flag; MAINT is stopped, forced-maint, checks paused.
         assert_eq!(&by_name("api2")[5..7], ["2", "8"]);
         assert_eq!(&by_name("api3")[5..7], ["0", "1"]);
@@ -248,30 +207,16 @@ mod tests {
     #[test]
     fn show_servers_state_one_backend() {
         let out = show_servers_state(&snapshot(), Some("etcd-cluster")).unwrap_or_default();
-        let names: Vec<&str> = out
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split(' ').nth(3))
-            .collect();
+        let names: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split(' ').nth(3)).collect();
         assert_eq!(names, ["app1", "app2", "app3"]);
-        assert_eq!(
-            show_servers_state(&snapshot(), Some("nope")),
-            Err("Can't find backend.\n".to_string())
-        );
+        assert_eq!(show_servers_state(&snapshot(), Some("nope")), Err("Can't find backend.\n".to_string()));
     }
 
     #[test]
     fn rising_server_health_and_odd_addresses() {
-        let sv = ServerStatus {
-            state: ServerState::GoingUp,
-            status: "DOWN 1/2".to_string(),
-            ..Default::default()
-        };
+        let sv = ServerStatus { state: ServerState::GoingUp, status: "DOWN 1/2".to_string(), ..Default::default() };
         assert_eq!(check_health(&sv), "1");
-        assert_eq!(
-            split_addr("etcd-1.example:2379"),
-            ("etcd-1.example".to_string(), 2379)
-        );
+        assert_eq!(split_addr("etcd-1.example:2379"), ("etcd-1.example".to_string(), 2379));
         assert_eq!(split_addr(""), ("-".to_string(), 0));
     }
 }

@@ -85,8 +85,9 @@ async fn session(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()
 /// Sends one line to the agent's socket and returns its answer (the CLI's side).
 pub fn call(socket: &Path, line: &str) -> Result<String, String> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the agent at {}: {e}; is `xdplb run` running (global.runtime_socket)?", socket.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!("cannot reach the agent at {}: {e}; is `xdplb run` running (global.runtime_socket)?", socket.display())
+    })?;
     writeln!(s, "{line}").map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out).map_err(|e| e.to_string())?;

@@ -8,7 +8,6 @@
 //!
 //! Field lists are HAProxy 2.6's (management guide section 9.1; `SRV_STATE_FILE_FIELD_NAMES`).
 
-
 use crate::report::snapshot::{BackendStatus, ServerState, ServerStatus, Snapshot, Traffic};
 
 // show stat
@@ -178,16 +177,9 @@ fn backend_row(b: &BackendStatus, iid: usize) -> Row {
 /// active server is UP (backups only take traffic then).
 fn backend_weight(b: &BackendStatus) -> u64 {
     let up_weight = |backup: bool| -> u64 {
-        b.servers
-            .iter()
-            .filter(|sv| sv.backup == backup && sv.state.takes_flows())
-            .map(|sv| u64::from(sv.weight))
-            .sum()
+        b.servers.iter().filter(|sv| sv.backup == backup && sv.state.takes_flows()).map(|sv| u64::from(sv.weight)).sum()
     };
-    let active_up = b
-        .servers
-        .iter()
-        .any(|sv| !sv.backup && sv.state.takes_flows());
+    let active_up = b.servers.iter().any(|sv| !sv.backup && sv.state.takes_flows());
     up_weight(!active_up)
 }
 
@@ -228,9 +220,7 @@ struct Row {
 
 impl Row {
     fn new(pxname: &str, svname: &str, iid: usize, sid: usize, kind: u8) -> Row {
-        let mut row = Row {
-            cells: vec![String::new(); STAT_FIELDS.len()],
-        };
+        let mut row = Row { cells: vec![String::new(); STAT_FIELDS.len()] };
         row.set(col::PXNAME, pxname);
         row.set(col::SVNAME, svname);
         // One process: HAProxy's pid column is the process number, not the system pid.
@@ -309,10 +299,7 @@ mod tests {
     fn rows(csv: &str) -> Vec<std::collections::HashMap<String, String>> {
         let mut lines = csv.lines();
         let header = csv_fields(lines.next().unwrap_or_default().trim_start_matches("# "));
-        lines
-            .filter(|l| !l.is_empty())
-            .map(|l| header.iter().cloned().zip(csv_fields(l)).collect())
-            .collect()
+        lines.filter(|l| !l.is_empty()).map(|l| header.iter().cloned().zip(csv_fields(l)).collect()).collect()
     }
 
     fn find<'a>(
@@ -320,9 +307,7 @@ mod tests {
         px: &str,
         sv: &str,
     ) -> &'a std::collections::HashMap<String, String> {
-        rows.iter()
-            .find(|r| r["pxname"] == px && r["svname"] == sv)
-            .unwrap_or_else(|| panic!("no row {px}/{sv}"))
+        rows.iter().find(|r| r["pxname"] == px && r["svname"] == sv).unwrap_or_else(|| panic!("no row {px}/{sv}"))
     }
 
     #[test]
@@ -343,20 +328,15 @@ mod tests {
             assert_eq!(csv_fields(line).len(), header_commas + 1, "{line}");
         }
         // Rows without quoted text can be cut on plain commas, as socat one-liners do.
-        let plain = out
-            .lines()
-            .find(|l| l.starts_with("etcd-cluster,app1,"))
-            .unwrap_or_default();
+        let plain = out.lines().find(|l| l.starts_with("etcd-cluster,app1,")).unwrap_or_default();
         assert_eq!(plain.matches(',').count(), header_commas);
     }
 
     #[test]
     fn show_stat_rows_in_haproxy_order() {
         let out = show_stat(&snapshot());
-        let order: Vec<(String, String, String)> = rows(&out)
-            .iter()
-            .map(|r| (r["pxname"].clone(), r["svname"].clone(), r["type"].clone()))
-            .collect();
+        let order: Vec<(String, String, String)> =
+            rows(&out).iter().map(|r| (r["pxname"].clone(), r["svname"].clone(), r["type"].clone())).collect();
         let want = [
             ("in-etcd", "FRONTEND", "0"),
             ("in-apiserver", "FRONTEND", "0"),
@@ -370,10 +350,8 @@ mod tests {
             ("apiserver-cluster", "api4", "2"),
             ("apiserver-cluster", "BACKEND", "1"),
         ];
-        let want: Vec<(String, String, String)> = want
-            .iter()
-            .map(|(p, s, t)| (p.to_string(), s.to_string(), t.to_string()))
-            .collect();
+        let want: Vec<(String, String, String)> =
+            want.iter().map(|(p, s, t)| (p.to_string(), s.to_string(), t.to_string())).collect();
         assert_eq!(order, want);
         // HAProxy's CLI ends each answer with an empty line.
         assert!(out.ends_with(",\n\n"));
@@ -423,23 +401,14 @@ mod tests {
             assert_eq!(app1[k], v, "app1 {k}");
         }
         let app2 = find(&rows, "etcd-cluster", "app2");
-        assert_eq!(
-            (app2["status"].as_str(), app2["check_status"].as_str()),
-            ("UP 1/3", "L7STS")
-        );
-        assert_eq!(
-            (app2["chkfail"].as_str(), app2["check_code"].as_str()),
-            ("4", "503")
-        );
+        assert_eq!((app2["status"].as_str(), app2["check_status"].as_str()), ("UP 1/3", "L7STS"));
+        assert_eq!((app2["chkfail"].as_str(), app2["check_code"].as_str()), ("4", "503"));
         let app3 = find(&rows, "etcd-cluster", "app3");
         assert_eq!(app3["status"], "DOWN");
         assert_eq!(app3["check_status"], "L4CON");
         assert_eq!(app3["check_code"], "");
         assert_eq!(app3["chkfail"], "9");
-        assert_eq!(
-            app3["check_desc"],
-            "Layer4 connection problem, info: \"Connection refused\""
-        );
+        assert_eq!(app3["check_desc"], "Layer4 connection problem, info: \"Connection refused\"");
         assert_eq!(app3["last_chk"], app3["check_desc"]);
 
         let etcd = find(&rows, "etcd-cluster", "BACKEND");
@@ -461,20 +430,12 @@ mod tests {
         assert_eq!(api1["iid"], "4");
         assert_eq!(find(&rows, "apiserver-cluster", "api2")["status"], "DRAIN");
         let api3 = find(&rows, "apiserver-cluster", "api3");
-        assert_eq!(
-            (api3["status"].as_str(), api3["check_status"].as_str()),
-            ("MAINT", "")
-        );
+        assert_eq!((api3["status"].as_str(), api3["check_status"].as_str()), ("MAINT", ""));
         let api4 = find(&rows, "apiserver-cluster", "api4");
         assert_eq!((api4["act"].as_str(), api4["bck"].as_str()), ("0", "1"));
         let api = find(&rows, "apiserver-cluster", "BACKEND");
         // Only api1 counts: DRAIN and MAINT take no flows, the backup waits while api1 is UP.
-        for (k, v) in [
-            ("weight", "10"),
-            ("act", "1"),
-            ("bck", "1"),
-            ("downtime", "5"),
-        ] {
+        for (k, v) in [("weight", "10"), ("act", "1"), ("bck", "1"), ("downtime", "5")] {
             assert_eq!(api[k], v, "apiserver-cluster BACKEND {k}");
         }
     }
@@ -489,7 +450,6 @@ mod tests {
         }
         assert_eq!(backend_weight(&s.backends[1]), 5);
     }
-
 
     #[test]
     fn line_breaks_in_a_cell_become_spaces() {

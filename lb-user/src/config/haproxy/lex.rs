@@ -61,4 +61,3 @@ pub(super) fn unescape(c: char) -> char {
         c => c,
     }
 }
-

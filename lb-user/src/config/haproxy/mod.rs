@@ -135,7 +135,10 @@ backend pool
         assert_eq!(c.problems(), Vec::<String>::new());
         // One note per backend on HAProxy's status-blind `expect string`, and nothing else.
         assert_eq!(import.notes.len(), 2, "{:#?}", import.notes);
-        assert!(has(&import.notes, "backend etcd-cluster: HAProxy's `http-check expect string true` ignores the status"));
+        assert!(has(
+            &import.notes,
+            "backend etcd-cluster: HAProxy's `http-check expect string true` ignores the status"
+        ));
 
         let text = to_toml(&import);
         assert!(text.starts_with("# Imported from an haproxy.cfg"), "{text}");
@@ -265,8 +268,16 @@ listen api 198.18.0.10:6443
             }
         }
         inputs.extend(
-            ["server", "listen x\nserver", "listen x\n bind", "frontend f from", "\"", "listen l :\n", "listen l :80\n server s :\n"]
-                .map(String::from),
+            [
+                "server",
+                "listen x\nserver",
+                "listen x\n bind",
+                "frontend f from",
+                "\"",
+                "listen l :\n",
+                "listen l :80\n server s :\n",
+            ]
+            .map(String::from),
         );
         for input in &inputs {
             if let Ok(i) = import(input) {

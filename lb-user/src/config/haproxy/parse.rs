@@ -41,11 +41,9 @@ impl Parser {
 
     fn directive(&mut self, line: &Line) -> Result<(), ImportError> {
         match self.section {
-            Section::Outside => self.notes.push(format!(
-                "line {}: `{}` is outside any section; not translated",
-                line.no,
-                line.text()
-            )),
+            Section::Outside => {
+                self.notes.push(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()))
+            }
             Section::Global => self.global.directive(line),
             Section::Other => {}
             Section::Defaults => proxy_directive(&mut self.defaults, line, &mut self.notes)?,
@@ -72,9 +70,7 @@ impl Parser {
         let name = match header.name {
             Some(n) => n.to_owned(),
             None if kind == Kind::Defaults => String::new(),
-            None => {
-                return Err(ImportError::MissingSectionName { line: line.no, keyword: kind.keyword().into() })
-            }
+            None => return Err(ImportError::MissingSectionName { line: line.no, keyword: kind.keyword().into() }),
         };
         let base = self.base_for(kind, header.from, line);
         let mut p = base.inherit(kind, name, line.no);
@@ -128,8 +124,7 @@ impl Parser {
     }
 
     pub(super) fn finish(mut self) -> Result<Import, ImportError> {
-        let known: Vec<String> =
-            self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
+        let known: Vec<String> = self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
         let frontends = translate::frontends(&self.proxies, &known, &mut self.notes)?;
         let mut backends = Vec::new();
         for p in self.proxies.iter().filter(|p| p.kind.is_backend()) {
@@ -245,25 +240,69 @@ impl Proxy {
 /// Directives that do not change which server gets a flow (logging, limits, stats, timeouts
 /// that xdplb keeps globally).
 const SILENT_DIRECTIVES: &[&str] = &[
-    "log", "log-format", "log-format-sd", "error-log-format", "log-tag", "log-steps", "maxconn",
-    "fullconn", "backlog", "description", "id", "stats", "monitor-uri", "monitor", "errorfile",
-    "errorfiles", "email-alert", "unique-id-format", "unique-id-header", "enabled", "grace",
-    "load-server-state-from-file", "server-state-file-name", "hash-type", "contimeout",
-    "clitimeout", "srvtimeout",
+    "log",
+    "log-format",
+    "log-format-sd",
+    "error-log-format",
+    "log-tag",
+    "log-steps",
+    "maxconn",
+    "fullconn",
+    "backlog",
+    "description",
+    "id",
+    "stats",
+    "monitor-uri",
+    "monitor",
+    "errorfile",
+    "errorfiles",
+    "email-alert",
+    "unique-id-format",
+    "unique-id-header",
+    "enabled",
+    "grace",
+    "load-server-state-from-file",
+    "server-state-file-name",
+    "hash-type",
+    "contimeout",
+    "clitimeout",
+    "srvtimeout",
 ];
 
 /// `option`s about logging, keep-alive and kernel splicing: nothing to translate, nothing lost.
 const SILENT_OPTIONS: &[&str] = &[
-    "tcplog", "httplog", "dontlognull", "dontlog-normal", "log-health-checks", "logasap",
-    "log-separate-errors", "tcpka", "clitcpka", "srvtcpka", "splice-auto", "splice-request",
-    "splice-response", "socket-stats", "contstats", "independent-streams", "http-keep-alive",
-    "http-server-close", "httpclose", "nolinger",
+    "tcplog",
+    "httplog",
+    "dontlognull",
+    "dontlog-normal",
+    "log-health-checks",
+    "logasap",
+    "log-separate-errors",
+    "tcpka",
+    "clitcpka",
+    "srvtcpka",
+    "splice-auto",
+    "splice-request",
+    "splice-response",
+    "socket-stats",
+    "contstats",
+    "independent-streams",
+    "http-keep-alive",
+    "http-server-close",
+    "httpclose",
+    "nolinger",
 ];
 
 /// Protocol checks xdplb replaces with a TCP connect.
 const CONNECT_ONLY_CHECKS: &[&str] = &[
-    "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check", "smtpchk", "ldap-check",
-    "spop-check", "external-check",
+    "ssl-hello-chk",
+    "mysql-check",
+    "pgsql-check",
+    "redis-check",
+    "smtpchk",
+    "ldap-check",
+    "spop-check",
+    "external-check",
 ];
 
 fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
@@ -286,11 +325,9 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
         }
         ("default_backend", Some(b)) => p.default_backend = Some((line.no, b.to_owned())),
         ("balance", Some("roundrobin")) => {}
-        ("balance", Some(_)) => notes.push(format!(
-            "line {}: `{}`: xdplb balances round robin only; roundrobin used",
-            line.no,
-            line.text()
-        )),
+        ("balance", Some(_)) => {
+            notes.push(format!("line {}: `{}`: xdplb balances round robin only; roundrobin used", line.no, line.text()))
+        }
         ("option", Some(_)) => proxy_option(p, line, notes),
         ("no", Some("log")) => {}
         ("no", Some("option")) if line.word(2).is_some_and(|o| SILENT_OPTIONS.contains(&o)) => {}
@@ -437,7 +474,11 @@ fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
     let matcher = args.get(i).map(String::as_str);
     let pattern = args.get(i + 1);
     match (negated, matcher, pattern) {
-        (true, _, _) => notes.push(format!("line {}: `{}`: negated expects are not supported; not translated", line.no, line.text())),
+        (true, _, _) => notes.push(format!(
+            "line {}: `{}`: negated expects are not supported; not translated",
+            line.no,
+            line.text()
+        )),
         (false, Some("status"), Some(p)) => expect_status(c, p, line, notes),
         (false, Some("string"), Some(s)) => c.expect_string = Some(s.clone()),
         (false, Some("rstring" | "rstatus"), _) => notes.push(format!(
@@ -579,39 +620,121 @@ fn server_option(o: &mut ServerOpts, kw: &str, arg: Option<&str>) -> Opt {
 
 /// Flags that change nothing xdplb does (TLS versions, session reuse, stickiness).
 const SILENT_FLAGS: &[&str] = &[
-    "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-sslv3", "force-tlsv10",
-    "force-tlsv11", "force-tlsv12", "force-tlsv13", "no-tls-tickets", "tls-tickets", "ssl-reuse",
-    "no-ssl-reuse", "allow-0rtt", "no-agent-check", "no-send-proxy", "no-send-proxy-v2",
-    "no-verifyhost", "non-stick", "stick", "no-tfo", "check-reuse-pool", "no-check-reuse-pool",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "force-sslv3",
+    "force-tlsv10",
+    "force-tlsv11",
+    "force-tlsv12",
+    "force-tlsv13",
+    "no-tls-tickets",
+    "tls-tickets",
+    "ssl-reuse",
+    "no-ssl-reuse",
+    "allow-0rtt",
+    "no-agent-check",
+    "no-send-proxy",
+    "no-send-proxy-v2",
+    "no-verifyhost",
+    "non-stick",
+    "stick",
+    "no-tfo",
+    "check-reuse-pool",
+    "no-check-reuse-pool",
 ];
 
 /// Flags with an effect xdplb does not have.
 const NOTED_FLAGS: &[&str] = &[
-    "agent-check", "send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn",
-    "check-send-proxy", "check-via-socks4", "tfo",
+    "agent-check",
+    "send-proxy",
+    "send-proxy-v2",
+    "send-proxy-v2-ssl",
+    "send-proxy-v2-ssl-cn",
+    "check-send-proxy",
+    "check-via-socks4",
+    "tfo",
 ];
 
 const TRANSLATED_VALUED: &[&str] = &[
-    "inter", "fastinter", "downinter", "rise", "fall", "weight", "error-limit", "verify", "ca-file",
-    "crt", "sni", "check-sni", "on-marked-down", "observe", "init-state", "port",
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "weight",
+    "error-limit",
+    "verify",
+    "ca-file",
+    "crt",
+    "sni",
+    "check-sni",
+    "on-marked-down",
+    "observe",
+    "init-state",
+    "port",
 ];
 
 /// Valued options that change nothing xdplb does (ids, DNS for names xdplb refuses anyway,
 /// connection pools, TLS tuning).
 const SILENT_VALUED: &[&str] = &[
-    "maxqueue", "minconn", "id", "init-addr", "resolvers", "resolve-prefer", "resolve-net",
-    "resolve-opts", "pool-max-conn", "pool-purge-delay", "pool-low-conn", "pool-conn-name",
-    "max-reuse", "log-proto", "guid", "shard", "hash-key", "alpn", "npn", "ciphers",
-    "ciphersuites", "ssl-min-ver", "ssl-max-ver", "curves", "sigalgs", "client-sigalgs",
+    "maxqueue",
+    "minconn",
+    "id",
+    "init-addr",
+    "resolvers",
+    "resolve-prefer",
+    "resolve-net",
+    "resolve-opts",
+    "pool-max-conn",
+    "pool-purge-delay",
+    "pool-low-conn",
+    "pool-conn-name",
+    "max-reuse",
+    "log-proto",
+    "guid",
+    "shard",
+    "hash-key",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "curves",
+    "sigalgs",
+    "client-sigalgs",
     "log-bufsize",
 ];
 
 /// Valued options with an effect xdplb does not have.
 const NOTED_VALUED: &[&str] = &[
-    "maxconn", "slowstart", "addr", "agent-port", "agent-inter", "agent-addr", "agent-send",
-    "track", "cookie", "redir", "source", "usesrc", "namespace", "proto", "ws", "socks4",
-    "check-proto", "check-alpn", "proxy-v2-options", "set-proxy-v2-tlv-fmt", "on-error",
-    "on-marked-up", "crl-file", "verifyhost",
+    "maxconn",
+    "slowstart",
+    "addr",
+    "agent-port",
+    "agent-inter",
+    "agent-addr",
+    "agent-send",
+    "track",
+    "cookie",
+    "redir",
+    "source",
+    "usesrc",
+    "namespace",
+    "proto",
+    "ws",
+    "socks4",
+    "check-proto",
+    "check-alpn",
+    "proxy-v2-options",
+    "set-proxy-v2-tlv-fmt",
+    "on-error",
+    "on-marked-up",
+    "crl-file",
+    "verifyhost",
 ];
 
 fn server_flag(o: &mut ServerOpts, kw: &str) -> Option<Opt> {
@@ -654,7 +777,12 @@ fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
         "fall" => num(v).map(|n| o.fall = n),
         "weight" => num(v).map(|n| o.weight = n),
         "error-limit" => num(v).map(|n| o.error_limit = n),
-        "port" => v.parse::<u16>().ok().filter(|&p| p != 0).map(|p| o.port = Some(p)).ok_or_else(|| format!("{v:?} is not a port")),
+        "port" => v
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .map(|p| o.port = Some(p))
+            .ok_or_else(|| format!("{v:?} is not a port")),
         "verify" => one_of(v, &[("none", Verify::None), ("required", Verify::Required)]).map(|x| o.verify = Some(x)),
         "ca-file" => {
             o.ca_file = Some(v.to_owned());
@@ -670,8 +798,9 @@ fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
             o.check_sni = Some(v.to_owned());
             Ok(())
         }
-        "on-marked-down" => one_of(v, &[("shutdown-sessions", OnMarkedDown::ShutdownSessions)])
-            .map(|x| o.on_marked_down = Some(x)),
+        "on-marked-down" => {
+            one_of(v, &[("shutdown-sessions", OnMarkedDown::ShutdownSessions)]).map(|x| o.on_marked_down = Some(x))
+        }
         "observe" => one_of(v, &[("layer4", Observe::Layer4)]).map(|x| o.observe = Some(x)),
         "init-state" => one_of(
             v,
@@ -711,4 +840,3 @@ fn literal_sni(v: &str) -> Result<String, String> {
         Err("an expression, not a literal name: set sni = \"NAME\" in the backend's check by hand".into())
     }
 }
-

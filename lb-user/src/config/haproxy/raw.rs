@@ -47,8 +47,19 @@ impl Kind {
 
 /// Sections with nothing xdplb could use (users, peers, DNS resolvers, ...).
 pub(super) const OTHER_SECTIONS: &[&str] = &[
-    "userlist", "peers", "resolvers", "mailers", "program", "http-errors", "ring", "cache",
-    "fcgi-app", "crt-store", "traces", "log-forward", "acme",
+    "userlist",
+    "peers",
+    "resolvers",
+    "mailers",
+    "program",
+    "http-errors",
+    "ring",
+    "cache",
+    "fcgi-app",
+    "crt-store",
+    "traces",
+    "log-forward",
+    "acme",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,9 +193,27 @@ impl ServerOpts {
             ($($field:ident),*) => { ServerOpts { $($field: either(&top.$field, &self.$field)),* } };
         }
         pick!(
-            check, check_ssl, ssl, backup, disabled, verify, ca_file, crt, sni, check_sni, inter,
-            fastinter, downinter, rise, fall, weight, error_limit, on_marked_down, observe,
-            initial_state, port
+            check,
+            check_ssl,
+            ssl,
+            backup,
+            disabled,
+            verify,
+            ca_file,
+            crt,
+            sni,
+            check_sni,
+            inter,
+            fastinter,
+            downinter,
+            rise,
+            fall,
+            weight,
+            error_limit,
+            on_marked_down,
+            observe,
+            initial_state,
+            port
         )
     }
 }

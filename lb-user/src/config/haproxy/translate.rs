@@ -8,13 +8,15 @@ use super::{
     raw::{based, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, ServerOpts, Target},
     ImportError,
 };
-use crate::config::{
-    self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, FrontendCfg, ServerCfg,
-};
+use crate::config::{self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, FrontendCfg, ServerCfg};
 
 // Assembly
 
-pub(super) fn frontends(proxies: &[Proxy], known: &[String], notes: &mut Vec<String>) -> Result<Vec<FrontendCfg>, ImportError> {
+pub(super) fn frontends(
+    proxies: &[Proxy],
+    known: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Vec<FrontendCfg>, ImportError> {
     let mut out = Vec::new();
     for p in proxies.iter().filter(|p| p.kind.is_frontend()) {
         let Some((line, backend)) = frontend_target(p) else {
@@ -58,7 +60,12 @@ struct Resolved {
     tls_connect: bool,
 }
 
-pub(super) fn backend(p: &Proxy, global: &GlobalOpts, frontends: &[FrontendCfg], notes: &mut Vec<String>) -> BackendCfg {
+pub(super) fn backend(
+    p: &Proxy,
+    global: &GlobalOpts,
+    frontends: &[FrontendCfg],
+    notes: &mut Vec<String>,
+) -> BackendCfg {
     let servers: Vec<Resolved> =
         p.servers.iter().filter_map(|s| resolve_server(p, s, global, frontends, notes)).collect();
     if servers.is_empty() {
@@ -129,10 +136,8 @@ fn resolve_server(
 
 /// The one port all frontends of `backend` listen on, if they share one.
 fn frontend_port(backend: &str, frontends: &[FrontendCfg]) -> Option<u16> {
-    let mut ports = frontends
-        .iter()
-        .filter(|f| f.backend == backend)
-        .map(|f| f.bind.parse::<Bind>().ok().map(|b| b.port()));
+    let mut ports =
+        frontends.iter().filter(|f| f.backend == backend).map(|f| f.bind.parse::<Bind>().ok().map(|b| b.port()));
     let first = ports.next()??;
     ports.all(|p| p == Some(first)).then_some(first)
 }
@@ -179,9 +184,8 @@ fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &m
         Some(first) => first.check.clone(),
         None => {
             // Nothing is checked in HAProxy either: the servers count as UP.
-            let mut c = servers
-                .first()
-                .map_or_else(|| server_check(&p.check, &p.default_server, global), |r| r.check.clone());
+            let mut c =
+                servers.first().map_or_else(|| server_check(&p.check, &p.default_server, global), |r| r.check.clone());
             c.kind = CheckKind::None;
             c
         }
@@ -252,7 +256,8 @@ fn note_check_differences(p: &Proxy, cfg: &CheckCfg, checked: &[&Resolved], note
     if let Some(crt) = &cfg.crt {
         notes.push(format!(
             "line {}: backend {}: HAProxy's `crt` is one PEM with certificate and key; crt and key are both set to {}",
-            p.line, p.name,
+            p.line,
+            p.name,
             crt.display()
         ));
     }
@@ -270,4 +275,3 @@ fn clamp_timeout(p: &Proxy, cfg: &mut CheckCfg, notes: &mut Vec<String>) {
         }
     }
 }
-
