@@ -19,10 +19,11 @@ use crate::{
         counters::Counters,
         flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
         maps::MapOwner,
-        Attached, LoadOptions,
+        LoadOptions,
     },
     health::{self, state::Transition, Registry},
     host::{
+        self,
         netif::{self, Interface},
         service, sysctl,
     },
@@ -126,8 +127,8 @@ struct Agent {
 pub async fn run(opts: RunOptions) -> Result<()> {
     let Prepared { config, ifaces, topology, plans } = prepare(&opts, None)?;
     let g = &config.global;
-    service::check_privileges().map_err(Refused)?;
-    let lock = service::lock(&g.pin_dir).map_err(Refused)?;
+    service::check_privileges().map_err(|e| Refused(e.to_string()))?;
+    let lock = service::lock(&g.pin_dir).map_err(|e| Refused(e.to_string()))?;
     // Bind the status page next: a port in use is a refusal, before the kernel is touched.
     let listener = tokio::net::TcpListener::bind(g.stats_bind)
         .await
@@ -169,10 +170,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     new_pins.armed = false;
     let modes: Vec<String> = attached
         .iter()
-        .map(|(i, a)| match a {
-            Attached::New(m) => format!("{i}:{m}"),
-            Attached::Adopted => format!("{i}:adopted"),
-        })
+        .map(|(i, a)| format!("{i}:{a}"))
         .collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
@@ -342,7 +340,7 @@ impl Agent {
         match cmd {
             Command::Help => runtime::HELP.into(),
             Command::Noop => String::new(),
-            Command::ShowInfo => info::show_info(&snap(), &hostname()),
+            Command::ShowInfo => info::show_info(&snap(), &host::hostname().unwrap_or_default()),
             Command::ShowStat => stat::show_stat(&snap()),
             Command::ShowServersState(b) => {
                 servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e)
@@ -463,15 +461,6 @@ fn apply_overrides(o: &Overrides, topology: &mut Topology, registry: &mut Regist
         }
     }
     registry.sync();
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    if unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } != 0 {
-        return "xdplb".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent

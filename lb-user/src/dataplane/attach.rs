@@ -1,29 +1,74 @@
 //! Attaching the XDP program to interfaces, or adopting a previous agent's pinned links.
 
 use std::{
-    fs,
+    fmt, fs,
     path::{Path, PathBuf},
 };
 
 use aya::{
+    pin::PinError,
     programs::{
-        links::{FdLink, PinnedLink},
-        xdp::XdpLink,
-        Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::{XdpError, XdpLink},
+        ProgramError, Xdp, XdpMode,
     },
+    sys::SyscallError,
     Ebpf,
 };
+use nix::errno::Errno;
 
 use super::load::{program, DataplaneError};
 use crate::{config::XdpModeCfg, host::netif::Interface};
 
-/// How an interface got the program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How an interface got the program: attached now in native (driver) or generic (skb) mode, or
+/// a previous agent's pinned link whose program was replaced atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Attached {
-    /// Attached now, in this mode, and the link pinned.
-    New(&'static str),
-    /// A previous agent's pinned link: the program on it was replaced atomically.
+    Native,
+    Generic,
     Adopted,
+}
+
+impl fmt::Display for Attached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Attached::Native => "native",
+            Attached::Generic => "generic",
+            Attached::Adopted => "adopted",
+        })
+    }
+}
+
+/// What an attach failure most likely means, said after the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachHint {
+    None,
+    /// Native mode refused: the driver may have no XDP.
+    NoNativeXdp,
+    /// EBUSY or EEXIST: another XDP program holds the interface.
+    Taken,
+}
+
+impl fmt::Display for AttachHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachHint::None => "",
+            AttachHint::NoNativeXdp => "; the driver may not support XDP: try --xdp-mode generic",
+            AttachHint::Taken => "; another XDP program is attached to this interface (see `bpftool net show`): stop its owner, or run `xdplb detach --pin-dir DIR` if it is another xdplb's",
+        })
+    }
+}
+
+/// Adopting or pinning an XDP link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkPinError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// The pin of the XDP link on `iface`: it keeps the program attached while no agent runs.
@@ -58,57 +103,56 @@ pub fn attach(
                 }
             }
         }
-        let attach = |prog: &mut Xdp, m: XdpMode, name: &'static str, hint: &'static str| {
-            prog.attach_to_if_index(iface.ifindex, m).map(|id| (id, name)).map_err(|source| {
-                let hint = if taken(&source) { TAKEN } else { hint };
-                DataplaneError::Attach { iface: iface.name.clone(), mode: name, hint, source: Box::new(source) }
+        let attach = |prog: &mut Xdp, mode: Attached, hint: AttachHint| {
+            let flags = if mode == Attached::Native { XdpMode::Driver } else { XdpMode::Skb };
+            prog.attach_to_if_index(iface.ifindex, flags).map(|id| (id, mode)).map_err(|source| {
+                let hint = if taken(&source) { AttachHint::Taken } else { hint };
+                DataplaneError::Attach { iface: iface.name.clone(), mode, hint, source: Box::new(source) }
             })
         };
-        let (id, mode_name) = match mode {
-            XdpModeCfg::Native => {
-                attach(prog, XdpMode::Driver, "native", "; the driver may not support XDP: try --xdp-mode generic")?
-            }
-            XdpModeCfg::Generic => attach(prog, XdpMode::Skb, "generic", "")?,
-            XdpModeCfg::Auto => match attach(prog, XdpMode::Driver, "native", "") {
+        let (id, mode) = match mode {
+            XdpModeCfg::Native => attach(prog, Attached::Native, AttachHint::NoNativeXdp)?,
+            XdpModeCfg::Generic => attach(prog, Attached::Generic, AttachHint::None)?,
+            XdpModeCfg::Auto => match attach(prog, Attached::Native, AttachHint::None) {
                 Ok(m) => m,
                 // Another program holds the interface: generic mode would not help.
-                Err(e @ DataplaneError::Attach { hint: TAKEN, .. }) => return Err(e),
+                Err(e @ DataplaneError::Attach { hint: AttachHint::Taken, .. }) => return Err(e),
                 Err(e) => {
                     log::warn!("{e}; falling back to generic (skb) mode on {}, which is slower", iface.name);
-                    attach(prog, XdpMode::Skb, "generic", "")?
+                    attach(prog, Attached::Generic, AttachHint::None)?
                 }
             },
         };
         pin_link(prog, id, &pin);
-        log::info!("XDP attached to {} (ifindex {}) in {mode_name} mode", iface.name, iface.ifindex);
-        got.push((iface.name.clone(), Attached::New(mode_name)));
+        log::info!("XDP attached to {} (ifindex {}) in {mode} mode", iface.name, iface.ifindex);
+        got.push((iface.name.clone(), mode));
     }
     Ok(got)
 }
 
-const TAKEN: &str = "; another XDP program is attached to this interface (see `bpftool net show`): stop its owner, or run `xdplb detach --pin-dir DIR` if it is another xdplb's";
-
-/// EBUSY / EEXIST from the attach: the interface already has an XDP program.
-fn taken(e: &aya::programs::ProgramError) -> bool {
-    let d = format!("{e:?}");
-    ["os error 16", "os error 17", "File exists", "Device or resource busy"].iter().any(|s| d.contains(s))
+/// EBUSY / EEXIST from the attach (a bpf_link, or netlink on older kernels): the interface
+/// already has an XDP program.
+fn taken(e: &ProgramError) -> bool {
+    let errno = match e {
+        ProgramError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(e)) => e.raw_os_error(),
+        _ => None,
+    };
+    matches!(errno.map(Errno::from_raw), Some(Errno::EBUSY | Errno::EEXIST))
 }
 
-fn adopt(prog: &mut Xdp, pin: &Path) -> Result<(), String> {
-    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
-    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
-    prog.attach_to_link(link).map(|_| ()).map_err(|e| e.to_string())
+fn adopt(prog: &mut Xdp, pin: &Path) -> Result<(), LinkPinError> {
+    let pinned = PinnedLink::from_pin(pin)?;
+    let link = XdpLink::try_from(FdLink::from(pinned))?;
+    prog.attach_to_link(link)?;
+    Ok(())
 }
 
 /// Pins the link; on kernels without XDP bpf_links (netlink attachment) the data path then
 /// lives only as long as the agent, which is said.
 fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, pin: &Path) {
-    let pinned = prog
-        .take_link(id)
-        .map_err(|e| e.to_string())
-        .and_then(|l| FdLink::try_from(l).map_err(|e| e.to_string()))
-        .and_then(|fd| fd.pin(pin).map_err(|e| e.to_string()));
-    match pinned {
+    let pinned = || -> Result<_, LinkPinError> { Ok(FdLink::try_from(prog.take_link(id)?)?.pin(pin)?) };
+    match pinned() {
         // Dropping the PinnedLink closes our fd; the pin keeps the program attached.
         Ok(_) => {}
         Err(e) => {

@@ -97,9 +97,9 @@ fn sock(addr: [u8; 4], port_be: u16) -> SocketAddrV4 {
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC cannot fail on Linux; a zero would only make every flow look fresh.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default();
+    u64::try_from(ts.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Both tables: established flows and half-open ones (see the XDP side's `conntrack`).

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use lb_common::names;
 
-use super::pins::prepare_pin_dir;
+use super::{
+    attach::{AttachHint, Attached},
+    pins::prepare_pin_dir,
+};
 
 /// The XDP object built by `build.rs`, embedded so that the agent is one file.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -25,7 +28,7 @@ pub enum DataplaneError {
     #[error("bpffs: {0}")]
     BpfFs(String),
     #[error("attaching XDP to {iface} in {mode} mode failed: {source}{hint}")]
-    Attach { iface: String, mode: &'static str, hint: &'static str, source: Box<aya::programs::ProgramError> },
+    Attach { iface: String, mode: Attached, hint: AttachHint, source: Box<aya::programs::ProgramError> },
 }
 
 /// Where and how to load.

@@ -2,17 +2,18 @@
 //! by `xdplb detach`.
 
 use std::{
-    ffi::CString,
     fs, io,
     os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
 use lb_common::names;
+use nix::{
+    mount::{mount, MsFlags},
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+};
 
 use super::load::DataplaneError;
-
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Makes sure bpffs is mounted at /sys/fs/bpf (mounting it if not) and the pin directory exists,
 /// readable by root only.
@@ -26,14 +27,10 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     }
     if !is_bpffs(root) {
         fs::create_dir_all(root).map_err(|e| DataplaneError::BpfFs(format!("create {}: {e}", root.display())))?;
-        let c = |s: &str| CString::new(s).unwrap();
-        let rc = unsafe {
-            libc::mount(c("bpf").as_ptr(), c("/sys/fs/bpf").as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null())
-        };
-        if rc != 0 {
+        if let Err(errno) = mount(Some("bpf"), root, Some("bpf"), MsFlags::empty(), None::<&str>) {
             return Err(DataplaneError::BpfFs(format!(
                 "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({}); run `mount -t bpf bpf /sys/fs/bpf` as root",
-                io::Error::last_os_error()
+                io::Error::from(errno)
             )));
         }
         log::info!("mounted bpffs at /sys/fs/bpf");
@@ -46,9 +43,7 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// Removes every pin xdplb made under `dir` (the XDP links first, which detaches the program

@@ -4,3 +4,8 @@
 pub mod netif;
 pub mod service;
 pub mod sysctl;
+
+/// The host's name (`show info`'s `node`), if it has one that is text.
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok()?.into_string().ok()
+}

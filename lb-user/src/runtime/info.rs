@@ -16,7 +16,7 @@ pub fn show_info(s: &Snapshot, node: &str) -> String {
     let version = one_line(&s.version);
     let node = match one_line(node) {
         n if !n.is_empty() => n,
-        _ => hostname().unwrap_or_else(|| "xdplb".to_string()),
+        _ => "xdplb".to_string(),
     };
     // The XDP program runs on every CPU: that is what HAProxy's thread count stands for.
     let nbthread = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -55,20 +55,6 @@ pub fn show_info(s: &Snapshot, node: &str) -> String {
     line("description", &"xdplb XDP TCP load balancer");
     out.push('\n');
     out
-}
-
-/// The host name, for `node` when the caller has none.
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for `buf.len()` bytes; gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    // POSIX leaves truncated names without a NUL: stop at the buffer's end then.
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = one_line(&String::from_utf8_lossy(&buf[..end]));
-    (!name.is_empty()).then_some(name)
 }
 
 /// A value on one line: line breaks would start a bogus `Name: value` pair.
