@@ -113,7 +113,7 @@ pub enum ServerAction {
 }
 
 fn runtime_call(socket: &std::path::Path, line: &str) -> Result<()> {
-    let out = runtime::call(socket, line).map_err(|e| anyhow::anyhow!(e))?;
+    let out = runtime::call(socket, line)?;
     let text = out.trim_end();
     if text.is_empty() {
         return Ok(());
@@ -225,7 +225,7 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             runtime_call(&socket, &format!("set server {target} state {state}"))
         }
         Cmd::Reload { socket } => {
-            let out = runtime::call(&socket, "reload").map_err(|e| anyhow::anyhow!(e))?;
+            let out = runtime::call(&socket, "reload")?;
             print!("{out}");
             if out.starts_with("reloaded") {
                 Ok(())

@@ -13,5 +13,6 @@ pub mod dataplane;
 pub mod health;
 pub mod host;
 pub mod model;
+pub mod problems;
 pub mod report;
 pub mod runtime;

@@ -12,8 +12,15 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+mod commands;
+mod prepare;
+
+use commands::apply_overrides;
+use prepare::{prepare, Prepared};
+pub use prepare::{Refused, RunOptions};
+
 use crate::{
-    config::{Config, OnMarkedDown, XdpModeCfg},
+    config::{Global, OnMarkedDown},
     dataplane::{
         self,
         counters::Counters,
@@ -22,95 +29,20 @@ use crate::{
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{
-        self,
-        netif::{self, Interface},
-        service, sysctl,
-    },
-    model::{System, Topology},
+    host::{service, sysctl},
+    model::Topology,
     report::{builder, http, snapshot::Snapshot},
-    runtime::{self, info, servers_state, stat, Command, Overrides},
+    runtime::{self, Overrides},
 };
 
-/// Problems found before anything touched the kernel: the agent refuses to start (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
-
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub config: PathBuf,
-    /// Replaces `global.interfaces` when not empty.
-    pub ifaces: Vec<String>,
-    pub xdp_mode: Option<XdpModeCfg>,
-    pub pin_dir: Option<PathBuf>,
-    pub runtime_socket: Option<PathBuf>,
-    pub state_file: Option<PathBuf>,
-}
-
-/// Everything `run` needs, checked: the config, the interfaces, the topology, the checks.
-struct Prepared {
-    config: Config,
-    ifaces: Vec<Interface>,
-    topology: Topology,
-    plans: HashMap<u32, health::Plan>,
-}
-
-fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refused> {
-    let mut config = Config::load(&opts.config).map_err(|e| Refused(e.to_string()))?;
-    if !opts.ifaces.is_empty() {
-        config.global.interfaces = opts.ifaces.clone();
-    }
-    if let Some(m) = opts.xdp_mode {
-        config.global.xdp_mode = m;
-    }
-    if let Some(d) = &opts.pin_dir {
-        config.global.pin_dir = d.clone();
-    }
-    if let Some(s) = &opts.runtime_socket {
-        config.global.runtime_socket = s.clone();
-    }
-    if let Some(s) = &opts.state_file {
-        config.global.state_file = s.clone();
-    }
-    if config.global.interfaces.is_empty() {
-        return Err(Refused(format!(
-            "{}: no interface to attach to: pass --iface IFACE or set global.interfaces = [\"eth0\"]",
-            opts.config.display()
-        )));
-    }
-    let mut ifaces = Vec::new();
-    let mut problems = Vec::new();
-    for name in &config.global.interfaces {
-        match netif::interface(name) {
-            Ok(i) => ifaces.push(i),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Refused(problems.join("\n")));
-    }
-    let topology = Topology::resolve(&config, &ifaces, &System, prev).map_err(|p| {
-        Refused(format!(
-            "{}: {} problem(s):\n{}",
-            opts.config.display(),
-            p.len(),
-            p.iter().map(|x| format!("  - {x}")).collect::<Vec<_>>().join("\n")
-        ))
-    })?;
-    let plans = health::plans(&config, &topology)
-        .map_err(|p| Refused(format!("{}: {}", opts.config.display(), p.join("\n  - "))))?;
-    Ok(Prepared { config, ifaces, topology, plans })
-}
-
-fn timeouts(c: &Config) -> Timeouts {
-    Timeouts { idle: c.global.idle_timeout.0, syn: c.global.syn_timeout.0, linger: c.global.close_linger.0 }
+fn timeouts(g: &Global) -> Timeouts {
+    Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0 }
 }
 
 /// The running agent: the single owner of the maps, the checks and what the status page shows.
 struct Agent {
     opts: RunOptions,
-    config: Config,
+    global: Global,
     topology: Topology,
     owner: MapOwner,
     flows: FlowTable,
@@ -125,8 +57,8 @@ struct Agent {
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let Prepared { config, ifaces, topology, plans } = prepare(&opts, None)?;
-    let g = &config.global;
+    let Prepared { global, ifaces, topology, plans } = prepare(&opts, None)?;
+    let g = &global;
     service::check_privileges().map_err(|e| Refused(e.to_string()))?;
     let lock = service::lock(&g.pin_dir).map_err(|e| Refused(e.to_string()))?;
     // Bind the status page next: a port in use is a refusal, before the kernel is touched.
@@ -158,9 +90,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let members = owner.members();
     if !members.is_empty() {
         log::info!("adopting the pinned data path: {} server(s) were taking flows", members.len());
-        registry.adopt(&config, &topology, &members);
+        registry.adopt(&topology, &members);
     }
-    registry.apply(&config, &topology, plans);
+    registry.apply(&topology, plans);
     let mut topology = topology;
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
@@ -168,10 +100,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
-    let modes: Vec<String> = attached
-        .iter()
-        .map(|(i, a)| format!("{i}:{a}"))
-        .collect();
+    let modes: Vec<String> = attached.iter().map(|(i, a)| format!("{i}:{a}")).collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
     tokio::spawn(http::serve(listener, shared.clone()));
@@ -180,7 +109,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut agent = Agent {
         status: builder::Builder::new(modes.clone()),
         opts,
-        config,
+        global,
         topology,
         owner,
         flows,
@@ -196,15 +125,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}, status on http://{}/",
         agent.topology.frontends.len(),
         agent.topology.servers().count(),
-        agent.config.global.pin_dir.display(),
+        agent.global.pin_dir.display(),
         modes.join(" "),
-        agent.config.global.stats_bind,
+        agent.global.stats_bind,
     );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc = tokio::time::interval(agent.config.global.gc_interval.0);
+    let mut gc = tokio::time::interval(agent.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     // systemd hears READY once the data path is attached and every server was checked once
@@ -239,7 +168,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _ = service::notify("STOPPING=1");
     log::info!(
         "stopping: the data path stays attached and pinned under {} and keeps forwarding with the last healthy sets; a new agent adopts it, `xdplb detach` removes it",
-        agent.config.global.pin_dir.display()
+        agent.global.pin_dir.display()
     );
     drop(lock);
     Ok(())
@@ -248,7 +177,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 impl Agent {
     /// The longest check timeout of any backend (readiness waits at most that long).
     fn longest_timeout(&self) -> Duration {
-        self.config.backends.iter().map(|b| b.check.timeout()).max().unwrap_or_default()
+        self.topology.pools.iter().map(|p| p.check.timeout()).max().unwrap_or_default()
     }
 
     /// A check result: on a transition, the pool's healthy set is rewritten at once.
@@ -297,7 +226,7 @@ impl Agent {
     }
 
     fn sweep(&mut self) {
-        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.config));
+        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.global));
         if s.removed > 0 {
             log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
         }
@@ -308,7 +237,7 @@ impl Agent {
     }
 
     fn publish(&mut self) {
-        let snap = self.status.build(&self.config, &self.topology, &self.registry, &self.counters, &self.last_sweep);
+        let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
         *self.shared.write().unwrap() = snap;
     }
 
@@ -320,7 +249,7 @@ impl Agent {
                 log::error!("reload refused, still running the previous configuration: {e}");
                 format!("reload refused, still running the previous configuration: {e}\n")
             }
-            Ok(Prepared { config, topology, plans, .. }) => match self.apply(config, topology, plans) {
+            Ok(Prepared { global, topology, plans, .. }) => match self.apply(global, topology, plans) {
                 Ok(()) => "reloaded\n".into(),
                 Err(e) => {
                     log::error!("reload failed while applying: {e:#}");
@@ -330,72 +259,8 @@ impl Agent {
         }
     }
 
-    /// One runtime API command; the answer is HAProxy's text (empty on success).
-    fn execute(&mut self, line: &str) -> String {
-        let cmd = match runtime::parse(line) {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let snap = || self.shared.read().unwrap().clone();
-        match cmd {
-            Command::Help => runtime::HELP.into(),
-            Command::Noop => String::new(),
-            Command::ShowInfo => info::show_info(&snap(), &host::hostname().unwrap_or_default()),
-            Command::ShowStat => stat::show_stat(&snap()),
-            Command::ShowServersState(b) => {
-                servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e)
-            }
-            Command::Reload => self.reload(),
-            Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
-            Command::SetWeight { backend, server, weight } => {
-                self.by_hand(&backend, &server, |o| o.weight = Some(weight))
-            }
-            Command::Health { backend, server, enabled } => {
-                self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
-            }
-            Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
-                Err(e) => e,
-                Ok(id) => {
-                    let n = self.flows.remove_server_flows(id);
-                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
-                    String::new()
-                }
-            },
-        }
-    }
-
-    fn server_id(&self, backend: &str, server: &str) -> Result<u32, String> {
-        let pool = self.topology.pool(backend).ok_or_else(|| "No such backend.\n".to_string())?;
-        pool.servers.iter().find(|s| s.name == server).map(|s| s.id).ok_or_else(|| "No such server.\n".to_string())
-    }
-
-    /// A change by hand: recorded in the state file first (so it survives a crash right after),
-    /// then applied to the health registry and the kernel's set.
-    fn by_hand(&mut self, backend: &str, server: &str, change: impl FnOnce(&mut runtime::ServerOverride)) -> String {
-        let id = match self.server_id(backend, server) {
-            Ok(id) => id,
-            Err(e) => return e,
-        };
-        change(self.overrides.entry(backend, server));
-        if let Err(e) = self.overrides.save(&self.config.global.state_file) {
-            return format!("cannot save {}: {e}\n", self.config.global.state_file.display());
-        }
-        apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
-        let registry = &self.registry;
-        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
-        if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
-            return format!("{e}\n");
-        }
-        log::info!(
-            "Server {backend}/{server} set by hand: {:?}",
-            self.overrides.servers.get(&format!("{backend}/{server}"))
-        );
-        self.publish();
-        String::new()
-    }
-
-    fn apply(&mut self, config: Config, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
-        let (a, b) = (&self.config.global, &config.global);
+    fn apply(&mut self, global: Global, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
+        let (a, b) = (&self.global, &global);
         if a.interfaces != b.interfaces
             || a.pin_dir != b.pin_dir
             || a.max_flows != b.max_flows
@@ -411,7 +276,7 @@ impl Agent {
             sysctl::reserve_ports(b.nat_ports)?;
         }
         self.owner.write_settings(b)?;
-        self.registry.apply(&config, &topology, plans);
+        self.registry.apply(&topology, plans);
         let mut topology = topology;
         apply_overrides(&self.overrides, &mut topology, &mut self.registry);
         let registry = &self.registry;
@@ -422,7 +287,7 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
-        self.config = config;
+        self.global = global;
         self.topology = topology;
         self.publish();
         Ok(())
@@ -441,26 +306,6 @@ impl Drop for PinGuard {
             let _ = dataplane::remove_pins(&self.dir);
         }
     }
-}
-
-/// Layers what was set by hand over the configuration: states and health switches in the
-/// registry, weights in the topology.
-fn apply_overrides(o: &Overrides, topology: &mut Topology, registry: &mut Registry) {
-    for pool in &mut topology.pools {
-        for s in &mut pool.servers {
-            let Some(ov) = o.servers.get(&format!("{}/{}", pool.name, s.name)) else { continue };
-            if let Some(w) = ov.weight {
-                s.weight = w;
-            }
-            if let Some(state) = ov.state {
-                registry.set_admin(s.id, state);
-            }
-            if let Some(disabled) = ov.health_disabled {
-                registry.set_health_enabled(s.id, !disabled);
-            }
-        }
-    }
-    registry.sync();
 }
 
 /// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent

@@ -10,6 +10,8 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+use crate::problems::Problems;
+
 pub use schema::*;
 pub use units::*;
 
@@ -19,8 +21,8 @@ pub enum ConfigError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    #[error("{}: {problems}", path.display())]
+    Invalid { path: PathBuf, problems: Problems },
 }
 
 impl Config {
@@ -34,11 +36,7 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid { path: path.to_owned(), problems })
-        }
+        problems.into_result(config).map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })
     }
 }
 
@@ -126,7 +124,7 @@ check = { rise = 0 }
 server = [ { name = "s", address = "198.18.0.21" }, { name = "s", address = "198.18.0.22:1", weight = 300 } ]
 "#;
         let Err(ConfigError::Invalid { problems, .. }) = parse(bad) else { panic!("accepted") };
-        let all = problems.join("\n");
+        let all = problems.to_string();
         for needle in [
             "frontend[0] \"a\".bind",
             "frontend[0] \"a\".backend: no [[backend]] named \"nope\"",

@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::units::{Dur, PortRange};
+use super::units::{Bind, Dur, Parsed, PortRange, ServerAddr, UnitError};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
 
@@ -84,13 +84,13 @@ pub enum XdpModeCfg {
 }
 
 impl FromStr for XdpModeCfg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         match s {
             "auto" => Ok(Self::Auto),
             "native" | "driver" => Ok(Self::Native),
             "generic" | "skb" => Ok(Self::Generic),
-            _ => Err(format!("unknown XDP mode {s:?}: use auto, native or generic")),
+            _ => Err(UnitError::XdpMode(s.into())),
         }
     }
 }
@@ -100,7 +100,7 @@ impl FromStr for XdpModeCfg {
 pub struct FrontendCfg {
     pub name: String,
     /// `ADDR:PORT`, or `*:PORT` for every IPv4 address of the attached interfaces.
-    pub bind: String,
+    pub bind: Parsed<Bind>,
     pub backend: String,
 }
 
@@ -131,7 +131,7 @@ pub enum Balance {
 pub struct ServerCfg {
     pub name: String,
     /// `IPv4:PORT`.
-    pub address: String,
+    pub address: Parsed<ServerAddr>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Takes flows only when no active server is UP.

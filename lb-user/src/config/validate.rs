@@ -3,12 +3,13 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use super::{parse_server_addr, Bind, CheckCfg, CheckKind, Config, Verify};
+use super::{Bind, CheckCfg, CheckKind, Config, ServerAddr, Verify};
+use crate::problems::Problems;
 
 impl Config {
     /// Every problem of the configuration, each with its place and a fix.
-    pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
+    pub fn problems(&self) -> Problems {
+        let mut p = Problems::default();
         let g = &self.global;
         if g.max_flows == 0 || g.max_flows > 8_000_000 {
             p.push(format!("global.max_flows = {}: use 1 to 8000000", g.max_flows));
@@ -17,16 +18,13 @@ impl Config {
             p.push(format!("global.max_half_open = {}: use 1 to 8000000", g.max_half_open));
         }
         if g.idle_timeout.0 < Duration::from_secs(1) {
-            p.push("global.idle_timeout: use at least \"1s\"".into());
+            p.push("global.idle_timeout: use at least \"1s\"");
         }
         if g.gc_interval.0 < Duration::from_millis(100) {
-            p.push("global.gc_interval: use at least \"100ms\"".into());
+            p.push("global.gc_interval: use at least \"100ms\"");
         }
         if self.frontends.is_empty() {
-            p.push(
-                "no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\""
-                    .into(),
-            );
+            p.push("no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\"");
         }
         if self.frontends.len() > lb_common::MAX_FRONTENDS as usize {
             p.push(format!("{} frontends: at most {}", self.frontends.len(), lb_common::MAX_FRONTENDS));
@@ -37,14 +35,14 @@ impl Config {
 
         let backend_names: HashSet<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
         let mut seen = HashSet::new();
-        let mut binds: Vec<(Bind, &str)> = Vec::new();
+        let mut binds: Vec<(&Bind, &str)> = Vec::new();
         for (i, f) in self.frontends.iter().enumerate() {
             let at = format!("frontend[{i}] {:?}", f.name);
             check_name(&mut p, &at, &f.name);
             if !seen.insert(f.name.as_str()) {
                 p.push(format!("{at}: duplicate frontend name; give each frontend its own name"));
             }
-            match f.bind.parse::<Bind>() {
+            match f.bind.value() {
                 Ok(b) => {
                     if g.nat_ports.contains(b.port()) {
                         p.push(format!(
@@ -60,7 +58,7 @@ impl Config {
                         if clash {
                             p.push(format!(
                                 "{at}.bind: {:?} overlaps frontend {name:?}; use another port or address",
-                                f.bind
+                                f.bind.text()
                             ));
                         }
                     }
@@ -99,8 +97,8 @@ impl Config {
                 if !names.insert(s.name.as_str()) {
                     p.push(format!("{at}: duplicate server name in this backend"));
                 }
-                match parse_server_addr(&s.address) {
-                    Ok(a) => {
+                match s.address.value() {
+                    Ok(&ServerAddr(a)) => {
                         if !addrs.insert(a) {
                             p.push(format!("{at}.address: {a} is listed twice in this backend"));
                         }
@@ -124,7 +122,7 @@ impl Config {
 }
 
 impl CheckCfg {
-    fn problems(&self, at: &str, p: &mut Vec<String>) {
+    fn problems(&self, at: &str, p: &mut Problems) {
         if self.rise == 0 {
             p.push(format!("{at}.rise = 0: use 1 or more (HAProxy's default is 2)"));
         }
@@ -172,7 +170,7 @@ impl CheckCfg {
     }
 }
 
-fn check_name(p: &mut Vec<String>, at: &str, name: &str) {
+fn check_name(p: &mut Problems, at: &str, name: &str) {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !ok {

@@ -11,7 +11,8 @@ pub mod state;
 pub mod tls;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    net::SocketAddrV4,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -22,7 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{AdminState, CheckCfg, Config, Observe, OnMarkedDown},
+    config::{AdminState, CheckCfg, Observe, OnMarkedDown},
     model::Topology,
     report::snapshot::{CheckView, ServerState},
 };
@@ -119,17 +120,12 @@ impl Registry {
 
     /// Starts servers as the kernel has them (a restart adopting a running data path): those in
     /// a healthy set fully UP, the others DOWN. Call before the first `apply`.
-    pub fn adopt(
-        &mut self,
-        cfg: &Config,
-        topo: &Topology,
-        members: &std::collections::HashSet<std::net::SocketAddrV4>,
-    ) {
+    pub fn adopt(&mut self, topo: &Topology, members: &HashSet<SocketAddrV4>) {
         let now = Instant::now();
         for (pool, s) in topo.servers() {
-            let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
+            let check = &pool.check;
             let health = Health::adopted(check.rise, check.fall, members.contains(&s.addr), now);
-            self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, &check, health));
+            self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, check, health));
         }
     }
 
@@ -140,11 +136,10 @@ impl Registry {
 
     /// Makes the running checks match `plans` for `topo`: new servers start checking, removed
     /// ones stop, changed ones restart keeping their state. Unchecked servers count as UP.
-    pub fn apply(&mut self, cfg: &Config, topo: &Topology, plans: HashMap<u32, Plan>) {
+    pub fn apply(&mut self, topo: &Topology, plans: HashMap<u32, Plan>) {
         let now = Instant::now();
-        let live: HashMap<u32, (&str, &str)> =
-            topo.servers().map(|(p, s)| (s.id, (p.name.as_str(), s.name.as_str()))).collect();
-        self.servers.retain(|id, _| live.contains_key(id));
+        let live: HashSet<u32> = topo.servers().map(|(_, s)| s.id).collect();
+        self.servers.retain(|id, _| live.contains(id));
         // Checkers whose plan changed stop here; `sync` starts them again with the new one.
         for (id, c) in self.checkers.iter() {
             if plans.get(id).map(|p| &p.key) != Some(&c.key) {
@@ -152,18 +147,17 @@ impl Registry {
             }
         }
         self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
-        for (&id, &(pool, name)) in &live {
-            let check = cfg.backends.iter().find(|b| b.name == pool).map(|b| b.check.clone()).unwrap_or_default();
+        for (pool, s) in topo.servers() {
+            let (id, check) = (s.id, &pool.check);
             let view = self.servers.entry(id).or_insert_with(|| {
-                ServerView::new(pool, name, &check, Health::new(check.rise, check.fall, check.initial_state, now))
+                ServerView::new(
+                    &pool.name,
+                    &s.name,
+                    check,
+                    Health::new(check.rise, check.fall, check.initial_state, now),
+                )
             });
-            view.admin = cfg
-                .backends
-                .iter()
-                .find(|b| b.name == pool)
-                .and_then(|b| b.servers.iter().find(|s| s.name == name))
-                .map(|s| s.state)
-                .unwrap_or_default();
+            view.admin = s.admin;
             view.observe = plans.contains_key(&id) && check.observe == Observe::Layer4;
             view.error_limit = check.error_limit;
             view.on_marked_down = check.on_marked_down;

@@ -1,6 +1,8 @@
 //! The configuration resolved against this host: ids for frontends, pools and servers (stable
 //! across reloads by name), the frontend keys a `*:PORT` expands to, and the source address
-//! each server's flows leave from. Pure data; `maps` writes it to the kernel.
+//! each server's flows leave from, and every setting the later stages need (bind text, check
+//! settings, administrative state), so that nothing after this reads the configuration by
+//! name. Pure data; `dataplane::maps` writes it to the kernel, `health` checks from it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -10,8 +12,9 @@ use std::{
 use lb_common::{FrontendKey, MAX_SERVERS};
 
 use crate::{
-    config::{parse_server_addr, Bind, Config},
-    host::netif::Interface,
+    config::{AdminState, Bind, CheckCfg, Config, ServerAddr},
+    host::netif::{Interface, NetifError},
+    problems::Problems,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +27,10 @@ pub struct Topology {
 pub struct FrontendEntry {
     pub name: String,
     pub id: u32,
+    /// As written in the configuration (`*:12379`), for the status page.
+    pub bind: String,
+    /// The backend's name and id.
+    pub backend: String,
     pub pool_id: u32,
     pub keys: Vec<FrontendKey>,
 }
@@ -32,6 +39,8 @@ pub struct FrontendEntry {
 pub struct Pool {
     pub name: String,
     pub id: u32,
+    /// How its servers are checked (`health::plans` turns it into each server's plan).
+    pub check: CheckCfg,
     pub servers: Vec<ServerEntry>,
 }
 
@@ -44,6 +53,10 @@ pub struct ServerEntry {
     pub source: Ipv4Addr,
     pub weight: u32,
     pub backup: bool,
+    /// Health-checked (HAProxy's `check`); unchecked servers count as UP.
+    pub check: bool,
+    /// The administrative state the configuration gives it (the runtime API may override it).
+    pub admin: AdminState,
 }
 
 /// What resolving needs from the host; a trait so tests can describe a host.
@@ -51,7 +64,7 @@ pub trait Host {
     /// Every local IPv4 address (for `bind = "ADDR:PORT"`).
     fn local_addrs(&self) -> Vec<Ipv4Addr>;
     /// The local address the kernel routes from towards `dst`.
-    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, String>;
+    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError>;
 }
 
 /// The real host.
@@ -61,8 +74,8 @@ impl Host for System {
     fn local_addrs(&self) -> Vec<Ipv4Addr> {
         crate::host::netif::all_ipv4().map(|v| v.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
     }
-    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, String> {
-        crate::host::netif::source_for(dst).map_err(|e| e.to_string())
+    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
+        crate::host::netif::source_for(dst)
     }
 }
 
@@ -98,8 +111,8 @@ impl Topology {
         ifaces: &[Interface],
         host: &dyn Host,
         prev: Option<&Topology>,
-    ) -> Result<Topology, Vec<String>> {
-        let mut problems = Vec::new();
+    ) -> Result<Topology, Problems> {
+        let mut problems = Problems::default();
         let prev_f: BTreeMap<String, u32> =
             prev.map(|t| t.frontends.iter().map(|f| (f.name.clone(), f.id)).collect()).unwrap_or_default();
         let prev_p: BTreeMap<String, u32> =
@@ -124,13 +137,13 @@ impl Topology {
         let mut frontends = Vec::new();
         for f in &cfg.frontends {
             let at = format!("frontend {:?}", f.name);
-            let Ok(bind) = f.bind.parse::<Bind>() else { continue };
+            let Some(&bind) = f.bind.get() else { continue };
             let addrs = match bind {
                 Bind::Any(_) => {
                     if iface_addrs.is_empty() {
                         problems.push(format!(
                             "{at}: bind {:?} means every IPv4 address of the attached interfaces ({}), and they have none; add an address or bind to one",
-                            f.bind,
+                            f.bind.text(),
                             ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
                         ));
                     }
@@ -151,6 +164,8 @@ impl Topology {
             frontends.push(FrontendEntry {
                 name: f.name.clone(),
                 id: f_ids[&f.name],
+                bind: f.bind.text().to_owned(),
+                backend: f.backend.clone(),
                 pool_id: p_ids.get(&f.backend).copied().unwrap_or(0),
                 keys,
             });
@@ -160,7 +175,7 @@ impl Topology {
         for b in &cfg.backends {
             let mut servers = Vec::new();
             for s in &b.servers {
-                let Ok(addr) = parse_server_addr(&s.address) else { continue };
+                let Some(&ServerAddr(addr)) = s.address.get() else { continue };
                 let source = match b.source {
                     Some(src) => src,
                     None => match host.source_for(addr) {
@@ -193,15 +208,13 @@ impl Topology {
                     source,
                     weight: s.weight,
                     backup: s.backup,
+                    check: s.check,
+                    admin: s.state,
                 });
             }
-            pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], servers });
+            pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], check: b.check.clone(), servers });
         }
-        if problems.is_empty() {
-            Ok(Topology { frontends, pools })
-        } else {
-            Err(problems)
-        }
+        problems.into_result(Topology { frontends, pools })
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
@@ -230,7 +243,7 @@ mod tests {
         fn local_addrs(&self) -> Vec<Ipv4Addr> {
             vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(127, 0, 0, 1)]
         }
-        fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, String> {
+        fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
             Ok(Ipv4Addr::new(198, 18, 0, 10))
         }
     }
@@ -270,7 +283,7 @@ mod tests {
         let mut c = cfg(r#"{name="s1",address="198.18.0.21:2379"}"#);
         c.frontends[0].bind = "198.18.0.99:12379".into();
         let e = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap_err();
-        assert!(e[0].contains("not an address of this host"), "{e:?}");
+        assert!(e.iter().next().unwrap().contains("not an address of this host"), "{e:?}");
     }
 
     #[test]

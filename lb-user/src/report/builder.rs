@@ -8,7 +8,7 @@ use std::{
 
 use super::snapshot::{BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot, Traffic};
 use crate::{
-    config::{CheckKind, Config, Verify},
+    config::{CheckKind, Verify},
     dataplane::{counters::Counters, flows::Sweep},
     health::Registry,
     model::Topology,
@@ -59,14 +59,7 @@ impl Builder {
         }
     }
 
-    pub fn build(
-        &mut self,
-        cfg: &Config,
-        topo: &Topology,
-        reg: &Registry,
-        counters: &Counters,
-        sweep: &Sweep,
-    ) -> Snapshot {
+    pub fn build(&mut self, topo: &Topology, reg: &Registry, counters: &Counters, sweep: &Sweep) -> Snapshot {
         let now = Instant::now();
         let mut snap = Snapshot {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -78,20 +71,20 @@ impl Builder {
         for f in &topo.frontends {
             let st = counters.frontend(f.id).unwrap_or_default();
             let rate = self.rate(0, f.id, st.new_flows, now);
-            let c = cfg.frontends.iter().find(|c| c.name == f.name);
+
             snap.frontends.push(FrontendStatus {
                 name: f.name.clone(),
-                bind: c.map(|c| c.bind.clone()).unwrap_or_default(),
-                backend: c.map(|c| c.backend.clone()).unwrap_or_default(),
+                bind: f.bind.clone(),
+                backend: f.backend.clone(),
                 traffic: traffic(&st, rate),
                 active_flows: sweep.active_by_frontend.get(&f.id).copied().unwrap_or(0),
             });
         }
         for pool in &topo.pools {
-            let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
+            let check = &pool.check;
             let mut b = BackendStatus {
                 name: pool.name.clone(),
-                check: check_text(&check),
+                check: check_text(check),
                 verify_none: check.kind == CheckKind::Https && check.verify == Verify::None,
                 ..BackendStatus::default()
             };

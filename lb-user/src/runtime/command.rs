@@ -51,13 +51,33 @@ The following commands are valid at this level:
   reload                                  : re-read and apply the configuration file
 ";
 
-fn target(s: Option<&&str>) -> Result<(String, String), String> {
-    let s = s.ok_or("Require 'backend/server'.\n")?;
-    let (b, srv) = s.split_once('/').ok_or("Require 'backend/server'.\n")?;
+/// A command the agent does not carry out, with HAProxy's answer (the socket ends it with the
+/// empty line that ends every answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Require 'backend/server'.\n")]
+    NoTarget,
+    #[error("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")]
+    BadState,
+    #[error("Integer value between 0 and 256 expected.\n")]
+    BadWeight,
+    #[error("Unknown command: '{0}'\n{HELP}")]
+    Unknown(String),
+    #[error("No such backend.\n")]
+    NoSuchBackend,
+    #[error("No such server.\n")]
+    NoSuchServer,
+    /// `show servers state` of a backend that does not exist.
+    #[error("Can't find backend.\n")]
+    CantFindBackend,
+}
+
+fn target(s: &str) -> Result<(String, String), Refusal> {
+    let (b, srv) = s.split_once('/').ok_or(Refusal::NoTarget)?;
     Ok((b.to_string(), srv.to_string()))
 }
 
-pub fn parse(line: &str) -> Result<Command, String> {
+pub fn parse(line: &str) -> Result<Command, Refusal> {
     let w: Vec<&str> = line.split_whitespace().collect();
     Ok(match w.as_slice() {
         ["help"] | [] => Command::Help,
@@ -66,36 +86,31 @@ pub fn parse(line: &str) -> Result<Command, String> {
         ["show", "servers", "state"] => Command::ShowServersState(None),
         ["show", "servers", "state", b] => Command::ShowServersState(Some(b.to_string())),
         ["set", "server", t, "state", s] => {
-            let (backend, server) = target(Some(t))?;
+            let (backend, server) = target(t)?;
             let state = match *s {
                 "ready" => AdminState::Ready,
                 "drain" => AdminState::Drain,
                 "maint" => AdminState::Maint,
-                _ => return Err("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n".into()),
+                _ => return Err(Refusal::BadState),
             };
             Command::SetState { backend, server, state }
         }
         ["set", "server", t, "weight", n] => {
-            let (backend, server) = target(Some(t))?;
-            let weight = n
-                .trim_end_matches('%')
-                .parse()
-                .ok()
-                .filter(|w| *w <= 256)
-                .ok_or("Integer value between 0 and 256 expected.\n")?;
+            let (backend, server) = target(t)?;
+            let weight = n.trim_end_matches('%').parse().ok().filter(|w| *w <= 256).ok_or(Refusal::BadWeight)?;
             Command::SetWeight { backend, server, weight }
         }
         ["disable", "health", t] | ["enable", "health", t] => {
-            let (backend, server) = target(Some(t))?;
+            let (backend, server) = target(t)?;
             Command::Health { backend, server, enabled: w[0] == "enable" }
         }
         ["shutdown", "sessions", "server", t] => {
-            let (backend, server) = target(Some(t))?;
+            let (backend, server) = target(t)?;
             Command::ShutdownSessions { backend, server }
         }
         ["reload"] => Command::Reload,
         ["set", "timeout", "cli", _] => Command::Noop,
-        _ => return Err(format!("Unknown command: '{}'\n{HELP}", line.trim())),
+        _ => return Err(Refusal::Unknown(line.trim().to_owned())),
     })
 }
 
@@ -123,9 +138,9 @@ mod tests {
             parse("shutdown sessions server b/s").unwrap(),
             Command::ShutdownSessions { backend: "b".into(), server: "s".into() }
         );
-        assert!(parse("set server nobackslash state ready").unwrap_err().contains("backend/server"));
-        assert!(parse("set server b/s weight 300").unwrap_err().contains("between 0 and 256"));
-        assert!(parse("set server b/s state off").unwrap_err().contains("'ready', 'drain' and 'maint'"));
-        assert!(parse("frobnicate").unwrap_err().starts_with("Unknown command"));
+        assert!(parse("set server nobackslash state ready").unwrap_err().to_string().contains("backend/server"));
+        assert!(parse("set server b/s weight 300").unwrap_err().to_string().contains("between 0 and 256"));
+        assert!(parse("set server b/s state off").unwrap_err().to_string().contains("'ready', 'drain' and 'maint'"));
+        assert!(parse("frobnicate").unwrap_err().to_string().starts_with("Unknown command"));
     }
 }

@@ -11,6 +11,6 @@ pub mod servers_state;
 pub mod socket;
 pub mod stat;
 
-pub use command::{parse, Command, HELP};
+pub use command::{parse, Command, Refusal, HELP};
 pub use overrides::{Overrides, ServerOverride};
-pub use socket::{bind, call, serve, Request};
+pub use socket::{bind, call, serve, CallError, Request};

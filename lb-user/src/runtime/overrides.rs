@@ -5,12 +5,21 @@ use std::{
     collections::BTreeMap,
     fs, io,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::AdminState;
+
+/// A state file that cannot be read, or is not what xdplb writes.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{}: {source}; fix or remove it", path.display())]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+}
 
 /// What was set by hand, per `backend/server`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -30,11 +39,11 @@ pub struct ServerOverride {
 
 impl Overrides {
     /// Reads the state file; a missing one means nothing was set.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, StateFileError> {
         match fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}; fix or remove it", path.display())),
+            Ok(t) => serde_json::from_str(&t).map_err(|source| StateFileError::Parse { path: path.to_owned(), source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Overrides::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(StateFileError::Read { path: path.to_owned(), source }),
         }
     }
 
@@ -69,7 +78,7 @@ mod tests {
         o.save(&path).unwrap();
         assert_eq!(Overrides::load(&path).unwrap(), o);
         fs::write(&path, "{not json").unwrap();
-        assert!(Overrides::load(&path).unwrap_err().contains("fix or remove it"));
+        assert!(Overrides::load(&path).unwrap_err().to_string().contains("fix or remove it"));
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, net::SocketAddr};
 
-use super::stat::check_code;
+use super::{command::Refusal, stat::check_code};
 use crate::report::snapshot::{ServerState, ServerStatus, Snapshot};
 
 // show servers state
@@ -27,10 +27,10 @@ const CHK_ST_PAUSED: u8 = 0x08;
 
 /// `show servers state [<backend>]`: format version 1, one space-separated line per server.
 /// Unknown values are `-`, as HAProxy writes them for missing addresses and names.
-pub fn show_servers_state(s: &Snapshot, backend: Option<&str>) -> Result<String, String> {
+pub fn show_servers_state(s: &Snapshot, backend: Option<&str>) -> Result<String, Refusal> {
     if let Some(name) = backend {
         if !s.backends.iter().any(|b| b.name == name) {
-            return Err("Can't find backend.\n".to_string());
+            return Err(Refusal::CantFindBackend);
         }
     }
     let mut out = String::from("1\n");
@@ -209,7 +209,7 @@ mod tests {
         let out = show_servers_state(&snapshot(), Some("etcd-cluster")).unwrap_or_default();
         let names: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split(' ').nth(3)).collect();
         assert_eq!(names, ["app1", "app2", "app3"]);
-        assert_eq!(show_servers_state(&snapshot(), Some("nope")), Err("Can't find backend.\n".to_string()));
+        assert_eq!(show_servers_state(&snapshot(), Some("nope")), Err(Refusal::CantFindBackend));
     }
 
     #[test]

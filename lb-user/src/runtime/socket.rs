@@ -4,7 +4,7 @@
 use std::{
     fs, io,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use tokio::{
@@ -82,14 +82,25 @@ async fn session(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()
     w.shutdown().await
 }
 
+/// The agent's socket did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(
+        "cannot reach the agent at {}: {source}; is `xdplb run` running (global.runtime_socket)?",
+        socket.display()
+    )]
+    Connect { socket: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Sends one line to the agent's socket and returns its answer (the CLI's side).
-pub fn call(socket: &Path, line: &str) -> Result<String, String> {
+pub fn call(socket: &Path, line: &str) -> Result<String, CallError> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!("cannot reach the agent at {}: {e}; is `xdplb run` running (global.runtime_socket)?", socket.display())
-    })?;
-    writeln!(s, "{line}").map_err(|e| e.to_string())?;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|source| CallError::Connect { socket: socket.to_owned(), source })?;
+    writeln!(s, "{line}")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    s.read_to_string(&mut out)?;
     Ok(out)
 }

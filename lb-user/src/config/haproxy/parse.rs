@@ -8,7 +8,7 @@ use super::{
     raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, Target, OTHER_SECTIONS},
     translate, Import, ImportError,
 };
-use crate::config::{self, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, Verify};
+use crate::config::{self, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
 
 /// Reads the configuration line by line, keeping the sections as written.
 #[derive(Default)]
@@ -523,38 +523,65 @@ fn add_server(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
+/// Why a value on a `bind`, `server` or server-option line is not translated; said in its note.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Untranslatable {
+    #[error("{0:?} is IPv6; xdplb needs IPv4:PORT")]
+    Ipv6(String),
+    #[error("{0:?} is not an IPv4 address (xdplb needs IPv4:PORT: resolve the name and write the address)")]
+    ServerName(String),
+    #[error("port offset {0:?}: xdplb needs a fixed port")]
+    PortOffset(String),
+    #[error("not a TCP/IPv4 address; xdplb listens on IPv4 only")]
+    NotTcp,
+    #[error("no port; write ADDR:PORT")]
+    NoPort,
+    #[error("port range {0}: xdplb binds one port per frontend; write one bind per port")]
+    PortRange(String),
+    #[error("{0:?} is not an IPv4 address; xdplb listens on IPv4 only")]
+    BindHost(String),
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0:?} is not a port")]
+    NotAPort(String),
+    #[error("xdplb knows only {}", .0.join(", "))]
+    KnownOnly(Vec<&'static str>),
+    #[error("an expression, not a literal name: set sni = \"NAME\" in the backend's check by hand")]
+    SniExpression,
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+}
+
 /// `IPv4:PORT` or a bare `IPv4`; xdplb has no resolver, so names and IPv6 are refused.
-fn server_address(s: &str) -> Result<Target, String> {
+fn server_address(s: &str) -> Result<Target, Untranslatable> {
     let s = s.strip_prefix("ipv4@").unwrap_or(s);
     let (host, port) = match s.rsplit_once(':') {
-        Some((h, _)) if h.contains(':') => return Err(format!("{s:?} is IPv6; xdplb needs IPv4:PORT")),
+        Some((h, _)) if h.contains(':') => return Err(Untranslatable::Ipv6(s.into())),
         Some((h, p)) => (h, Some(p)),
         None => (s, None),
     };
-    let ip: Ipv4Addr = host.parse().map_err(|_| {
-        format!("{host:?} is not an IPv4 address (xdplb needs IPv4:PORT: resolve the name and write the address)")
-    })?;
+    let ip: Ipv4Addr = host.parse().map_err(|_| Untranslatable::ServerName(host.into()))?;
     match port {
         None | Some("") => Ok(Target::NoPort(ip)),
-        Some(p) if p.starts_with(['+', '-']) => Err(format!("port offset {p:?}: xdplb needs a fixed port")),
-        Some(p) => config::parse_server_addr(&format!("{ip}:{p}")).map(Target::Addr),
+        Some(p) if p.starts_with(['+', '-']) => Err(Untranslatable::PortOffset(p.into())),
+        Some(p) => Ok(Target::Addr(config::parse_server_addr(&format!("{ip}:{p}"))?)),
     }
 }
 
 /// A bind address the way xdplb writes it: `*:PORT` for every address, or `IPv4:PORT`.
-fn bind_address(s: &str) -> Result<String, String> {
+fn bind_address(s: &str) -> Result<String, Untranslatable> {
     let s = s.strip_prefix("ipv4@").unwrap_or(s);
     if s.contains('@') || s.starts_with('/') {
-        return Err("not a TCP/IPv4 address; xdplb listens on IPv4 only".into());
+        return Err(Untranslatable::NotTcp);
     }
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| "no port; write ADDR:PORT".to_string())?;
+    let (host, port) = s.rsplit_once(':').ok_or(Untranslatable::NoPort)?;
     if port.contains('-') {
-        return Err(format!("port range {port}: xdplb binds one port per frontend; write one bind per port"));
+        return Err(Untranslatable::PortRange(port.into()));
     }
     let host = match host {
         "" | "*" | "0.0.0.0" => "*",
         h if h.parse::<Ipv4Addr>().is_ok() => h,
-        h => return Err(format!("{h:?} is not an IPv4 address; xdplb listens on IPv4 only")),
+        h => return Err(Untranslatable::BindHost(h.into())),
     };
     let bind = format!("{host}:{port}");
     bind.parse::<Bind>()?;
@@ -767,9 +794,9 @@ fn server_flag(o: &mut ServerOpts, kw: &str) -> Option<Opt> {
 }
 
 fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
-    let dur = |v: &str| v.parse::<Dur>().map(Some);
-    let num = |v: &str| v.parse::<u32>().map(Some).map_err(|_| format!("{v:?} is not a number"));
-    let result: Result<(), String> = match kw {
+    let dur = |v: &str| v.parse::<Dur>().map(Some).map_err(Untranslatable::from);
+    let num = |v: &str| v.parse::<u32>().map(Some).map_err(|_| Untranslatable::NotANumber(v.into()));
+    let result: Result<(), Untranslatable> = match kw {
         "inter" => dur(v).map(|d| o.inter = d),
         "fastinter" => dur(v).map(|d| o.fastinter = d),
         "downinter" => dur(v).map(|d| o.downinter = d),
@@ -782,7 +809,7 @@ fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
             .ok()
             .filter(|&p| p != 0)
             .map(|p| o.port = Some(p))
-            .ok_or_else(|| format!("{v:?} is not a port")),
+            .ok_or_else(|| Untranslatable::NotAPort(v.into())),
         "verify" => one_of(v, &[("none", Verify::None), ("required", Verify::Required)]).map(|x| o.verify = Some(x)),
         "ca-file" => {
             o.ca_file = Some(v.to_owned());
@@ -822,21 +849,21 @@ fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
 }
 
 /// The value of `v` in `table`, or which values xdplb knows.
-fn one_of<T: Copy>(v: &str, table: &[(&str, T)]) -> Result<T, String> {
+fn one_of<T: Copy>(v: &str, table: &[(&'static str, T)]) -> Result<T, Untranslatable> {
     match table.iter().find(|(name, _)| *name == v) {
         Some((_, x)) => Ok(*x),
-        None => Err(format!("xdplb knows only {}", table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
+        None => Err(Untranslatable::KnownOnly(table.iter().map(|(n, _)| *n).collect())),
     }
 }
 
 /// HAProxy's `sni` is a sample expression; xdplb needs the name itself, so only `str(NAME)` and
 /// a plain host name are taken.
-fn literal_sni(v: &str) -> Result<String, String> {
+fn literal_sni(v: &str) -> Result<String, Untranslatable> {
     let name = v.strip_prefix("str(").and_then(|r| r.strip_suffix(')')).unwrap_or(v);
     let literal = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if literal {
         Ok(name.to_owned())
     } else {
-        Err("an expression, not a literal name: set sni = \"NAME\" in the backend's check by hand".into())
+        Err(Untranslatable::SniExpression)
     }
 }

@@ -38,7 +38,7 @@ pub(super) fn frontends(
         }
         for (i, bind) in p.binds.iter().enumerate() {
             let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
-            out.push(FrontendCfg { name, bind: bind.clone(), backend: backend.clone() });
+            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone() });
         }
     }
     Ok(out)
@@ -123,7 +123,7 @@ fn resolve_server(
     Some(Resolved {
         server: ServerCfg {
             name: s.name.clone(),
-            address: address.to_string(),
+            address: address.to_string().into(),
             weight: opts.weight.unwrap_or(1),
             backup: opts.backup.unwrap_or(false),
             check: opts.check.unwrap_or(false),
@@ -136,8 +136,7 @@ fn resolve_server(
 
 /// The one port all frontends of `backend` listen on, if they share one.
 fn frontend_port(backend: &str, frontends: &[FrontendCfg]) -> Option<u16> {
-    let mut ports =
-        frontends.iter().filter(|f| f.backend == backend).map(|f| f.bind.parse::<Bind>().ok().map(|b| b.port()));
+    let mut ports = frontends.iter().filter(|f| f.backend == backend).map(|f| f.bind.get().map(Bind::port));
     let first = ports.next()??;
     ports.all(|p| p == Some(first)).then_some(first)
 }
