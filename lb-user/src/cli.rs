@@ -171,23 +171,7 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&flows)?);
             } else {
-                println!(
-                    "{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}",
-                    "CLIENT", "FRONTEND", "SERVER", "STATE", "AGE(s)", "PKTS_IN", "PKTS_OUT"
-                );
-                for f in &flows {
-                    println!(
-                        "{:<22} {:<22} {:<22} {:<12} {:>8} {:>10} {:>10}",
-                        f.client.to_string(),
-                        f.frontend.to_string(),
-                        f.server.to_string(),
-                        f.state.name(),
-                        f.age_ms / 1000,
-                        f.packets_in,
-                        f.packets_out
-                    );
-                }
-                println!("{} flow(s)", flows.len());
+                print!("{}", table::flows(&flows));
             }
             Ok(())
         }
@@ -201,14 +185,12 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
                     r.iter().map(|(k, v)| (k.name().to_string(), (*v).into())).collect();
                 println!("{}", serde_json::Value::Object(m));
             } else {
-                for (k, v) in r {
-                    println!("{:<16} {v}", k.name());
-                }
+                print!("{}", table::counters(&r));
             }
             Ok(())
         }
         Cmd::Status { stats, json } => {
-            let snap = http::fetch(stats).map_err(|e| anyhow::anyhow!(e))?;
+            let snap = http::fetch(stats)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snap)?);
             } else {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod host;
+pub mod http1;
 pub mod model;
 pub mod problems;
 pub mod report;

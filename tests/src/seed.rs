@@ -275,7 +275,7 @@ impl SeedLab {
             if start.elapsed() > within {
                 bail!(
                     "{backend}/{server} is {} after {within:?}, not {state:?} (last check {:?})",
-                    s.status,
+                    s.status(),
                     s.last_check
                 );
             }

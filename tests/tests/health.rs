@@ -127,7 +127,7 @@ fn a_dead_server_goes_down_in_time_and_comes_back() {
     // The status page, the metrics and `xdplb status` tell the story.
     let snap = status(&lab);
     let s3 = snap.backends[0].servers.iter().find(|s| s.name == victim.name).unwrap();
-    assert_eq!((s3.down_transitions, s3.status.as_str()), (1, "UP"));
+    assert_eq!((s3.down_transitions, s3.status().as_str()), (1, "UP"));
     assert!(s3.check_failures >= FALL);
     let metrics = lab.lb.enter(|| http_get("/metrics"));
     assert!(
@@ -269,8 +269,8 @@ fn drain_and_maint_take_no_new_flows_and_maint_is_not_checked() {
     std::thread::sleep(Duration::from_millis(500));
     let snap = status(&lab);
     let by = |n: &str| snap.backends[0].servers.iter().find(|s| s.name == n).unwrap().clone();
-    assert_eq!((by("app2").state, by("app2").status.as_str()), (ServerState::Drain, "DRAIN"));
-    assert_eq!((by("app3").state, by("app3").status.as_str()), (ServerState::Maint, "MAINT"));
+    assert_eq!((by("app2").state, by("app2").status().as_str()), (ServerState::Drain, "DRAIN"));
+    assert_eq!((by("app3").state, by("app3").status().as_str()), (ServerState::Maint, "MAINT"));
     assert!(by("app2").last_check.is_some(), "a draining server is still checked");
     assert!(by("app3").last_check.is_none(), "a server in maintenance is not checked");
     assert_eq!(spread(&lab, vip, 12), HashMap::from([("app1".to_string(), 12)]));
@@ -304,7 +304,10 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
     let s = status(&lab).backends[0].servers.iter().find(|s| s.name == flapper.name).unwrap().clone();
     eprintln!(
         "flapping {}: {} DOWN transitions, {} failed checks, now {}",
-        s.name, s.down_transitions, s.check_failures, s.status
+        s.name,
+        s.down_transitions,
+        s.check_failures,
+        s.status()
     );
     assert_eq!(s.down_transitions, 3, "one DOWN per down second, no more: {s:?}");
     for c in steady.iter_mut().chain([&mut health]) {

@@ -172,9 +172,9 @@ fn the_seeds_cluster_behind_xdplb() {
     s.apiserver_mode(1, "fail").unwrap();
     s.wait_state(API, "app1", ServerState::Down, hang_limit).unwrap();
     s.wait_state(API, "app2", ServerState::Down, INTER * 4 + Duration::from_secs(2)).unwrap();
-    assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code, "L6TOUT");
+    assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code.name(), "L6TOUT");
     let app2 = s.server(API, "app2").unwrap().last_check.unwrap();
-    assert_eq!((app2.code.as_str(), app2.http_status), ("L7STS", Some(500)));
+    assert_eq!((app2.code.name(), app2.http_status), ("L7STS", Some(500)));
     assert_eq!(s.server(API, "app3").unwrap().state, ServerState::Up, "app3's checks went on undisturbed");
 
     // 5. All three apiservers down: a new connection to 16443 is refused at once.

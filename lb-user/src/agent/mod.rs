@@ -31,7 +31,10 @@ use crate::{
     health::{self, state::Transition, Registry},
     host::{service, sysctl},
     model::Topology,
-    report::{builder, http, snapshot::Snapshot},
+    report::{
+        builder, http,
+        snapshot::{InterfaceStatus, Snapshot},
+    },
     runtime::{self, Overrides},
 };
 
@@ -100,7 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
-    let modes: Vec<String> = attached.iter().map(|(i, a)| format!("{i}:{a}")).collect();
+    let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
     tokio::spawn(http::serve(listener, shared.clone()));
@@ -126,7 +129,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         agent.topology.frontends.len(),
         agent.topology.servers().count(),
         agent.global.pin_dir.display(),
-        modes.join(" "),
+        modes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         agent.global.stats_bind,
     );
 

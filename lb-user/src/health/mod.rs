@@ -25,11 +25,11 @@ use tokio::{
 use crate::{
     config::{AdminState, CheckCfg, Observe, OnMarkedDown},
     model::Topology,
-    report::snapshot::{CheckView, ServerState},
+    report::snapshot::CheckView,
 };
 use check::CheckResult;
 pub use plan::{plans, Plan};
-use state::{Health, Transition};
+use state::{Health, ServerState, Transition};
 
 /// One check result from a server's task.
 pub struct Event {
@@ -257,10 +257,10 @@ impl Registry {
     pub fn check_view(&self, id: u32, now: Instant) -> Option<CheckView> {
         let (r, at) = self.servers.get(&id)?.last.as_ref()?;
         Some(CheckView {
-            code: r.code.name().into(),
+            code: r.code,
             http_status: r.http_status,
-            duration_ms: r.duration.as_millis() as u64,
-            description: format!("{}: {}", r.code.description(), r.detail),
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            detail: r.detail.clone(),
             age_s: now.saturating_duration_since(*at).as_secs(),
         })
     }

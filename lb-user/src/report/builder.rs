@@ -1,14 +1,17 @@
-//! What operators see: the agent's state as a `Snapshot` (built here once a second and at every
-//! transition), served over HTTP as HAProxy's stats page, `/status.json` and `/metrics`.
+//! The agent's state as one `Snapshot`, built once a second and at every transition from the
+//! topology, the health registry and the kernel's counters. Rates, downtimes and the backend
+//! weight are computed here, once, for every renderer.
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use super::snapshot::{BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot, Traffic};
+use super::snapshot::{
+    BackendState, BackendStatus, CheckSummary, FrontendStatus, InterfaceStatus, ServerStatus, Snapshot, Traffic,
+};
 use crate::{
-    config::{CheckKind, Verify},
+    config::{CheckCfg, CheckKind, Verify},
     dataplane::{counters::Counters, flows::Sweep},
     health::Registry,
     model::Topology,
@@ -17,7 +20,7 @@ use crate::{
 /// Keeps what a snapshot needs across builds: rates and downtimes.
 pub struct Builder {
     started: Instant,
-    interfaces: Vec<String>,
+    interfaces: Vec<InterfaceStatus>,
     /// (kind, id) -> (total flows, when): for new flows per second.
     prev: HashMap<(u8, u32), (u64, Instant)>,
     backend_down: HashMap<u32, (Duration, Option<Instant>)>,
@@ -27,25 +30,30 @@ fn traffic(s: &lb_common::TrafficStats, rate: f64) -> Traffic {
     Traffic { total_flows: s.new_flows, new_flows_per_s: rate, bytes_in: s.bytes_in, bytes_out: s.bytes_out }
 }
 
-fn check_text(c: &crate::config::CheckCfg) -> String {
-    let body = c.expect_string.as_ref().map(|s| format!(" + {s:?}")).unwrap_or_default();
-    match c.kind {
-        CheckKind::None => "no check".into(),
-        CheckKind::Tcp => format!("tcp connect, inter {} rise {} fall {}", c.inter, c.rise, c.fall),
-        k => format!(
-            "{} GET {} expect {}{body}, inter {} rise {} fall {}",
-            if k == CheckKind::Https { "https" } else { "http" },
-            c.path,
-            c.expect_status,
-            c.inter,
-            c.rise,
-            c.fall
-        ),
+fn check_summary(c: &CheckCfg) -> CheckSummary {
+    CheckSummary {
+        kind: c.kind,
+        path: c.path.clone(),
+        expect_status: c.expect_status,
+        expect_string: c.expect_string.clone(),
+        inter: c.inter,
+        rise: c.rise,
+        fall: c.fall,
     }
 }
 
+/// HAProxy's backend weight: the weights of the active servers taking flows, or of the backups
+/// when no active server does.
+fn backend_weight(servers: &[ServerStatus]) -> u64 {
+    let weight = |backup: bool| -> u64 {
+        servers.iter().filter(|s| s.backup == backup && s.state.takes_flows()).map(|s| u64::from(s.weight)).sum()
+    };
+    let active_up = servers.iter().any(|s| !s.backup && s.state.takes_flows());
+    weight(!active_up)
+}
+
 impl Builder {
-    pub fn new(interfaces: Vec<String>) -> Self {
+    pub fn new(interfaces: Vec<InterfaceStatus>) -> Self {
         Builder { started: Instant::now(), interfaces, prev: HashMap::new(), backend_down: HashMap::new() }
     }
 
@@ -71,7 +79,6 @@ impl Builder {
         for f in &topo.frontends {
             let st = counters.frontend(f.id).unwrap_or_default();
             let rate = self.rate(0, f.id, st.new_flows, now);
-
             snap.frontends.push(FrontendStatus {
                 name: f.name.clone(),
                 bind: f.bind.clone(),
@@ -84,7 +91,7 @@ impl Builder {
             let check = &pool.check;
             let mut b = BackendStatus {
                 name: pool.name.clone(),
-                check: check_text(check),
+                check: check_summary(check),
                 verify_none: check.kind == CheckKind::Https && check.verify == Verify::None,
                 ..BackendStatus::default()
             };
@@ -99,12 +106,6 @@ impl Builder {
                 } else if up {
                     b.active_up += 1;
                 }
-                let status = match (state, view) {
-                    (ServerState::Maint, _) => "MAINT".into(),
-                    (ServerState::Drain, _) => "DRAIN".into(),
-                    (_, Some(v)) if v.checked => v.health.status(),
-                    _ => "no check".into(),
-                };
                 let active = sweep.active_by_server.get(&s.id).copied().unwrap_or(0);
                 b.active_flows += active;
                 b.traffic.total_flows += st.new_flows;
@@ -113,9 +114,9 @@ impl Builder {
                 b.traffic.bytes_out += st.bytes_out;
                 b.servers.push(ServerStatus {
                     name: s.name.clone(),
-                    address: s.addr.to_string(),
+                    address: s.addr,
                     state,
-                    status,
+                    health: view.filter(|v| v.checked).map(|v| v.health.counts()),
                     since_s: view.map(|v| now.saturating_duration_since(v.health.since()).as_secs()).unwrap_or(0),
                     last_check: reg.check_view(s.id, now),
                     weight: s.weight,
@@ -129,7 +130,8 @@ impl Builder {
                 });
             }
             let any_up = b.active_up + b.backup_up > 0;
-            b.status = if any_up { "UP" } else { "DOWN" }.into();
+            b.status = if any_up { BackendState::Up } else { BackendState::Down };
+            b.weight = backend_weight(&b.servers);
             let (total, since) = self.backend_down.entry(pool.id).or_insert((Duration::ZERO, None));
             match (any_up, *since) {
                 (false, None) => *since = Some(now),
@@ -147,5 +149,23 @@ impl Builder {
             .map(|r| r.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect())
             .unwrap_or_default();
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::snapshot::{sample::server, ServerState};
+
+    #[test]
+    fn backend_weight_falls_back_to_backups() {
+        let mut servers = vec![
+            ServerStatus { weight: 10, ..server("a", "10.0.0.1:1", ServerState::Up) },
+            ServerStatus { weight: 7, ..server("d", "10.0.0.2:1", ServerState::Drain) },
+            ServerStatus { weight: 5, backup: true, ..server("b", "10.0.0.3:1", ServerState::Up) },
+        ];
+        assert_eq!(backend_weight(&servers), 10, "drained servers and waiting backups weigh nothing");
+        servers[0].state = ServerState::Down;
+        assert_eq!(backend_weight(&servers), 5, "with no active server UP, the backups take the flows");
     }
 }

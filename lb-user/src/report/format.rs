@@ -53,7 +53,7 @@ pub fn fmt_rate(r: f64) -> String {
 
 /// `L7OK/200 in 2ms`, as in HAProxy's LastChk column.
 pub fn last_check_text(c: &CheckView) -> String {
-    let mut s = c.code.clone();
+    let mut s = c.code.name().to_owned();
     if let Some(st) = c.http_status {
         let _ = write!(s, "/{st}");
     }

@@ -2,6 +2,7 @@
 //! side, which fetches the JSON from a running agent.
 
 use std::{
+    io,
     net::SocketAddr,
     sync::{Arc, RwLock},
     time::Duration,
@@ -13,6 +14,7 @@ use tokio::{
 };
 
 use super::{html, prometheus, snapshot::Snapshot};
+use crate::http1;
 
 /// Serves the status page until the process ends: `/` (HTML), `/status.json`, `/metrics`.
 pub async fn serve(listener: TcpListener, shared: Arc<RwLock<Snapshot>>) {
@@ -27,25 +29,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<RwLock<Snapshot>>) {
     }
 }
 
-async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> std::io::Result<()> {
+async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut n = 0;
     let read = async {
-        while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+        while n < buf.len() && !http1::request_line(&buf[..n]).complete {
             let m = s.read(&mut buf[n..]).await?;
             if m == 0 {
                 break;
             }
             n += m;
         }
-        Ok::<_, std::io::Error>(())
+        Ok::<_, io::Error>(())
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    tokio::time::timeout(Duration::from_secs(5), read).await.map_err(|_| io::ErrorKind::TimedOut)??;
+    let request = http1::request_line(&buf[..n]);
     let snap = shared.read().unwrap().clone();
-    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+    let (status, ctype, body) = match (request.method.as_str(), request.path.split('?').next().unwrap_or("")) {
         ("GET", "/" | "/stats") => ("200 OK", "text/html; charset=utf-8", html::html(&snap)),
         ("GET", "/status.json") => {
             ("200 OK", "application/json", serde_json::to_string_pretty(&snap).unwrap_or_default())
@@ -54,26 +54,36 @@ async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>) -> std::io::Result
         ("GET", _) => ("404 Not Found", "text/plain", "not found: try /, /status.json or /metrics\n".into()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(resp.as_bytes()).await?;
+    s.write_all(http1::response_head(status, ctype, body.len()).as_bytes()).await?;
     s.write_all(body.as_bytes()).await?;
     s.shutdown().await
 }
 
+/// `xdplb status` could not get the agent's snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot reach the agent's status page at {addr}: {source}; is `xdplb run` running (global.stats_bind)?")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("reading from {addr}: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+    #[error("no HTTP response from {addr}: {source}")]
+    Http { addr: SocketAddr, source: http1::Invalid },
+    #[error("bad status JSON from {addr}: {source}")]
+    Json { addr: SocketAddr, source: serde_json::Error },
+}
+
 /// `xdplb status`: fetches `/status.json` from a running agent.
-pub fn fetch(addr: SocketAddr) -> Result<Snapshot, String> {
+pub fn fetch(addr: SocketAddr) -> Result<Snapshot, FetchError> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
-        format!("cannot reach the agent's status page at {addr}: {e}; is `xdplb run` running (global.stats_bind)?")
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|source| FetchError::Connect { addr, source })?;
+    let io = |source| FetchError::Io { addr, source };
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+    s.write_all(http1::get_request("/status.json", &addr.to_string(), &[]).as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("reading from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).ok_or("no HTTP response")?;
-    serde_json::from_str(body).map_err(|e| format!("bad status JSON from {addr}: {e}"))
+    s.read_to_end(&mut raw).map_err(io)?;
+    let response = http1::response(&raw, true)
+        .and_then(|r| r.ok_or(http1::Invalid::TruncatedHead))
+        .map_err(|source| FetchError::Http { addr, source })?;
+    serde_json::from_slice(&response.body).map_err(|source| FetchError::Json { addr, source })
 }

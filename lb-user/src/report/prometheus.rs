@@ -1,24 +1,235 @@
 //! `/metrics`: the Prometheus text format with HAProxy's exporter names, so existing dashboards
-//! keep working.
+//! keep working. Every metric is declared once, in a table per subject (the agent, frontends,
+//! backends, servers) with its name, kind and help; one encoder writes them all.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
-use super::snapshot::{BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot};
+use super::snapshot::{BackendState, BackendStatus, FrontendStatus, ServerStatus, Snapshot};
 
-const COUNTER: &str = "counter";
-const GAUGE: &str = "gauge";
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
 
-/// States of HAProxy's exporter `haproxy_server_status`, one series each.
-const PROM_SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
+/// How a metric's samples come out of one subject.
+enum Samples<T> {
+    /// One sample.
+    Count(fn(&T) -> u64),
+    /// One sample in seconds, or none (no check has run yet).
+    Seconds(fn(&T) -> Option<f64>),
+    /// Several samples, told apart by one more label.
+    ByLabel(&'static str, fn(&T) -> Vec<(String, u64)>),
+}
 
-/// HAProxy has no "going up/down" or "no check" state in the exporter: report what the server
-/// does with new flows.
-fn prom_state(st: ServerState) -> &'static str {
-    match st {
-        ServerState::Up | ServerState::GoingDown | ServerState::NoCheck => "UP",
-        ServerState::Down | ServerState::GoingUp => "DOWN",
-        ServerState::Maint => "MAINT",
-        ServerState::Drain => "DRAIN",
+struct Metric<T> {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    samples: Samples<T>,
+}
+
+const fn metric<T>(name: &'static str, kind: Kind, help: &'static str, samples: Samples<T>) -> Metric<T> {
+    Metric { name, kind, help, samples }
+}
+
+use Kind::{Counter, Gauge};
+use Samples::{ByLabel, Count, Seconds};
+
+const AGENT: [Metric<Snapshot>; 1] =
+    [metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s))];
+
+const FRONTEND: [Metric<FrontendStatus>; 4] = [
+    metric("haproxy_frontend_current_sessions", Gauge, "Current number of active flows.", Count(|f| f.active_flows)),
+    metric("haproxy_frontend_sessions_total", Counter, "Total number of flows.", Count(|f| f.traffic.total_flows)),
+    metric(
+        "haproxy_frontend_bytes_in_total",
+        Counter,
+        "Current total of incoming bytes.",
+        Count(|f| f.traffic.bytes_in),
+    ),
+    metric(
+        "haproxy_frontend_bytes_out_total",
+        Counter,
+        "Current total of outgoing bytes.",
+        Count(|f| f.traffic.bytes_out),
+    ),
+];
+
+const BACKEND: [Metric<BackendStatus>; 8] = [
+    metric(
+        "haproxy_backend_status",
+        Gauge,
+        "Current status of the service (1 UP, 0 DOWN).",
+        Count(|b| u64::from(b.status == BackendState::Up)),
+    ),
+    metric(
+        "haproxy_backend_active_servers",
+        Gauge,
+        "Current number of active servers UP.",
+        Count(|b| b.active_up.into()),
+    ),
+    metric(
+        "haproxy_backend_backup_servers",
+        Gauge,
+        "Current number of backup servers UP.",
+        Count(|b| b.backup_up.into()),
+    ),
+    metric("haproxy_backend_current_sessions", Gauge, "Current number of active flows.", Count(|b| b.active_flows)),
+    metric("haproxy_backend_sessions_total", Counter, "Total number of flows.", Count(|b| b.traffic.total_flows)),
+    metric(
+        "haproxy_backend_bytes_in_total",
+        Counter,
+        "Current total of incoming bytes.",
+        Count(|b| b.traffic.bytes_in),
+    ),
+    metric(
+        "haproxy_backend_bytes_out_total",
+        Counter,
+        "Current total of outgoing bytes.",
+        Count(|b| b.traffic.bytes_out),
+    ),
+    metric(
+        "haproxy_backend_downtime_seconds_total",
+        Counter,
+        "Total downtime (in seconds) for the service.",
+        Count(|b| b.downtime_s),
+    ),
+];
+
+/// States of HAProxy's exporter `haproxy_server_status`, one series each; a server is in the
+/// one its flow word names (HAProxy has none for going up or down, nor for unchecked servers).
+const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
+
+const SERVER: [Metric<ServerStatus>; 12] = [
+    metric(
+        "haproxy_server_status",
+        Gauge,
+        "Current status of the server (one series per state, 1 for the current one).",
+        ByLabel("state", |v| {
+            SERVER_STATES.iter().map(|st| ((*st).to_owned(), u64::from(*st == v.state.flow_word()))).collect()
+        }),
+    ),
+    metric("haproxy_server_weight", Gauge, "Service weight.", Count(|v| v.weight.into())),
+    metric("haproxy_server_current_sessions", Gauge, "Current number of active flows.", Count(|v| v.active_flows)),
+    metric("haproxy_server_sessions_total", Counter, "Total number of flows.", Count(|v| v.traffic.total_flows)),
+    metric("haproxy_server_bytes_in_total", Counter, "Current total of incoming bytes.", Count(|v| v.traffic.bytes_in)),
+    metric(
+        "haproxy_server_bytes_out_total",
+        Counter,
+        "Current total of outgoing bytes.",
+        Count(|v| v.traffic.bytes_out),
+    ),
+    metric(
+        "haproxy_server_check_failures_total",
+        Counter,
+        "Total number of failed individual health checks.",
+        Count(|v| v.check_failures),
+    ),
+    metric(
+        "haproxy_server_check_up_down_total",
+        Counter,
+        "Total number of failed checks causing UP to DOWN server transitions.",
+        Count(|v| v.down_transitions),
+    ),
+    metric(
+        "haproxy_server_downtime_seconds_total",
+        Counter,
+        "Total downtime (in seconds) for the service.",
+        Count(|v| v.downtime_s),
+    ),
+    metric(
+        "haproxy_server_check_duration_seconds",
+        Gauge,
+        "Previously run health check duration, in seconds.",
+        Seconds(|v| v.last_check.as_ref().map(|c| seconds(c.duration_ms))),
+    ),
+    metric(
+        "haproxy_server_check_status",
+        Gauge,
+        "Status of last health check (the state label is the check code).",
+        ByLabel("state", |v| v.last_check.iter().map(|c| (c.code.name().to_owned(), 1)).collect()),
+    ),
+    metric(
+        "xdplb_server_observed_errors_total",
+        Counter,
+        "SYNs to the server answered by RST or never answered.",
+        Count(|v| v.observed_errors),
+    ),
+];
+
+const PACKETS: [Metric<Snapshot>; 1] = [metric(
+    "xdplb_packets_total",
+    Counter,
+    "Packets seen by the XDP program, by verdict reason.",
+    ByLabel("reason", |s| s.reasons.clone()),
+)];
+
+#[expect(clippy::cast_precision_loss, reason = "one check's milliseconds are far below 2^52")]
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// A subject's labels, e.g. `proxy` and `server`.
+type Labels = Vec<(&'static str, String)>;
+
+/// `/metrics` in the Prometheus text exposition format 0.0.4.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let proxy = |name: &str| vec![("proxy", name.to_owned())];
+    encode(&mut out, &AGENT, &[(Labels::new(), s)]);
+    encode(&mut out, &FRONTEND, &s.frontends.iter().map(|f| (proxy(&f.name), f)).collect::<Vec<_>>());
+    encode(&mut out, &BACKEND, &s.backends.iter().map(|b| (proxy(&b.name), b)).collect::<Vec<_>>());
+    let servers: Vec<(Labels, &ServerStatus)> = s
+        .backends
+        .iter()
+        .flat_map(|b| b.servers.iter().map(|v| (vec![("proxy", b.name.clone()), ("server", v.name.clone())], v)))
+        .collect();
+    encode(&mut out, &SERVER, &servers);
+    encode(&mut out, &PACKETS, &[(Labels::new(), s)]);
+    out
+}
+
+/// The one encoder: each metric's HELP and TYPE once, then its samples for every subject, so
+/// that each family stays in one piece (a valid exposition).
+fn encode<T>(out: &mut String, table: &[Metric<T>], subjects: &[(Labels, &T)]) {
+    for m in table {
+        let kind = match m.kind {
+            Counter => "counter",
+            Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", m.name);
+        for (labels, subject) in subjects {
+            match &m.samples {
+                Count(value) => sample(out, m.name, labels, None, value(subject)),
+                Seconds(value) => {
+                    if let Some(v) = value(subject) {
+                        sample(out, m.name, labels, None, v);
+                    }
+                }
+                ByLabel(key, values) => {
+                    for (label, v) in values(subject) {
+                        sample(out, m.name, labels, Some((key, &label)), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One line: `name{k="v",...} value`, without braces when there is no label.
+fn sample(out: &mut String, name: &str, labels: &Labels, extra: Option<(&str, &str)>, value: impl fmt::Display) {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra)
+        .map(|(k, v)| format!("{k}=\"{}\"", esc_label(v)))
+        .collect();
+    if pairs.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{}}} {value}", pairs.join(","));
     }
 }
 
@@ -34,230 +245,6 @@ fn esc_label(v: &str) -> String {
         }
     }
     out
-}
-
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", esc_label(v))).collect();
-    format!("{{{}}}", body.join(","))
-}
-
-/// One family: HELP and TYPE once, then all its series, so the exposition stays valid.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, String)>) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (l, v) in samples {
-        let _ = writeln!(out, "{name}{l} {v}");
-    }
-}
-
-/// `/metrics` in the Prometheus text exposition format 0.0.4.
-pub fn prometheus(s: &Snapshot) -> String {
-    let mut o = String::with_capacity(16 * 1024);
-    let n = |v: u64| v.to_string();
-
-    family(&mut o, "xdplb_uptime_seconds", GAUGE, "Seconds since the agent started.", [(String::new(), n(s.uptime_s))]);
-
-    // Frontends.
-    let fl = |f: &FrontendStatus| labels(&[("proxy", &f.name)]);
-    let fe = &s.frontends;
-    family(
-        &mut o,
-        "haproxy_frontend_current_sessions",
-        GAUGE,
-        "Current number of active flows.",
-        fe.iter().map(|f| (fl(f), n(f.active_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_frontend_sessions_total",
-        COUNTER,
-        "Total number of flows.",
-        fe.iter().map(|f| (fl(f), n(f.traffic.total_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_frontend_bytes_in_total",
-        COUNTER,
-        "Current total of incoming bytes.",
-        fe.iter().map(|f| (fl(f), n(f.traffic.bytes_in))),
-    );
-    family(
-        &mut o,
-        "haproxy_frontend_bytes_out_total",
-        COUNTER,
-        "Current total of outgoing bytes.",
-        fe.iter().map(|f| (fl(f), n(f.traffic.bytes_out))),
-    );
-
-    // Backends.
-    let bl = |b: &BackendStatus| labels(&[("proxy", &b.name)]);
-    let be = &s.backends;
-    family(
-        &mut o,
-        "haproxy_backend_status",
-        GAUGE,
-        "Current status of the service (1 UP, 0 DOWN).",
-        be.iter().map(|b| (bl(b), (if b.status == "UP" { "1" } else { "0" }).to_string())),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_active_servers",
-        GAUGE,
-        "Current number of active servers UP.",
-        be.iter().map(|b| (bl(b), b.active_up.to_string())),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_backup_servers",
-        GAUGE,
-        "Current number of backup servers UP.",
-        be.iter().map(|b| (bl(b), b.backup_up.to_string())),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_current_sessions",
-        GAUGE,
-        "Current number of active flows.",
-        be.iter().map(|b| (bl(b), n(b.active_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_sessions_total",
-        COUNTER,
-        "Total number of flows.",
-        be.iter().map(|b| (bl(b), n(b.traffic.total_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_bytes_in_total",
-        COUNTER,
-        "Current total of incoming bytes.",
-        be.iter().map(|b| (bl(b), n(b.traffic.bytes_in))),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_bytes_out_total",
-        COUNTER,
-        "Current total of outgoing bytes.",
-        be.iter().map(|b| (bl(b), n(b.traffic.bytes_out))),
-    );
-    family(
-        &mut o,
-        "haproxy_backend_downtime_seconds_total",
-        COUNTER,
-        "Total downtime (in seconds) for the service.",
-        be.iter().map(|b| (bl(b), n(b.downtime_s))),
-    );
-
-    // Servers.
-    let servers = || be.iter().flat_map(|b| b.servers.iter().map(move |v| (b, v)));
-    let sl = |b: &BackendStatus, v: &ServerStatus| labels(&[("proxy", &b.name), ("server", &v.name)]);
-    family(
-        &mut o,
-        "haproxy_server_status",
-        GAUGE,
-        "Current status of the server (one series per state, 1 for the current one).",
-        servers().flat_map(|(b, v)| {
-            let cur = prom_state(v.state);
-            PROM_SERVER_STATES.iter().map(move |st| {
-                let l = labels(&[("proxy", &b.name), ("server", &v.name), ("state", st)]);
-                (l, (if *st == cur { "1" } else { "0" }).to_string())
-            })
-        }),
-    );
-    family(
-        &mut o,
-        "haproxy_server_weight",
-        GAUGE,
-        "Service weight.",
-        servers().map(|(b, v)| (sl(b, v), v.weight.to_string())),
-    );
-    family(
-        &mut o,
-        "haproxy_server_current_sessions",
-        GAUGE,
-        "Current number of active flows.",
-        servers().map(|(b, v)| (sl(b, v), n(v.active_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_sessions_total",
-        COUNTER,
-        "Total number of flows.",
-        servers().map(|(b, v)| (sl(b, v), n(v.traffic.total_flows))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_bytes_in_total",
-        COUNTER,
-        "Current total of incoming bytes.",
-        servers().map(|(b, v)| (sl(b, v), n(v.traffic.bytes_in))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_bytes_out_total",
-        COUNTER,
-        "Current total of outgoing bytes.",
-        servers().map(|(b, v)| (sl(b, v), n(v.traffic.bytes_out))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_check_failures_total",
-        COUNTER,
-        "Total number of failed individual health checks.",
-        servers().map(|(b, v)| (sl(b, v), n(v.check_failures))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_check_up_down_total",
-        COUNTER,
-        "Total number of failed checks causing UP to DOWN server transitions.",
-        servers().map(|(b, v)| (sl(b, v), n(v.down_transitions))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_downtime_seconds_total",
-        COUNTER,
-        "Total downtime (in seconds) for the service.",
-        servers().map(|(b, v)| (sl(b, v), n(v.downtime_s))),
-    );
-    family(
-        &mut o,
-        "haproxy_server_check_duration_seconds",
-        GAUGE,
-        "Previously run health check duration, in seconds.",
-        servers().filter_map(|(b, v)| {
-            let c = v.last_check.as_ref()?;
-            Some((sl(b, v), format!("{}", c.duration_ms as f64 / 1000.0)))
-        }),
-    );
-    family(
-        &mut o,
-        "haproxy_server_check_status",
-        GAUGE,
-        "Status of last health check (the state label is the check code).",
-        servers().filter_map(|(b, v)| {
-            let c = v.last_check.as_ref()?;
-            let l = labels(&[("proxy", &b.name), ("server", &v.name), ("state", &c.code)]);
-            Some((l, "1".to_string()))
-        }),
-    );
-    family(
-        &mut o,
-        "xdplb_server_observed_errors_total",
-        COUNTER,
-        "SYNs to the server answered by RST or never answered.",
-        servers().map(|(b, v)| (sl(b, v), n(v.observed_errors))),
-    );
-
-    family(
-        &mut o,
-        "xdplb_packets_total",
-        COUNTER,
-        "Packets seen by the XDP program, by verdict reason.",
-        s.reasons.iter().map(|(r, c)| (labels(&[("reason", r)]), n(*c))),
-    );
-    o
 }
 
 #[cfg(test)]

@@ -2,35 +2,35 @@
 //! escaping.
 
 use super::snapshot::{
-    sample::{check, traffic},
-    BackendStatus, CheckView, FrontendStatus, ServerState, ServerStatus, Snapshot,
+    sample::{check, server, traffic},
+    BackendState, BackendStatus, CheckKind, CheckSummary, CheckView, Code, FrontendStatus, InterfaceStatus,
+    ServerState, ServerStatus, Snapshot,
 };
+use crate::{config::Dur, dataplane::Attached};
 
-#[allow(clippy::too_many_arguments)]
-fn server(
-    name: &str,
-    addr: &str,
-    state: ServerState,
-    status: &str,
-    since: u64,
-    last: Option<CheckView>,
-    backup: bool,
-) -> ServerStatus {
+fn busy(name: &str, addr: &str, state: ServerState, since_s: u64, last_check: Option<CheckView>) -> ServerStatus {
     ServerStatus {
-        name: name.into(),
-        address: addr.into(),
-        state,
-        status: status.into(),
-        since_s: since,
-        last_check: last,
-        weight: 1,
-        backup,
+        since_s,
+        last_check,
         check_failures: 3,
         down_transitions: 1,
         downtime_s: 42,
         active_flows: 7,
         traffic: traffic(1234, 2.5, 5_000_000, 70_000),
         observed_errors: 2,
+        ..server(name, addr, state)
+    }
+}
+
+fn https(path: &str, expect_string: Option<&str>) -> CheckSummary {
+    CheckSummary {
+        kind: CheckKind::Https,
+        path: path.into(),
+        expect_status: 200,
+        expect_string: expect_string.map(Into::into),
+        inter: Dur(std::time::Duration::from_secs(2)),
+        rise: 2,
+        fall: 3,
     }
 }
 
@@ -39,81 +39,49 @@ pub const WEIRD: &str = "cp2<&\">";
 pub fn snapshot() -> Snapshot {
     let etcd = BackendStatus {
         name: "etcd-cluster".into(),
-        status: "UP".into(),
+        status: BackendState::Up,
         servers: vec![
-            server(
-                "app1",
-                "10.0.0.1:2379",
-                ServerState::Up,
-                "UP",
-                3723,
-                check("L7OK", Some(200), 2, "Layer7 check passed: OK"),
-                false,
-            ),
-            server(
-                "app2",
-                "10.0.0.2:2379",
-                ServerState::GoingDown,
-                "UP 1/3",
-                303,
-                check("L7STS", Some(503), 3, "Layer7 wrong status"),
-                false,
-            ),
-            server(
-                "app3",
-                "10.0.0.3:2379",
-                ServerState::Down,
-                "DOWN",
-                12,
-                check("L6TOUT", None, 2001, "Layer6 timeout"),
-                false,
-            ),
+            busy("app1", "10.0.0.1:2379", ServerState::Up, 3723, check(Code::L7Ok, Some(200), 2, "OK")),
+            busy("app2", "10.0.0.2:2379", ServerState::GoingDown, 303, check(Code::L7Sts, Some(503), 3, "HTTP 503")),
+            busy("app3", "10.0.0.3:2379", ServerState::Down, 12, check(Code::L6Tout, None, 2001, "no handshake")),
         ],
         active_up: 2,
         backup_up: 0,
+        weight: 2,
         traffic: traffic(5000, 12.0, 9_000_000, 8_000_000),
         active_flows: 30,
         downtime_s: 0,
-        check: "https GET /health expect 200 + \"true\"".into(),
+        check: https("/health", Some("true")),
         verify_none: true,
     };
     let api = BackendStatus {
         name: "apiserver-cluster".into(),
-        status: "UP".into(),
+        status: BackendState::Up,
         servers: vec![
-            server(
-                "cp1",
-                "10.0.1.1:6443",
-                ServerState::Drain,
-                "DRAIN",
-                60,
-                check("L7OK", Some(200), 5, "Layer7 check passed: <OK> & \"fine\""),
-                false,
-            ),
-            server(WEIRD, "10.0.1.2:6443", ServerState::Maint, "MAINT", 86_400 * 2 + 3600, None, false),
-            server(
-                "cp3",
-                "10.0.1.3:6443",
-                ServerState::Up,
-                "UP",
-                99,
-                check("L6OK", None, 4, "Layer6 check passed"),
-                true,
-            ),
+            busy("cp1", "10.0.1.1:6443", ServerState::Drain, 60, check(Code::L7Ok, Some(200), 5, "<OK> & \"fine\"")),
+            busy(WEIRD, "10.0.1.2:6443", ServerState::Maint, 86_400 * 2 + 3600, None),
+            ServerStatus {
+                backup: true,
+                ..busy("cp3", "10.0.1.3:6443", ServerState::Up, 99, check(Code::L6Ok, None, 4, "TLS handshake done"))
+            },
         ],
         active_up: 0,
         backup_up: 1,
+        weight: 1,
         traffic: traffic(800, 0.3, 1_000, 2_000),
         active_flows: 4,
         downtime_s: 17,
-        check: "https GET /readyz expect 200".into(),
+        check: https("/readyz", None),
         verify_none: true,
     };
     Snapshot {
         version: "0.1.0".into(),
         uptime_s: 93_784,
         pid: 4242,
-        interfaces: vec!["eth0:native".into(), "eth1:generic".into()],
+        interfaces: vec![
+            InterfaceStatus { name: "eth0".into(), xdp: Attached::Native },
+            InterfaceStatus { name: "eth1".into(), xdp: Attached::Generic },
+        ],
         frontends: vec![
             FrontendStatus {
                 name: "in-etcd".into(),

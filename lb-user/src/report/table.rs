@@ -2,10 +2,13 @@
 
 use std::fmt::Write as _;
 
+use lb_common::Reason;
+
 use super::{
     format::{fmt_rate, human_bytes, human_time, last_check_text, VERIFY_NONE_WARNING},
     snapshot::Snapshot,
 };
+use crate::dataplane::flows::FlowView;
 
 /// Control characters in a name could move the cursor or recolour the terminal: show them as `?`.
 fn term(s: &str) -> String {
@@ -18,39 +21,102 @@ fn term(s: &str) -> String {
     }
 }
 
-/// A table's header row.
-fn header(names: &[&str]) -> Vec<String> {
-    names.iter().map(|h| h.to_string()).collect()
+/// How a column lines up: text to the left, numbers (in `xdplb flows`) to the right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
 }
 
-/// Left-aligned columns, two spaces apart, widths from the widest cell.
-fn grid(out: &mut String, rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut width = vec![0usize; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
+/// A column: its header, its alignment and the width it takes at the least.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub title: &'static str,
+    pub align: Align,
+    pub min_width: usize,
+}
+
+impl Column {
+    pub const fn left(title: &'static str) -> Column {
+        Column { title, align: Align::Left, min_width: 0 }
     }
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
+}
+
+/// The one table printer of the command line: a header row, then rows; each column as wide as
+/// its widest cell (or its minimum), columns `gap` apart, no trailing blanks.
+pub struct Table {
+    columns: Vec<Column>,
+    gap: &'static str,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Left-aligned columns two spaces apart, as `xdplb status` prints them.
+    pub fn new(titles: &[&'static str]) -> Table {
+        Table::with_columns(titles.iter().map(|t| Column::left(t)).collect(), "  ")
+    }
+
+    pub fn with_columns(columns: Vec<Column>, gap: &'static str) -> Table {
+        Table { columns, gap, rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The header row, then the rows.
+    pub fn render(&self, out: &mut String) {
+        self.write(out, true);
+    }
+
+    /// The rows only (a list of `name value` lines has no header).
+    pub fn render_rows(&self, out: &mut String) {
+        self.write(out, false);
+    }
+
+    fn write(&self, out: &mut String, with_header: bool) {
+        let header: Vec<String> = self.columns.iter().map(|c| c.title.to_owned()).collect();
+        let rows = || std::iter::once(&header).filter(|_| with_header).chain(&self.rows);
+        let width: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                rows().filter_map(|r| r.get(i)).map(|cell| cell.chars().count()).fold(c.min_width, usize::max)
+            })
+            .collect();
+        for r in rows() {
+            let mut line = String::new();
+            for (i, (cell, column)) in r.iter().zip(&self.columns).enumerate() {
+                if i > 0 {
+                    line.push_str(self.gap);
+                }
+                let pad = " ".repeat(width[i].saturating_sub(cell.chars().count()));
+                match column.align {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.push_str(&pad);
+                    }
+                    Align::Right => {
+                        line.push_str(&pad);
+                        line.push_str(cell);
+                    }
+                }
             }
-            line.push_str(c);
-            let pad = width[i].saturating_sub(c.chars().count());
-            line.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
 }
 
 /// `xdplb status` for a terminal: plain text, no colours.
 pub fn table(s: &Snapshot) -> String {
     let mut o = String::new();
-    let ifaces = if s.interfaces.is_empty() { "none".to_string() } else { term(&s.interfaces.join(", ")) };
+    let ifaces = if s.interfaces.is_empty() {
+        "none".to_string()
+    } else {
+        term(&s.interfaces.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+    };
     let _ = writeln!(
         o,
         "xdplb {}  pid {}  uptime {}  interfaces: {}",
@@ -65,15 +131,15 @@ pub fn table(s: &Snapshot) -> String {
             o,
             "backend {}  {}  {} active, {} backup UP  check: {}",
             term(&b.name),
-            term(&b.status),
+            b.status,
             b.active_up,
             b.backup_up,
-            term(&b.check)
+            term(&b.check.to_string())
         );
         if b.verify_none {
             let _ = writeln!(o, "WARNING: {VERIFY_NONE_WARNING}");
         }
-        let mut rows = vec![header(&[
+        let mut table = Table::new(&[
             "NAME",
             "ADDRESS",
             "STATUS",
@@ -85,12 +151,12 @@ pub fn table(s: &Snapshot) -> String {
             "RATE",
             "CHKFAIL",
             "DOWNS",
-        ])];
+        ]);
         for v in &b.servers {
-            rows.push(vec![
+            table.row(vec![
                 term(&v.name),
-                term(&v.address),
-                format!("{} ({})", term(&v.status), human_time(v.since_s)),
+                v.address.to_string(),
+                format!("{} ({})", v.status(), human_time(v.since_s)),
                 v.last_check.as_ref().map(|c| term(&last_check_text(c))).unwrap_or_else(|| "-".into()),
                 v.weight.to_string(),
                 (if v.backup { "bck" } else { "act" }).to_string(),
@@ -101,13 +167,13 @@ pub fn table(s: &Snapshot) -> String {
                 v.down_transitions.to_string(),
             ]);
         }
-        grid(&mut o, &rows);
+        table.render(&mut o);
     }
     if !s.frontends.is_empty() {
         o.push_str("\nfrontends\n");
-        let mut rows = vec![header(&["NAME", "BIND", "BACKEND", "CUR", "TOTAL", "RATE", "BYTES IN", "BYTES OUT"])];
+        let mut table = Table::new(&["NAME", "BIND", "BACKEND", "CUR", "TOTAL", "RATE", "BYTES IN", "BYTES OUT"]);
         for f in &s.frontends {
-            rows.push(vec![
+            table.row(vec![
                 term(&f.name),
                 term(&f.bind),
                 term(&f.backend),
@@ -118,10 +184,54 @@ pub fn table(s: &Snapshot) -> String {
                 human_bytes(f.traffic.bytes_out),
             ]);
         }
-        grid(&mut o, &rows);
+        table.render(&mut o);
     }
     o
 }
+/// `xdplb flows`: the connection table, addresses in columns wide enough for any IPv4 one.
+pub fn flows(flows: &[FlowView]) -> String {
+    let column = |title, align, min_width| Column { title, align, min_width };
+    let mut table = Table::with_columns(
+        vec![
+            column("CLIENT", Align::Left, 22),
+            column("FRONTEND", Align::Left, 22),
+            column("SERVER", Align::Left, 22),
+            column("STATE", Align::Left, 12),
+            column("AGE(s)", Align::Right, 8),
+            column("PKTS_IN", Align::Right, 10),
+            column("PKTS_OUT", Align::Right, 10),
+        ],
+        " ",
+    );
+    for f in flows {
+        table.row(vec![
+            f.client.to_string(),
+            f.frontend.to_string(),
+            f.server.to_string(),
+            f.state.name().to_owned(),
+            (f.age_ms / 1000).to_string(),
+            f.packets_in.to_string(),
+            f.packets_out.to_string(),
+        ]);
+    }
+    let mut out = String::new();
+    table.render(&mut out);
+    let _ = writeln!(out, "{} flow(s)", flows.len());
+    out
+}
+
+/// `xdplb stats`: packets by reason.
+pub fn counters(reasons: &[(Reason, u64)]) -> String {
+    let mut table =
+        Table::with_columns(vec![Column { title: "", align: Align::Left, min_width: 16 }, Column::left("")], " ");
+    for (reason, n) in reasons {
+        table.row(vec![reason.name().to_owned(), n.to_string()]);
+    }
+    let mut out = String::new();
+    table.render_rows(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

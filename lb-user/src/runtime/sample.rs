@@ -1,8 +1,9 @@
 //! A sample snapshot for the runtime formats' tests, and HAProxy 2.6's own `show stat` header.
 
 use crate::report::snapshot::{
-    sample::{check, traffic},
-    BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot,
+    sample::{check, server, traffic},
+    BackendState, BackendStatus, CheckSummary, Code, FrontendStatus, InterfaceStatus, ServerState, ServerStatus,
+    Snapshot,
 };
 
 /// HAProxy 2.6's `show stat` header, as a Debian/official build (OpenSSL) prints it.
@@ -21,19 +22,6 @@ h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,\
 h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,\
 h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
 
-fn server(name: &str, addr: &str, state: ServerState, status: &str) -> ServerStatus {
-    ServerStatus {
-        name: name.to_string(),
-        address: addr.to_string(),
-        state,
-        status: status.to_string(),
-        since_s: 42,
-        last_check: check("L7OK", Some(200), 3, "Layer7 check passed: OK"),
-        weight: 1,
-        ..Default::default()
-    }
-}
-
 pub fn snapshot() -> Snapshot {
     let app1 = ServerStatus {
         active_flows: 7,
@@ -42,36 +30,34 @@ pub fn snapshot() -> Snapshot {
         down_transitions: 1,
         downtime_s: 12,
         weight: 2,
-        ..server("app1", "10.0.0.1:2379", ServerState::Up, "UP")
+        ..server("app1", "10.0.0.1:2379", ServerState::Up)
     };
     let app2 = ServerStatus {
         since_s: 300,
         check_failures: 4,
-        last_check: check("L7STS", Some(503), 5, "Layer7 wrong status: Service Unavailable"),
-        ..server("app2", "10.0.0.2:2379", ServerState::GoingDown, "UP 1/3")
+        last_check: check(Code::L7Sts, Some(503), 5, "Service Unavailable"),
+        ..server("app2", "10.0.0.2:2379", ServerState::GoingDown)
     };
     let app3 = ServerStatus {
         check_failures: 9,
         down_transitions: 2,
         downtime_s: 600,
-        last_check: check("L4CON", None, 0, "Layer4 connection problem, info: \"Connection refused\""),
-        ..server("app3", "10.0.0.3:2379", ServerState::Down, "DOWN")
+        last_check: check(Code::L4Con, None, 0, "\"Connection refused\", errno 111"),
+        ..server("app3", "10.0.0.3:2379", ServerState::Down)
     };
     let api1 = ServerStatus {
-        // A check in progress, as HAProxy's web page marks it.
-        last_check: check("* L7OK", Some(200), 8, "Layer7 check passed: OK"),
+        last_check: check(Code::L7Ok, Some(200), 8, "OK"),
         weight: 10,
-        ..server("api1", "[fd00::11]:6443", ServerState::Up, "UP")
+        ..server("api1", "10.0.1.1:6443", ServerState::Up)
     };
-    let api2 = ServerStatus { weight: 10, ..server("api2", "10.0.1.2:6443", ServerState::Drain, "DRAIN") };
-    let api3 =
-        ServerStatus { weight: 10, last_check: None, ..server("api3", "10.0.1.3:6443", ServerState::Maint, "MAINT") };
-    let api4 = ServerStatus { backup: true, weight: 5, ..server("api4", "10.0.1.4:6443", ServerState::Up, "UP") };
+    let api2 = ServerStatus { weight: 10, ..server("api2", "10.0.1.2:6443", ServerState::Drain) };
+    let api3 = ServerStatus { weight: 10, last_check: None, ..server("api3", "10.0.1.3:6443", ServerState::Maint) };
+    let api4 = ServerStatus { backup: true, weight: 5, ..server("api4", "10.0.1.4:6443", ServerState::Up) };
     Snapshot {
         version: "0.3.0".to_string(),
         uptime_s: 65,
         pid: 4242,
-        interfaces: vec!["eth0:native".to_string()],
+        interfaces: vec![InterfaceStatus { name: "eth0".into(), xdp: crate::dataplane::Attached::Native }],
         frontends: vec![
             FrontendStatus {
                 name: "in-etcd".to_string(),
@@ -91,26 +77,28 @@ pub fn snapshot() -> Snapshot {
         backends: vec![
             BackendStatus {
                 name: "etcd-cluster".to_string(),
-                status: "UP".to_string(),
+                status: BackendState::Up,
                 servers: vec![app1, app2, app3],
                 active_up: 2,
                 backup_up: 0,
+                weight: 3,
                 traffic: traffic(120, 2.4, 5_000, 9_000),
                 active_flows: 7,
                 downtime_s: 0,
-                check: "https GET /health expect 200".to_string(),
+                check: CheckSummary::default(),
                 verify_none: false,
             },
             BackendStatus {
                 name: "apiserver-cluster".to_string(),
-                status: "UP".to_string(),
+                status: BackendState::Up,
                 servers: vec![api1, api2, api3, api4],
                 active_up: 1,
                 backup_up: 1,
+                weight: 10,
                 traffic: traffic(30, 0.4, 800, 1_600),
                 active_flows: 3,
                 downtime_s: 5,
-                check: "https GET /readyz expect 200".to_string(),
+                check: CheckSummary::default(),
                 verify_none: true,
             },
         ],

@@ -1,9 +1,9 @@
 //! `show servers state`: HAProxy 2.6's state file format, version 1.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::fmt::Write as _;
 
-use super::{command::Refusal, stat::check_code};
-use crate::report::snapshot::{ServerState, ServerStatus, Snapshot};
+use super::command::Refusal;
+use crate::report::snapshot::{Code, ServerState, ServerStatus, Snapshot};
 
 // show servers state
 
@@ -51,7 +51,7 @@ pub fn show_servers_state(s: &Snapshot, backend: Option<&str>) -> Result<String,
 }
 
 fn server_state_line(out: &mut String, be_id: usize, be_name: &str, srv_id: usize, sv: &ServerStatus) {
-    let (addr, port) = split_addr(&sv.address);
+    let (addr, port) = (sv.address.ip(), sv.address.port());
     // HAProxy keeps MAINT servers stopped and DRAIN ones running; rising servers stay stopped
     // until `rise` checks passed, falling ones run until `fall` failed.
     let op_state = match sv.state {
@@ -63,7 +63,7 @@ fn server_state_line(out: &mut String, be_id: usize, be_name: &str, srv_id: usiz
         ServerState::Drain => SRV_ADMF_FDRAIN,
         _ => 0,
     };
-    let code = sv.last_check.as_ref().map(|c| check_code(&c.code));
+    let code = sv.last_check.as_ref().map(|c| c.code);
     let (check_status, check_result, check_state) = match sv.state {
         ServerState::NoCheck => (0, CHK_RES_UNKNOWN, 0),
         // Checks stop in MAINT: HAProxy marks them paused.
@@ -88,17 +88,12 @@ fn server_state_line(out: &mut String, be_id: usize, be_name: &str, srv_id: usiz
     );
 }
 
-/// `check.health`, where the snapshot tells it: 0 when DOWN, the passed checks when rising
-/// (`DOWN 1/2`). Elsewhere it depends on rise/fall, which the snapshot does not carry.
+/// `check.health`: 0 when DOWN, the passed checks when rising (`DOWN 1/2`), `-` elsewhere (as
+/// xdplb has always written it, though the counter is known there too).
 fn check_health(sv: &ServerStatus) -> String {
-    match sv.state {
-        ServerState::Down => "0".to_string(),
-        ServerState::GoingUp => sv
-            .status
-            .strip_prefix("DOWN ")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .map_or_else(|| "-".to_string(), |n| n.to_string()),
+    match (sv.state, sv.health) {
+        (ServerState::Down, _) => "0".to_string(),
+        (ServerState::GoingUp, Some(h)) => h.health.to_string(),
         _ => "-".to_string(),
     }
 }
@@ -107,48 +102,24 @@ fn check_health(sv: &ServerStatus) -> String {
 const CHK_RES_UNKNOWN: u8 = 0;
 const CHK_RES_FAILED: u8 = 2;
 const CHK_RES_PASSED: u8 = 3;
-const CHK_RES_CONDPASS: u8 = 4;
 
 /// A check code as HAProxy's `enum healthcheck_status` number and its `enum chk_result`.
-fn check_status_num(code: Option<&str>) -> (u8, u8) {
-    let Some(code) = code else {
-        // Checked but no result yet: HAProxy's "INI".
-        return (1, CHK_RES_UNKNOWN);
-    };
+fn check_status_num(code: Option<Code>) -> (u8, u8) {
     match code {
-        "UNK" => (0, CHK_RES_UNKNOWN),
-        "INI" => (1, CHK_RES_UNKNOWN),
-        "HANA" => (4, CHK_RES_FAILED),
-        "SOCKERR" => (5, CHK_RES_FAILED),
-        "L4OK" => (6, CHK_RES_PASSED),
-        "L4TOUT" => (7, CHK_RES_FAILED),
-        "L4CON" => (8, CHK_RES_FAILED),
-        "L6OK" => (9, CHK_RES_PASSED),
-        "L6TOUT" => (10, CHK_RES_FAILED),
-        "L6RSP" => (11, CHK_RES_FAILED),
-        "L7TOUT" => (12, CHK_RES_FAILED),
-        "L7RSP" => (13, CHK_RES_FAILED),
-        "L7OK" => (15, CHK_RES_PASSED),
-        "L7OKC" => (16, CHK_RES_CONDPASS),
-        "L7STS" => (17, CHK_RES_FAILED),
-        "PROCERR" => (18, CHK_RES_FAILED),
-        "PROCTOUT" => (19, CHK_RES_FAILED),
-        "PROCOK" => (20, CHK_RES_PASSED),
-        _ => (0, CHK_RES_UNKNOWN),
+        // Checked but no result yet: HAProxy's "INI".
+        None => (1, CHK_RES_UNKNOWN),
+        Some(Code::SockErr) => (5, CHK_RES_FAILED),
+        Some(Code::L4Ok) => (6, CHK_RES_PASSED),
+        Some(Code::L4Tout) => (7, CHK_RES_FAILED),
+        Some(Code::L4Con) => (8, CHK_RES_FAILED),
+        Some(Code::L6Ok) => (9, CHK_RES_PASSED),
+        Some(Code::L6Tout) => (10, CHK_RES_FAILED),
+        Some(Code::L6Rsp) => (11, CHK_RES_FAILED),
+        Some(Code::L7Tout) => (12, CHK_RES_FAILED),
+        Some(Code::L7Rsp) => (13, CHK_RES_FAILED),
+        Some(Code::L7Ok) => (15, CHK_RES_PASSED),
+        Some(Code::L7Sts) => (17, CHK_RES_FAILED),
     }
-}
-
-/// `ip:port` (or `[v6]:port`) as HAProxy's separate address and port columns.
-fn split_addr(address: &str) -> (String, u16) {
-    if let Ok(sa) = address.parse::<SocketAddr>() {
-        return (sa.ip().to_string(), sa.port());
-    }
-    if let Some((host, port)) = address.rsplit_once(':') {
-        if let Ok(port) = port.parse::<u16>() {
-            return (token(host.trim_start_matches('[').trim_end_matches(']')), port);
-        }
-    }
-    (token(address), 0)
 }
 
 /// A name as one space-separated word: `-` when empty, blanks replaced.
@@ -196,7 +167,7 @@ mod tests {
         // DOWN: stopped; L4CON failed, health 0.
         assert_eq!(&by_name("app3")[5..7], ["0", "0"]);
         assert_eq!(&by_name("app3")[10..13], ["8", "2", "0"]);
-        assert_eq!((by_name("api1")[4], by_name("api1")[18]), ("fd00::11", "6443"));
+        assert_eq!((by_name("api1")[4], by_name("api1")[18]), ("10.0.1.1", "6443"));
         // DRAIN runs with the forced-drain flag; MAINT is stopped, forced-maint, checks paused.
         assert_eq!(&by_name("api2")[5..7], ["2", "8"]);
         assert_eq!(&by_name("api3")[5..7], ["0", "1"]);
@@ -213,10 +184,8 @@ mod tests {
     }
 
     #[test]
-    fn rising_server_health_and_odd_addresses() {
-        let sv = ServerStatus { state: ServerState::GoingUp, status: "DOWN 1/2".to_string(), ..Default::default() };
-        assert_eq!(check_health(&sv), "1");
-        assert_eq!(split_addr("etcd-1.example:2379"), ("etcd-1.example".to_string(), 2379));
-        assert_eq!(split_addr(""), ("-".to_string(), 0));
+    fn rising_server_health() {
+        let sv = crate::report::snapshot::sample::server("x", "10.0.0.9:1", ServerState::GoingUp);
+        assert_eq!((sv.status().as_str(), check_health(&sv).as_str()), ("DOWN 1/2", "1"));
     }
 }

@@ -125,27 +125,28 @@ fn server_row(backend: &str, sv: &ServerStatus, iid: usize, sid: usize) -> Row {
     row.set(col::SCUR, sv.active_flows);
     row.traffic(&sv.traffic);
     row.set(col::LBTOT, sv.traffic.total_flows);
-    row.set(col::STATUS, server_status_text(sv));
+    row.set(col::STATUS, sv.status());
     row.set(col::WEIGHT, sv.weight);
     row.set(col::UWEIGHT, sv.weight);
     // Flags on server rows: is this server active, is it a backup.
     row.set(col::ACT, u8::from(!sv.backup));
     row.set(col::BCK, u8::from(sv.backup));
     row.set(col::LASTCHG, sv.since_s);
-    row.set(col::ADDR, &sv.address);
+    row.set(col::ADDR, sv.address);
     // HAProxy leaves the check columns empty for servers it does not check.
     if sv.state != ServerState::NoCheck {
         row.set(col::CHKFAIL, sv.check_failures);
         row.set(col::CHKDOWN, sv.down_transitions);
         row.set(col::DOWNTIME, sv.downtime_s);
         if let Some(c) = &sv.last_check {
-            row.set(col::CHECK_STATUS, check_code(&c.code));
+            row.set(col::CHECK_STATUS, c.code.name());
             if let Some(code) = c.http_status {
                 row.set(col::CHECK_CODE, code);
             }
             row.set(col::CHECK_DURATION, c.duration_ms);
-            row.set(col::CHECK_DESC, &c.description);
-            row.set(col::LAST_CHK, &c.description);
+            let description = c.description();
+            row.set(col::CHECK_DESC, &description);
+            row.set(col::LAST_CHK, &description);
         }
     }
     row
@@ -156,51 +157,15 @@ fn backend_row(b: &BackendStatus, iid: usize) -> Row {
     row.set(col::SCUR, b.active_flows);
     row.traffic(&b.traffic);
     row.set(col::LBTOT, b.traffic.total_flows);
-    let status = match b.status.as_str() {
-        "" if b.servers.iter().any(|sv| sv.state.takes_flows()) => "UP",
-        "" => "DOWN",
-        st => st,
-    };
-    row.set(col::STATUS, status);
-    let weight = backend_weight(b);
-    row.set(col::WEIGHT, weight);
-    row.set(col::UWEIGHT, weight);
+    row.set(col::STATUS, b.status);
+    row.set(col::WEIGHT, b.weight);
+    row.set(col::UWEIGHT, b.weight);
     // Counts on the BACKEND row: servers UP, active and backup.
     row.set(col::ACT, b.active_up);
     row.set(col::BCK, b.backup_up);
     row.set(col::DOWNTIME, b.downtime_s);
     row.set(col::ALGO, "roundrobin");
     row
-}
-
-/// HAProxy's backend weight: the UP active servers' weights, or the UP backups' ones when no
-/// active server is UP (backups only take traffic then).
-fn backend_weight(b: &BackendStatus) -> u64 {
-    let up_weight = |backup: bool| -> u64 {
-        b.servers.iter().filter(|sv| sv.backup == backup && sv.state.takes_flows()).map(|sv| u64::from(sv.weight)).sum()
-    };
-    let active_up = b.servers.iter().any(|sv| !sv.backup && sv.state.takes_flows());
-    up_weight(!active_up)
-}
-
-/// The snapshot's HAProxy wording, or the plain state word should it be missing.
-fn server_status_text(sv: &ServerStatus) -> String {
-    if !sv.status.is_empty() {
-        return sv.status.clone();
-    }
-    match sv.state {
-        ServerState::Up | ServerState::GoingDown => "UP",
-        ServerState::Down | ServerState::GoingUp => "DOWN",
-        ServerState::Maint => "MAINT",
-        ServerState::Drain => "DRAIN",
-        ServerState::NoCheck => "no check",
-    }
-    .to_string()
-}
-
-/// A check code without the `*` HAProxy's web page puts before checks in progress.
-pub(super) fn check_code(code: &str) -> &str {
-    code.trim().trim_start_matches('*').trim_start()
 }
 
 /// `rate` is whole flows per second; a NaN or negative rate (clock step) reads as idle.
@@ -408,7 +373,7 @@ mod tests {
         assert_eq!(app3["check_status"], "L4CON");
         assert_eq!(app3["check_code"], "");
         assert_eq!(app3["chkfail"], "9");
-        assert_eq!(app3["check_desc"], "Layer4 connection problem, info: \"Connection refused\"");
+        assert_eq!(app3["check_desc"], "Layer4 connection problem: \"Connection refused\", errno 111");
         assert_eq!(app3["last_chk"], app3["check_desc"]);
 
         let etcd = find(&rows, "etcd-cluster", "BACKEND");
@@ -438,17 +403,6 @@ mod tests {
         for (k, v) in [("weight", "10"), ("act", "1"), ("bck", "1"), ("downtime", "5")] {
             assert_eq!(api[k], v, "apiserver-cluster BACKEND {k}");
         }
-    }
-
-    #[test]
-    fn backend_weight_falls_back_to_backups() {
-        let mut s = snapshot();
-        for sv in &mut s.backends[1].servers {
-            if !sv.backup {
-                sv.state = ServerState::Down;
-            }
-        }
-        assert_eq!(backend_weight(&s.backends[1]), 5);
     }
 
     #[test]
