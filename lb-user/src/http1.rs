@@ -2,6 +2,8 @@
 //! status`), the response heads the status page writes, and the reading of both sides. Heads
 //! are parsed by `httparse`; bodies are framed here (Content-Length, chunked, or to the end).
 
+use std::fmt::Write as _;
+
 /// The most of a response a reader keeps (HAProxy's tune.chksize is 16 KiB).
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -12,7 +14,7 @@ const MAX_HEADERS: usize = 64;
 pub fn get_request(path: &str, host: &str, headers: &[(&str, &str)]) -> String {
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(request, "{name}: {value}\r\n");
     }
     request.push_str("Connection: close\r\n\r\n");
     request

@@ -37,6 +37,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn all() -> Result<()> {
+    lint_tools()?;
     rust_src()?;
     bpf_linker()?;
     packages(&[PACKAGES, BENCH_PACKAGES].concat())?;
@@ -54,6 +55,18 @@ fn output(cmd: &mut Command) -> Result<String> {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// rustfmt and clippy on the toolchain that builds the workspace (`cargo xtask lint` runs them).
+fn lint_tools() -> Result<()> {
+    let have = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if have("fmt") && have("clippy") {
+        step("rustfmt", "present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    step("rustfmt", "installed, with clippy");
+    Ok(())
 }
 
 fn rust_src() -> Result<()> {
@@ -87,7 +100,7 @@ fn bpf_linker() -> Result<()> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let so = fs::read_dir(&lib)?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
         .with_context(|| format!("no libLLVM in {}: is the nightly toolchain complete?", lib.display()))?;
@@ -116,7 +129,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn packages(wanted: &[(&str, &str)]) -> Result<()> {

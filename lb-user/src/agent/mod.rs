@@ -59,6 +59,7 @@ struct Agent {
     overrides: Overrides,
 }
 
+#[expect(clippy::too_many_lines, reason = "the start-up sequence reads in order, one step after the other")]
 pub async fn run(opts: RunOptions) -> Result<()> {
     let Prepared { global, ifaces, topology, plans } = prepare(&opts, None)?;
     let g = &global;

@@ -41,19 +41,19 @@ pub(super) struct Prepared {
 pub(super) fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refused> {
     let mut config = Config::load(&opts.config).map_err(|e| Refused(e.to_string()))?;
     if !opts.ifaces.is_empty() {
-        config.global.interfaces = opts.ifaces.clone();
+        config.global.interfaces.clone_from(&opts.ifaces);
     }
     if let Some(m) = opts.xdp_mode {
         config.global.xdp_mode = m;
     }
     if let Some(d) = &opts.pin_dir {
-        config.global.pin_dir = d.clone();
+        config.global.pin_dir.clone_from(d);
     }
     if let Some(s) = &opts.runtime_socket {
-        config.global.runtime_socket = s.clone();
+        config.global.runtime_socket.clone_from(s);
     }
     if let Some(s) = &opts.state_file {
-        config.global.state_file = s.clone();
+        config.global.state_file.clone_from(s);
     }
     if config.global.interfaces.is_empty() {
         return Err(Refused(format!(

@@ -95,7 +95,7 @@ server = [
     fn durations_and_ranges() {
         assert_eq!("500ms".parse::<Dur>().unwrap().0, Duration::from_millis(500));
         assert_eq!("2s".parse::<Dur>().unwrap().0, Duration::from_secs(2));
-        assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_secs(3600));
+        assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_hours(1));
         assert_eq!("150".parse::<Dur>().unwrap().0, Duration::from_millis(150));
         assert!("2 parsecs".parse::<Dur>().is_err());
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");

@@ -60,7 +60,7 @@ impl Default for Global {
             nat_ports: PortRange { first: 40000, last: 59999 },
             max_flows: 65536,
             max_half_open: 16384,
-            idle_timeout: Dur(Duration::from_secs(3600)),
+            idle_timeout: Dur(Duration::from_hours(1)),
             syn_timeout: Dur(Duration::from_secs(10)),
             close_linger: Dur(Duration::from_secs(10)),
             gc_interval: Dur(Duration::from_secs(1)),

@@ -166,7 +166,7 @@ impl PortRange {
         (self.first..=self.last).contains(&port)
     }
     pub fn count(&self) -> u32 {
-        self.last as u32 - self.first as u32 + 1
+        u32::from(self.last) - u32::from(self.first) + 1
     }
 }
 

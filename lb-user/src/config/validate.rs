@@ -8,6 +8,7 @@ use crate::problems::Problems;
 
 impl Config {
     /// Every problem of the configuration, each with its place and a fix.
+    #[expect(clippy::too_many_lines, reason = "one pass over the file in its own order, so the places read in order")]
     pub fn problems(&self) -> Problems {
         let mut p = Problems::default();
         let g = &self.global;

@@ -156,7 +156,7 @@ fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, pin: &Path) {
         // Dropping the PinnedLink closes our fd; the pin keeps the program attached.
         Ok(_) => {}
         Err(e) => {
-            log::warn!("cannot pin the XDP link at {} ({e}): XDP will detach when the agent stops", pin.display())
+            log::warn!("cannot pin the XDP link at {} ({e}): XDP will detach when the agent stops", pin.display());
         }
     }
 }

@@ -62,7 +62,7 @@ impl MapOwner {
 
     pub fn write_settings(&mut self, g: &Global) -> Result<(), MapsError> {
         let s = Settings {
-            nat_port_first: g.nat_ports.first as u32,
+            nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
             flags: if g.reset_on_no_backend { SETTINGS_F_RST_NO_BACKEND } else { 0 },
             _pad: 0,

@@ -194,7 +194,11 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
         }
         // A TLS peer that closes without close_notify still sent what it sent.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+        Err(e)
+            if e.get_ref().is_some_and(
+                <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<rustls::Error>,
+            ) =>
+        {
             Err((Code::L6Rsp, format!("TLS error: {e}")))
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {

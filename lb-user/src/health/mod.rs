@@ -106,8 +106,8 @@ async fn run_checker(id: u32, plan: Plan, mut health: Health, tx: mpsc::Unbounde
         }
         let wait = health.interval(inter, fast, down);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = hurry.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = hurry.notified() => {}
         }
     }
 }
@@ -141,7 +141,7 @@ impl Registry {
         let live: HashSet<u32> = topo.servers().map(|(_, s)| s.id).collect();
         self.servers.retain(|id, _| live.contains(id));
         // Checkers whose plan changed stop here; `sync` starts them again with the new one.
-        for (id, c) in self.checkers.iter() {
+        for (id, c) in &self.checkers {
             if plans.get(id).map(|p| &p.key) != Some(&c.key) {
                 c.task.abort();
             }
@@ -189,7 +189,7 @@ impl Registry {
                 tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
             self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
         }
-        for (id, v) in self.servers.iter_mut() {
+        for (id, v) in &mut self.servers {
             v.checked = self.plans.contains_key(id) && !v.health_disabled;
         }
     }
@@ -240,7 +240,7 @@ impl Registry {
             return;
         }
         v.pending_errors += new_errors;
-        if v.pending_errors >= v.error_limit as u64 {
+        if v.pending_errors >= u64::from(v.error_limit) {
             v.pending_errors = 0;
             if let Some(c) = self.checkers.get(&id) {
                 log::warn!(

@@ -71,6 +71,7 @@ pub enum Transition {
 }
 
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_field_names, reason = "HAProxy calls the counter `health` too")]
 pub struct Health {
     rise: u32,
     fall: u32,

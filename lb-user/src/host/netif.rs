@@ -52,6 +52,6 @@ pub fn source_for(dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
     sock.connect(dst).map_err(route)?;
     match sock.local_addr().map_err(route)? {
         std::net::SocketAddr::V4(a) => Ok(*a.ip()),
-        other => Err(route(io::Error::other(format!("unexpected {other}")))),
+        std::net::SocketAddr::V6(other) => Err(route(io::Error::other(format!("unexpected {other}")))),
     }
 }

@@ -8,6 +8,7 @@ use super::topology::Pool;
 impl Pool {
     /// The set that takes new flows: the UP active servers, or, when none is UP, the UP backups
     /// (HAProxy's rule). Weights become interleaved round-robin slots.
+    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots")]
     pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
         let pick = |backup: bool| -> Vec<(u32, u32)> {
             self.servers
@@ -29,6 +30,12 @@ impl Pool {
 
 /// Smooth weighted round-robin (each server appears weight/gcd times, spread out), at most
 /// MAX_SLOTS slots; weights are scaled down proportionally when they would not fit.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "weights and slot counts are bounded by MAX_SLOTS"
+)]
 pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 {
@@ -44,18 +51,19 @@ pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
     let mut weights: Vec<u32> = members.iter().map(|&(_, w)| w / g).collect();
     let total: u32 = weights.iter().sum();
     if total as usize > MAX_SLOTS {
-        weights = weights.iter().map(|&w| ((w as u64 * MAX_SLOTS as u64 / total as u64) as u32).max(1)).collect();
+        weights =
+            weights.iter().map(|&w| ((u64::from(w) * MAX_SLOTS as u64 / u64::from(total)) as u32).max(1)).collect();
         while weights.iter().sum::<u32>() as usize > MAX_SLOTS {
             let i = weights.iter().enumerate().max_by_key(|(_, w)| **w).unwrap().0;
             weights[i] -= 1;
         }
     }
-    let total: i64 = weights.iter().map(|&w| w as i64).sum();
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
     let mut current = vec![0i64; weights.len()];
     let mut out = Vec::with_capacity(total as usize);
     for _ in 0..total {
         for (c, &w) in current.iter_mut().zip(&weights) {
-            *c += w as i64;
+            *c += i64::from(w);
         }
         let best = (0..current.len()).max_by_key(|&i| (current[i], -(i as i64))).unwrap();
         current[best] -= total;

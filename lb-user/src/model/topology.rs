@@ -241,7 +241,7 @@ mod tests {
     struct FakeHost;
     impl Host for FakeHost {
         fn local_addrs(&self) -> Vec<Ipv4Addr> {
-            vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(127, 0, 0, 1)]
+            vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::LOCALHOST]
         }
         fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
             Ok(Ipv4Addr::new(198, 18, 0, 10))

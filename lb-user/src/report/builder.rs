@@ -57,6 +57,7 @@ impl Builder {
         Builder { started: Instant::now(), interfaces, prev: HashMap::new(), backend_down: HashMap::new() }
     }
 
+    #[expect(clippy::cast_precision_loss, reason = "flow counts per second are far below 2^52")]
     fn rate(&mut self, kind: u8, id: u32, total: u64, now: Instant) -> f64 {
         let (prev, at) = self.prev.insert((kind, id), (total, now)).unwrap_or((total, now));
         let secs = now.duration_since(at).as_secs_f64();
@@ -117,16 +118,16 @@ impl Builder {
                     address: s.addr,
                     state,
                     health: view.filter(|v| v.checked).map(|v| v.health.counts()),
-                    since_s: view.map(|v| now.saturating_duration_since(v.health.since()).as_secs()).unwrap_or(0),
+                    since_s: view.map_or(0, |v| now.saturating_duration_since(v.health.since()).as_secs()),
                     last_check: reg.check_view(s.id, now),
                     weight: s.weight,
                     backup: s.backup,
-                    check_failures: view.map(|v| v.health.check_failures).unwrap_or(0),
-                    down_transitions: view.map(|v| v.health.down_transitions).unwrap_or(0),
-                    downtime_s: view.map(|v| v.health.downtime(now).as_secs()).unwrap_or(0),
+                    check_failures: view.map_or(0, |v| v.health.check_failures),
+                    down_transitions: view.map_or(0, |v| v.health.down_transitions),
+                    downtime_s: view.map_or(0, |v| v.health.downtime(now).as_secs()),
                     active_flows: active,
                     traffic: traffic(&st, rate),
-                    observed_errors: view.map(|v| v.observed_errors).unwrap_or(0),
+                    observed_errors: view.map_or(0, |v| v.observed_errors),
                 });
             }
             let any_up = b.active_up + b.backup_up > 0;

@@ -22,6 +22,7 @@ pub fn human_time(s: u64) -> String {
 }
 
 /// Binary units with one decimal: `512 B`, `1.5 KiB`, `3.2 GiB`.
+#[expect(clippy::cast_precision_loss, reason = "shown with one decimal")]
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if b < 1024 {

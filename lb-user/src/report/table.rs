@@ -157,7 +157,7 @@ pub fn table(s: &Snapshot) -> String {
                 term(&v.name),
                 v.address.to_string(),
                 format!("{} ({})", v.status(), human_time(v.since_s)),
-                v.last_check.as_ref().map(|c| term(&last_check_text(c))).unwrap_or_else(|| "-".into()),
+                v.last_check.as_ref().map_or_else(|| "-".into(), |c| term(&last_check_text(c))),
                 v.weight.to_string(),
                 (if v.backup { "bck" } else { "act" }).to_string(),
                 v.active_flows.to_string(),

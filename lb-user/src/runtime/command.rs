@@ -100,7 +100,7 @@ pub fn parse(line: &str) -> Result<Command, Refusal> {
             let weight = n.trim_end_matches('%').parse().ok().filter(|w| *w <= 256).ok_or(Refusal::BadWeight)?;
             Command::SetWeight { backend, server, weight }
         }
-        ["disable", "health", t] | ["enable", "health", t] => {
+        ["disable" | "enable", "health", t] => {
             let (backend, server) = target(t)?;
             Command::Health { backend, server, enabled: w[0] == "enable" }
         }

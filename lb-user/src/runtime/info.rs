@@ -19,7 +19,7 @@ pub fn show_info(s: &Snapshot, node: &str) -> String {
         _ => "xdplb".to_string(),
     };
     // The XDP program runs on every CPU: that is what HAProxy's thread count stands for.
-    let nbthread = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nbthread = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let up = s.uptime_s;
 
     let mut out = String::new();

@@ -169,6 +169,11 @@ fn backend_row(b: &BackendStatus, iid: usize) -> Row {
 }
 
 /// `rate` is whole flows per second; a NaN or negative rate (clock step) reads as idle.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "finite and positive, checked; flows per second are far below u64::MAX"
+)]
 pub(super) fn rate(t: &Traffic) -> u64 {
     let r = t.new_flows_per_s;
     if r.is_finite() && r > 0.0 {

@@ -12,6 +12,8 @@ mod parse;
 mod raw;
 mod translate;
 
+use std::fmt::Write as _;
+
 use crate::config::Config;
 
 /// A translated configuration and what could not be translated faithfully.
@@ -36,7 +38,10 @@ pub enum ImportError {
 }
 
 fn notes_suffix(notes: &[String]) -> String {
-    notes.iter().map(|n| format!("\n  - {n}")).collect()
+    notes.iter().fold(String::new(), |mut out, n| {
+        let _ = write!(out, "\n  - {n}");
+        out
+    })
 }
 
 /// Translates `text` (an haproxy.cfg) into a `Config`, with a note for everything that is not
@@ -61,13 +66,15 @@ pub fn to_toml(import: &Import) -> String {
         for note in &import.notes {
             // TOML comments may not hold control characters; notes can quote input that does.
             let clean: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-            out.push_str(&format!("#   - {clean}\n"));
+            let _ = writeln!(out, "#   - {clean}");
         }
     }
     out.push('\n');
     match toml::to_string(&import.config) {
         Ok(body) => out.push_str(&body),
-        Err(e) => out.push_str(&format!("# the configuration could not be written as TOML: {e}\n")),
+        Err(e) => {
+            let _ = writeln!(out, "# the configuration could not be written as TOML: {e}");
+        }
     }
     out
 }

@@ -42,7 +42,7 @@ impl Parser {
     fn directive(&mut self, line: &Line) -> Result<(), ImportError> {
         match self.section {
             Section::Outside => {
-                self.notes.push(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()))
+                self.notes.push(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()));
             }
             Section::Global => self.global.directive(line),
             Section::Other => {}
@@ -305,6 +305,7 @@ const CONNECT_ONLY_CHECKS: &[&str] = &[
     "external-check",
 ];
 
+#[expect(clippy::match_same_arms, reason = "one arm per directive: the match reads as the table of what is accepted")]
 fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
     if let Some(note) = misplaced(p, line) {
         notes.push(note);
@@ -326,7 +327,11 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
         ("default_backend", Some(b)) => p.default_backend = Some((line.no, b.to_owned())),
         ("balance", Some("roundrobin")) => {}
         ("balance", Some(_)) => {
-            notes.push(format!("line {}: `{}`: xdplb balances round robin only; roundrobin used", line.no, line.text()))
+            notes.push(format!(
+                "line {}: `{}`: xdplb balances round robin only; roundrobin used",
+                line.no,
+                line.text()
+            ));
         }
         ("option", Some(_)) => proxy_option(p, line, notes),
         ("no", Some("log")) => {}

@@ -102,7 +102,7 @@ impl GlobalOpts {
     }
 }
 
-pub(super) fn based(base: &Option<PathBuf>, file: &str) -> PathBuf {
+pub(super) fn based(base: Option<&PathBuf>, file: &str) -> PathBuf {
     match base {
         Some(dir) if !file.starts_with('/') => dir.join(file),
         _ => PathBuf::from(file),
@@ -182,15 +182,15 @@ pub(super) struct ServerOpts {
     pub(super) port: Option<u16>,
 }
 
-pub(super) fn either<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
-    top.as_ref().or(base.as_ref()).cloned()
+pub(super) fn either<T: Clone>(top: Option<&T>, base: Option<&T>) -> Option<T> {
+    top.or(base).cloned()
 }
 
 impl ServerOpts {
     /// `top`'s options, with `self`'s where `top` sets none.
     pub(super) fn overlay(&self, top: &ServerOpts) -> ServerOpts {
         macro_rules! pick {
-            ($($field:ident),*) => { ServerOpts { $($field: either(&top.$field, &self.$field)),* } };
+            ($($field:ident),*) => { ServerOpts { $($field: either(top.$field.as_ref(), self.$field.as_ref())),* } };
         }
         pick!(
             check,

@@ -144,7 +144,7 @@ fn frontend_port(backend: &str, frontends: &[FrontendCfg]) -> Option<u16> {
 /// The check HAProxy would run against one server.
 fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg {
     let d = CheckCfg::default();
-    let crt = o.crt.as_deref().map(|f| based(&global.crt_base, f));
+    let crt = o.crt.as_deref().map(|f| based(global.crt_base.as_ref(), f));
     CheckCfg {
         kind: match (c.http, o.check_ssl.or(o.ssl).unwrap_or(false)) {
             (true, true) => CheckKind::Https,
@@ -162,7 +162,7 @@ fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg
         expect_status: c.expect_status.unwrap_or(d.expect_status),
         expect_string: c.expect_string.clone(),
         verify: o.verify.unwrap_or(global.verify),
-        ca_file: o.ca_file.as_deref().map(|f| based(&global.ca_base, f)),
+        ca_file: o.ca_file.as_deref().map(|f| based(global.ca_base.as_ref(), f)),
         sni: o.check_sni.clone().or_else(|| o.sni.clone()),
         // HAProxy's `crt` is one PEM holding certificate and key.
         key: crt.clone(),
@@ -179,15 +179,14 @@ fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg
 /// server's where they disagree.
 fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &mut Vec<String>) -> CheckCfg {
     let checked: Vec<&Resolved> = servers.iter().filter(|r| r.server.check).collect();
-    let mut cfg = match checked.first() {
-        Some(first) => first.check.clone(),
-        None => {
-            // Nothing is checked in HAProxy either: the servers count as UP.
-            let mut c =
-                servers.first().map_or_else(|| server_check(&p.check, &p.default_server, global), |r| r.check.clone());
-            c.kind = CheckKind::None;
-            c
-        }
+    let mut cfg = if let Some(first) = checked.first() {
+        first.check.clone()
+    } else {
+        // Nothing is checked in HAProxy either: the servers count as UP.
+        let mut c =
+            servers.first().map_or_else(|| server_check(&p.check, &p.default_server, global), |r| r.check.clone());
+        c.kind = CheckKind::None;
+        c
     };
     if !checked.is_empty() {
         note_disagreements(p, &checked, notes);
@@ -198,8 +197,8 @@ fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &m
 }
 
 fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>) {
-    let Some((first, rest)) = checked.split_first() else { return };
     type Same = fn(&CheckCfg, &CheckCfg) -> bool;
+    let Some((first, rest)) = checked.split_first() else { return };
     let settings: [(&str, Same); 15] = [
         ("port", |a, b| a.port == b.port),
         ("check-ssl", |a, b| a.kind == b.kind),
