@@ -46,35 +46,25 @@ mod tests {
 
     use super::*;
 
-    const SEED: &str = r#"
-[[frontend]]
-name = "in-etcd"
-bind = "*:12379"
-backend = "etcd-cluster"
-
-[[frontend]]
-name = "in-apiserver"
-bind = "*:16443"
-backend = "apiserver-cluster"
-
-[[backend]]
-name = "etcd-cluster"
-check = { type = "https", path = "/health", expect_string = "true", verify = "none" }
-server = [
-  { name = "app1", address = "198.18.0.21:2379" },
-  { name = "app2", address = "198.18.0.22:2379" },
-  { name = "app3", address = "198.18.0.23:2379" },
-]
-
-[[backend]]
-name = "apiserver-cluster"
-check = { type = "https", path = "/healthz", expect_string = "ok", verify = "none" }
-server = [
-  { name = "app1", address = "198.18.0.21:6443" },
-  { name = "app2", address = "198.18.0.22:6443" },
-  { name = "app3", address = "198.18.0.23:6443" },
-]
-"#;
+    /// The seed's two frontends and backends (three servers each), as xdplb's TOML.
+    fn seed() -> String {
+        let backend = |name: &str, path: &str, expect: &str, port: u16| {
+            let servers: Vec<String> =
+                (1..=3).map(|i| format!("  {{ name = \"app{i}\", address = \"198.18.0.2{i}:{port}\" }},\n")).collect();
+            format!(
+                "[[backend]]\nname = \"{name}\"\ncheck = {{ type = \"https\", path = \"{path}\", \
+                 expect_string = \"{expect}\", verify = \"none\" }}\nserver = [\n{}]\n",
+                servers.concat()
+            )
+        };
+        [
+            "[[frontend]]\nname = \"in-etcd\"\nbind = \"*:12379\"\nbackend = \"etcd-cluster\"\n",
+            "[[frontend]]\nname = \"in-apiserver\"\nbind = \"*:16443\"\nbackend = \"apiserver-cluster\"\n",
+            &backend("etcd-cluster", "/health", "true", 2379),
+            &backend("apiserver-cluster", "/healthz", "ok", 6443),
+        ]
+        .join("\n")
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
@@ -82,7 +72,7 @@ server = [
 
     #[test]
     fn seed_frontends_parse_with_haproxy_defaults() {
-        let c = parse(SEED).unwrap();
+        let c = parse(&seed()).unwrap();
         assert_eq!(c.frontends.len(), 2);
         let etcd = &c.backends[0];
         assert_eq!(etcd.check.inter, Dur(Duration::from_secs(2)));

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::snapshot::{BackendState, BackendStatus, FrontendStatus, ServerStatus, Snapshot};
+use super::snapshot::{BackendState, BackendStatus, FrontendStatus, ServerStatus, Snapshot, Traffic};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -36,134 +36,149 @@ const fn metric<T>(name: &'static str, kind: Kind, help: &'static str, samples: 
 use Kind::{Counter, Gauge};
 use Samples::{ByLabel, Count, Seconds};
 
-const AGENT: [Metric<Snapshot>; 1] =
-    [metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s))];
+/// What frontends, backends and servers all count: open flows and their traffic.
+trait Flows {
+    fn active_flows(&self) -> u64;
+    fn traffic(&self) -> &Traffic;
+}
 
-const FRONTEND: [Metric<FrontendStatus>; 4] = [
-    metric("haproxy_frontend_current_sessions", Gauge, "Current number of active flows.", Count(|f| f.active_flows)),
-    metric("haproxy_frontend_sessions_total", Counter, "Total number of flows.", Count(|f| f.traffic.total_flows)),
-    metric(
-        "haproxy_frontend_bytes_in_total",
-        Counter,
-        "Current total of incoming bytes.",
-        Count(|f| f.traffic.bytes_in),
-    ),
-    metric(
-        "haproxy_frontend_bytes_out_total",
-        Counter,
-        "Current total of outgoing bytes.",
-        Count(|f| f.traffic.bytes_out),
-    ),
-];
+macro_rules! flows {
+    ($($t:ty),*) => {$(
+        impl Flows for $t {
+            fn active_flows(&self) -> u64 {
+                self.active_flows
+            }
+            fn traffic(&self) -> &Traffic {
+                &self.traffic
+            }
+        }
+    )*};
+}
+flows!(FrontendStatus, BackendStatus, ServerStatus);
 
-const BACKEND: [Metric<BackendStatus>; 8] = [
-    metric(
-        "haproxy_backend_status",
-        Gauge,
-        "Current status of the service (1 UP, 0 DOWN).",
-        Count(|b| u64::from(b.status == BackendState::Up)),
-    ),
-    metric(
-        "haproxy_backend_active_servers",
-        Gauge,
-        "Current number of active servers UP.",
-        Count(|b| b.active_up.into()),
-    ),
-    metric(
-        "haproxy_backend_backup_servers",
-        Gauge,
-        "Current number of backup servers UP.",
-        Count(|b| b.backup_up.into()),
-    ),
-    metric("haproxy_backend_current_sessions", Gauge, "Current number of active flows.", Count(|b| b.active_flows)),
-    metric("haproxy_backend_sessions_total", Counter, "Total number of flows.", Count(|b| b.traffic.total_flows)),
-    metric(
+/// The four flow metrics each kind of subject has, under its own names.
+const fn flow_metrics<T: Flows>(names: [&'static str; 4]) -> [Metric<T>; 4] {
+    [
+        metric(names[0], Gauge, "Current number of active flows.", Count(Flows::active_flows)),
+        metric(names[1], Counter, "Total number of flows.", Count(|t| t.traffic().total_flows)),
+        metric(names[2], Counter, "Current total of incoming bytes.", Count(|t| t.traffic().bytes_in)),
+        metric(names[3], Counter, "Current total of outgoing bytes.", Count(|t| t.traffic().bytes_out)),
+    ]
+}
+
+const AGENT: [&[Metric<Snapshot>]; 1] =
+    [&[metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s))]];
+
+const FRONTEND: [&[Metric<FrontendStatus>]; 1] = [&flow_metrics([
+    "haproxy_frontend_current_sessions",
+    "haproxy_frontend_sessions_total",
+    "haproxy_frontend_bytes_in_total",
+    "haproxy_frontend_bytes_out_total",
+])];
+
+const BACKEND: [&[Metric<BackendStatus>]; 3] = [
+    &[
+        metric(
+            "haproxy_backend_status",
+            Gauge,
+            "Current status of the service (1 UP, 0 DOWN).",
+            Count(|b| u64::from(b.status == BackendState::Up)),
+        ),
+        metric(
+            "haproxy_backend_active_servers",
+            Gauge,
+            "Current number of active servers UP.",
+            Count(|b| b.active_up.into()),
+        ),
+        metric(
+            "haproxy_backend_backup_servers",
+            Gauge,
+            "Current number of backup servers UP.",
+            Count(|b| b.backup_up.into()),
+        ),
+    ],
+    &flow_metrics([
+        "haproxy_backend_current_sessions",
+        "haproxy_backend_sessions_total",
         "haproxy_backend_bytes_in_total",
-        Counter,
-        "Current total of incoming bytes.",
-        Count(|b| b.traffic.bytes_in),
-    ),
-    metric(
         "haproxy_backend_bytes_out_total",
-        Counter,
-        "Current total of outgoing bytes.",
-        Count(|b| b.traffic.bytes_out),
-    ),
-    metric(
+    ]),
+    &[metric(
         "haproxy_backend_downtime_seconds_total",
         Counter,
         "Total downtime (in seconds) for the service.",
         Count(|b| b.downtime_s),
-    ),
+    )],
 ];
 
 /// States of HAProxy's exporter `haproxy_server_status`, one series each; a server is in the
 /// one its flow word names (HAProxy has none for going up or down, nor for unchecked servers).
 const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
 
-const SERVER: [Metric<ServerStatus>; 12] = [
-    metric(
-        "haproxy_server_status",
-        Gauge,
-        "Current status of the server (one series per state, 1 for the current one).",
-        ByLabel("state", |v| {
-            SERVER_STATES.iter().map(|st| ((*st).to_owned(), u64::from(*st == v.state.flow_word()))).collect()
-        }),
-    ),
-    metric("haproxy_server_weight", Gauge, "Service weight.", Count(|v| v.weight.into())),
-    metric("haproxy_server_current_sessions", Gauge, "Current number of active flows.", Count(|v| v.active_flows)),
-    metric("haproxy_server_sessions_total", Counter, "Total number of flows.", Count(|v| v.traffic.total_flows)),
-    metric("haproxy_server_bytes_in_total", Counter, "Current total of incoming bytes.", Count(|v| v.traffic.bytes_in)),
-    metric(
+const SERVER: [&[Metric<ServerStatus>]; 3] = [
+    &[
+        metric(
+            "haproxy_server_status",
+            Gauge,
+            "Current status of the server (one series per state, 1 for the current one).",
+            ByLabel("state", |v| {
+                SERVER_STATES.iter().map(|st| ((*st).to_owned(), u64::from(*st == v.state.flow_word()))).collect()
+            }),
+        ),
+        metric("haproxy_server_weight", Gauge, "Service weight.", Count(|v| v.weight.into())),
+    ],
+    &flow_metrics([
+        "haproxy_server_current_sessions",
+        "haproxy_server_sessions_total",
+        "haproxy_server_bytes_in_total",
         "haproxy_server_bytes_out_total",
-        Counter,
-        "Current total of outgoing bytes.",
-        Count(|v| v.traffic.bytes_out),
-    ),
-    metric(
-        "haproxy_server_check_failures_total",
-        Counter,
-        "Total number of failed individual health checks.",
-        Count(|v| v.check_failures),
-    ),
-    metric(
-        "haproxy_server_check_up_down_total",
-        Counter,
-        "Total number of failed checks causing UP to DOWN server transitions.",
-        Count(|v| v.down_transitions),
-    ),
-    metric(
-        "haproxy_server_downtime_seconds_total",
-        Counter,
-        "Total downtime (in seconds) for the service.",
-        Count(|v| v.downtime_s),
-    ),
-    metric(
-        "haproxy_server_check_duration_seconds",
-        Gauge,
-        "Previously run health check duration, in seconds.",
-        Seconds(|v| v.last_check.as_ref().map(|c| seconds(c.duration_ms))),
-    ),
-    metric(
-        "haproxy_server_check_status",
-        Gauge,
-        "Status of last health check (the state label is the check code).",
-        ByLabel("state", |v| v.last_check.iter().map(|c| (c.code.name().to_owned(), 1)).collect()),
-    ),
-    metric(
-        "xdplb_server_observed_errors_total",
-        Counter,
-        "SYNs to the server answered by RST or never answered.",
-        Count(|v| v.observed_errors),
-    ),
+    ]),
+    &[
+        metric(
+            "haproxy_server_check_failures_total",
+            Counter,
+            "Total number of failed individual health checks.",
+            Count(|v| v.check_failures),
+        ),
+        metric(
+            "haproxy_server_check_up_down_total",
+            Counter,
+            "Total number of failed checks causing UP to DOWN server transitions.",
+            Count(|v| v.down_transitions),
+        ),
+        metric(
+            "haproxy_server_downtime_seconds_total",
+            Counter,
+            "Total downtime (in seconds) for the service.",
+            Count(|v| v.downtime_s),
+        ),
+        metric(
+            "haproxy_server_check_duration_seconds",
+            Gauge,
+            "Previously run health check duration, in seconds.",
+            Seconds(|v| v.last_check.as_ref().map(|c| seconds(c.duration_ms))),
+        ),
+        metric(
+            "haproxy_server_check_status",
+            Gauge,
+            "Status of last health check (the state label is the check code).",
+            ByLabel("state", |v| v.last_check.iter().map(|c| (c.code.name().to_owned(), 1)).collect()),
+        ),
+        metric(
+            "xdplb_server_observed_errors_total",
+            Counter,
+            "SYNs to the server answered by RST or never answered.",
+            Count(|v| v.observed_errors),
+        ),
+    ],
 ];
 
-const PACKETS: [Metric<Snapshot>; 1] = [metric(
+const PACKETS: [&[Metric<Snapshot>]; 1] = [&[metric(
     "xdplb_packets_total",
     Counter,
     "Packets seen by the XDP program, by verdict reason.",
     ByLabel("reason", |s| s.reasons.clone()),
-)];
+)]];
 
 #[expect(clippy::cast_precision_loss, reason = "one check's milliseconds are far below 2^52")]
 fn seconds(ms: u64) -> f64 {
@@ -192,8 +207,8 @@ pub fn prometheus(s: &Snapshot) -> String {
 
 /// The one encoder: each metric's HELP and TYPE once, then its samples for every subject, so
 /// that each family stays in one piece (a valid exposition).
-fn encode<T>(out: &mut String, table: &[Metric<T>], subjects: &[(Labels, &T)]) {
-    for m in table {
+fn encode<T>(out: &mut String, tables: &[&[Metric<T>]], subjects: &[(Labels, &T)]) {
+    for m in tables.iter().flat_map(|t| t.iter()) {
         let kind = match m.kind {
             Counter => "counter",
             Gauge => "gauge",
