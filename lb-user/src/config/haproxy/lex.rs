@@ -21,13 +21,22 @@ impl Line {
     }
 }
 
+/// A line HAProxy would not read either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum LexError {
+    #[error("the line ends with `\\`")]
+    TrailingBackslash,
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+}
+
 /// Splits a line into words the way HAProxy does: blanks separate, `#` starts a comment,
 /// "..." and '...' quote (only "..." interprets escapes), `\` escapes one character.
 #[expect(
     clippy::match_same_arms,
     reason = "inside single quotes a backslash is text, so that arm must come before the escape"
 )]
-pub(super) fn split_words(line: &str) -> Result<Vec<String>, &'static str> {
+pub(super) fn split_words(line: &str) -> Result<Vec<String>, LexError> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut quote: Option<char> = None;
@@ -37,7 +46,7 @@ pub(super) fn split_words(line: &str) -> Result<Vec<String>, &'static str> {
             (Some(q), c) if c == q => quote = None,
             (Some('\''), c) => word.get_or_insert_with(String::new).push(c),
             (_, '\\') => {
-                let escaped = chars.next().ok_or("the line ends with `\\`")?;
+                let escaped = chars.next().ok_or(LexError::TrailingBackslash)?;
                 word.get_or_insert_with(String::new).push(unescape(escaped));
             }
             (Some(_), c) => word.get_or_insert_with(String::new).push(c),
@@ -51,7 +60,7 @@ pub(super) fn split_words(line: &str) -> Result<Vec<String>, &'static str> {
         }
     }
     if quote.is_some() {
-        return Err("unterminated quote");
+        return Err(LexError::UnterminatedQuote);
     }
     words.extend(word);
     Ok(words)
