@@ -5,7 +5,8 @@
 //! Data flows one way, one folder per stage: `config` (the file, validated) -> `model` (resolved
 //! on this host, by id) -> `health` and `dataplane` (checks; the kernel's maps) -> `report`
 //! (one snapshot, then renderers). `host` is what the agent asks of the machine, `runtime` the
-//! operator's socket, `agent` the loop that ties them together.
+//! operator's socket, `agent` the loop that ties them together; `problems` and `http1` are
+//! shared by several stages.
 
 pub mod agent;
 pub mod config;
