@@ -15,7 +15,7 @@ fn main() {
     println!("cargo:rerun-if-changed=../lb-common/src");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let object = out_dir.join("lb-ebpf");
-    if matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true")) {
+    if matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1" | "true")) {
         println!("cargo:warning=AYA_BUILD_SKIP=1: building xdplb without its XDP program");
         std::fs::write(&object, b"").unwrap();
         return;
@@ -42,12 +42,11 @@ fn main() {
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .status()
         .expect("cannot run `rustup run nightly cargo`: run `cargo xtask setup` first");
-    if !status.success() {
-        panic!(
-            "building the XDP program (lb-ebpf) failed. If bpf-linker or the nightly's rust-src is \
-             missing, run `cargo xtask setup`; it installs both."
-        );
-    }
+    assert!(
+        status.success(),
+        "building the XDP program (lb-ebpf) failed. If bpf-linker or the nightly's rust-src is \
+         missing, run `cargo xtask setup`; it installs both."
+    );
     let built = target_dir.join("bpfel-unknown-none/release/lb-ebpf");
     std::fs::copy(&built, &object).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
 }

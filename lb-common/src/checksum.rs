@@ -130,9 +130,7 @@ mod tests {
 
     #[test]
     fn incremental_ip_header_update_matches_full_recompute() {
-        let mut h = [
-            0x45, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 10,
-        ];
+        let mut h = [0x45, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 10];
         let check = ipv4_header(&h);
         h[10..12].copy_from_slice(&check.to_be_bytes());
         assert_eq!(ipv4_header(&h), 0);

@@ -6,7 +6,7 @@
 #![no_std]
 
 pub mod checksum;
-pub mod tcp;
 pub mod maps;
+pub mod tcp;
 
 pub use maps::*;

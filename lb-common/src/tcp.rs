@@ -21,13 +21,7 @@ pub const MAX_WINDOW: u32 = 1 << 30;
 /// it was guessed to within a window.
 #[inline(always)]
 pub fn in_window(seq: u32, sent_end: u32, peer_win: u32) -> bool {
-    let w = if peer_win < MIN_WINDOW {
-        MIN_WINDOW
-    } else if peer_win > MAX_WINDOW {
-        MAX_WINDOW
-    } else {
-        peer_win
-    };
+    let w = peer_win.clamp(MIN_WINDOW, MAX_WINDOW);
     let d = seq.wrapping_sub(sent_end) as i32;
     d >= -(w as i32) && d <= w as i32
 }
@@ -47,7 +41,9 @@ pub fn ts_clock(now_ns: u64) -> u32 {
 #[inline(always)]
 pub fn tuple_hash(src: [u8; 4], src_port_be: u16, dst: [u8; 4], dst_port_be: u16, secret: [u32; 2]) -> u32 {
     let mut h = secret[0];
-    for w in [u32::from_ne_bytes(src), u32::from_ne_bytes(dst), ((src_port_be as u32) << 16) | dst_port_be as u32, secret[1]] {
+    for w in
+        [u32::from_ne_bytes(src), u32::from_ne_bytes(dst), ((src_port_be as u32) << 16) | dst_port_be as u32, secret[1]]
+    {
         h ^= w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
         h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }

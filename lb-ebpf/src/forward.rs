@@ -45,9 +45,7 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &mut Flow, now: u64) ->
     fib.__bindgen_anon_2.tos = unsafe { (*pkt.ip).tos };
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.new_src_addr);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.new_dst_addr);
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx as *mut _, &mut fib, size_of::<FibParams>() as i32, 0)
-    } as u32;
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             flow.next_hop_dst_mac = fib.dmac;

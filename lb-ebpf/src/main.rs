@@ -124,7 +124,14 @@ fn options_of(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> TcpOptions {
 /// Client -> server on a flow: completes the handshake when this is the ACK of the server's
 /// SYN-ACK, records, translates timestamps, rewrites and sends.
 #[inline(always)]
-fn to_server(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, flow: *mut Flow, half_open: bool, now: u64) -> (Reason, u32) {
+fn to_server(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    flow: *mut Flow,
+    half_open: bool,
+    now: u64,
+) -> (Reason, u32) {
     let mut flow = flow;
     if half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK {
         match conntrack::promote(key, flow, pkt) {
@@ -161,7 +168,14 @@ fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, 
 /// A SYN to a frontend without a flow: pick a server and a backend-side tuple for it, stamp
 /// the SYN from the tuple's timestamp clock, record both directions, forward.
 #[inline(always)]
-fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, frontend: &Frontend, settings: &Settings, now: u64) -> (Reason, u32) {
+fn open_flow(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    frontend: &Frontend,
+    settings: &Settings,
+    now: u64,
+) -> (Reason, u32) {
     let Some((server_id, server)) = balance::pick(frontend.pool_id) else {
         return reset::no_backend(ctx, settings);
     };
@@ -192,7 +206,8 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, frontend: &Frontend,
     let mut syn_ts = 0;
     if settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0 {
         if let Some(client_ts) = timestamps::tsval(ctx, opts.ts_at) {
-            let hash = tuple_hash(reply_key.dst_addr, reply_key.dst_port_be, server.addr, server.port_be, settings.ts_secret);
+            let hash =
+                tuple_hash(reply_key.dst_addr, reply_key.dst_port_be, server.addr, server.port_be, settings.ts_secret);
             let (v, raised) = syn_tsval(now, hash, if had_previous { Some(previous) } else { None });
             if raised {
                 stats::event(Event::TsGuarded);

@@ -62,8 +62,7 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map(name = "frontend_stats")]
-pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }> =
-    PerCpuArray::new();
+pub static FRONTEND_STATS: PerCpuArray<TrafficStats, { MAX_FRONTENDS as usize }> = PerCpuArray::new();
 
 #[btf_map(name = "server_stats")]
 pub static SERVER_STATS: PerCpuArray<TrafficStats, { MAX_SERVERS as usize }> = PerCpuArray::new();

@@ -20,13 +20,8 @@ pub fn rewrite(pkt: &Packet, flow: &Flow) {
     let mut tcp_check = u16::from_be_bytes(tcp.check);
     tcp_check = checksum::replace32(tcp_check, ip.src_addr, flow.new_src_addr);
     tcp_check = checksum::replace32(tcp_check, ip.dst_addr, flow.new_dst_addr);
-    tcp_check = checksum::replace16(
-        tcp_check,
-        u16::from_be_bytes(tcp.source),
-        u16::from_be_bytes(new_sport),
-    );
-    tcp_check =
-        checksum::replace16(tcp_check, u16::from_be_bytes(tcp.dest), u16::from_be_bytes(new_dport));
+    tcp_check = checksum::replace16(tcp_check, u16::from_be_bytes(tcp.source), u16::from_be_bytes(new_sport));
+    tcp_check = checksum::replace16(tcp_check, u16::from_be_bytes(tcp.dest), u16::from_be_bytes(new_dport));
 
     ip.src_addr = flow.new_src_addr;
     ip.dst_addr = flow.new_dst_addr;

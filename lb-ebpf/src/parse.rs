@@ -54,8 +54,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
         return Err(ParseError::NotOurs);
     }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF)?;
-    let (vihl, proto, frags, tot_len) =
-        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
+    let (vihl, proto, frags, tot_len) = unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
     if proto != IPPROTO_TCP {
         return Err(ParseError::NotOurs);
     }
@@ -73,8 +72,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let ip_len = u16::from_be_bytes(tot_len) as usize;
     let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize;
     // The IP length must cover both headers and stay within the frame (trailing padding is fine).
-    if doff < 5 || ip_len < Ipv4Hdr::LEN + doff * 4 || ETH_LEN + ip_len > ctx.data_end() - ctx.data()
-    {
+    if doff < 5 || ip_len < Ipv4Hdr::LEN + doff * 4 || ETH_LEN + ip_len > ctx.data_end() - ctx.data() {
         return Err(ParseError::Malformed);
     }
     let tcp_flags = unsafe { *(tcp as *const u8).add(13) } as u32;

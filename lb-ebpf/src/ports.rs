@@ -42,7 +42,8 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) 
     }
     let cursor = unsafe { &mut *PORT_CURSORS.get_ptr_mut(server_id)? };
     let next_block = PORT_BLOCKS.get_ptr_mut(server_id)?;
-    let mut reply_key = FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 };
+    let mut reply_key =
+        FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 };
     for _ in 0..NAT_PORT_TRIES {
         if cursor.left == 0 {
             // SeqCst for the reason given in `balance`.
@@ -59,11 +60,8 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) 
             continue;
         }
         // Consecutive indexes alternate source addresses, so each address's ports go in turn.
-        let (source, port) = if sources == 1 {
-            (0, index)
-        } else {
-            ((index % sources) as usize & (MAX_SOURCES - 1), index / sources)
-        };
+        let (source, port) =
+            if sources == 1 { (0, index) } else { ((index % sources) as usize & (MAX_SOURCES - 1), index / sources) };
         reply_key.dst_addr = server.snat_addrs[source];
         reply_key.dst_port_be = ((settings.nat_port_first + port) as u16).to_be();
         let previous = match conntrack::lookup(&reply_key) {

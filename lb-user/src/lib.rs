@@ -1,21 +1,20 @@
 //! The xdplb agent: loads and attaches the XDP program, owns its maps, sweeps its connection
 //! table, runs the health checks that decide which servers take new flows, and serves the status
 //! page and the runtime API.
+//!
+//! Data flows one way, one folder per stage: `config` (the file, validated) -> `model` (resolved
+//! on this host, by id) -> `health` and `dataplane` (checks; the kernel's maps) -> `report`
+//! (one snapshot, then renderers). `host` is what the agent asks of the machine, `runtime` the
+//! operator's socket, `agent` the loop that ties them together; `problems` and `http1` are
+//! shared by several stages.
 
 pub mod agent;
 pub mod config;
-pub mod conntrack;
 pub mod dataplane;
-pub mod haproxy;
 pub mod health;
-pub mod maps;
-pub mod netif;
+pub mod host;
+pub mod http1;
+pub mod model;
+pub mod problems;
+pub mod report;
 pub mod runtime;
-pub mod runtime_format;
-pub mod service;
-pub mod snapshot;
-pub mod stats;
-pub mod status;
-pub mod statuspage;
-pub mod sysctl;
-pub mod topology;

@@ -37,11 +37,25 @@ impl Agent {
     /// Writes `config` and starts `xdplb run` in `ns` on `ifaces`; returns once it says ready.
     pub fn start(ns: &NetNs, config: &str, ifaces: &[String], mode: &str) -> Result<Agent> {
         let id = unique("xdplb-test-");
-        Self::start_in(ns, config, ifaces, mode, &std::env::temp_dir().join(&id), &PathBuf::from("/sys/fs/bpf").join(&id))
+        Self::start_in(
+            ns,
+            config,
+            ifaces,
+            mode,
+            &std::env::temp_dir().join(&id),
+            &PathBuf::from("/sys/fs/bpf").join(&id),
+        )
     }
 
     /// The same with a given work directory and pin directory (both emptied first).
-    pub fn start_in(ns: &NetNs, config: &str, ifaces: &[String], mode: &str, dir: &Path, pin_dir: &Path) -> Result<Agent> {
+    pub fn start_in(
+        ns: &NetNs,
+        config: &str,
+        ifaces: &[String],
+        mode: &str,
+        dir: &Path,
+        pin_dir: &Path,
+    ) -> Result<Agent> {
         let _ = lb_user::dataplane::remove_pins(pin_dir);
         Self::adopt(ns, config, ifaces, mode, dir, pin_dir)
     }
@@ -58,7 +72,8 @@ impl Agent {
         cmd.arg("run").arg("--config").arg(&cfg).arg("--pin-dir").arg(&pin_dir).args(["--xdp-mode", mode]);
         // Per agent, so that tests side by side never share a socket or a state file; the state
         // file stays with the pin directory's name so that an adopting agent finds it.
-        let state_dir = std::env::temp_dir().join(format!("xdplb-state{}", pin_dir.display().to_string().replace('/', "_")));
+        let state_dir =
+            std::env::temp_dir().join(format!("xdplb-state{}", pin_dir.display().to_string().replace('/', "_")));
         cmd.arg("--runtime-socket").arg(dir.join("xdplb.sock"));
         cmd.arg("--state-file").arg(state_dir.join("server-state.json"));
         for i in ifaces {
@@ -154,7 +169,8 @@ impl Drop for Agent {
         let _ = self.child.wait();
         if !self.pin_dir.as_os_str().is_empty() {
             let _ = lb_user::dataplane::remove_pins(&self.pin_dir);
-            let state_dir = std::env::temp_dir().join(format!("xdplb-state{}", self.pin_dir.display().to_string().replace('/', "_")));
+            let state_dir = std::env::temp_dir()
+                .join(format!("xdplb-state{}", self.pin_dir.display().to_string().replace('/', "_")));
             let _ = fs::remove_dir_all(state_dir);
         }
         if std::thread::panicking() {

@@ -90,7 +90,8 @@ pub fn run(client: NsHandle, targets: &[SocketAddr], load: &Load, stop: &AtomicB
                 sc.spawn(move || {
                     client.enter(|| {
                         let mut c = Churn::default();
-                        let mut next = Instant::now() + per_thread_gap.map(|g| g.mul_f64(t as f64 / load.threads as f64)).unwrap_or_default();
+                        let mut next = Instant::now()
+                            + per_thread_gap.map(|g| g.mul_f64(t as f64 / load.threads as f64)).unwrap_or_default();
                         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                             if let Some(gap) = per_thread_gap {
                                 let now = Instant::now();

@@ -3,7 +3,11 @@
 //! permanent neighbour entries, so that `bpf_fib_lookup` answers for real. Used by the packet
 //! fixtures and by the per-packet cost benchmark.
 
-use std::{net::Ipv4Addr, os::fd::{AsFd, AsRawFd}, path::PathBuf};
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+};
 
 use anyhow::{bail, Result};
 use aya::{
@@ -13,12 +17,9 @@ use aya::{
 use lb_common::{Event, Flow, FlowKey, Reason, Settings, TrafficStats};
 use lb_user::{
     config::Config,
-    conntrack::FlowTable,
-    dataplane::{self, LoadOptions},
-    maps::MapOwner,
-    netif,
-    stats::Counters,
-    topology::{System, Topology},
+    dataplane::{self, counters::Counters, flows::FlowTable, maps::MapOwner, LoadOptions},
+    host::netif,
+    model::{System, Topology},
 };
 
 use crate::netns::{unique, veth, NetNs};
@@ -122,7 +123,8 @@ pub fn fixture() -> Fixture {
         let mac = server_mac(i).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         ns.ip(&["neigh", "replace", &server(i).to_string(), "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();
     }
-    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"]).unwrap();
+    ns.ip(&["neigh", "replace", "198.19.0.31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"])
+        .unwrap();
     for d in ["d0", "d1"] {
         ns.sysctl(&format!("net.ipv4.conf.{d}.forwarding"), "1").unwrap();
     }
@@ -141,14 +143,23 @@ impl Fixture {
         let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
         let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
         let mut ebpf =
-            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows, max_half_open: max_flows }).unwrap();
+            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows, max_half_open: max_flows })
+                .unwrap();
         let mut owner = MapOwner::take(&mut ebpf).unwrap();
         owner.write_settings(&config.global).unwrap();
         owner.write_tx_ports(&ifaces).unwrap();
         owner.apply(&topology, up).unwrap();
         let flows = FlowTable::take(&mut ebpf).unwrap();
         let counters = Counters::open_pinned(&self.pin_dir).unwrap();
-        Loaded { ebpf, pin_dir: self.pin_dir.clone(), flows, counters, d0: ifaces[0].ifindex, d1: ifaces[1].ifindex, topology }
+        Loaded {
+            ebpf,
+            pin_dir: self.pin_dir.clone(),
+            flows,
+            counters,
+            d0: ifaces[0].ifindex,
+            d1: ifaces[1].ifindex,
+            topology,
+        }
     }
 }
 
@@ -165,7 +176,12 @@ impl Loaded {
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let r = self
             .prog()
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
@@ -190,7 +206,10 @@ impl Loaded {
 
     /// What the map owner wrote in `settings` (the timestamp secret among it).
     pub fn settings(&self) -> Settings {
-        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(self.pin_dir.join(lb_common::names::SETTINGS)).unwrap()).unwrap();
+        let map = aya::maps::Map::from_map_data(
+            aya::maps::MapData::from_pin(self.pin_dir.join(lb_common::names::SETTINGS)).unwrap(),
+        )
+        .unwrap();
         aya::maps::Array::<_, Settings>::try_from(map).unwrap().get(&0, 0).unwrap()
     }
 
@@ -205,9 +224,13 @@ impl Loaded {
 }
 
 pub fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
-    FlowKey { src_addr: src.0.octets(), dst_addr: dst.0.octets(), src_port_be: src.1.to_be(), dst_port_be: dst.1.to_be() }
+    FlowKey {
+        src_addr: src.0.octets(),
+        dst_addr: dst.0.octets(),
+        src_port_be: src.1.to_be(),
+        dst_port_be: dst.1.to_be(),
+    }
 }
-
 
 /// One BPF_PROG_TEST_RUN of `prog_fd` on `frame` arriving on `ifindex` (repeat 1, so every run
 /// sees a fresh copy of the frame): (action, kernel-measured ns).

@@ -177,8 +177,12 @@ pub fn ipv4_other(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Ve
 pub fn ipv6_tcp_syn(dport: u16) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
     f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([1u8].iter()).copied().collect::<Vec<_>>());
-    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([2u8].iter()).copied().collect::<Vec<_>>());
+    f.extend_from_slice(
+        &[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([1u8].iter()).copied().collect::<Vec<_>>(),
+    );
+    f.extend_from_slice(
+        &[0x20, 0x01, 0x0d, 0xb8].iter().chain([0u8; 11].iter()).chain([2u8].iter()).copied().collect::<Vec<_>>(),
+    );
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
     tcp[2..4].copy_from_slice(&dport.to_be_bytes());

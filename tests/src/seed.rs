@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_user::snapshot::{ServerState, ServerStatus, Snapshot};
+use lb_user::report::snapshot::{ServerState, ServerStatus, Snapshot};
 
 use crate::{
     agent::{xdplb_bin, Agent},
@@ -72,7 +72,13 @@ impl SeedLab {
         Self::start_pinned(names, dir, standin_bin, mode, None)
     }
 
-    pub fn start_pinned(names: Names, dir: &Path, standin_bin: &Path, mode: &str, pin_dir: Option<&Path>) -> Result<SeedLab> {
+    pub fn start_pinned(
+        names: Names,
+        dir: &Path,
+        standin_bin: &Path,
+        mode: &str,
+        pin_dir: Option<&Path>,
+    ) -> Result<SeedLab> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir)?;
         let lab = Lab::one_arm_named(3, names)?;
@@ -103,14 +109,20 @@ impl SeedLab {
             me.apiserver_mode(i, "ok")?;
             let d = master_dir(dir, i);
             let b = &me.lab.backends[i];
-            let child = b.ns.command(standin_bin.to_str().unwrap())
-                .args(["--cert", d.join("server.pem").to_str().unwrap(), "--key", d.join("server-key.pem").to_str().unwrap()])
-                .args(["--mode-file", d.join("apiserver.mode").to_str().unwrap(), "--name", &b.name])
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(d.join("apiserver.log"))?)
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("starting the apiserver stand-in")?;
+            let child =
+                b.ns.command(standin_bin.to_str().unwrap())
+                    .args([
+                        "--cert",
+                        d.join("server.pem").to_str().unwrap(),
+                        "--key",
+                        d.join("server-key.pem").to_str().unwrap(),
+                    ])
+                    .args(["--mode-file", d.join("apiserver.mode").to_str().unwrap(), "--name", &b.name])
+                    .stdin(Stdio::null())
+                    .stdout(fs::File::create(d.join("apiserver.log"))?)
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("starting the apiserver stand-in")?;
             me.standins.push(child);
         }
         let cfg_path = dir.join("haproxy.cfg");
@@ -198,13 +210,14 @@ impl SeedLab {
         let d = master_dir(&self.dir, i);
         fs::create_dir_all(&d)?;
         let b = &self.lab.backends[i];
-        let child = b.ns.command("etcd")
-            .args(self.etcd_args(i))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(d.join("etcd.log"))?)
-            .spawn()
-            .context("starting etcd (Debian package etcd-server)")?;
+        let child =
+            b.ns.command("etcd")
+                .args(self.etcd_args(i))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::OpenOptions::new().create(true).append(true).open(d.join("etcd.log"))?)
+                .spawn()
+                .context("starting etcd (Debian package etcd-server)")?;
         self.etcd[i] = Some(child);
         Ok(())
     }
@@ -239,7 +252,10 @@ impl SeedLab {
     }
 
     pub fn status(&self) -> Result<Snapshot> {
-        self.lab.lb.enter(|| lb_user::status::fetch("127.0.0.1:8404".parse().unwrap())).map_err(anyhow::Error::msg)
+        self.lab
+            .lb
+            .enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap()))
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn server(&self, backend: &str, server: &str) -> Result<ServerStatus> {
@@ -257,7 +273,11 @@ impl SeedLab {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > within {
-                bail!("{backend}/{server} is {} after {within:?}, not {state:?} (last check {:?})", s.status, s.last_check);
+                bail!(
+                    "{backend}/{server} is {} after {within:?}, not {state:?} (last check {:?})",
+                    s.status(),
+                    s.last_check
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

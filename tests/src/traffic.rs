@@ -74,7 +74,10 @@ pub fn echo_transfer(addr: SocketAddr, bytes: usize, seed: u64) -> Result<String
     }
     let sent = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     if got != bytes || h.finish() != sent {
-        bail!("echo through {name} corrupted: sent {bytes} bytes, got {got}, hashes {}", if h.finish() == sent { "equal" } else { "differ" });
+        bail!(
+            "echo through {name} corrupted: sent {bytes} bytes, got {got}, hashes {}",
+            if h.finish() == sent { "equal" } else { "differ" }
+        );
     }
     Ok(name)
 }

@@ -11,7 +11,6 @@ use std::{
 
 use anyhow::{bail, Result};
 
-
 use crate::netns::{unique, NetNs};
 
 const BPF_PROG_LOAD: libc::c_long = 5;

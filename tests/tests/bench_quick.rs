@@ -15,7 +15,12 @@ fn the_quick_benchmark_runs_every_contender() {
     )
     .unwrap();
     for c in ["direct", "HAProxy", "nftables", "xdplb, native", "xdplb, generic"] {
-        let (_, v) = json["wrk"].as_object().unwrap().iter().find(|(k, _)| k.starts_with(c)).unwrap_or_else(|| panic!("{c} missing"));
+        let (_, v) = json["wrk"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.starts_with(c))
+            .unwrap_or_else(|| panic!("{c} missing"));
         assert!(v["median"]["keepalive_rps"].as_f64().unwrap() > 0.0, "{c}: {v}");
         assert!(v["median"]["single_conn_bytes_per_s"].as_f64().unwrap() > 0.0, "{c}: {v}");
     }

@@ -11,7 +11,7 @@ use std::{
 use lb_user::{
     config::{CheckCfg, CheckKind, Dur, Verify},
     health::{
-        check::{self, Code, CheckSpec},
+        check::{self, CheckSpec, Code},
         tls,
     },
 };
@@ -62,7 +62,9 @@ fn server_config(leaf: &Leaf, client_ca: Option<&Ca>) -> Arc<ServerConfig> {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             roots.add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap()).unwrap();
-            b.with_client_cert_verifier(WebPkiClientVerifier::builder_with_provider(roots.into(), provider).build().unwrap())
+            b.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(roots.into(), provider).build().unwrap(),
+            )
         }
         None => b.with_no_client_auth(),
     };
@@ -93,7 +95,10 @@ async fn serve(config: Arc<ServerConfig>, behaviour: Behaviour) -> SocketAddrV4 
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1\r\nHost: "));
                 let reply = |status: u16, body: &str| {
-                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len())
+                    format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+                        body.len()
+                    )
                 };
                 match behaviour {
                     Behaviour::Http(status, body) => {
@@ -172,7 +177,9 @@ async fn every_result_code_with_verify_none() {
 
     // A sick kube-apiserver: 500 with "ok" in the body. HAProxy's `expect string` passes it; we do not.
     let c_ok = CheckCfg { expect_string: Some("ok".into()), ..c.clone() };
-    let r = check(Behaviour::Http(500, "[-]etcd failed: reason withheld\nhealthz check failed: ok"), &c_ok, &leaf, None).await;
+    let r =
+        check(Behaviour::Http(500, "[-]etcd failed: reason withheld\nhealthz check failed: ok"), &c_ok, &leaf, None)
+            .await;
     assert_eq!((r.code, r.http_status), (Code::L7Sts, Some(500)), "{r:?}");
 
     let r = check(Behaviour::Http(200, "{\"health\":\"false\"}"), &c, &leaf, None).await;
@@ -196,7 +203,10 @@ async fn every_result_code_with_verify_none() {
 
     // Nothing listens: refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = match closed.local_addr().unwrap() { std::net::SocketAddr::V4(a) => a, _ => unreachable!() };
+    let addr = match closed.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
     drop(closed);
     let r = check::run(&spec(&c, addr)).await;
     assert_eq!(r.code, Code::L4Con, "{r:?}");
@@ -213,7 +223,8 @@ async fn certificates_are_verified_when_a_ca_is_configured() {
 
     // Wrong name: a certificate for another address.
     let wrong_name = p.ca.server("etcd", &["198.18.0.99"]).unwrap();
-    let r = check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file.clone()), None), &wrong_name, None).await;
+    let r = check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file.clone()), None), &wrong_name, None)
+        .await;
     assert_eq!(r.code, Code::L6Rsp, "{r:?}");
     assert!(r.detail.contains("certificate"), "the reason names the certificate: {}", r.detail);
     // ... which `verify none` accepts, like HAProxy.
@@ -222,7 +233,8 @@ async fn certificates_are_verified_when_a_ca_is_configured() {
 
     // Expired: refused with the reason when a CA is configured, accepted with verify none.
     let expired = p.ca.expired_server("etcd", &["127.0.0.1"]).unwrap();
-    let r = check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file.clone()), None), &expired, None).await;
+    let r =
+        check(Behaviour::Http(200, "true"), &cfg(Verify::Required, Some(ca_file.clone()), None), &expired, None).await;
     assert_eq!(r.code, Code::L6Rsp, "{r:?}");
     assert!(r.detail.to_lowercase().contains("expired"), "{}", r.detail);
     let r = check(Behaviour::Http(200, "true"), &cfg(Verify::None, None, None), &expired, None).await;
@@ -241,9 +253,16 @@ async fn a_server_requiring_client_certificates_refuses_a_checker_without_one() 
     let p = pki();
     let leaf = p.ca.server("etcd", &["127.0.0.1"]).unwrap();
     let client = p.ca.client("xdplb").unwrap().write(&p.dir, "client").unwrap();
-    let r = check(Behaviour::Http(200, "{\"health\":\"true\"}"), &cfg(Verify::None, None, None), &leaf, Some(&p.ca)).await;
+    let r =
+        check(Behaviour::Http(200, "{\"health\":\"true\"}"), &cfg(Verify::None, None, None), &leaf, Some(&p.ca)).await;
     assert_eq!(r.code, Code::L6Rsp, "no client certificate: {r:?}");
-    let r = check(Behaviour::Http(200, "{\"health\":\"true\"}"), &cfg(Verify::None, None, Some(client)), &leaf, Some(&p.ca)).await;
+    let r = check(
+        Behaviour::Http(200, "{\"health\":\"true\"}"),
+        &cfg(Verify::None, None, Some(client)),
+        &leaf,
+        Some(&p.ca),
+    )
+    .await;
     assert_eq!(r.code, Code::L7Ok, "with the client certificate: {r:?}");
     let _ = std::fs::remove_dir_all(&p.dir);
 }

@@ -7,7 +7,11 @@ use tests::agent::xdplb_bin;
 
 fn xdplb(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(xdplb_bin().unwrap()).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn tmp(name: &str, text: &str) -> PathBuf {
@@ -27,7 +31,15 @@ fn the_seeds_haproxy_cfg_imports_to_a_valid_config() {
     let file = tmp("imported.toml", &toml);
     let (code, effective, err) = xdplb(&["check-config", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    for want in ["bind = \"*:12379\"", "bind = \"*:16443\"", "path = \"/healthz\"", "expect_string = \"ok\"", "expect_status = 200", "inter = \"2s\"", "verify = \"none\""] {
+    for want in [
+        "bind = \"*:12379\"",
+        "bind = \"*:16443\"",
+        "path = \"/healthz\"",
+        "expect_string = \"ok\"",
+        "expect_status = 200",
+        "inter = \"2s\"",
+        "verify = \"none\"",
+    ] {
         assert!(effective.contains(want), "missing {want} in:\n{effective}");
     }
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
@@ -41,11 +53,18 @@ fn a_broken_config_is_refused_with_exit_code_2_and_every_problem() {
     );
     let (code, _, err) = xdplb(&["check-config", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    for want in [file.to_str().unwrap(), "frontend[0] \"f\".bind", "no [[backend]] named \"nope\"", "rise = 0", "server[0] \"s\".address"] {
+    for want in [
+        file.to_str().unwrap(),
+        "frontend[0] \"f\".bind",
+        "no [[backend]] named \"nope\"",
+        "rise = 0",
+        "server[0] \"s\".address",
+    ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     // `run` refuses the same config before touching anything.
-    let (code, _, err) = xdplb(&["run", "--config", file.to_str().unwrap(), "--iface", "lo", "--pin-dir", "/sys/fs/bpf/xdplb-never"]);
+    let (code, _, err) =
+        xdplb(&["run", "--config", file.to_str().unwrap(), "--iface", "lo", "--pin-dir", "/sys/fs/bpf/xdplb-never"]);
     assert_eq!(code, 2, "{err}");
     assert!(!std::path::Path::new("/sys/fs/bpf/xdplb-never").exists(), "nothing pinned");
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
@@ -69,23 +88,58 @@ const BASE: &str = "[global]\n[[frontend]]\nname = \"f\"\nbind = \"*:12379\"\nba
 fn sixteen_broken_configs_are_refused_with_place_and_fix() {
     let cases: &[(&str, String, &str)] = &[
         ("syntax error", "[[frontend]\n".into(), "line 1"),
-        ("unknown key", BASE.replace("[global]\n", "[global]\nintrefaces = [\"eth0\"]\n"), "unknown field `intrefaces`"),
-        ("duplicate name", format!("{BASE}[[frontend]]\nname = \"f\"\nbind = \"*:2000\"\nbackend = \"b\"\n"), "duplicate frontend name"),
+        (
+            "unknown key",
+            BASE.replace("[global]\n", "[global]\nintrefaces = [\"eth0\"]\n"),
+            "unknown field `intrefaces`",
+        ),
+        (
+            "duplicate name",
+            format!("{BASE}[[frontend]]\nname = \"f\"\nbind = \"*:2000\"\nbackend = \"b\"\n"),
+            "duplicate frontend name",
+        ),
         ("port 0", BASE.replace("*:12379", "*:0"), "frontend[0] \"f\".bind"),
         ("port > 65535", BASE.replace("*:12379", "*:70000"), "port 1-65535"),
         ("server without address", BASE.replace(", address = \"198.18.0.21:2379\"", ""), "missing field `address`"),
         ("rise 0", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { rise = 0 }\n"), "rise = 0: use 1 or more"),
         ("fall 0", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { fall = 0 }\n"), "fall = 0: use 1 or more"),
-        ("timeout longer than inter", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"1s\", timeout = \"5s\" }\n"), "is longer than inter"),
-        ("unreadable CA file", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\", ca_file = \"/nonexistent/ca.pem\" }\n"), "cannot read /nonexistent/ca.pem"),
-        ("verify without a CA", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\" }\n"), "needs ca_file"),
-        ("certificate without key", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { crt = \"/etc/hostname\" }\n"), "crt and key go together"),
+        (
+            "timeout longer than inter",
+            BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"1s\", timeout = \"5s\" }\n"),
+            "is longer than inter",
+        ),
+        (
+            "unreadable CA file",
+            BASE.replace(
+                "name = \"b\"\n",
+                "name = \"b\"\ncheck = { type = \"https\", ca_file = \"/nonexistent/ca.pem\" }\n",
+            ),
+            "cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "verify without a CA",
+            BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\" }\n"),
+            "needs ca_file",
+        ),
+        (
+            "certificate without key",
+            BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { crt = \"/etc/hostname\" }\n"),
+            "crt and key go together",
+        ),
         ("unknown backend", BASE.replace("backend = \"b\"", "backend = \"nope\""), "no [[backend]] named \"nope\""),
         ("weight too big", BASE.replace("2379\" }", "2379\", weight = 300 }"), "weight = 300"),
         ("bind inside NAT ports", BASE.replace("*:12379", "*:45000"), "inside global.nat_ports"),
-        ("bad duration", BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"2 parsecs\" }\n"), "unknown unit \" parsecs\"; use us, ms, s, m, h or d"),
+        (
+            "bad duration",
+            BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"2 parsecs\" }\n"),
+            "unknown unit \" parsecs\"; use us, ms, s, m, h or d",
+        ),
         ("bad port range", BASE.replace("[global]\n", "[global]\nnat_ports = \"5-4\"\n"), "is not a port range"),
-        ("no frontend", "[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n".into(), "no [[frontend]]"),
+        (
+            "no frontend",
+            "[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n".into(),
+            "no [[frontend]]",
+        ),
     ];
     assert!(cases.len() >= 15);
     for (what, text, want) in cases {

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::conntrack::FlowTable;
+use lb_user::dataplane::flows::FlowTable;
 use tests::{
     agent::Agent,
     lab::{self, Lab},

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::Reason;
-use lb_user::{conntrack::FlowState, dataplane};
+use lb_user::{dataplane, dataplane::flows::FlowState};
 use tests::{
     fixture::*,
     frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
@@ -70,7 +70,11 @@ fn full_nat_handshake_data_and_close_byte_for_byte() {
             d.payload = (0..len).map(|b| b as u8).collect();
             let (action, out) = l.run(&d.frame());
             assert_eq!(action, XDP_TX);
-            assert_eq!(out, d.with((VIP, nat_port), (server(i), 2379), D0_MAC, server_mac(i)).frame(), "{len}-byte payload");
+            assert_eq!(
+                out,
+                d.with((VIP, nat_port), (server(i), 2379), D0_MAC, server_mac(i)).frame(),
+                "{len}-byte payload"
+            );
             let mut r = synack.clone();
             r.flags = PSH | ACK;
             r.payload = vec![0xa5; len];
@@ -99,7 +103,11 @@ fn full_nat_handshake_data_and_close_byte_for_byte() {
         let (srv2, nat2, _) = open(&mut l, 51000);
         assert_eq!(srv2, server(2), "port reuse after close opens a new flow on the next server");
         let c = l.entry(key((CLIENT, 51000), (VIP, 12379))).unwrap();
-        assert_eq!((c.new_dst_addr, c.new_src_port_be), (server(2).octets(), nat2.to_be()), "the tuple is the new flow's");
+        assert_eq!(
+            (c.new_dst_addr, c.new_src_port_be),
+            (server(2).octets(), nat2.to_be()),
+            "the tuple is the new flow's"
+        );
         let old = l.entry(key((server(1), 2379), (VIP, nat_port))).expect("the old server side lingers");
         assert_eq!(FlowState::of(&old), FlowState::Closed, "and holds its NAT port until it may be used again");
         assert_eq!(l.event(lb_common::Event::TupleReused), 1);
@@ -209,7 +217,11 @@ fn no_neighbour_entry_hands_the_rewritten_packet_to_the_kernel() {
         let (action, out) = l.run(&syn.frame());
         assert_eq!(action, XDP_PASS);
         let got = frames::parse(&out).unwrap();
-        assert_eq!((got.src, got.dst, got.dport), (VIP, Ipv4Addr::new(198, 18, 0, 24), 3000), "rewritten for the kernel to forward");
+        assert_eq!(
+            (got.src, got.dst, got.dport),
+            (VIP, Ipv4Addr::new(198, 18, 0, 24), 3000),
+            "rewritten for the kernel to forward"
+        );
         assert!(frames::checksums_valid(&out));
         assert_eq!(l.reason(Reason::NoNeighbour), 1);
     });
@@ -225,11 +237,27 @@ fn everything_that_is_not_ours_passes_untouched() {
             ("ARP", frames::arp_request(CLIENT, VIP), Some(Reason::Passed)),
             ("IPv6 TCP SYN to the frontend port", frames::ipv6_tcp_syn(12379), Some(Reason::Passed)),
             ("UDP", frames::ipv4_other(17, CLIENT, VIP, b"\x30\x39\x30\x39\x00\x0c\x00\x00dns?"), Some(Reason::Passed)),
-            ("ICMP echo", frames::ipv4_other(1, CLIENT, VIP, b"\x08\x00\xf7\xff\x00\x00\x00\x00"), Some(Reason::Passed)),
+            (
+                "ICMP echo",
+                frames::ipv4_other(1, CLIENT, VIP, b"\x08\x00\xf7\xff\x00\x00\x00\x00"),
+                Some(Reason::Passed),
+            ),
             ("SSH to the balancer", Tcp::new((CLIENT, 56001), (VIP, 22), SYN).frame(), Some(Reason::Passed)),
-            ("frontend port on another address", Tcp::new((CLIENT, 56002), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame(), Some(Reason::Passed)),
-            ("ACK to a frontend without a flow", Tcp::new((CLIENT, 56003), (VIP, 12379), ACK).frame(), Some(Reason::NoFlow)),
-            ("reply to a NAT port without a flow", Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(), Some(Reason::NoFlow)),
+            (
+                "frontend port on another address",
+                Tcp::new((CLIENT, 56002), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame(),
+                Some(Reason::Passed),
+            ),
+            (
+                "ACK to a frontend without a flow",
+                Tcp::new((CLIENT, 56003), (VIP, 12379), ACK).frame(),
+                Some(Reason::NoFlow),
+            ),
+            (
+                "reply to a NAT port without a flow",
+                Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(),
+                Some(Reason::NoFlow),
+            ),
         ];
         let mut opts = syn.clone();
         opts.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
@@ -269,7 +297,8 @@ fn everything_that_is_not_ours_passes_untouched() {
         // Frames under the Ethernet header length never reach the program.
         let mut out = vec![0u8; 64];
         let short = [0u8; 13];
-        let r = l.prog().test_run(TestRunOptions { data_in: Some(&short), data_out: Some(&mut out), ..Default::default() });
+        let r =
+            l.prog().test_run(TestRunOptions { data_in: Some(&short), data_out: Some(&mut out), ..Default::default() });
         assert!(r.is_err(), "the kernel refuses a 13-byte frame");
     });
 }

@@ -7,12 +7,12 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    os::fd::{FromRawFd, OwnedFd, AsRawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use lb_user::conntrack::FlowTable;
+use lb_user::dataplane::flows::FlowTable;
 use tests::{
     agent::Agent,
     frames::{Tcp, SYN},
@@ -44,7 +44,7 @@ fn flood(iface: &str, src_mac: [u8; 6], dst_mac: [u8; 6], vip: Ipv4Addr, stop: &
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let ifindex = lb_user::netif::ifindex(iface).unwrap();
+    let ifindex = lb_user::host::netif::ifindex(iface).unwrap();
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
@@ -65,7 +65,14 @@ fn flood(iface: &str, src_mac: [u8; 6], dst_mac: [u8; 6], vip: Ipv4Addr, stop: &
         template.seq = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
         let f = template.frame();
         let n = unsafe {
-            libc::sendto(fd.as_raw_fd(), f.as_ptr() as *const _, f.len(), 0, &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            libc::sendto(
+                fd.as_raw_fd(),
+                f.as_ptr() as *const _,
+                f.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         if n > 0 {
             sent += 1;
@@ -128,7 +135,8 @@ fn a_syn_flood_leaves_established_connections_alone() {
         r.as_ref().unwrap_or_else(|e| panic!("an established connection broke under the flood: {e:#}"));
     }
     for (s, name) in idle.iter_mut() {
-        tests::traffic::ping(s, "still here after the flood\n").unwrap_or_else(|e| panic!("an idle connection to {name} was lost: {e:#}"));
+        tests::traffic::ping(s, "still here after the flood\n")
+            .unwrap_or_else(|e| panic!("an idle connection to {name} was lost: {e:#}"));
     }
     assert!(sent > 10 * HALF_OPEN as u64, "the flood was several times the table's size");
     assert!(most <= 2 * (HALF_OPEN + FLOWS) as usize, "tables within their bounds: {most}");

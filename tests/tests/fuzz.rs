@@ -47,7 +47,8 @@ fn valid(f: &[u8]) -> bool {
 /// A SYN (SYN without ACK) of IPv4/TCP without options or fragments, to a frontend.
 fn syn_to_frontend(f: &[u8]) -> bool {
     let Some(t) = frames::parse(f) else { return false };
-    let frontend = (t.dst == VIP && [12379, 16443, 2000, 3000].contains(&t.dport)) || (t.dst == VIP2 && t.dport == 12379);
+    let frontend =
+        (t.dst == VIP && [12379, 16443, 2000, 3000].contains(&t.dport)) || (t.dst == VIP2 && t.dport == 12379);
     frontend && t.flags & (SYN | ACK) == SYN && t.frag & 0x3fff == 0
 }
 

@@ -8,8 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::snapshot::{ServerState, Snapshot};
-use tests::{agent::Agent, lab::{self, Lab}, traffic::connect};
+use lb_user::report::snapshot::{ServerState, Snapshot};
+use tests::{
+    agent::Agent,
+    lab::{self, Lab},
+    traffic::connect,
+};
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;
@@ -32,7 +36,7 @@ fn config(lab: &Lab) -> String {
 }
 
 fn status(lab: &Lab) -> Snapshot {
-    lab.lb.enter(|| lb_user::status::fetch("127.0.0.1:8404".parse().unwrap())).expect("status page")
+    lab.lb.enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap())).expect("status page")
 }
 
 fn server_state(lab: &Lab, name: &str) -> ServerState {
@@ -45,7 +49,11 @@ fn wait_state(lab: &Lab, name: &str, want: ServerState, within: Duration) -> Dur
         if server_state(lab, name) == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{name} not {want:?} after {within:?}: {:?}", status(lab).backends[0].servers);
+        assert!(
+            start.elapsed() < within,
+            "{name} not {want:?} after {within:?}: {:?}",
+            status(lab).backends[0].servers
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,7 +99,13 @@ fn a_dead_server_goes_down_in_time_and_comes_back() {
     let took = wait_state(&lab, &victim.name, ServerState::Down, limit + Duration::from_millis(500));
     eprintln!("{} DOWN {:?} after the kill (limit inter*fall+timeout = {limit:?})", victim.name, killed.elapsed());
     assert!(took <= limit + Duration::from_millis(100), "DOWN after {took:?}, limit {limit:?}");
-    agent.wait_log(&format!("Server pool/{} is DOWN, reason: Layer4 connection problem", victim.name), 1, Duration::from_secs(2)).unwrap();
+    agent
+        .wait_log(
+            &format!("Server pool/{} is DOWN, reason: Layer4 connection problem", victim.name),
+            1,
+            Duration::from_secs(2),
+        )
+        .unwrap();
     let after_down = spread(&lab, vip, 30);
     assert!(!after_down.contains_key(&victim.name), "no new flow to a DOWN server: {after_down:?}");
     assert_eq!(after_down.values().sum::<usize>(), 30);
@@ -113,10 +127,13 @@ fn a_dead_server_goes_down_in_time_and_comes_back() {
     // The status page, the metrics and `xdplb status` tell the story.
     let snap = status(&lab);
     let s3 = snap.backends[0].servers.iter().find(|s| s.name == victim.name).unwrap();
-    assert_eq!((s3.down_transitions, s3.status.as_str()), (1, "UP"));
+    assert_eq!((s3.down_transitions, s3.status().as_str()), (1, "UP"));
     assert!(s3.check_failures >= FALL);
     let metrics = lab.lb.enter(|| http_get("/metrics"));
-    assert!(metrics.contains(&format!("haproxy_server_status{{proxy=\"pool\",server=\"{}\",state=\"UP\"}} 1", victim.name)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("haproxy_server_status{{proxy=\"pool\",server=\"{}\",state=\"UP\"}} 1", victim.name)),
+        "{metrics}"
+    );
     let table = tests::netns::sh(lab.lb.command(&tests::agent::xdplb_bin().unwrap()).arg("status")).unwrap();
     assert!(table.contains(&victim.name) && table.contains("L4OK"), "{table}");
 }
@@ -153,7 +170,11 @@ fn passive_observation_takes_a_dead_server_out_long_before_inter_times_fall() {
     // Clients keep connecting; every third SYN reaches the dead server, whose kernel answers RST.
     let mut refused = 0;
     while server_state(&lab, &victim.name) != ServerState::Down {
-        assert!(killed.elapsed() < Duration::from_secs(5), "still not DOWN after 5 s: {:?}", status(&lab).backends[0].servers);
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "still not DOWN after 5 s: {:?}",
+            status(&lab).backends[0].servers
+        );
         refused += lab.client.enter(|| (0..3).filter(|_| connect(vip).is_err()).count());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -179,7 +200,9 @@ fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
         .map(|b| b.ns.spawn(&server_bin(), &["health", &health_port.to_string()]).unwrap())
         .collect();
     let mut health3 = start_health();
-    let check = |mode: &str| format!("type = \"tcp\", port = {health_port}, inter = \"200ms\", timeout = \"200ms\", rise = 1, fall = 2, on_marked_down = \"{mode}\"");
+    let check = |mode: &str| {
+        format!("type = \"tcp\", port = {health_port}, inter = \"200ms\", timeout = \"200ms\", rise = 1, fall = 2, on_marked_down = \"{mode}\"")
+    };
     let mut agent = Agent::start(&lab.lb, &config_with(&lab, &check("none")), &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
     for b in &lab.backends {
@@ -194,7 +217,8 @@ fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
     let _ = health3.wait();
     wait_state(&lab, &victim, ServerState::Down, Duration::from_secs(3));
     for (s, name) in conns.iter_mut() {
-        ping(s, "still here\n").unwrap_or_else(|e| panic!("open flow to {name} broke under on_marked_down = none: {e}"));
+        ping(s, "still here\n")
+            .unwrap_or_else(|e| panic!("open flow to {name} broke under on_marked_down = none: {e}"));
     }
     drop(conns);
 
@@ -230,8 +254,14 @@ fn drain_and_maint_take_no_new_flows_and_maint_is_not_checked() {
     let check = "type = \"tcp\", inter = \"200ms\", rise = 1, fall = 1";
     let with_states = |s2: &str, s3: &str| {
         config_with(&lab, check)
-            .replace("name = \"app2\", address = \"198.18.0.22:2379\"", &format!("name = \"app2\", address = \"198.18.0.22:2379\", state = \"{s2}\""))
-            .replace("name = \"app3\", address = \"198.18.0.23:2379\"", &format!("name = \"app3\", address = \"198.18.0.23:2379\", state = \"{s3}\""))
+            .replace(
+                "name = \"app2\", address = \"198.18.0.22:2379\"",
+                &format!("name = \"app2\", address = \"198.18.0.22:2379\", state = \"{s2}\""),
+            )
+            .replace(
+                "name = \"app3\", address = \"198.18.0.23:2379\"",
+                &format!("name = \"app3\", address = \"198.18.0.23:2379\", state = \"{s3}\""),
+            )
     };
     let mut agent = Agent::start(&lab.lb, &with_states("drain", "maint"), &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
@@ -239,8 +269,8 @@ fn drain_and_maint_take_no_new_flows_and_maint_is_not_checked() {
     std::thread::sleep(Duration::from_millis(500));
     let snap = status(&lab);
     let by = |n: &str| snap.backends[0].servers.iter().find(|s| s.name == n).unwrap().clone();
-    assert_eq!((by("app2").state, by("app2").status.as_str()), (ServerState::Drain, "DRAIN"));
-    assert_eq!((by("app3").state, by("app3").status.as_str()), (ServerState::Maint, "MAINT"));
+    assert_eq!((by("app2").state, by("app2").status().as_str()), (ServerState::Drain, "DRAIN"));
+    assert_eq!((by("app3").state, by("app3").status().as_str()), (ServerState::Maint, "MAINT"));
     assert!(by("app2").last_check.is_some(), "a draining server is still checked");
     assert!(by("app3").last_check.is_none(), "a server in maintenance is not checked");
     assert_eq!(spread(&lab, vip, 12), HashMap::from([("app1".to_string(), 12)]));
@@ -258,7 +288,8 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
     let lab = Lab::one_arm(3).unwrap();
     lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     let check = "type = \"tcp\", port = 2380, inter = \"150ms\", timeout = \"100ms\", rise = 2, fall = 3, initial_state = \"down\"";
-    let mut steady: Vec<_> = lab.backends[..2].iter().map(|b| b.ns.spawn(&server_bin(), &["health", "2380"]).unwrap()).collect();
+    let mut steady: Vec<_> =
+        lab.backends[..2].iter().map(|b| b.ns.spawn(&server_bin(), &["health", "2380"]).unwrap()).collect();
     let _agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
     let flapper = &lab.backends[2];
     let mut health = flapper.ns.spawn(&server_bin(), &["health", "2380"]).unwrap();
@@ -271,7 +302,13 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let s = status(&lab).backends[0].servers.iter().find(|s| s.name == flapper.name).unwrap().clone();
-    eprintln!("flapping {}: {} DOWN transitions, {} failed checks, now {}", s.name, s.down_transitions, s.check_failures, s.status);
+    eprintln!(
+        "flapping {}: {} DOWN transitions, {} failed checks, now {}",
+        s.name,
+        s.down_transitions,
+        s.check_failures,
+        s.status()
+    );
     assert_eq!(s.down_transitions, 3, "one DOWN per down second, no more: {s:?}");
     for c in steady.iter_mut().chain([&mut health]) {
         let _ = c.kill();

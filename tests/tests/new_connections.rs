@@ -10,7 +10,7 @@ use std::{
 };
 
 use lb_common::{Event, Reason};
-use lb_user::stats::Counters;
+use lb_user::dataplane::counters::Counters;
 use tests::{
     agent::Agent,
     churn::{self, netstat, Load},
@@ -29,10 +29,8 @@ fn server_bin() -> String {
 }
 
 fn config(lab: &Lab, backend_port: u16, global: &str) -> String {
-    tests::lab::config(lab, PORT, backend_port, global, &[]).replace(
-        "name = \"pool\"\n",
-        "name = \"pool\"\ncheck = { type = \"none\" }\n",
-    )
+    tests::lab::config(lab, PORT, backend_port, global, &[])
+        .replace("name = \"pool\"\n", "name = \"pool\"\ncheck = { type = \"none\" }\n")
 }
 
 fn sum(nss: &[&NetNs], name: &str) -> u64 {
@@ -53,7 +51,9 @@ fn four_clients_reuse_tuples_in_time_wait_without_a_single_refused_syn() {
     lab.start_servers_on(&server_bin(), &[&format!("close:{CLOSE_PORT}")]).unwrap();
     // 12000 NAT ports: every backend-side tuple comes back within seconds, while the server that
     // closed it still holds it in TIME_WAIT (60 s), and long after its hold (2 s).
-    let agent = Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, "nat_ports = \"40000-51999\""), &lab.lb_ifaces, "native").unwrap();
+    let agent =
+        Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, "nat_ports = \"40000-51999\""), &lab.lb_ifaces, "native")
+            .unwrap();
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
     let backends: Vec<&NetNs> = lab.backends.iter().map(|b| &b.ns).collect();
     let clients = lab.clients();
@@ -65,10 +65,13 @@ fn four_clients_reuse_tuples_in_time_wait_without_a_single_refused_syn() {
     let stop = AtomicBool::new(false);
     let started = std::time::Instant::now();
     let result = std::thread::scope(|sc| {
-        let hs: Vec<_> = clients.iter().map(|c| {
-            let (h, load, stop) = (c.handle(), &load, &stop);
-            sc.spawn(move || churn::run(h, &[vip], load, stop))
-        }).collect();
+        let hs: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (h, load, stop) = (c.handle(), &load, &stop);
+                sc.spawn(move || churn::run(h, &[vip], load, stop))
+            })
+            .collect();
         while !hs.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(200));
             if started.elapsed() >= Duration::from_secs(10) && events(&counters)[&Event::PortReused] >= 5000 {
@@ -102,7 +105,9 @@ fn a_client_without_timestamps_within_its_port_budget_never_retransmits_and_beyo
     lab.client.sysctl("net.ipv4.tcp_timestamps", "0").unwrap();
     // 40 ports x 3 servers, each held a whole TIME_WAIT (60 s) after its server closed first:
     // a budget of 2 connections a second.
-    let agent = Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, "nat_ports = \"40000-40039\""), &lab.lb_ifaces, "native").unwrap();
+    let agent =
+        Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, "nat_ports = \"40000-40039\""), &lab.lb_ifaces, "native")
+            .unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
     let retrans0 = netstat(&lab.client, "TcpExtTCPSynRetrans").unwrap();
     let stop = AtomicBool::new(false);
@@ -119,7 +124,12 @@ fn a_client_without_timestamps_within_its_port_budget_never_retransmits_and_beyo
     let beyond = Load { threads: 4, duration: Duration::from_secs(4), rate: None, request: Vec::new() };
     let r = churn::run(lab.client.handle(), &[vip], &beyond, &stop);
     let ev = events(&c);
-    eprintln!("beyond the budget: {} connections, {} failed, no_nat_port {}, {ev:?}", r.ok, r.failed, reason(&c, Reason::NoNatPort));
+    eprintln!(
+        "beyond the budget: {} connections, {} failed, no_nat_port {}, {ev:?}",
+        r.ok,
+        r.failed,
+        reason(&c, Reason::NoNatPort)
+    );
     assert!(r.ok <= 120, "at most one connection per tuple within TIME_WAIT: {}", r.ok);
     assert!(ev[&Event::PortHeld] > 0 && reason(&c, Reason::NoNatPort) > 0, "{ev:?}");
 }
@@ -164,12 +174,21 @@ fn a_tuple_reused_after_each_kind_of_close_gets_a_syn_the_server_takes() {
     let lab = Lab::one_arm(1).unwrap();
     lab.start_servers_on(&server_bin(), &[&format!("ctl:{CTL_PORT}")]).unwrap();
     // One NAT port: every connection takes the same backend-side tuple.
-    let agent = Agent::start(&lab.lb, &config(&lab, CTL_PORT, "nat_ports = \"40000-40000\""), &lab.lb_ifaces, "native").unwrap();
+    let agent = Agent::start(&lab.lb, &config(&lab, CTL_PORT, "nat_ports = \"40000-40000\""), &lab.lb_ifaces, "native")
+        .unwrap();
     let c = Counters::open_pinned(agent.pin_dir()).unwrap();
     let backend = &lab.backends[0].ns;
-    let (paws0, retrans0) = (netstat(backend, "TcpExtPAWSTimewait").unwrap(), netstat(&lab.client, "TcpExtTCPSynRetrans").unwrap());
+    let (paws0, retrans0) =
+        (netstat(backend, "TcpExtPAWSTimewait").unwrap(), netstat(&lab.client, "TcpExtTCPSynRetrans").unwrap());
     // Each close order, then the next connection on the same tuple once its hold (2 s) passed.
-    let orders = [Close::ServerFirst, Close::ClientFirst, Close::ServerResets, Close::ClientResets, Close::ServerFirst, Close::ServerFirst];
+    let orders = [
+        Close::ServerFirst,
+        Close::ClientFirst,
+        Close::ServerResets,
+        Close::ClientResets,
+        Close::ServerFirst,
+        Close::ServerFirst,
+    ];
 
     for (i, close) in orders.into_iter().enumerate() {
         if i > 0 {
@@ -182,7 +201,11 @@ fn a_tuple_reused_after_each_kind_of_close_gets_a_syn_the_server_takes() {
     let retrans = netstat(&lab.client, "TcpExtTCPSynRetrans").unwrap() - retrans0;
     eprintln!("PAWSTimewait {paws}, SynRetrans {retrans}, {ev:?} {:?}", c.reasons().unwrap());
 
-    assert_eq!(ev[&Event::PortReused], orders.len() as u64 - 1, "every connection after the first took the one tuple again");
+    assert_eq!(
+        ev[&Event::PortReused],
+        orders.len() as u64 - 1,
+        "every connection after the first took the one tuple again"
+    );
     assert_eq!((paws, retrans), (0, 0), "the server took every SYN at once");
     assert_eq!(reason(&c, Reason::NoNatPort), 0);
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use lb_common::Reason;
-use lb_user::{conntrack::FlowTable, stats::Counters};
+use lb_user::dataplane::{counters::Counters, flows::FlowTable};
 use tests::{
     agent::Agent,
     lab::{self, Lab},
@@ -29,13 +29,21 @@ fn config(lab: &Lab, exclude: &[&str]) -> String {
 
 /// The program attached through the pinned link on `iface`.
 fn link_prog_id(pin_dir: &std::path::Path, iface: &str) -> u64 {
-    let out = sh(std::process::Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pin_dir.join(format!("link_{iface}")))).unwrap();
+    let out = sh(std::process::Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned"])
+        .arg(pin_dir.join(format!("link_{iface}"))))
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["prog_id"].as_u64().unwrap()
 }
 
 fn forwarded(c: &Counters) -> u64 {
-    c.reasons().unwrap().into_iter().filter(|(r, _)| matches!(r, Reason::Forwarded | Reason::Replied)).map(|(_, n)| n).sum()
+    c.reasons()
+        .unwrap()
+        .into_iter()
+        .filter(|(r, _)| matches!(r, Reason::Forwarded | Reason::Replied))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 #[test]
@@ -199,7 +207,12 @@ fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
     assert_eq!(socat(&sock, "set server pool/app3 state drain").trim(), "");
     let m = spread(&lab, vip, 30);
     assert!(!m.contains_key("app3"), "{m:?}");
-    assert!(socat(&sock, "show servers state pool").lines().any(|l| l.contains(" app3 ") && l.split_whitespace().nth(6) == Some("8")), "admin state DRAIN (8)");
+    assert!(
+        socat(&sock, "show servers state pool")
+            .lines()
+            .any(|l| l.contains(" app3 ") && l.split_whitespace().nth(6) == Some("8")),
+        "admin state DRAIN (8)"
+    );
 
     // It survives a reload...
     let mut agent = agent;
@@ -217,7 +230,11 @@ fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
     let sock = agent.socket();
     sh(std::process::Command::new(&xdplb).args(["server", "enable", "pool/app3", "--socket"]).arg(&sock)).unwrap();
     assert_eq!(spread(&lab, vip, 30).get("app3"), Some(&10), "back in rotation");
-    let err = std::process::Command::new(&xdplb).args(["server", "drain", "pool/ghost", "--socket"]).arg(&sock).output().unwrap();
+    let err = std::process::Command::new(&xdplb)
+        .args(["server", "drain", "pool/ghost", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
     assert!(!err.status.success() && String::from_utf8_lossy(&err.stdout).contains("No such server"));
 
     // Weight 0 takes a server out of the rotation; health checks can be switched off.
@@ -245,7 +262,11 @@ fn the_systemd_unit_verifies() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("xdplb.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/xdplb", &tests::agent::xdplb_bin().unwrap())).unwrap();
-    let out = std::process::Command::new("systemd-analyze").args(["verify"]).arg(&path).output().expect("systemd-analyze (Debian package systemd)");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Only complaints about this unit count (the host's other units are not ours).
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("xdplb")).collect();
@@ -258,7 +279,10 @@ fn the_systemd_unit_verifies() {
 fn bpftool_dumps_the_maps_with_named_fields() {
     let lab = Lab::one_arm(3).unwrap();
     let agent = Agent::start(&lab.lb, &config(&lab, &[]), &lab.lb_ifaces, "native").unwrap();
-    let out = sh(std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(agent.pin_dir().join("servers"))).unwrap();
+    let out = sh(std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(agent.pin_dir().join("servers")))
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let servers: Vec<(Vec<u64>, u64)> = v
         .as_array()
@@ -272,10 +296,12 @@ fn bpftool_dumps_the_maps_with_named_fields() {
             (addr, v["port_be"].as_u64().unwrap())
         })
         .collect();
-    let want: Vec<(Vec<u64>, u64)> =
-        (21..=23).map(|i| (vec![198, 18, 0, i], BACKEND_PORT.to_be() as u64)).collect();
+    let want: Vec<(Vec<u64>, u64)> = (21..=23).map(|i| (vec![198, 18, 0, i], BACKEND_PORT.to_be() as u64)).collect();
     assert_eq!(servers, want, "bpftool shows named fields and the configured servers:\n{}", &out[..out.len().min(600)]);
-    let fronts = sh(std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(agent.pin_dir().join("frontends"))).unwrap();
+    let fronts = sh(std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(agent.pin_dir().join("frontends")))
+    .unwrap();
     assert!(fronts.contains("\"frontend_id\"") && fronts.contains("\"pool_id\""), "{fronts}");
 }
 
@@ -396,7 +422,8 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let rss_after = rss_kb(agent.pid());
-    let reasons: std::collections::HashMap<Reason, u64> = Counters::open_pinned(agent.pin_dir()).unwrap().reasons().unwrap().into_iter().collect();
+    let reasons: std::collections::HashMap<Reason, u64> =
+        Counters::open_pinned(agent.pin_dir()).unwrap().reasons().unwrap().into_iter().collect();
     eprintln!(
         "churn: {ok} connections in {seconds} s, {} failed, {} MB streamed beside; table back to 0; agent RSS {rss_before} -> {rss_after} kB; no_flow {}, no_flow_in_sweep {}; {reasons:?}",
         failed.len(),

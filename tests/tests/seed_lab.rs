@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::snapshot::ServerState;
+use lb_user::report::snapshot::ServerState;
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
     ClientConfig, RootCertStore,
@@ -68,7 +68,11 @@ fn peer_certificate_cn(s: &SeedLab) -> String {
         }
         let der = conn.peer_certificates().unwrap()[0].clone();
         // The CommonName of a certificate rcgen made: the member's name, in plain bytes.
-        ["app1", "app2", "app3"].iter().find(|n| der.windows(4).any(|w| w == n.as_bytes())).map(|n| n.to_string()).unwrap_or_default()
+        ["app1", "app2", "app3"]
+            .iter()
+            .find(|n| der.windows(4).any(|w| w == n.as_bytes()))
+            .map(|n| n.to_string())
+            .unwrap_or_default()
     })
 }
 
@@ -130,7 +134,11 @@ fn the_seeds_cluster_behind_xdplb() {
     let killed = Instant::now();
     let (mut ops, mut failed) = (0, 0);
     while s.server(ETCD, "app2").unwrap().state != ServerState::Down {
-        assert!(killed.elapsed() < INTER * 3 + Duration::from_secs(1), "app2 not DOWN {:?} after the kill", killed.elapsed());
+        assert!(
+            killed.elapsed() < INTER * 3 + Duration::from_secs(1),
+            "app2 not DOWN {:?} after the kill",
+            killed.elapsed()
+        );
         ops += 1;
         if s.etcdctl(&["put", "/xdplb/during", "x"]).is_err() {
             failed += 1;
@@ -164,9 +172,9 @@ fn the_seeds_cluster_behind_xdplb() {
     s.apiserver_mode(1, "fail").unwrap();
     s.wait_state(API, "app1", ServerState::Down, hang_limit).unwrap();
     s.wait_state(API, "app2", ServerState::Down, INTER * 4 + Duration::from_secs(2)).unwrap();
-    assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code, "L6TOUT");
+    assert_eq!(s.server(API, "app1").unwrap().last_check.unwrap().code.name(), "L6TOUT");
     let app2 = s.server(API, "app2").unwrap().last_check.unwrap();
-    assert_eq!((app2.code.as_str(), app2.http_status), ("L7STS", Some(500)));
+    assert_eq!((app2.code.name(), app2.http_status), ("L7STS", Some(500)));
     assert_eq!(s.server(API, "app3").unwrap().state, ServerState::Up, "app3's checks went on undisturbed");
 
     // 5. All three apiservers down: a new connection to 16443 is refused at once.

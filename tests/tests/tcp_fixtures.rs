@@ -6,10 +6,10 @@
 use std::net::Ipv4Addr;
 
 use lb_common::{
-    tcp::{tuple_hash, ts_clock},
+    tcp::{ts_clock, tuple_hash},
     Event, Reason,
 };
-use lb_user::conntrack::{monotonic_ns, FlowState};
+use lb_user::dataplane::flows::{monotonic_ns, FlowState};
 use tests::{
     fixture::*,
     frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
@@ -76,7 +76,10 @@ fn establish(l: &mut Loaded, cport: u16) -> Established {
     // The tuple's clock: milliseconds plus a secret hash of the tuple, never the client's.
     let hash = tuple_hash(VIP.octets(), nat.to_be(), srv.octets(), 2379u16.to_be(), l.settings().ts_secret);
     let clock = sent.wrapping_sub(hash);
-    assert!(clock.wrapping_sub(before) <= after.wrapping_sub(before), "TSval {sent:#x} = clock {clock} + hash, clock in {before}..={after}");
+    assert!(
+        clock.wrapping_sub(before) <= after.wrapping_sub(before),
+        "TSval {sent:#x} = clock {clock} + hash, clock in {before}..={after}"
+    );
 
     let mut synack = Tcp::new((srv, 2379), (VIP, nat), SYN | ACK);
     synack.seq = 5000;
@@ -205,7 +208,12 @@ fn a_rst_or_fin_outside_the_window_does_not_close_a_flow() {
             p.tcp_options.clear();
             let (action, _) = l.run(&p.frame());
             assert_eq!(action, XDP_TX, "passed on");
-            assert_eq!(state(&l), FlowState::Established, "flags {flags:#x} from the {} side", if from_client { "client" } else { "server" });
+            assert_eq!(
+                state(&l),
+                FlowState::Established,
+                "flags {flags:#x} from the {} side",
+                if from_client { "client" } else { "server" }
+            );
         }
         assert_eq!((l.event(Event::RstOutOfWindow), l.event(Event::FinOutOfWindow)), (2, 2));
         // Inside the window, a RST closes it.

@@ -60,7 +60,10 @@ pub fn install(build_dir: &Path, root: &Path) -> Result<()> {
     copy(&workspace().join("README.md"), &p.doc.join("README.md"), 0o644)?;
     if systemd(root) {
         crate::run(Command::new("systemctl").arg("daemon-reload"))?;
-        println!("xtask install: done. Edit {} (interfaces, servers), then: systemctl enable --now xdplb", cfg.display());
+        println!(
+            "xtask install: done. Edit {} (interfaces, servers), then: systemctl enable --now xdplb",
+            cfg.display()
+        );
     } else {
         println!("xtask install: done (systemd does not run here: enable the unit where it does: systemctl enable --now xdplb)");
     }

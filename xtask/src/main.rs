@@ -28,7 +28,10 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, build, and run every test (unit, BPF_PROG_TEST_RUN fixtures, namespace end-to-end).
+    /// The house style: `cargo fmt --check` and clippy with warnings as errors (host crates).
+    Lint,
+    /// Set up, lint, build, and run every test (unit, BPF_PROG_TEST_RUN fixtures, namespace
+    /// end-to-end).
     Test {
         /// Also run the long tests (minutes; CI does not).
         #[arg(long)]
@@ -93,10 +96,7 @@ fn build(release: bool) -> Result<PathBuf> {
 }
 
 pub fn is_root() -> bool {
-    extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Runs cargo test, passing its output through, and closes with the totals over every test
@@ -130,6 +130,21 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `cargo fmt --check` over every crate, then clippy with `-D warnings` over the host crates.
+/// lb-ebpf is left to the compiler: it builds only for bpfel-unknown-none (no_std, no_main,
+/// aya-ebpf's BPF helpers), which host clippy cannot check; lb-user's build script builds it
+/// for real, with the nightly toolchain, and its warnings show there.
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs from rustfmt.toml (the diff is above): run `cargo fmt --all`")?;
+    run(cargo().args(["clippy", "--workspace", "--exclude", "lb-ebpf", "--all-targets", "--", "-D", "warnings"]))
+        .context(
+            "clippy found warnings (above); fix them, or `#[expect(lint, reason = \"...\")]` where the code is right",
+        )?;
+    println!("xtask: fmt and clippy clean");
+    Ok(())
+}
+
 fn require_root(what: &str) -> Result<()> {
     if !is_root() {
         bail!("{what} needs root (it loads BPF programs and creates network namespaces): run it with sudo");
@@ -141,6 +156,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => setup::all(),
+        Cmd::Lint => {
+            setup::all()?;
+            lint()
+        }
         Cmd::Build { release } => {
             setup::all()?;
             let dir = build(release)?;
@@ -150,6 +169,7 @@ fn main() -> Result<()> {
         Cmd::Test { long, args } => {
             require_root("cargo xtask test")?;
             setup::all()?;
+            lint()?;
             let bin = build(false)?;
             let mut c = cargo();
             // lb-ebpf builds only for BPF (lb-user's build script builds it).

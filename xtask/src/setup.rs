@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::{run, workspace};
 
-
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Commands the tests and the lab need, and the Debian package that brings each.
 const PACKAGES: &[(&str, &str)] = &[
@@ -38,6 +37,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn all() -> Result<()> {
+    lint_tools()?;
     rust_src()?;
     bpf_linker()?;
     packages(&[PACKAGES, BENCH_PACKAGES].concat())?;
@@ -57,13 +57,26 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// rustfmt and clippy on the toolchain that builds the workspace (`cargo xtask lint` runs them).
+fn lint_tools() -> Result<()> {
+    let have = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if have("fmt") && have("clippy") {
+        step("rustfmt", "present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    step("rustfmt", "installed, with clippy");
+    Ok(())
+}
+
 fn rust_src() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         step("nightly", "installing (rustup toolchain install nightly)");
         run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         step("rust-src", "present");
         return Ok(());
@@ -87,7 +100,7 @@ fn bpf_linker() -> Result<()> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let so = fs::read_dir(&lib)?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
         .with_context(|| format!("no libLLVM in {}: is the nightly toolchain complete?", lib.display()))?;
@@ -116,7 +129,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn packages(wanted: &[(&str, &str)]) -> Result<()> {

@@ -16,10 +16,11 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use crate::config::CheckKind;
+use crate::{config::CheckKind, http1};
 
-/// HAProxy's check status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HAProxy's check status codes (`L7OK` in the JSON too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Code {
     L4Ok,
     L4Tout,
@@ -95,9 +96,6 @@ pub struct CheckSpec {
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
-/// The most of a response a check reads (HAProxy's tune.chksize is 16 KiB).
-const MAX_RESPONSE: usize = 64 * 1024;
-
 pub async fn run(spec: &CheckSpec) -> CheckResult {
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + spec.timeout);
@@ -148,10 +146,8 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     spec: &CheckSpec,
     deadline: tokio::time::Instant,
 ) -> (Code, Option<u16>, String) {
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xdplb-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        spec.path, spec.host
-    );
+    let request =
+        http1::get_request(&spec.path, &spec.host, &[("User-Agent", "xdplb-health-check"), ("Accept", "*/*")]);
     match timeout_at(deadline, s.write_all(request.as_bytes())).await {
         Err(_) => return (Code::L7Tout, None, "request not sent within the timeout".into()),
         Ok(Err(e)) => return (Code::SockErr, None, format!("sending the request: {e}")),
@@ -162,7 +158,7 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err((code, e))) => return (code, None, e),
         Ok(Ok(r)) => r,
     };
-    let (status, body) = response;
+    let http1::Response { status, body } = response;
     if status != spec.expect_status {
         return (Code::L7Sts, Some(status), format!("HTTP status {status}, expected {}", spec.expect_status));
     }
@@ -175,86 +171,14 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads one HTTP/1.x response: status and body (by Content-Length, chunked, or to EOF).
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<(u16, Vec<u8>), (Code, String)> {
-    let invalid = |m: String| (Code::L7Rsp, m);
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<http1::Response, (Code, String)> {
     let mut buf = Vec::with_capacity(4096);
-    let header_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_RESPONSE {
-            return Err(invalid("response headers too long".into()));
-        }
-        if read_more(s, &mut buf).await? == 0 {
-            return Err(invalid(if buf.is_empty() {
-                "connection closed without a response".into()
-            } else {
-                "truncated response headers".into()
-            }));
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    if !version.starts_with("HTTP/1.") {
-        return Err(invalid(format!("not an HTTP/1 response: {:?}", truncate(status_line))));
-    }
-    let status: u16 = code.parse().map_err(|_| invalid(format!("bad status line {:?}", truncate(status_line))))?;
-    let header = |name: &str| {
-        head.split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let mut body = buf.split_off(header_end);
-    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        return dechunk(s, body).await.map(|b| (status, b));
-    }
-    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        let len = len.min(MAX_RESPONSE);
-        while body.len() < len {
-            if read_more(s, &mut body).await? == 0 {
-                return Err(invalid(format!("body shorter than its Content-Length ({} of {len} bytes)", body.len())));
-            }
-        }
-        body.truncate(len);
-        return Ok((status, body));
-    }
-    while body.len() < MAX_RESPONSE && read_more(s, &mut body).await? > 0 {}
-    Ok((status, body))
-}
-
-async fn dechunk<S: AsyncRead + Unpin>(s: &mut S, mut raw: Vec<u8>) -> Result<Vec<u8>, (Code, String)> {
-    let invalid = |m: String| (Code::L7Rsp, m);
-    let mut body = Vec::new();
     loop {
-        let line_end = loop {
-            if let Some(i) = find(&raw, b"\r\n") {
-                break i;
-            }
-            if raw.len() > MAX_RESPONSE || read_more(s, &mut raw).await? == 0 {
-                return Err(invalid("truncated chunked body".into()));
-            }
-        };
-        let size_text = String::from_utf8_lossy(&raw[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| invalid(format!("bad chunk size {:?}", truncate(&size_text))))?;
-        raw.drain(..line_end + 2);
-        if size == 0 {
-            return Ok(body);
-        }
-        while raw.len() < size + 2 {
-            if read_more(s, &mut raw).await? == 0 {
-                return Err(invalid("truncated chunk".into()));
-            }
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw.drain(..size + 2);
-        if body.len() > MAX_RESPONSE {
-            return Ok(body);
+        let eof = read_more(s, &mut buf).await? == 0;
+        match http1::response(&buf, eof) {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            Err(invalid) => return Err((Code::L7Rsp, invalid.to_string())),
         }
     }
 }
@@ -270,7 +194,11 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
         }
         // A TLS peer that closes without close_notify still sent what it sent.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+        Err(e)
+            if e.get_ref().is_some_and(
+                <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<rustls::Error>,
+            ) =>
+        {
             Err((Code::L6Rsp, format!("TLS error: {e}")))
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
@@ -278,12 +206,4 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
         }
         Err(e) => Err((Code::L7Rsp, format!("reading the response: {e}"))),
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn truncate(s: &str) -> &str {
-    &s[..s.len().min(80).min(s.char_indices().nth(80).map(|(i, _)| i).unwrap_or(s.len()))]
 }

@@ -6,37 +6,30 @@
 //! for the status page and rewrites the kernel's healthy set when a task reports a transition.
 
 pub mod check;
+pub mod plan;
 pub mod state;
 pub mod tls;
 
 use std::{
-    collections::HashMap,
-    net::IpAddr,
+    collections::{HashMap, HashSet},
+    net::SocketAddrV4,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use rustls::pki_types::ServerName;
-use tokio::{sync::{mpsc, Notify}, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Notify},
+    task::JoinHandle,
+};
 
 use crate::{
-    config::{AdminState, CheckCfg, CheckKind, Config, Observe, OnMarkedDown},
-    snapshot::{CheckView, ServerState},
-    topology::Topology,
+    config::{AdminState, CheckCfg, Observe, OnMarkedDown},
+    model::Topology,
+    report::snapshot::CheckView,
 };
-use check::{CheckResult, CheckSpec};
-use state::{Health, Transition};
-
-/// What one server's checks are: the spec and the timing, compared on reload.
-#[derive(Clone)]
-pub struct Plan {
-    pub pool: String,
-    pub server: String,
-    pub spec: CheckSpec,
-    pub check: CheckCfg,
-    /// A fingerprint of everything that changes how checks run.
-    key: String,
-}
+use check::CheckResult;
+pub use plan::{plans, Plan};
+use state::{Health, ServerState, Transition};
 
 /// One check result from a server's task.
 pub struct Event {
@@ -47,61 +40,6 @@ pub struct Event {
     pub transition: Option<Transition>,
     /// When the task decided (for the decision-to-kernel latency).
     pub decided_at: Instant,
-}
-
-/// Builds the check plan of every checked server; problems (a certificate that does not parse,
-/// a bad SNI) are reported all at once, before anything touches the kernel.
-pub fn plans(cfg: &Config, topo: &Topology) -> Result<HashMap<u32, Plan>, Vec<String>> {
-    let mut out = HashMap::new();
-    let mut problems = Vec::new();
-    for b in &cfg.backends {
-        if b.check.kind == CheckKind::None {
-            continue;
-        }
-        let Some(pool) = topo.pool(&b.name) else { continue };
-        let tls = if b.check.kind == CheckKind::Https
-            || (b.check.kind == CheckKind::Tcp && (b.check.crt.is_some() || b.check.ca_file.is_some()))
-        {
-            match tls::client_config(&b.check) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    problems.push(format!("backend {:?} check: {e}", b.name));
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        for (s_cfg, s) in b.servers.iter().zip(&pool.servers) {
-            if !s_cfg.check {
-                continue;
-            }
-            let name = match &b.check.sni {
-                Some(sni) => match ServerName::try_from(sni.clone()) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        problems.push(format!("backend {:?} check.sni {sni:?}: {e}", b.name));
-                        continue;
-                    }
-                },
-                None => ServerName::IpAddress(IpAddr::V4(*s.addr.ip()).into()),
-            };
-            let addr = std::net::SocketAddrV4::new(*s.addr.ip(), b.check.port.unwrap_or(s.addr.port()));
-            let spec = CheckSpec {
-                kind: b.check.kind,
-                addr,
-                timeout: b.check.timeout(),
-                path: b.check.path.clone(),
-                host: b.check.host.clone().unwrap_or_else(|| addr.to_string()),
-                expect_status: b.check.expect_status,
-                expect_string: b.check.expect_string.clone(),
-                tls: tls.clone().map(|c| (c, name)),
-            };
-            let key = format!("{}|{:?}|{}", s.addr, b.check, s_cfg.check);
-            out.insert(s.id, Plan { pool: b.name.clone(), server: s.name.clone(), spec, check: b.check.clone(), key });
-        }
-    }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 struct Checker {
@@ -168,8 +106,8 @@ async fn run_checker(id: u32, plan: Plan, mut health: Health, tx: mpsc::Unbounde
         }
         let wait = health.interval(inter, fast, down);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = hurry.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = hurry.notified() => {}
         }
     }
 }
@@ -182,12 +120,12 @@ impl Registry {
 
     /// Starts servers as the kernel has them (a restart adopting a running data path): those in
     /// a healthy set fully UP, the others DOWN. Call before the first `apply`.
-    pub fn adopt(&mut self, cfg: &Config, topo: &Topology, members: &std::collections::HashSet<std::net::SocketAddrV4>) {
+    pub fn adopt(&mut self, topo: &Topology, members: &HashSet<SocketAddrV4>) {
         let now = Instant::now();
         for (pool, s) in topo.servers() {
-            let check = cfg.backends.iter().find(|b| b.name == pool.name).map(|b| b.check.clone()).unwrap_or_default();
+            let check = &pool.check;
             let health = Health::adopted(check.rise, check.fall, members.contains(&s.addr), now);
-            self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, &check, health));
+            self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, check, health));
         }
     }
 
@@ -198,30 +136,28 @@ impl Registry {
 
     /// Makes the running checks match `plans` for `topo`: new servers start checking, removed
     /// ones stop, changed ones restart keeping their state. Unchecked servers count as UP.
-    pub fn apply(&mut self, cfg: &Config, topo: &Topology, plans: HashMap<u32, Plan>) {
+    pub fn apply(&mut self, topo: &Topology, plans: HashMap<u32, Plan>) {
         let now = Instant::now();
-        let live: HashMap<u32, (&str, &str)> =
-            topo.servers().map(|(p, s)| (s.id, (p.name.as_str(), s.name.as_str()))).collect();
-        self.servers.retain(|id, _| live.contains_key(id));
+        let live: HashSet<u32> = topo.servers().map(|(_, s)| s.id).collect();
+        self.servers.retain(|id, _| live.contains(id));
         // Checkers whose plan changed stop here; `sync` starts them again with the new one.
-        for (id, c) in self.checkers.iter() {
+        for (id, c) in &self.checkers {
             if plans.get(id).map(|p| &p.key) != Some(&c.key) {
                 c.task.abort();
             }
         }
         self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
-        for (&id, &(pool, name)) in &live {
-            let check = cfg.backends.iter().find(|b| b.name == pool).map(|b| b.check.clone()).unwrap_or_default();
+        for (pool, s) in topo.servers() {
+            let (id, check) = (s.id, &pool.check);
             let view = self.servers.entry(id).or_insert_with(|| {
-                ServerView::new(pool, name, &check, Health::new(check.rise, check.fall, check.initial_state, now))
+                ServerView::new(
+                    &pool.name,
+                    &s.name,
+                    check,
+                    Health::new(check.rise, check.fall, check.initial_state, now),
+                )
             });
-            view.admin = cfg
-                .backends
-                .iter()
-                .find(|b| b.name == pool)
-                .and_then(|b| b.servers.iter().find(|s| s.name == name))
-                .map(|s| s.state)
-                .unwrap_or_default();
+            view.admin = s.admin;
             view.observe = plans.contains_key(&id) && check.observe == Observe::Layer4;
             view.error_limit = check.error_limit;
             view.on_marked_down = check.on_marked_down;
@@ -249,10 +185,11 @@ impl Registry {
             }
             let view = &self.servers[id];
             let hurry = Arc::new(Notify::new());
-            let task = tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
+            let task =
+                tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
             self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
         }
-        for (id, v) in self.servers.iter_mut() {
+        for (id, v) in &mut self.servers {
             v.checked = self.plans.contains_key(id) && !v.health_disabled;
         }
     }
@@ -303,12 +240,14 @@ impl Registry {
             return;
         }
         v.pending_errors += new_errors;
-        if v.pending_errors >= v.error_limit as u64 {
+        if v.pending_errors >= u64::from(v.error_limit) {
             v.pending_errors = 0;
             if let Some(c) = self.checkers.get(&id) {
                 log::warn!(
                     "Server {}/{}: {} connection errors seen (RST or no answer to SYN): checking now",
-                    v.pool, v.name, v.error_limit
+                    v.pool,
+                    v.name,
+                    v.error_limit
                 );
                 c.hurry.notify_one();
             }
@@ -318,10 +257,10 @@ impl Registry {
     pub fn check_view(&self, id: u32, now: Instant) -> Option<CheckView> {
         let (r, at) = self.servers.get(&id)?.last.as_ref()?;
         Some(CheckView {
-            code: r.code.name().into(),
+            code: r.code,
             http_status: r.http_status,
-            duration_ms: r.duration.as_millis() as u64,
-            description: format!("{}: {}", r.code.description(), r.detail),
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            detail: r.detail.clone(),
             age_s: now.saturating_duration_since(*at).as_secs(),
         })
     }
@@ -341,7 +280,14 @@ impl Drop for Registry {
 }
 
 /// The transition log line, HAProxy's wording.
-pub fn transition_line(pool: &str, server: &str, t: Transition, r: &CheckResult, active: usize, backup: usize) -> String {
+pub fn transition_line(
+    pool: &str,
+    server: &str,
+    t: Transition,
+    r: &CheckResult,
+    active: usize,
+    backup: usize,
+) -> String {
     let code = r.http_status.map(|c| format!(", code: {c}")).unwrap_or_default();
     match t {
         Transition::Down => format!(

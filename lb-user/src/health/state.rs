@@ -1,9 +1,68 @@
 //! HAProxy's health state machine for one server: a health counter from 0 to rise+fall-1, the
-//! server UP at or above `rise`, with HAProxy's hysteresis and wording (`UP 2/3`, `DOWN 1/2`).
+//! server UP at or above `rise`, with HAProxy's hysteresis; and a server's state as the agent
+//! reports it, with HAProxy's words for it (`UP 2/3`, `DOWN 1/2`, `MAINT`, ...), in one place.
 
 use std::time::{Duration, Instant};
 
-use crate::{config::InitialState, snapshot::ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::config::InitialState;
+
+/// What a server does with new flows, and why.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ServerState {
+    #[default]
+    Up,
+    /// UP, failing checks (`UP x/fall`).
+    GoingDown,
+    Down,
+    /// DOWN, passing checks (`DOWN x/rise`).
+    GoingUp,
+    /// Administratively off: no new flows, no checks.
+    Maint,
+    /// No new flows, open flows stay, checks go on.
+    Drain,
+    /// Not checked: counts as UP.
+    NoCheck,
+}
+
+/// A checked server's health counter: UP at or above `rise`, fully UP at `rise + fall - 1`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthCounts {
+    pub health: u32,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl ServerState {
+    /// Whether the server may take new flows.
+    pub fn takes_flows(self) -> bool {
+        matches!(self, ServerState::Up | ServerState::GoingDown | ServerState::NoCheck)
+    }
+
+    /// What it does with new flows, in HAProxy's words: `UP`, `DOWN`, `MAINT` or `DRAIN`
+    /// (HAProxy has no word for going up or down, nor for an unchecked server, which is UP).
+    pub fn flow_word(self) -> &'static str {
+        match self {
+            ServerState::Up | ServerState::GoingDown | ServerState::NoCheck => "UP",
+            ServerState::Down | ServerState::GoingUp => "DOWN",
+            ServerState::Maint => "MAINT",
+            ServerState::Drain => "DRAIN",
+        }
+    }
+
+    /// HAProxy's status column: `UP`, `UP 2/3` (checks left before DOWN), `DOWN`, `DOWN 1/2`
+    /// (passes so far towards UP), `MAINT`, `DRAIN`, `no check`.
+    pub fn status(self, counts: Option<HealthCounts>) -> String {
+        match (self, counts) {
+            (ServerState::GoingDown, Some(h)) => format!("UP {}/{}", (h.health + 1).saturating_sub(h.rise), h.fall),
+            (ServerState::GoingUp, Some(h)) => format!("DOWN {}/{}", h.health, h.rise),
+            (ServerState::NoCheck, _) => "no check".into(),
+            (state, _) => state.flow_word().into(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -12,6 +71,7 @@ pub enum Transition {
 }
 
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_field_names, reason = "HAProxy calls the counter `health` too")]
 pub struct Health {
     rise: u32,
     fall: u32,
@@ -97,15 +157,14 @@ impl Health {
         }
     }
 
-    /// HAProxy's status column: `UP`, `UP 2/3` (checks left before DOWN), `DOWN`, `DOWN 1/2`
-    /// (passes so far towards UP).
+    /// The counter, for the status page and HAProxy's formats.
+    pub fn counts(&self) -> HealthCounts {
+        HealthCounts { health: self.health, rise: self.rise, fall: self.fall }
+    }
+
+    /// HAProxy's status column for this counter (`UP 2/3`, `DOWN 1/2`, ...).
     pub fn status(&self) -> String {
-        match self.state() {
-            ServerState::GoingDown => format!("UP {}/{}", self.health - self.rise + 1, self.fall),
-            ServerState::GoingUp => format!("DOWN {}/{}", self.health, self.rise),
-            ServerState::Down => "DOWN".into(),
-            _ => "UP".into(),
-        }
+        self.state().status(Some(self.counts()))
     }
 
     /// When the next check is due: `inter` while steadily UP, `fastinter` while changing state,
@@ -124,7 +183,11 @@ impl Health {
 
     /// Time spent DOWN, including the current stretch.
     pub fn downtime(&self, now: Instant) -> Duration {
-        if self.up { self.downtime } else { self.downtime + (now - self.since) }
+        if self.up {
+            self.downtime
+        } else {
+            self.downtime + (now - self.since)
+        }
     }
 }
 
@@ -177,11 +240,14 @@ mod tests {
     #[test]
     fn rise_and_fall_of_one_flip_at_once() {
         let mut h = Health::new(1, 1, InitialState::Down, Instant::now());
-        assert_eq!(run(&mut h, "+-+"), vec![
-            ("UP".into(), Some(Transition::Up)),
-            ("DOWN".into(), Some(Transition::Down)),
-            ("UP".into(), Some(Transition::Up)),
-        ]);
+        assert_eq!(
+            run(&mut h, "+-+"),
+            vec![
+                ("UP".into(), Some(Transition::Up)),
+                ("DOWN".into(), Some(Transition::Down)),
+                ("UP".into(), Some(Transition::Up)),
+            ]
+        );
     }
 
     #[test]

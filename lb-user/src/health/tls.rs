@@ -21,7 +21,7 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-fn file_err(path: &Path, what: impl ToString) -> TlsError {
+fn file_err(path: &Path, what: &dyn std::fmt::Display) -> TlsError {
     TlsError::File { path: path.display().to_string(), what: what.to_string() }
 }
 
@@ -64,11 +64,11 @@ impl ServerCertVerifier for NoVerify {
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, e))?
+        .map_err(|e| file_err(path, &e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
+        .map_err(|e| file_err(path, &e))?;
     if certs.is_empty() {
-        return Err(file_err(path, "no PEM certificate in it"));
+        return Err(file_err(path, &"no PEM certificate in it"));
     }
     Ok(certs)
 }
@@ -81,7 +81,7 @@ pub fn client_config(check: &CheckCfg) -> Result<Arc<ClientConfig>, TlsError> {
         (Verify::Required, Some(ca)) => {
             let mut roots = RootCertStore::empty();
             for c in certs(ca)? {
-                roots.add(c).map_err(|e| file_err(ca, e))?;
+                roots.add(c).map_err(|e| file_err(ca, &e))?;
             }
             builder.with_root_certificates(roots)
         }
@@ -90,7 +90,7 @@ pub fn client_config(check: &CheckCfg) -> Result<Arc<ClientConfig>, TlsError> {
     };
     let config = match (&check.crt, &check.key) {
         (Some(crt), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, &e))?;
             builder.with_client_auth_cert(certs(crt)?, key)?
         }
         _ => builder.with_no_client_auth(),

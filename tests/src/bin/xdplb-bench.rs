@@ -52,7 +52,11 @@ struct Args {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn prog_bench(args: &Args) -> Result<serde_json::Value> {
@@ -154,11 +158,17 @@ fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Res
         .trim()
         .parse::<f64>()?;
     let lat = |p: &str| -> Result<f64> {
-        let line = out.lines().find(|l| l.trim_start().starts_with(p)).with_context(|| format!("no {p} in wrk output"))?;
+        let line =
+            out.lines().find(|l| l.trim_start().starts_with(p)).with_context(|| format!("no {p} in wrk output"))?;
         let v = line.split_whitespace().nth(1).unwrap();
         let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap());
         let n: f64 = num.parse()?;
-        Ok(match unit { "us" => n, "ms" => n * 1000.0, "s" => n * 1e6, _ => bail!("unit {unit}") })
+        Ok(match unit {
+            "us" => n,
+            "ms" => n * 1000.0,
+            "s" => n * 1e6,
+            _ => bail!("unit {unit}"),
+        })
     };
     if out.contains("Non-2xx") {
         bail!("wrk saw errors:\n{out}");
@@ -168,7 +178,17 @@ fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Res
 
 /// Bytes per second of one connection downloading the 64 MiB file.
 fn single_connection(ns: &NetNs, url: &str) -> Result<f64> {
-    let out = ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{speed_download} %{size_download}", url])?;
+    let out = ns.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "60",
+        "-w",
+        "%{speed_download} %{size_download}",
+        url,
+    ])?;
     let mut w = out.split_whitespace();
     let speed: f64 = w.next().context("curl speed")?.parse()?;
     let size: f64 = w.next().context("curl size")?.parse()?;
@@ -206,7 +226,8 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Contender; 5] = [Contender::Direct, Contender::Haproxy, Contender::Nftables, Contender::XdplbNative, Contender::XdplbGeneric];
+    const ALL: [Contender; 5] =
+        [Contender::Direct, Contender::Haproxy, Contender::Nftables, Contender::XdplbNative, Contender::XdplbGeneric];
     fn name(self) -> &'static str {
         match self {
             Contender::Direct => "direct (client -> one nginx)",
@@ -232,7 +253,8 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
         Contender::Direct => Running::None,
         Contender::Haproxy => {
             let cfg = tmp.join("haproxy.cfg");
-            let lines: Vec<String> = servers.iter().enumerate().map(|(i, s)| format!("  server app{} {s}", i + 1)).collect();
+            let lines: Vec<String> =
+                servers.iter().enumerate().map(|(i, s)| format!("  server app{} {s}", i + 1)).collect();
             fs::write(
                 &cfg,
                 format!(
@@ -242,7 +264,12 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
                     lines.join("\n")
                 ),
             )?;
-            let mut child = lab.lb.command("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn()?;
+            let mut child = lab
+                .lb
+                .command("haproxy")
+                .args(["-db", "-f", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
             // Wait for its listener, and say so if it died instead.
             for _ in 0..100 {
                 if let Some(status) = child.try_wait()? {
@@ -314,7 +341,13 @@ fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Fi
         Contender::Direct => format!("http://{}:80{path}", lab.backends[0].addr),
         _ => format!("http://{}:80{path}", lab.vip),
     };
-    let (soft0, proc0) = (softirq_ms()?, match running { Running::Haproxy(h) => Some(process_ms(h.id())?), _ => None });
+    let (soft0, proc0) = (
+        softirq_ms()?,
+        match running {
+            Running::Haproxy(h) => Some(process_ms(h.id())?),
+            _ => None,
+        },
+    );
     let (rps, p50, p99) = wrk(&lab.client, &url("/"), args.seconds, false)?;
     let requests = rps * args.seconds as f64;
     let soft = (softirq_ms()? - soft0) / requests * 1000.0;
@@ -325,7 +358,17 @@ fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Fi
     let (newconn, _, _) = wrk(&lab.client, &url("/"), args.seconds, true)?;
     let (_, pp50, pp99) = wrk_with(&lab.client, &url("/"), args.seconds.min(3), false, 1)?;
     let single = single_connection(&lab.client, &url("/big"))?;
-    Ok(Figures { keepalive_rps: rps, p50_us: p50, p99_us: p99, pingpong_p50_us: pp50, pingpong_p99_us: pp99, newconn_rps: newconn, single_conn_bytes_per_s: single, softirq_ms_per_1k: soft, process_ms_per_1k: process })
+    Ok(Figures {
+        keepalive_rps: rps,
+        p50_us: p50,
+        p99_us: p99,
+        pingpong_p50_us: pp50,
+        pingpong_p99_us: pp99,
+        newconn_rps: newconn,
+        single_conn_bytes_per_s: single,
+        softirq_ms_per_1k: soft,
+        process_ms_per_1k: process,
+    })
 }
 
 fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
@@ -374,12 +417,15 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
         );
         let _ = sc_d;
         bars.push((c.name(), ka / ka_d, nc / nc_d));
-        out.insert(c.name().to_string(), json!({ "median": {
+        out.insert(
+            c.name().to_string(),
+            json!({ "median": {
             "keepalive_rps": ka, "newconn_rps": nc, "single_conn_bytes_per_s": sc,
             "p50_us": med(c, &|x| x.p50_us), "p99_us": med(c, &|x| x.p99_us),
             "pingpong_p50_us": med(c, &|x| x.pingpong_p50_us), "pingpong_p99_us": med(c, &|x| x.pingpong_p99_us),
             "softirq_ms_per_1k": med(c, &|x| x.softirq_ms_per_1k),
-        }, "rounds": samples[&c] }));
+        }, "rounds": samples[&c] }),
+        );
     }
     chart(&bars)?;
     Ok(serde_json::Value::Object(out))
@@ -403,8 +449,19 @@ fn chart(bars: &[(&str, f64, f64)]) -> Result<()> {
     for (i, (name, ka, nc)) in bars.iter().enumerate() {
         let y = 60.0 + row * i as f64;
         svg += &format!("<text x='10' y='{}'>{}</text>", y + 24.0, name.replace('&', "&amp;").replace('<', "&lt;"));
-        svg += &format!("<rect x='{left}' y='{y}' width='{}' height='20' fill='#3b7dd8'/><text x='{}' y='{}'>{ka:.2}x</text>", scale(*ka), left + scale(*ka) + 4.0, y + 15.0);
-        svg += &format!("<rect x='{left}' y='{}' width='{}' height='20' fill='#e8913a'/><text x='{}' y='{}'>{nc:.2}x</text>", y + 22.0, scale(*nc), left + scale(*nc) + 4.0, y + 37.0);
+        svg += &format!(
+            "<rect x='{left}' y='{y}' width='{}' height='20' fill='#3b7dd8'/><text x='{}' y='{}'>{ka:.2}x</text>",
+            scale(*ka),
+            left + scale(*ka) + 4.0,
+            y + 15.0
+        );
+        svg += &format!(
+            "<rect x='{left}' y='{}' width='{}' height='20' fill='#e8913a'/><text x='{}' y='{}'>{nc:.2}x</text>",
+            y + 22.0,
+            scale(*nc),
+            left + scale(*nc) + 4.0,
+            y + 37.0
+        );
     }
     let x1 = left + scale(1.0);
     svg += &format!("<line x1='{x1}' y1='50' x2='{x1}' y2='{}' stroke='#444' stroke-dasharray='4 3'/><text x='{}' y='{}'>direct = 1.0</text></svg>", h - 10.0, x1 - 30.0, h - 2.0);
@@ -425,7 +482,8 @@ fn main() -> Result<()> {
         args.runs = 2_000;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let kernel =
+        Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     println!("## xdplb benchmark: {cores} cores, Linux {kernel}");
     let mut report = serde_json::Map::new();
     report.insert("cores".into(), cores.into());

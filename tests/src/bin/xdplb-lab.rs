@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_user::snapshot::ServerState;
+use lb_user::report::snapshot::ServerState;
 use tests::{lab::Names, seed::SeedLab};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://198.18.0.10:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",
         d = DIR
     );
-    print!("{}", lb_user::statuspage::table(&lab.status()?));
+    print!("{}", lb_user::report::table::table(&lab.status()?));
     println!(
         "\nThe seed's cluster runs behind xdplb (its config: {DIR}/xdplb.toml, imported from {DIR}/haproxy.cfg):\n\
          \n  client {cl} 198.18.0.1  ->  balancer {lb} 198.18.0.10:12379 (etcd) and :16443 (apiservers)\

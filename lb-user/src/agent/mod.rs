@@ -12,112 +12,46 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+mod commands;
+mod prepare;
+
+use commands::apply_overrides;
+use prepare::{prepare, Prepared};
+pub use prepare::{Refused, RunOptions};
+
 use crate::{
-    config::{Config, OnMarkedDown, XdpModeCfg},
-    conntrack::{monotonic_ns, FlowTable, Sweep, Timeouts},
-    dataplane::{self, Attached, LoadOptions},
+    config::{Global, OnMarkedDown},
+    dataplane::{
+        self,
+        counters::Counters,
+        flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
+        maps::MapOwner,
+        LoadOptions,
+    },
     health::{self, state::Transition, Registry},
-    runtime::{self, Command, Overrides},
-    runtime_format,
-    maps::MapOwner,
-    netif::{self, Interface},
-    snapshot::Snapshot,
-    stats::Counters,
-    service, status, sysctl,
-    topology::{System, Topology},
+    host::{service, sysctl},
+    model::Topology,
+    report::{
+        builder, http,
+        snapshot::{InterfaceStatus, Snapshot},
+    },
+    runtime::{self, Overrides},
 };
 
-/// Problems found before anything touched the kernel: the agent refuses to start (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
-
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub config: PathBuf,
-    /// Replaces `global.interfaces` when not empty.
-    pub ifaces: Vec<String>,
-    pub xdp_mode: Option<XdpModeCfg>,
-    pub pin_dir: Option<PathBuf>,
-    pub runtime_socket: Option<PathBuf>,
-    pub state_file: Option<PathBuf>,
-}
-
-/// Everything `run` needs, checked: the config, the interfaces, the topology, the checks.
-struct Prepared {
-    config: Config,
-    ifaces: Vec<Interface>,
-    topology: Topology,
-    plans: HashMap<u32, health::Plan>,
-}
-
-fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refused> {
-    let mut config = Config::load(&opts.config).map_err(|e| Refused(e.to_string()))?;
-    if !opts.ifaces.is_empty() {
-        config.global.interfaces = opts.ifaces.clone();
-    }
-    if let Some(m) = opts.xdp_mode {
-        config.global.xdp_mode = m;
-    }
-    if let Some(d) = &opts.pin_dir {
-        config.global.pin_dir = d.clone();
-    }
-    if let Some(s) = &opts.runtime_socket {
-        config.global.runtime_socket = s.clone();
-    }
-    if let Some(s) = &opts.state_file {
-        config.global.state_file = s.clone();
-    }
-    if config.global.interfaces.is_empty() {
-        return Err(Refused(format!(
-            "{}: no interface to attach to: pass --iface IFACE or set global.interfaces = [\"eth0\"]",
-            opts.config.display()
-        )));
-    }
-    let mut ifaces = Vec::new();
-    let mut problems = Vec::new();
-    for name in &config.global.interfaces {
-        match netif::interface(name) {
-            Ok(i) => ifaces.push(i),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Refused(problems.join("\n")));
-    }
-    let topology = Topology::resolve(&config, &ifaces, &System, prev).map_err(|p| {
-        Refused(format!(
-            "{}: {} problem(s):\n{}",
-            opts.config.display(),
-            p.len(),
-            p.iter().map(|x| format!("  - {x}")).collect::<Vec<_>>().join("\n")
-        ))
-    })?;
-    let plans = health::plans(&config, &topology).map_err(|p| {
-        Refused(format!("{}: {}", opts.config.display(), p.join("\n  - ")))
-    })?;
-    Ok(Prepared { config, ifaces, topology, plans })
-}
-
-fn timeouts(c: &Config) -> Timeouts {
-    Timeouts {
-        idle: c.global.idle_timeout.0,
-        syn: c.global.syn_timeout.0,
-        linger: c.global.close_linger.0,
-        time_wait: c.global.server_time_wait.0,
-    }
+fn timeouts(g: &Global) -> Timeouts {
+    Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0, time_wait: g.server_time_wait.0 }
 }
 
 /// The running agent: the single owner of the maps, the checks and what the status page shows.
 struct Agent {
     opts: RunOptions,
-    config: Config,
+    global: Global,
     topology: Topology,
     owner: MapOwner,
     flows: FlowTable,
     counters: Counters,
     registry: Registry,
-    status: status::Builder,
+    status: builder::Builder,
     shared: Arc<RwLock<Snapshot>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
@@ -125,15 +59,16 @@ struct Agent {
     overrides: Overrides,
 }
 
+#[expect(clippy::too_many_lines, reason = "the start-up sequence reads in order, one step after the other")]
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let Prepared { config, ifaces, topology, plans } = prepare(&opts, None)?;
-    let g = &config.global;
-    service::check_privileges().map_err(Refused)?;
-    let lock = service::lock(&g.pin_dir).map_err(Refused)?;
+    let Prepared { global, ifaces, topology, plans } = prepare(&opts, None)?;
+    let g = &global;
+    service::check_privileges().map_err(|e| Refused(e.to_string()))?;
+    let lock = service::lock(&g.pin_dir).map_err(|e| Refused(e.to_string()))?;
     // Bind the status page next: a port in use is a refusal, before the kernel is touched.
-    let listener = tokio::net::TcpListener::bind(g.stats_bind).await.map_err(|e| {
-        Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind))
-    })?;
+    let listener = tokio::net::TcpListener::bind(g.stats_bind)
+        .await
+        .map_err(|e| Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind)))?;
     let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
     let runtime_listener = runtime::bind(&g.runtime_socket)
         .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
@@ -144,8 +79,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
-    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: Some(g.pin_dir.clone()), max_flows: g.max_flows, max_half_open: g.max_half_open })
-        .context("loading the XDP data path")?;
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: Some(g.pin_dir.clone()),
+        max_flows: g.max_flows,
+        max_half_open: g.max_half_open,
+    })
+    .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
@@ -155,9 +94,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let members = owner.members();
     if !members.is_empty() {
         log::info!("adopting the pinned data path: {} server(s) were taking flows", members.len());
-        registry.adopt(&config, &topology, &members);
+        registry.adopt(&topology, &members);
     }
-    registry.apply(&config, &topology, plans);
+    registry.apply(&topology, plans);
     let mut topology = topology;
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
@@ -165,22 +104,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
-    let modes: Vec<String> = attached
-        .iter()
-        .map(|(i, a)| match a {
-            Attached::New(m) => format!("{i}:{m}"),
-            Attached::Adopted => format!("{i}:adopted"),
-        })
-        .collect();
+    let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
-    tokio::spawn(status::serve(listener, shared.clone()));
+    tokio::spawn(http::serve(listener, shared.clone()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(runtime::serve(runtime_listener, runtime_tx));
     let mut agent = Agent {
-        status: status::Builder::new(modes.clone()),
+        status: builder::Builder::new(modes.clone()),
         opts,
-        config,
+        global,
         topology,
         owner,
         flows,
@@ -196,15 +129,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}, status on http://{}/",
         agent.topology.frontends.len(),
         agent.topology.servers().count(),
-        agent.config.global.pin_dir.display(),
-        modes.join(" "),
-        agent.config.global.stats_bind,
+        agent.global.pin_dir.display(),
+        modes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        agent.global.stats_bind,
     );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc = tokio::time::interval(agent.config.global.gc_interval.0);
+    let mut gc = tokio::time::interval(agent.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     // systemd hears READY once the data path is attached and every server was checked once
@@ -239,7 +172,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _ = service::notify("STOPPING=1");
     log::info!(
         "stopping: the data path stays attached and pinned under {} and keeps forwarding with the last healthy sets; a new agent adopts it, `xdplb detach` removes it",
-        agent.config.global.pin_dir.display()
+        agent.global.pin_dir.display()
     );
     drop(lock);
     Ok(())
@@ -248,7 +181,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 impl Agent {
     /// The longest check timeout of any backend (readiness waits at most that long).
     fn longest_timeout(&self) -> Duration {
-        self.config.backends.iter().map(|b| b.check.timeout()).max().unwrap_or_default()
+        self.topology.pools.iter().map(|p| p.check.timeout()).max().unwrap_or_default()
     }
 
     /// A check result: on a transition, the pool's healthy set is rewritten at once.
@@ -260,9 +193,7 @@ impl Agent {
         let registry = &self.registry;
         self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
         let latency = decided_at.elapsed();
-        let up = |backup: bool| {
-            pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count()
-        };
+        let up = |backup: bool| pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count();
         let (active, backup) = (up(false), up(true));
         let view = &self.registry.servers[&id];
         let result = &view.last.as_ref().expect("just recorded").0;
@@ -276,7 +207,11 @@ impl Agent {
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
             let n = self.flows.remove_server_flows(id);
-            log::warn!("Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)", pool.name, server.name);
+            log::warn!(
+                "Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)",
+                pool.name,
+                server.name
+            );
         }
         self.publish();
         Ok(())
@@ -295,7 +230,7 @@ impl Agent {
     }
 
     fn sweep(&mut self) {
-        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.config));
+        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.global));
         if s.removed > 0 {
             log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
         }
@@ -306,7 +241,7 @@ impl Agent {
     }
 
     fn publish(&mut self) {
-        let snap = self.status.build(&self.config, &self.topology, &self.registry, &self.counters, &self.last_sweep);
+        let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
         *self.shared.write().unwrap() = snap;
     }
 
@@ -318,7 +253,7 @@ impl Agent {
                 log::error!("reload refused, still running the previous configuration: {e}");
                 format!("reload refused, still running the previous configuration: {e}\n")
             }
-            Ok(Prepared { config, topology, plans, .. }) => match self.apply(config, topology, plans) {
+            Ok(Prepared { global, topology, plans, .. }) => match self.apply(global, topology, plans) {
                 Ok(()) => "reloaded\n".into(),
                 Err(e) => {
                     log::error!("reload failed while applying: {e:#}");
@@ -328,65 +263,8 @@ impl Agent {
         }
     }
 
-    /// One runtime API command; the answer is HAProxy's text (empty on success).
-    fn execute(&mut self, line: &str) -> String {
-        let cmd = match runtime::parse(line) {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let snap = || self.shared.read().unwrap().clone();
-        match cmd {
-            Command::Help => runtime::HELP.into(),
-            Command::Noop => String::new(),
-            Command::ShowInfo => runtime_format::show_info(&snap(), &hostname()),
-            Command::ShowStat => runtime_format::show_stat(&snap()),
-            Command::ShowServersState(b) => runtime_format::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e),
-            Command::Reload => self.reload(),
-            Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
-            Command::SetWeight { backend, server, weight } => self.by_hand(&backend, &server, |o| o.weight = Some(weight)),
-            Command::Health { backend, server, enabled } => {
-                self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
-            }
-            Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
-                Err(e) => e,
-                Ok(id) => {
-                    let n = self.flows.remove_server_flows(id);
-                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
-                    String::new()
-                }
-            },
-        }
-    }
-
-    fn server_id(&self, backend: &str, server: &str) -> Result<u32, String> {
-        let pool = self.topology.pool(backend).ok_or_else(|| "No such backend.\n".to_string())?;
-        pool.servers.iter().find(|s| s.name == server).map(|s| s.id).ok_or_else(|| "No such server.\n".to_string())
-    }
-
-    /// A change by hand: recorded in the state file first (so it survives a crash right after),
-    /// then applied to the health registry and the kernel's set.
-    fn by_hand(&mut self, backend: &str, server: &str, change: impl FnOnce(&mut runtime::ServerOverride)) -> String {
-        let id = match self.server_id(backend, server) {
-            Ok(id) => id,
-            Err(e) => return e,
-        };
-        change(self.overrides.entry(backend, server));
-        if let Err(e) = self.overrides.save(&self.config.global.state_file) {
-            return format!("cannot save {}: {e}\n", self.config.global.state_file.display());
-        }
-        apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
-        let registry = &self.registry;
-        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
-        if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
-            return format!("{e}\n");
-        }
-        log::info!("Server {backend}/{server} set by hand: {:?}", self.overrides.servers.get(&format!("{backend}/{server}")));
-        self.publish();
-        String::new()
-    }
-
-    fn apply(&mut self, config: Config, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
-        let (a, b) = (&self.config.global, &config.global);
+    fn apply(&mut self, global: Global, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
+        let (a, b) = (&self.global, &global);
         if a.interfaces != b.interfaces
             || a.pin_dir != b.pin_dir
             || a.max_flows != b.max_flows
@@ -394,13 +272,15 @@ impl Agent {
             || a.xdp_mode != b.xdp_mode
             || a.stats_bind != b.stats_bind
         {
-            log::warn!("reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart");
+            log::warn!(
+                "reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart"
+            );
         }
         if a.nat_ports != b.nat_ports {
             sysctl::reserve_ports(b.nat_ports)?;
         }
         self.owner.write_settings(b)?;
-        self.registry.apply(&config, &topology, plans);
+        self.registry.apply(&topology, plans);
         let mut topology = topology;
         apply_overrides(&self.overrides, &mut topology, &mut self.registry);
         let registry = &self.registry;
@@ -411,13 +291,12 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
-        self.config = config;
+        self.global = global;
         self.topology = topology;
         self.publish();
         Ok(())
     }
 }
-
 
 /// Removes the pins of a data path this agent created, if it fails before attaching it.
 struct PinGuard {
@@ -433,40 +312,12 @@ impl Drop for PinGuard {
     }
 }
 
-/// Layers what was set by hand over the configuration: states and health switches in the
-/// registry, weights in the topology.
-fn apply_overrides(o: &Overrides, topology: &mut Topology, registry: &mut Registry) {
-    for pool in &mut topology.pools {
-        for s in &mut pool.servers {
-            let Some(ov) = o.servers.get(&format!("{}/{}", pool.name, s.name)) else { continue };
-            if let Some(w) = ov.weight {
-                s.weight = w;
-            }
-            if let Some(state) = ov.state {
-                registry.set_admin(s.id, state);
-            }
-            if let Some(disabled) = ov.health_disabled {
-                registry.set_health_enabled(s.id, !disabled);
-            }
-        }
-    }
-    registry.sync();
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    if unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } != 0 {
-        return "xdplb".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent
 /// runs this data path: it would keep them alive.
 pub fn detach(pin_dir: &Path) -> Result<()> {
     let _lock = service::lock(pin_dir).map_err(|e| anyhow::anyhow!("{e}; stop it before `xdplb detach`"))?;
-    let removed = dataplane::remove_pins(pin_dir).with_context(|| format!("removing pins under {}", pin_dir.display()))?;
+    let removed =
+        dataplane::remove_pins(pin_dir).with_context(|| format!("removing pins under {}", pin_dir.display()))?;
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     } else {

@@ -9,14 +9,14 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, MAX_SOURCES, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, MAX_SOURCES, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND,
+    SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
     config::Global,
-    netif::Interface,
-    topology::{frontend_keys, Pool, Topology},
+    host::netif::Interface,
+    model::{frontend_keys, Pool, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ impl MapOwner {
         // The timestamp clock's secret is made once and kept in the pinned map: a restarted
         // agent must not move the clock the servers see on a tuple.
         let old = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
-        let ts_secret = if old.ts_secret != [0, 0] { old.ts_secret } else { random_secret() };
+        let ts_secret = if old.ts_secret == [0, 0] { random_secret() } else { old.ts_secret };
         let mut flags = 0;
         if g.reset_on_no_backend {
             flags |= SETTINGS_F_RST_NO_BACKEND;
@@ -74,11 +74,11 @@ impl MapOwner {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
         let s = Settings {
-            nat_port_first: g.nat_ports.first as u32,
+            nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
             flags,
             _pad: 0,
-            time_wait_ns: g.server_time_wait.0.as_nanos() as u64,
+            time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
@@ -106,8 +106,10 @@ impl MapOwner {
         let mut live_servers = HashSet::new();
         for (pool, s) in topo.servers() {
             let mut snat_addrs = [[0; 4]; MAX_SOURCES];
+            let mut snat_count = 0;
             for (slot, a) in snat_addrs.iter_mut().zip(&s.source) {
                 *slot = a.octets();
+                snat_count += 1;
             }
             let v = Server {
                 addr: s.addr.ip().octets(),
@@ -115,7 +117,7 @@ impl MapOwner {
                 _pad: 0,
                 pool_id: pool.id,
                 flags: SERVER_F_VALID,
-                snat_count: s.source.len().min(MAX_SOURCES) as u32,
+                snat_count,
                 snat_addrs,
             };
             self.servers.set(s.id, v, 0).map_err(at(names::SERVERS))?;
@@ -174,14 +176,13 @@ impl MapOwner {
     }
 }
 
-/// 64 random bits from the kernel (the timestamp clock's secret).
+/// 64 random bits (the timestamp clock's secret): std's hasher keys come from the kernel's
+/// random source, fresh for every `RandomState`.
 fn random_secret() -> [u32; 2] {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    // /dev/urandom never blocks once the kernel's pool is seeded, which it is long before this.
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_ne_bytes();
-    }
-    [u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) | 1]
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    let high = u32::try_from(bits >> 32).unwrap_or_default();
+    let low = u32::try_from(bits & u64::from(u32::MAX)).unwrap_or_default();
+    // The low half is made odd so that a secret is never all zero ("unset").
+    [high, low | 1]
 }

@@ -1,17 +1,20 @@
 //! The configuration resolved against this host: ids for frontends, pools and servers (stable
 //! across reloads by name), the frontend keys a `*:PORT` expands to, and the source address
-//! each server's flows leave from. Pure data; `maps` writes it to the kernel.
+//! each server's flows leave from, and every setting the later stages need (bind text, check
+//! settings, administrative state), so that nothing after this reads the configuration by
+//! name. Pure data; `dataplane::maps` writes it to the kernel, `health` checks from it.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use lb_common::{BackendSet, FrontendKey, MAX_SERVERS, MAX_SLOTS};
+use lb_common::{FrontendKey, MAX_SERVERS};
 
 use crate::{
-    config::{parse_server_addr, Bind, Config},
-    netif::Interface,
+    config::{AdminState, BackendCfg, Bind, CheckCfg, Config, ServerAddr},
+    host::netif::{Interface, NetifError},
+    problems::Problems,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +27,10 @@ pub struct Topology {
 pub struct FrontendEntry {
     pub name: String,
     pub id: u32,
+    /// As written in the configuration (`*:12379`), for the status page.
+    pub bind: String,
+    /// The backend's name and id.
+    pub backend: String,
     pub pool_id: u32,
     pub keys: Vec<FrontendKey>,
 }
@@ -32,6 +39,8 @@ pub struct FrontendEntry {
 pub struct Pool {
     pub name: String,
     pub id: u32,
+    /// How its servers are checked (`health::plans` turns it into each server's plan).
+    pub check: CheckCfg,
     pub servers: Vec<ServerEntry>,
 }
 
@@ -44,6 +53,10 @@ pub struct ServerEntry {
     pub source: Vec<Ipv4Addr>,
     pub weight: u32,
     pub backup: bool,
+    /// Health-checked (HAProxy's `check`); unchecked servers count as UP.
+    pub check: bool,
+    /// The administrative state the configuration gives it (the runtime API may override it).
+    pub admin: AdminState,
 }
 
 /// What resolving needs from the host; a trait so tests can describe a host.
@@ -51,7 +64,7 @@ pub trait Host {
     /// Every local IPv4 address (for `bind = "ADDR:PORT"`).
     fn local_addrs(&self) -> Vec<Ipv4Addr>;
     /// The local address the kernel routes from towards `dst`.
-    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, String>;
+    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError>;
 }
 
 /// The real host.
@@ -59,10 +72,10 @@ pub struct System;
 
 impl Host for System {
     fn local_addrs(&self) -> Vec<Ipv4Addr> {
-        crate::netif::all_ipv4().map(|v| v.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
+        crate::host::netif::all_ipv4().map(|v| v.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
     }
-    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, String> {
-        crate::netif::source_for(dst).map_err(|e| e.to_string())
+    fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
+        crate::host::netif::source_for(dst)
     }
 }
 
@@ -98,8 +111,8 @@ impl Topology {
         ifaces: &[Interface],
         host: &dyn Host,
         prev: Option<&Topology>,
-    ) -> Result<Topology, Vec<String>> {
-        let mut problems = Vec::new();
+    ) -> Result<Topology, Problems> {
+        let mut problems = Problems::default();
         let prev_f: BTreeMap<String, u32> =
             prev.map(|t| t.frontends.iter().map(|f| (f.name.clone(), f.id)).collect()).unwrap_or_default();
         let prev_p: BTreeMap<String, u32> =
@@ -115,11 +128,8 @@ impl Topology {
 
         let f_ids = assign(&prev_f, &cfg.frontends.iter().map(|f| f.name.clone()).collect::<Vec<_>>(), 0);
         let p_ids = assign(&prev_p, &cfg.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>(), 0);
-        let s_names: Vec<(String, String)> = cfg
-            .backends
-            .iter()
-            .flat_map(|b| b.servers.iter().map(|s| (b.name.clone(), s.name.clone())))
-            .collect();
+        let s_names: Vec<(String, String)> =
+            cfg.backends.iter().flat_map(|b| b.servers.iter().map(|s| (b.name.clone(), s.name.clone()))).collect();
         let s_ids = assign(&prev_s, &s_names, 1);
 
         let iface_addrs: Vec<Ipv4Addr> = ifaces.iter().flat_map(|i| i.addrs.iter().copied()).collect();
@@ -127,13 +137,13 @@ impl Topology {
         let mut frontends = Vec::new();
         for f in &cfg.frontends {
             let at = format!("frontend {:?}", f.name);
-            let Ok(bind) = f.bind.parse::<Bind>() else { continue };
+            let Some(&bind) = f.bind.get() else { continue };
             let addrs = match bind {
                 Bind::Any(_) => {
                     if iface_addrs.is_empty() {
                         problems.push(format!(
                             "{at}: bind {:?} means every IPv4 address of the attached interfaces ({}), and they have none; add an address or bind to one",
-                            f.bind,
+                            f.bind.text(),
                             ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
                         ));
                     }
@@ -149,13 +159,13 @@ impl Topology {
                     vec![*a.ip()]
                 }
             };
-            let keys = addrs
-                .iter()
-                .map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 })
-                .collect();
+            let keys =
+                addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect();
             frontends.push(FrontendEntry {
                 name: f.name.clone(),
                 id: f_ids[&f.name],
+                bind: f.bind.text().to_owned(),
+                backend: f.backend.clone(),
                 pool_id: p_ids.get(&f.backend).copied().unwrap_or(0),
                 keys,
             });
@@ -171,23 +181,16 @@ impl Topology {
             }
             let mut servers = Vec::new();
             for s in &b.servers {
-                let Ok(addr) = parse_server_addr(&s.address) else { continue };
-                let source = match b.source.is_empty() {
-                    false => b.source.clone(),
-                    true => match host.source_for(addr) {
-                        Ok(src) => vec![src],
-                        Err(e) => {
-                            problems.push(format!(
-                                "backend {:?} server {:?}: {e}; add a route to {} or set `source` on the backend",
-                                b.name, s.name, addr.ip()
-                            ));
-                            continue;
-                        }
-                    },
-                };
+                let Some(&ServerAddr(addr)) = s.address.get() else { continue };
+                let Some(source) = sources(b, &s.name, addr, host, &mut problems) else { continue };
                 let id = s_ids[&(b.name.clone(), s.name.clone())];
                 if id >= MAX_SERVERS {
-                    problems.push(format!("backend {:?} server {:?}: more than {} servers", b.name, s.name, MAX_SERVERS - 1));
+                    problems.push(format!(
+                        "backend {:?} server {:?}: more than {} servers",
+                        b.name,
+                        s.name,
+                        MAX_SERVERS - 1
+                    ));
                     continue;
                 }
                 servers.push(ServerEntry {
@@ -197,15 +200,13 @@ impl Topology {
                     source,
                     weight: s.weight,
                     backup: s.backup,
+                    check: s.check,
+                    admin: s.state,
                 });
             }
-            pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], servers });
+            pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], check: b.check.clone(), servers });
         }
-        if problems.is_empty() {
-            Ok(Topology { frontends, pools })
-        } else {
-            Err(problems)
-        }
+        problems.into_result(Topology { frontends, pools })
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
@@ -218,64 +219,34 @@ impl Topology {
     }
 }
 
-impl Pool {
-    /// The set that takes new flows: the UP active servers, or, when none is UP, the UP backups
-    /// (HAProxy's rule). Weights become interleaved round-robin slots.
-    pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
-        let pick = |backup: bool| -> Vec<(u32, u32)> {
-            self.servers
-                .iter()
-                .filter(|s| s.backup == backup && s.weight > 0 && is_up(s.id))
-                .map(|s| (s.id, s.weight))
-                .collect()
-        };
-        let mut members = pick(false);
-        if members.is_empty() {
-            members = pick(true);
-        }
-        let slots = weighted_slots(&members);
-        let mut set = BackendSet { count: slots.len() as u32, ..BackendSet::default() };
-        set.slots[..slots.len()].copy_from_slice(&slots);
-        set
-    }
-}
-
-/// Smooth weighted round-robin (each server appears weight/gcd times, spread out), at most
-/// MAX_SLOTS slots; weights are scaled down proportionally when they would not fit.
-pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
-    fn gcd(a: u32, b: u32) -> u32 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    if members.is_empty() {
-        return Vec::new();
-    }
-    let g = members.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
-    let mut weights: Vec<u32> = members.iter().map(|&(_, w)| w / g).collect();
-    let total: u32 = weights.iter().sum();
-    if total as usize > MAX_SLOTS {
-        weights = weights.iter().map(|&w| ((w as u64 * MAX_SLOTS as u64 / total as u64) as u32).max(1)).collect();
-        while weights.iter().sum::<u32>() as usize > MAX_SLOTS {
-            let i = weights.iter().enumerate().max_by_key(|(_, w)| **w).unwrap().0;
-            weights[i] -= 1;
-        }
-    }
-    let total: i64 = weights.iter().map(|&w| w as i64).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        for (c, &w) in current.iter_mut().zip(&weights) {
-            *c += w as i64;
-        }
-        let best = (0..current.len()).max_by_key(|&i| (current[i], -(i as i64))).unwrap();
-        current[best] -= total;
-        out.push(members[best].0);
-    }
-    out
-}
-
 /// Frontend keys of a topology, for diffing against the kernel's map.
 pub fn frontend_keys(t: &Topology) -> HashMap<FrontendKey, (u32, u32)> {
     t.frontends.iter().flat_map(|f| f.keys.iter().map(move |k| (*k, (f.id, f.pool_id)))).collect()
+}
+
+/// The balancer addresses a server's flows leave from: the backend's `source` list, or the
+/// address the kernel routes from towards the server (a problem when there is no route).
+fn sources(
+    b: &BackendCfg,
+    server: &str,
+    addr: SocketAddrV4,
+    host: &dyn Host,
+    problems: &mut Problems,
+) -> Option<Vec<Ipv4Addr>> {
+    if !b.source.is_empty() {
+        return Some(b.source.clone());
+    }
+    match host.source_for(addr) {
+        Ok(src) => Some(vec![src]),
+        Err(e) => {
+            problems.push(format!(
+                "backend {:?} server {server:?}: {e}; add a route to {} or set `source` on the backend",
+                b.name,
+                addr.ip()
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -287,9 +258,9 @@ mod tests {
     struct FakeHost;
     impl Host for FakeHost {
         fn local_addrs(&self) -> Vec<Ipv4Addr> {
-            vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(127, 0, 0, 1)]
+            vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::LOCALHOST]
         }
-        fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, String> {
+        fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
             Ok(Ipv4Addr::new(198, 18, 0, 10))
         }
     }
@@ -312,7 +283,10 @@ mod tests {
     fn wildcard_binds_expand_to_interface_addresses_and_ids_survive_reloads() {
         let a = r#"{name="s1",address="198.18.0.21:2379"},{name="s2",address="198.18.0.22:2379"}"#;
         let t1 = Topology::resolve(&cfg(a), &eth0(), &FakeHost, None).unwrap();
-        assert_eq!(t1.frontends[0].keys, vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]);
+        assert_eq!(
+            t1.frontends[0].keys,
+            vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]
+        );
         assert_eq!(t1.pools[0].servers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2]);
         // s1 removed, s3 added: s2 keeps id 2, s3 takes the free id 1.
         let b = r#"{name="s3",address="198.18.0.23:2379"},{name="s2",address="198.18.0.22:2379"}"#;
@@ -326,12 +300,14 @@ mod tests {
         let mut c = cfg(r#"{name="s1",address="198.18.0.21:2379"}"#);
         c.frontends[0].bind = "198.18.0.99:12379".into();
         let e = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap_err();
-        assert!(e[0].contains("not an address of this host"), "{e:?}");
+        assert!(e.iter().next().unwrap().contains("not an address of this host"), "{e:?}");
     }
 
     #[test]
     fn backups_take_flows_only_when_no_active_server_is_up() {
-        let c = cfg(r#"{name="a",address="198.18.0.21:1"},{name="b",address="198.18.0.22:1"},{name="k",address="198.18.0.23:1",backup=true}"#);
+        let c = cfg(
+            r#"{name="a",address="198.18.0.21:1"},{name="b",address="198.18.0.22:1"},{name="k",address="198.18.0.23:1",backup=true}"#,
+        );
         let t = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap();
         let set = t.pools[0].backend_set(&|_| true);
         assert_eq!(&set.slots[..set.count as usize], &[1, 2]);
@@ -339,18 +315,5 @@ mod tests {
         assert_eq!(&set.slots[..set.count as usize], &[3]);
         let set = t.pools[0].backend_set(&|_| false);
         assert_eq!(set.count, 0);
-    }
-
-    #[test]
-    fn weights_are_interleaved_and_bounded() {
-        assert_eq!(weighted_slots(&[(1, 1), (2, 1), (3, 1)]), vec![1, 2, 3]);
-        assert_eq!(weighted_slots(&[(1, 10), (2, 10)]), vec![1, 2]);
-        let s = weighted_slots(&[(1, 2), (2, 1)]);
-        assert_eq!(s, vec![1, 2, 1]);
-        let s = weighted_slots(&[(1, 256), (2, 255), (3, 1)]);
-        assert!(s.len() <= MAX_SLOTS && s.contains(&3));
-        let ones = s.iter().filter(|&&x| x == 1).count();
-        let twos = s.iter().filter(|&&x| x == 2).count();
-        assert!(ones.abs_diff(twos) <= 2, "{ones} vs {twos}");
     }
 }

@@ -2,7 +2,6 @@
 //! the kernel would use towards a destination.
 
 use std::{
-    ffi::{CStr, CString},
     io,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
 };
@@ -25,32 +24,18 @@ pub enum NetifError {
 }
 
 pub fn ifindex(name: &str) -> Result<u32, NetifError> {
-    let c = CString::new(name).map_err(|_| NetifError::NoSuchInterface(name.into()))?;
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(NetifError::NoSuchInterface(name.into())),
-        i => Ok(i),
-    }
+    nix::net::if_::if_nametoindex(name).map_err(|_| NetifError::NoSuchInterface(name.into()))
 }
 
 /// IPv4 addresses of every interface, by interface name.
 pub fn all_ipv4() -> Result<Vec<(String, Ipv4Addr)>, NetifError> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(NetifError::GetIfAddrs(io::Error::last_os_error()));
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() && unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET {
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
-            out.push((name, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
-        }
-        cur = ifa.ifa_next;
-    }
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| NetifError::GetIfAddrs(e.into()))?;
+    Ok(addrs
+        .filter_map(|ifa| {
+            let sin = ifa.address?.as_sockaddr_in().copied()?;
+            Some((ifa.interface_name, sin.ip()))
+        })
+        .collect())
 }
 
 pub fn interface(name: &str) -> Result<Interface, NetifError> {
@@ -67,6 +52,6 @@ pub fn source_for(dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
     sock.connect(dst).map_err(route)?;
     match sock.local_addr().map_err(route)? {
         std::net::SocketAddr::V4(a) => Ok(*a.ip()),
-        other => Err(route(io::Error::other(format!("unexpected {other}")))),
+        std::net::SocketAddr::V6(other) => Err(route(io::Error::other(format!("unexpected {other}")))),
     }
 }

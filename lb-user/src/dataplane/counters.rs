@@ -39,18 +39,12 @@ impl Counters {
 
     /// Packets per reason, summed over CPUs.
     pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, MapError> {
-        Reason::ALL
-            .iter()
-            .map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum())))
-            .collect()
+        Reason::ALL.iter().map(|&r| Ok((r, self.reasons.get(&(r as u32), 0)?.iter().sum()))).collect()
     }
 
     /// Data path events (timestamp translation, NAT ports, TCP tracking), summed over CPUs.
     pub fn events(&self) -> Result<Vec<(Event, u64)>, MapError> {
-        Event::ALL
-            .iter()
-            .map(|&e| Ok((e, self.events.get(&(e as u32), 0)?.iter().sum())))
-            .collect()
+        Event::ALL.iter().map(|&e| Ok((e, self.events.get(&(e as u32), 0)?.iter().sum()))).collect()
     }
 
     pub fn frontend(&self, id: u32) -> Result<TrafficStats, MapError> {

@@ -5,22 +5,24 @@
 use std::{
     collections::{HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
 };
 
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, IterableMap, Map, MapData, MapError},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError},
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
-    FLOW_SEEN_PEER_FIN, TCP_FIN,
+    names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
+    TCP_FIN,
 };
 use serde::Serialize;
 
-use crate::maps::{take, MapsError};
+use super::{
+    maps::{take, MapsError},
+    sys::lookup_and_delete,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -103,9 +105,8 @@ fn sock(addr: [u8; 4], port_be: u16) -> SocketAddrV4 {
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default();
+    u64::try_from(ts.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Both tables: established flows and half-open ones (see the XDP side's `conntrack`).
@@ -130,7 +131,7 @@ pub struct Sweep {
     pub unanswered_by_server: HashMap<u32, u64>,
 }
 
-type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
+pub(super) type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
 
 impl FlowTable {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
@@ -164,11 +165,7 @@ impl FlowTable {
     /// from the half-open one, so this order cannot miss a flow being promoted.
     fn peer(&self, flow: &Flow) -> Option<Flow> {
         let key = flow.peer_key();
-        self.syn
-            .get(&key, 0)
-            .ok()
-            .or_else(|| self.map.get(&key, 0).ok())
-            .filter(|p| p.created_ns == flow.created_ns)
+        self.syn.get(&key, 0).ok().or_else(|| self.map.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
     }
 
     /// Removes `key`'s entry if it still belongs to the flow created at `created_ns`. The XDP
@@ -244,7 +241,7 @@ impl FlowTable {
         let mut result = Sweep::default();
         let mut doomed = Vec::new();
         let mut orphans = HashSet::new();
-        let time_wait = t.time_wait.as_nanos() as u64;
+        let time_wait = u64::try_from(t.time_wait.as_nanos()).unwrap_or(u64::MAX);
         let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
         // Streamed, not collected: the agent's memory does not follow the table's size.
         for (key, flow) in self.map.iter().chain(self.syn.iter()).filter_map(Result::ok) {
@@ -307,34 +304,6 @@ impl FlowTable {
     }
 }
 
-/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (Linux 5.14+ for hash maps): takes `key`'s value out of the
-/// map in one step. aya 0.14 offers it only for queues and stacks.
-fn lookup_and_delete(map: &FlowMap, key: &FlowKey) -> std::io::Result<Option<Flow>> {
-    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-    let fd = map.map().fd().as_fd().as_raw_fd();
-    let mut value = Flow::default();
-    // union bpf_attr, the map-element variant: map_fd, pad, key, value, flags.
-    let mut attr = [0u64; 4];
-    attr[0] = fd as u32 as u64;
-    attr[1] = key as *const FlowKey as u64;
-    attr[2] = &mut value as *mut Flow as u64;
-    // SAFETY: `attr` is a valid bpf_attr prefix for this command; the kernel reads a key of the
-    // map's key size from `key` and writes a value of the map's value size into `value`, and the
-    // map was created with exactly these types (FlowKey, Flow).
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
-    };
-    if rc == 0 {
-        return Ok(Some(value));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        Ok(None)
-    } else {
-        Err(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use lb_common::{FLOW_SEEN_PEER_RST, TCP_RST};
@@ -348,7 +317,7 @@ mod tests {
             idle: Duration::from_secs(100),
             syn: Duration::from_secs(5),
             linger: Duration::from_secs(2),
-            time_wait: Duration::from_secs(60),
+            time_wait: Duration::from_mins(1),
         }
     }
 
@@ -380,7 +349,7 @@ mod tests {
         assert!(!expired(FlowState::Closed, 0, 10 * S, 11 * S, &t, None));
         assert!(expired(FlowState::Closed, 0, 10 * S, 13 * S, &t, None));
         // ...or as long as the NAT port is held.
-        assert!(!expired(FlowState::Closed, 0, 10 * S, 13 * S, &t, Some(Duration::from_secs(60))));
-        assert!(expired(FlowState::Closed, 0, 10 * S, 71 * S, &t, Some(Duration::from_secs(60))));
+        assert!(!expired(FlowState::Closed, 0, 10 * S, 13 * S, &t, Some(Duration::from_mins(1))));
+        assert!(expired(FlowState::Closed, 0, 10 * S, 71 * S, &t, Some(Duration::from_mins(1))));
     }
 }

@@ -1,0 +1,96 @@
+//! The runtime API's commands, carried out by the agent: answers in HAProxy's text formats,
+//! and changes by hand, recorded in the state file before they apply.
+
+use super::Agent;
+use crate::{
+    health::Registry,
+    host,
+    model::Topology,
+    runtime::{self, info, servers_state, stat, Command, Overrides, Refusal},
+};
+
+impl Agent {
+    /// One runtime API command; the answer is HAProxy's text (empty on success).
+    pub(super) fn execute(&mut self, line: &str) -> String {
+        let cmd = match runtime::parse(line) {
+            Ok(c) => c,
+            Err(e) => return e.to_string(),
+        };
+        let snap = || self.shared.read().unwrap().clone();
+        match cmd {
+            Command::Help => runtime::HELP.into(),
+            Command::Noop => String::new(),
+            Command::ShowInfo => info::show_info(&snap(), &host::hostname().unwrap_or_default()),
+            Command::ShowStat => stat::show_stat(&snap()),
+            Command::ShowServersState(b) => {
+                servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e.to_string())
+            }
+            Command::Reload => self.reload(),
+            Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
+            Command::SetWeight { backend, server, weight } => {
+                self.by_hand(&backend, &server, |o| o.weight = Some(weight))
+            }
+            Command::Health { backend, server, enabled } => {
+                self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
+            }
+            Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
+                Err(e) => e.to_string(),
+                Ok(id) => {
+                    let n = self.flows.remove_server_flows(id);
+                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
+                    String::new()
+                }
+            },
+        }
+    }
+
+    fn server_id(&self, backend: &str, server: &str) -> Result<u32, Refusal> {
+        let pool = self.topology.pool(backend).ok_or(Refusal::NoSuchBackend)?;
+        pool.servers.iter().find(|s| s.name == server).map(|s| s.id).ok_or(Refusal::NoSuchServer)
+    }
+
+    /// A change by hand: recorded in the state file first (so it survives a crash right after),
+    /// then applied to the health registry and the kernel's set.
+    fn by_hand(&mut self, backend: &str, server: &str, change: impl FnOnce(&mut runtime::ServerOverride)) -> String {
+        let id = match self.server_id(backend, server) {
+            Ok(id) => id,
+            Err(e) => return e.to_string(),
+        };
+        change(self.overrides.entry(backend, server));
+        if let Err(e) = self.overrides.save(&self.global.state_file) {
+            return format!("cannot save {}: {e}\n", self.global.state_file.display());
+        }
+        apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
+        let registry = &self.registry;
+        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
+        if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
+            return format!("{e}\n");
+        }
+        log::info!(
+            "Server {backend}/{server} set by hand: {:?}",
+            self.overrides.servers.get(&format!("{backend}/{server}"))
+        );
+        self.publish();
+        String::new()
+    }
+}
+
+/// Layers what was set by hand over the configuration: states and health switches in the
+/// registry, weights in the topology.
+pub(super) fn apply_overrides(o: &Overrides, topology: &mut Topology, registry: &mut Registry) {
+    for pool in &mut topology.pools {
+        for s in &mut pool.servers {
+            let Some(ov) = o.servers.get(&format!("{}/{}", pool.name, s.name)) else { continue };
+            if let Some(w) = ov.weight {
+                s.weight = w;
+            }
+            if let Some(state) = ov.state {
+                registry.set_admin(s.id, state);
+            }
+            if let Some(disabled) = ov.health_disabled {
+                registry.set_health_enabled(s.id, !disabled);
+            }
+        }
+    }
+    registry.sync();
+}

@@ -1,0 +1,221 @@
+//! `xdplb`'s command line: the commands, and what each one does.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use lb_user::{
+    agent::{self, Refused, RunOptions},
+    config::{self, Config, XdpModeCfg, DEFAULT_PIN_DIR},
+    dataplane::{counters::Counters, flows::FlowTable},
+    report::{http, table},
+    runtime,
+};
+
+#[derive(Parser)]
+#[command(name = "xdplb", version, about = "TCP load balancer with an XDP data path")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Load and attach the data path and run the agent.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Interface to attach to (repeat for several); replaces global.interfaces.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// auto (native, else generic with a warning), native, or generic.
+        #[arg(long)]
+        xdp_mode: Option<XdpModeCfg>,
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Replaces global.runtime_socket.
+        #[arg(long)]
+        runtime_socket: Option<PathBuf>,
+        /// Replaces global.state_file.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
+    /// Validate a configuration and print it with every default filled in.
+    CheckConfig { file: PathBuf },
+    /// Translate an haproxy.cfg into xdplb's TOML (stdout); says what it could not translate.
+    ImportHaproxy {
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// The connection table of a running data path.
+    Flows {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Packet counters by reason.
+    Stats {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running agent's servers and frontends, like HAProxy's stats page.
+    Status {
+        /// Where the agent serves its status page (global.stats_bind).
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        stats: std::net::SocketAddr,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a server out of rotation or put it back (HAProxy's `set server ... state`); it
+    /// survives reloads and restarts.
+    Server {
+        #[arg(value_enum)]
+        action: ServerAction,
+        /// BACKEND/SERVER
+        target: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Re-read and apply the configuration (as SIGHUP); prints what happened.
+    Reload {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Send a command of HAProxy's runtime API to the agent, e.g. `xdplb runtime show stat`.
+    Runtime {
+        #[arg(required = true)]
+        command: Vec<String>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Remove the data path's pinned maps (stop the agent first).
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+const DEFAULT_SOCKET: &str = "/run/xdplb/xdplb.sock";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ServerAction {
+    /// Ready: takes new flows (when its checks pass).
+    Enable,
+    /// Maintenance: no new flows, no checks.
+    Disable,
+    /// Drain: no new flows, open flows stay, checks go on.
+    Drain,
+}
+
+fn runtime_call(socket: &std::path::Path, line: &str) -> Result<()> {
+    let out = runtime::call(socket, line)?;
+    let text = out.trim_end();
+    if text.is_empty() {
+        return Ok(());
+    }
+    println!("{text}");
+    // HAProxy answers errors in words; a command that changes state answers nothing.
+    if line.starts_with("set ")
+        || line.starts_with("enable ")
+        || line.starts_with("disable ")
+        || line.starts_with("shutdown ")
+    {
+        anyhow::bail!("the agent refused `{line}`");
+    }
+    Ok(())
+}
+
+pub fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(agent::run(RunOptions { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file }))
+                .map_err(|e| match e.downcast::<Refused>() {
+                    Ok(Refused(msg)) => Refused(format!("refusing to start: {msg}")).into(),
+                    Err(e) => e,
+                })
+        }
+        Cmd::CheckConfig { file } => {
+            let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
+            print!("{}", toml::to_string(&c)?);
+            Ok(())
+        }
+        Cmd::ImportHaproxy { file, output } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
+            let import = config::haproxy::import(&text).map_err(|e| Refused(format!("{}: {e}", file.display())))?;
+            for n in &import.notes {
+                eprintln!("xdplb import-haproxy: {}: {n}", file.display());
+            }
+            let toml = config::haproxy::to_toml(&import);
+            match output {
+                Some(out) => std::fs::write(&out, toml).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?,
+                None => print!("{toml}"),
+            }
+            Ok(())
+        }
+        Cmd::Flows { pin_dir, json } => {
+            let flows = FlowTable::open_pinned(&pin_dir)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "opening {}/flows: {e}; is the agent running with this --pin-dir?",
+                        pin_dir.display()
+                    )
+                })?
+                .flows();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+            } else {
+                print!("{}", table::flows(&flows));
+            }
+            Ok(())
+        }
+        Cmd::Stats { pin_dir, json } => {
+            let c = Counters::open_pinned(&pin_dir).map_err(|e| {
+                anyhow::anyhow!("opening counters under {}: {e}; is the agent running?", pin_dir.display())
+            })?;
+            let r = c.reasons()?;
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    r.iter().map(|(k, v)| (k.name().to_string(), (*v).into())).collect();
+                println!("{}", serde_json::Value::Object(m));
+            } else {
+                print!("{}", table::counters(&r));
+            }
+            Ok(())
+        }
+        Cmd::Status { stats, json } => {
+            let snap = http::fetch(stats)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snap)?);
+            } else {
+                print!("{}", table::table(&snap));
+            }
+            Ok(())
+        }
+        Cmd::Server { action, target, socket } => {
+            let state = match action {
+                ServerAction::Enable => "ready",
+                ServerAction::Disable => "maint",
+                ServerAction::Drain => "drain",
+            };
+            runtime_call(&socket, &format!("set server {target} state {state}"))
+        }
+        Cmd::Reload { socket } => {
+            let out = runtime::call(&socket, "reload")?;
+            print!("{out}");
+            if out.starts_with("reloaded") {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("reload did not apply"))
+            }
+        }
+        Cmd::Runtime { command, socket } => runtime_call(&socket, &command.join(" ")),
+        Cmd::Detach { pin_dir } => agent::detach(&pin_dir),
+    }
+}

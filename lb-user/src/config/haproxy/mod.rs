@@ -1,0 +1,295 @@
+//! Imports an haproxy.cfg into xdplb's configuration: frontends, backends, servers and their
+//! health checks. Where xdplb cannot do what HAProxy would, nothing is guessed: the line becomes
+//! a note for the operator. Only structural faults (a frontend sending to a backend that does not
+//! exist, a server without an address, nothing usable at all) are errors.
+//!
+//! The import runs in stages, one file each: `lex` splits lines into words the way HAProxy
+//! does, `raw` holds the sections as written, `parse` reads directives into them, and
+//! `translate` turns them into xdplb's configuration with a note for every difference.
+
+mod lex;
+mod parse;
+mod raw;
+mod translate;
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+
+/// A translated configuration and what could not be translated faithfully.
+#[derive(Debug, Clone)]
+pub struct Import {
+    pub config: Config,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("line {line}: `{keyword}` needs a name, e.g. `{keyword} etcd-cluster`")]
+    MissingSectionName { line: usize, keyword: String },
+    #[error("line {line}: {kind} {name:?} is already defined at line {first}; give each its own name (HAProxy refuses this too)")]
+    DuplicateSection { line: usize, kind: &'static str, name: String, first: usize },
+    #[error("line {line}: frontend {frontend:?} sends to backend {backend:?}, which is not defined; known backends: {known:?}")]
+    UnknownBackend { line: usize, frontend: String, backend: String, known: Vec<String> },
+    #[error("line {line}: `server {name}` has no address; write it as `server {name} 198.18.0.21:2379 check`")]
+    ServerWithoutAddress { line: usize, name: String },
+    #[error("nothing to import: no frontend or listen section with a usable bind and backend{}", notes_suffix(.notes))]
+    NothingToImport { notes: Vec<String> },
+}
+
+fn notes_suffix(notes: &[String]) -> String {
+    notes.iter().fold(String::new(), |mut out, n| {
+        let _ = write!(out, "\n  - {n}");
+        out
+    })
+}
+
+/// Translates `text` (an haproxy.cfg) into a `Config`, with a note for everything that is not
+/// translated or behaves differently in xdplb.
+pub fn import(text: &str) -> Result<Import, ImportError> {
+    let mut parser = parse::Parser::default();
+    for (i, raw) in text.lines().enumerate() {
+        match lex::split_words(raw) {
+            Ok(words) if words.is_empty() => {}
+            Ok(words) => parser.line(&lex::Line { no: i + 1, words })?,
+            Err(why) => parser.notes.push(format!("line {}: {why}; line not translated", i + 1)),
+        }
+    }
+    parser.finish()
+}
+
+/// The TOML text for `import.config`, headed by a comment saying it was imported and by the notes.
+pub fn to_toml(import: &Import) -> String {
+    let mut out = String::from("# Imported from an haproxy.cfg by xdplb: review it before use.\n");
+    if !import.notes.is_empty() {
+        out.push_str("#\n# Not translated, or translated with a difference:\n");
+        for note in &import.notes {
+            // TOML comments may not hold control characters; notes can quote input that does.
+            let clean: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let _ = writeln!(out, "#   - {clean}");
+        }
+    }
+    out.push('\n');
+    match toml::to_string(&import.config) {
+        Ok(body) => out.push_str(&body),
+        Err(e) => {
+            let _ = writeln!(out, "# the configuration could not be written as TOML: {e}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use super::*;
+    use crate::config::{CheckKind, Dur, Observe, OnMarkedDown, Verify};
+    use lex::split_words;
+
+    /// The seed's two blocks, verbatim: one copy, shared with the end-to-end tests.
+    const SEED: &str = include_str!("../../../../tests/fixtures/seed-haproxy.cfg");
+
+    const RICH: &str = "\
+global
+\tlog stdout format raw local0
+\tmaxconn 4000
+defaults
+\tmode tcp
+\ttimeout connect 5s
+\ttimeout check 1s
+\tdefault-server inter 3s rise 3 fall 2
+frontend web
+\tbind 0.0.0.0:8080 # every address
+\tbind 198.18.0.10:8443
+\tmode http
+\toption tcplog
+\tdefault_backend pool
+backend pool
+\tbalance leastconn
+\toption httpchk
+\thttp-check send meth GET uri /ready hdr Host pool.local
+\thttp-check expect rstring ^ok
+\tserver a 198.18.0.21:8080 check check-ssl verify required ca-file /etc/xdplb/ca.pem crt /etc/xdplb/client.pem weight 5 inter 1s
+\tserver b 198.18.0.22:8080 check check-ssl verify required ca-file /etc/xdplb/ca.pem crt /etc/xdplb/client.pem backup
+\tserver c etcd3.example:8080 check
+\tfrobnicate on
+";
+
+    fn has(notes: &[String], needle: &str) -> bool {
+        notes.iter().any(|n| n.contains(needle))
+    }
+
+    #[test]
+    fn seed_imports_to_the_equivalent_xdplb_config() {
+        let import = import(SEED).unwrap();
+        let c = &import.config;
+        let f: Vec<_> = c.frontends.iter().map(|f| (f.name.as_str(), f.bind.text(), f.backend.as_str())).collect();
+        assert_eq!(f, [("in-etcd", "*:12379", "etcd-cluster"), ("in-apiserver", "*:16443", "apiserver-cluster")]);
+        assert_eq!(c.backends.len(), 2);
+        for (b, path, string, port) in
+            [(&c.backends[0], "/health", "true", 2379), (&c.backends[1], "/healthz", "ok", 6443)]
+        {
+            assert_eq!(b.servers.len(), 3);
+            assert_eq!(b.servers[0].address.text(), format!("10.211.55.9:{port}"));
+            assert!(b.servers.iter().all(|s| s.check && s.weight == 1 && !s.backup));
+            let k = &b.check;
+            assert_eq!(k.kind, CheckKind::Https);
+            assert_eq!(k.verify, Verify::None);
+            assert_eq!((k.path.as_str(), k.expect_string.as_deref(), k.expect_status), (path, Some(string), 200));
+            assert_eq!((k.inter, k.rise, k.fall), (Dur(Duration::from_secs(2)), 2, 3));
+        }
+        assert!(c.problems().is_empty(), "{}", c.problems());
+        // One note per backend on HAProxy's status-blind `expect string`, and nothing else.
+        assert_eq!(import.notes.len(), 2, "{:#?}", import.notes);
+        assert!(has(
+            &import.notes,
+            "backend etcd-cluster: HAProxy's `http-check expect string true` ignores the status"
+        ));
+
+        let text = to_toml(&import);
+        assert!(text.starts_with("# Imported from an haproxy.cfg"), "{text}");
+        assert!(text.contains("#   - line 18: backend apiserver-cluster: "), "{text}");
+        let back = Config::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(&back, c);
+    }
+
+    #[test]
+    fn server_settings_are_carried_over_and_the_rest_is_noted() {
+        let import = import(RICH).unwrap();
+        let (c, notes) = (&import.config, &import.notes);
+        let f: Vec<_> = c.frontends.iter().map(|f| (f.name.as_str(), f.bind.text())).collect();
+        assert_eq!(f, [("web", "*:8080"), ("web-2", "198.18.0.10:8443")]);
+        let b = &c.backends[0];
+        let servers: Vec<_> = b.servers.iter().map(|s| (s.name.as_str(), s.weight, s.backup)).collect();
+        assert_eq!(servers, [("a", 5, false), ("b", 1, true)]);
+        let k = &b.check;
+        assert_eq!(k.kind, CheckKind::Https);
+        assert_eq!((k.path.as_str(), k.host.as_deref()), ("/ready", Some("pool.local")));
+        assert_eq!((k.inter, k.rise, k.fall), (Dur(Duration::from_secs(1)), 3, 2));
+        assert_eq!(k.timeout, Some(Dur(Duration::from_secs(1))));
+        assert_eq!(k.verify, Verify::Required);
+        assert_eq!(k.ca_file.as_deref(), Some(Path::new("/etc/xdplb/ca.pem")));
+        assert_eq!(k.crt.as_deref(), Some(Path::new("/etc/xdplb/client.pem")));
+        assert_eq!(k.key, k.crt);
+        assert_eq!((k.expect_status, k.expect_string.as_deref()), (200, None));
+        for needle in [
+            "line 12: `mode http` in frontend web",
+            "line 16: `balance leastconn`: xdplb balances round robin only",
+            "line 19: `http-check expect rstring ^ok`: xdplb does not support regular expressions",
+            "line 22: server c skipped: \"etcd3.example\" is not an IPv4 address",
+            "line 23: `frobnicate on` not translated",
+            "backend pool: servers disagree on `inter` (a and b)",
+            "backend pool: HAProxy's `crt` is one PEM with certificate and key",
+        ] {
+            assert!(has(notes, needle), "missing {needle:?} in {notes:#?}");
+        }
+        assert!(!has(notes, "line 2: ") && !has(notes, "tcplog") && !has(notes, "timeout connect"), "{notes:#?}");
+    }
+
+    #[test]
+    fn a_frontend_sending_to_no_backend_is_an_error() {
+        let cfg = "frontend f\n bind :80\n default_backend nope\nbackend b\n server s 198.18.0.21:80\n";
+        match import(cfg) {
+            Err(ImportError::UnknownBackend { line: 3, frontend, backend, known }) => {
+                assert_eq!((frontend.as_str(), backend.as_str(), known), ("f", "nope", vec!["b".to_string()]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn structural_faults_are_errors() {
+        let e = import("backend b\n server s\n").unwrap_err();
+        assert!(matches!(e, ImportError::ServerWithoutAddress { line: 2, .. }), "{e}");
+        let e = import("# nothing here\n\n").unwrap_err();
+        assert!(matches!(e, ImportError::NothingToImport { .. }), "{e}");
+        let e = import("backend b\n server s 198.18.0.21:80\nbackend b\n").unwrap_err();
+        assert!(matches!(e, ImportError::DuplicateSection { line: 3, first: 1, .. }), "{e}");
+        let e = import("frontend\n").unwrap_err();
+        assert!(matches!(e, ImportError::MissingSectionName { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn check_request_forms() {
+        let check = |lines: &str| {
+            let cfg = format!("listen l\n bind :80\n{lines}\n server s 198.18.0.21:80 check\n");
+            import(&cfg).unwrap().config.backends[0].check.clone()
+        };
+        assert_eq!(check(" option httpchk /old").path, "/old");
+        assert_eq!(check(" option httpchk HEAD /v HTTP/1.1").path, "/v");
+        let k = check(" option httpchk GET /h HTTP/1.1\\r\\nHost:\\ etcd.local");
+        assert_eq!((k.path.as_str(), k.host.as_deref(), k.kind), ("/h", Some("etcd.local"), CheckKind::Http));
+        let k = check(" option httpchk\n http-check send meth GET uri /livez\n http-check expect status 204");
+        assert_eq!((k.path.as_str(), k.expect_status), ("/livez", 204));
+        assert_eq!(check(" option tcp-check").kind, CheckKind::Tcp);
+        assert_eq!(check("").kind, CheckKind::Tcp);
+    }
+
+    #[test]
+    fn listen_defaults_and_default_server() {
+        let cfg = "\
+defaults
+  default-server check check-ssl verify none inter 5s on-marked-down shutdown-sessions observe layer4 error-limit 4
+  option httpchk GET /readyz
+listen api 198.18.0.10:6443
+  server m1 198.18.0.21:6443 sni str(kubernetes)
+  server m2 198.18.0.22 weight 2
+";
+        let import = import(cfg).unwrap();
+        let c = &import.config;
+        assert_eq!((c.frontends[0].name.as_str(), c.frontends[0].backend.as_str()), ("api", "api"));
+        let b = &c.backends[0];
+        assert_eq!(b.servers[1].address.text(), "198.18.0.22:6443");
+        assert!(has(&import.notes, "server m2 has no port"));
+        let k = &b.check;
+        assert_eq!((k.kind, k.verify, k.inter), (CheckKind::Https, Verify::None, Dur(Duration::from_secs(5))));
+        assert_eq!((k.on_marked_down, k.observe, k.error_limit), (OnMarkedDown::ShutdownSessions, Observe::Layer4, 4));
+        assert_eq!(k.sni.as_deref(), Some("kubernetes"));
+        assert!(has(&import.notes, "servers disagree on `sni` (m1 and m2)"), "{:#?}", import.notes);
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+    }
+
+    #[test]
+    fn unchecked_servers_stay_unchecked() {
+        let import = import("listen l\n bind :80\n server s 198.18.0.21:80\n").unwrap();
+        let b = &import.config.backends[0];
+        assert!(!b.servers[0].check);
+        assert_eq!(b.check.kind, CheckKind::None);
+    }
+
+    #[test]
+    fn words_are_split_like_haproxy() {
+        assert_eq!(split_words("  a\t\"b c\" 'd\\e' f\\ g # h").unwrap(), ["a", "b c", "d\\e", "f g"]);
+        assert!(split_words("a \"b").is_err());
+        assert!(split_words("a \\").is_err());
+    }
+
+    #[test]
+    fn no_input_panics() {
+        let mut inputs: Vec<String> = Vec::new();
+        for text in [SEED, RICH] {
+            for (i, _) in text.char_indices() {
+                inputs.push(text[..i].to_string());
+                inputs.push(text[i..].to_string());
+            }
+        }
+        inputs.extend(
+            [
+                "server",
+                "listen x\nserver",
+                "listen x\n bind",
+                "frontend f from",
+                "\"",
+                "listen l :\n",
+                "listen l :80\n server s :\n",
+            ]
+            .map(String::from),
+        );
+        for input in &inputs {
+            if let Ok(i) = import(input) {
+                let _ = to_toml(&i);
+            }
+        }
+    }
+}

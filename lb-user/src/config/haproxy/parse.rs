@@ -1,0 +1,874 @@
+//! Reads an haproxy.cfg's directives into its sections as written (`raw`), with a note for
+//! every directive xdplb does not translate.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use super::{
+    lex::Line,
+    raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, Target, OTHER_SECTIONS},
+    translate, Import, ImportError,
+};
+use crate::config::{self, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
+
+/// Reads the configuration line by line, keeping the sections as written.
+#[derive(Default)]
+pub(super) struct Parser {
+    pub(super) notes: Vec<String>,
+    global: GlobalOpts,
+    /// The last `defaults` section: proxies after it start from it.
+    defaults: Proxy,
+    named_defaults: HashMap<String, Proxy>,
+    proxies: Vec<Proxy>,
+    section: Section,
+}
+
+impl Parser {
+    pub(super) fn line(&mut self, line: &Line) -> Result<(), ImportError> {
+        let keyword = line.words[0].as_str();
+        if let Some(kind) = Kind::from_keyword(keyword) {
+            return self.open_proxy(kind, line);
+        }
+        if keyword == "global" {
+            self.enter(Section::Global);
+        } else if OTHER_SECTIONS.contains(&keyword) {
+            self.enter(Section::Other);
+            self.notes.push(format!("line {}: section `{}` not translated", line.no, line.text()));
+        } else {
+            self.directive(line)?;
+        }
+        Ok(())
+    }
+
+    fn directive(&mut self, line: &Line) -> Result<(), ImportError> {
+        match self.section {
+            Section::Outside => {
+                self.notes.push(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()));
+            }
+            Section::Global => self.global.directive(line),
+            Section::Other => {}
+            Section::Defaults => proxy_directive(&mut self.defaults, line, &mut self.notes)?,
+            Section::Proxy => {
+                if let Some(p) = self.proxies.last_mut() {
+                    proxy_directive(p, line, &mut self.notes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the current section; a named `defaults` is kept for `from NAME`.
+    fn enter(&mut self, next: Section) {
+        if self.section == Section::Defaults && !self.defaults.name.is_empty() {
+            self.named_defaults.insert(self.defaults.name.clone(), self.defaults.clone());
+        }
+        self.section = next;
+    }
+
+    fn open_proxy(&mut self, kind: Kind, line: &Line) -> Result<(), ImportError> {
+        self.enter(if kind == Kind::Defaults { Section::Defaults } else { Section::Proxy });
+        let header = Header::parse(line);
+        let name = match header.name {
+            Some(n) => n.to_owned(),
+            None if kind == Kind::Defaults => String::new(),
+            None => return Err(ImportError::MissingSectionName { line: line.no, keyword: kind.keyword().into() }),
+        };
+        let base = self.base_for(kind, header.from, line);
+        let mut p = base.inherit(kind, name, line.no);
+        // The old `listen NAME ADDR:PORT` form.
+        for addrs in header.addrs {
+            if kind.is_frontend() {
+                p.add_binds(addrs, line, &mut self.notes);
+            } else {
+                self.notes.push(format!("line {}: `{addrs}` after the name not translated", line.no));
+            }
+        }
+        if kind == Kind::Defaults {
+            self.defaults = p;
+            return Ok(());
+        }
+        self.check_unique(&p)?;
+        self.proxies.push(p);
+        Ok(())
+    }
+
+    /// What a new section starts from: `from NAME`, else the last `defaults` (a new `defaults`
+    /// starts afresh, as in HAProxy).
+    fn base_for(&mut self, kind: Kind, from: Option<&str>, line: &Line) -> Proxy {
+        if let Some(name) = from {
+            if let Some(d) = self.named_defaults.get(name) {
+                return d.clone();
+            }
+            self.notes.push(format!("line {}: no defaults section named {name:?}; `from {name}` ignored", line.no));
+        }
+        if kind == Kind::Defaults {
+            Proxy::default()
+        } else {
+            self.defaults.clone()
+        }
+    }
+
+    fn check_unique(&self, p: &Proxy) -> Result<(), ImportError> {
+        let clash = self.proxies.iter().find(|q| {
+            q.name == p.name
+                && ((q.kind.is_frontend() && p.kind.is_frontend()) || (q.kind.is_backend() && p.kind.is_backend()))
+        });
+        match clash {
+            Some(q) => Err(ImportError::DuplicateSection {
+                line: p.line,
+                kind: p.kind.keyword(),
+                name: p.name.clone(),
+                first: q.line,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Result<Import, ImportError> {
+        let known: Vec<String> = self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
+        let frontends = translate::frontends(&self.proxies, &known, &mut self.notes)?;
+        let mut backends = Vec::new();
+        for p in self.proxies.iter().filter(|p| p.kind.is_backend()) {
+            backends.push(translate::backend(p, &self.global, &frontends, &mut self.notes));
+        }
+        // Notes in the order of the lines they are about.
+        self.notes.sort_by_key(|n| note_line(n));
+        if frontends.is_empty() {
+            return Err(ImportError::NothingToImport { notes: self.notes });
+        }
+        Ok(Import { config: Config { global: Global::default(), frontends, backends }, notes: self.notes })
+    }
+}
+
+/// The line a note is about (every note starts with `line N:`).
+fn note_line(note: &str) -> usize {
+    let digits = note.strip_prefix("line ").unwrap_or_default();
+    digits.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
+}
+
+/// The words after `frontend`/`backend`/`listen`/`defaults`: a name, `from DEFAULTS`, and (old
+/// syntax) bind addresses.
+#[derive(Default)]
+struct Header<'a> {
+    name: Option<&'a str>,
+    from: Option<&'a str>,
+    addrs: Vec<&'a str>,
+}
+
+impl<'a> Header<'a> {
+    fn parse(line: &'a Line) -> Header<'a> {
+        let mut h = Header::default();
+        let mut words = line.args(1).iter().map(String::as_str);
+        while let Some(w) = words.next() {
+            if w == "from" {
+                h.from = words.next();
+            } else if h.name.is_none() {
+                h.name = Some(w);
+            } else {
+                h.addrs.push(w);
+            }
+        }
+        h
+    }
+}
+
+impl Proxy {
+    fn inherit(&self, kind: Kind, name: String, line: usize) -> Proxy {
+        let mut p = self.clone();
+        p.kind = kind;
+        p.name = name;
+        p.line = line;
+        p.binds.clear();
+        p.servers.clear();
+        // A listen section serves its own servers unless it says otherwise.
+        if kind == Kind::Listen {
+            p.default_backend = None;
+        }
+        p
+    }
+
+    fn label(&self) -> String {
+        if self.name.is_empty() {
+            self.kind.keyword().into()
+        } else {
+            format!("{} {}", self.kind.keyword(), self.name)
+        }
+    }
+
+    /// `bind ADDR[,ADDR...]`: each address becomes a frontend of its own.
+    fn add_binds(&mut self, addrs: &str, line: &Line, notes: &mut Vec<String>) {
+        for a in addrs.split(',') {
+            match bind_address(a) {
+                Ok(b) => self.binds.push(b),
+                Err(why) => notes.push(format!("line {}: bind {a:?} skipped: {why}", line.no)),
+            }
+        }
+    }
+
+    fn set_check_timeout(&mut self, line: &Line, notes: &mut Vec<String>) {
+        match line.word(2).map(str::parse::<Dur>) {
+            Some(Ok(d)) => self.check.timeout = Some(d),
+            Some(Err(why)) => notes.push(format!("line {}: `timeout check`: {why}; not translated", line.no)),
+            None => notes.push(line.not_translated()),
+        }
+    }
+
+    /// `source ADDR[:PORT] [usesrc ...]`: only the address has an xdplb equivalent.
+    fn set_source(&mut self, line: &Line, notes: &mut Vec<String>) {
+        let addr = line.word(1).unwrap_or_default();
+        let (ip, port) = addr.split_once(':').map_or((addr, None), |(i, p)| (i, Some(p)));
+        let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+            notes.push(format!("line {}: `{}`: not an IPv4 source address; not translated", line.no, line.text()));
+            return;
+        };
+        // 0.0.0.0 means "the kernel's choice", which is also xdplb's default.
+        if !ip.is_unspecified() {
+            self.source = vec![ip];
+        }
+        if port.is_some_and(|p| !p.is_empty() && p != "0") || line.words.len() > 2 {
+            notes.push(format!(
+                "line {}: `{}`: only the address is translated (xdplb takes source ports from global.nat_ports)",
+                line.no,
+                line.text()
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxy directives
+
+/// Directives that do not change which server gets a flow (logging, limits, stats, timeouts
+/// that xdplb keeps globally).
+const SILENT_DIRECTIVES: &[&str] = &[
+    "log",
+    "log-format",
+    "log-format-sd",
+    "error-log-format",
+    "log-tag",
+    "log-steps",
+    "maxconn",
+    "fullconn",
+    "backlog",
+    "description",
+    "id",
+    "stats",
+    "monitor-uri",
+    "monitor",
+    "errorfile",
+    "errorfiles",
+    "email-alert",
+    "unique-id-format",
+    "unique-id-header",
+    "enabled",
+    "grace",
+    "load-server-state-from-file",
+    "server-state-file-name",
+    "hash-type",
+    "contimeout",
+    "clitimeout",
+    "srvtimeout",
+];
+
+/// `option`s about logging, keep-alive and kernel splicing: nothing to translate, nothing lost.
+const SILENT_OPTIONS: &[&str] = &[
+    "tcplog",
+    "httplog",
+    "dontlognull",
+    "dontlog-normal",
+    "log-health-checks",
+    "logasap",
+    "log-separate-errors",
+    "tcpka",
+    "clitcpka",
+    "srvtcpka",
+    "splice-auto",
+    "splice-request",
+    "splice-response",
+    "socket-stats",
+    "contstats",
+    "independent-streams",
+    "http-keep-alive",
+    "http-server-close",
+    "httpclose",
+    "nolinger",
+];
+
+/// Protocol checks xdplb replaces with a TCP connect.
+const CONNECT_ONLY_CHECKS: &[&str] = &[
+    "ssl-hello-chk",
+    "mysql-check",
+    "pgsql-check",
+    "redis-check",
+    "smtpchk",
+    "ldap-check",
+    "spop-check",
+    "external-check",
+];
+
+#[expect(clippy::match_same_arms, reason = "one arm per directive: the match reads as the table of what is accepted")]
+fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
+    if let Some(note) = misplaced(p, line) {
+        notes.push(note);
+        return Ok(());
+    }
+    match (line.words[0].as_str(), line.word(1)) {
+        ("mode", Some("tcp")) => {}
+        ("mode", Some("http")) => notes.push(format!(
+            "line {}: `mode http` in {}: xdplb is layer 4 only; it will forward TCP without HTTP processing",
+            line.no,
+            p.label()
+        )),
+        ("bind", Some(addrs)) => {
+            p.add_binds(addrs, line, notes);
+            if line.words.len() > 2 {
+                notes.push(format!("line {}: bind options `{}` not translated", line.no, line.args(2).join(" ")));
+            }
+        }
+        ("default_backend", Some(b)) => p.default_backend = Some((line.no, b.to_owned())),
+        ("balance", Some("roundrobin")) => {}
+        ("balance", Some(_)) => {
+            notes.push(format!(
+                "line {}: `{}`: xdplb balances round robin only; roundrobin used",
+                line.no,
+                line.text()
+            ));
+        }
+        ("option", Some(_)) => proxy_option(p, line, notes),
+        ("no", Some("log")) => {}
+        ("no", Some("option")) if line.word(2).is_some_and(|o| SILENT_OPTIONS.contains(&o)) => {}
+        ("http-check", _) => http_check(&mut p.check, line, notes),
+        ("tcp-check", _) => notes.push(format!(
+            "line {}: `{}` not translated: xdplb's tcp check is a connect only",
+            line.no,
+            line.text()
+        )),
+        ("timeout", Some("check")) => p.set_check_timeout(line, notes),
+        // Connection timeouts are global in xdplb (idle_timeout, syn_timeout).
+        ("timeout", _) => {}
+        ("default-server", _) => {
+            let opts = server_options(line.args(1), line, "default-server", notes);
+            p.default_server = p.default_server.overlay(&opts);
+        }
+        ("server", _) => add_server(p, line, notes)?,
+        ("source", Some(_)) => p.set_source(line, notes),
+        ("use_backend" | "use-server", _) => notes.push(format!(
+            "line {}: `{}` not translated: xdplb sends every flow of a frontend to its default_backend",
+            line.no,
+            line.text()
+        )),
+        (k, _) if SILENT_DIRECTIVES.contains(&k) => {}
+        _ => notes.push(line.not_translated()),
+    }
+    Ok(())
+}
+
+/// A directive HAProxy accepts only on the other side (a `server` in a frontend, a `bind` in a
+/// backend) would otherwise be translated into the wrong place.
+fn misplaced(p: &Proxy, line: &Line) -> Option<String> {
+    let w = line.words[0].as_str();
+    let backend_side = matches!(w, "server" | "default-server" | "balance" | "http-check" | "tcp-check" | "source")
+        || (w == "timeout" && line.word(1) == Some("check"));
+    let frontend_side = matches!(w, "bind" | "default_backend" | "use_backend");
+    let wrong = match p.kind {
+        Kind::Frontend => backend_side,
+        Kind::Backend => frontend_side,
+        Kind::Defaults => matches!(w, "server" | "bind" | "use_backend"),
+        Kind::Listen => false,
+    };
+    wrong.then(|| format!("line {}: `{}` has no effect in {}; not translated", line.no, line.text(), p.label()))
+}
+
+fn proxy_option(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) {
+    match line.word(1).unwrap_or_default() {
+        "httpchk" => option_httpchk(&mut p.check, line, notes),
+        "tcp-check" => p.check.http = false,
+        o if CONNECT_ONLY_CHECKS.contains(&o) => {
+            p.check.http = false;
+            notes.push(format!("line {}: `option {o}`: xdplb's tcp check is a connect only", line.no));
+        }
+        o if SILENT_OPTIONS.contains(&o) => {}
+        _ => notes.push(line.not_translated()),
+    }
+}
+
+/// `option httpchk [[METHOD] URI [VERSION]]`; the version may carry headers the old way
+/// (`HTTP/1.1\r\nHost:\ etcd.local`).
+fn option_httpchk(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+    c.http = true;
+    let (method, uri, version) = match line.args(2) {
+        [] => ("OPTIONS", None, None),
+        [uri] => ("OPTIONS", Some(uri), None),
+        [method, uri] => (method.as_str(), Some(uri), None),
+        [method, uri, version, ..] => (method.as_str(), Some(uri), Some(version)),
+    };
+    c.method = Some((line.no, method.to_owned()));
+    c.path = uri.cloned();
+    for header in version.map_or("", String::as_str).split("\r\n").skip(1).filter(|h| !h.is_empty()) {
+        match header.split_once(':') {
+            Some((name, value)) => check_header(c, name, value, line, notes),
+            None => notes.push(format!("line {}: check header {header:?} not translated", line.no)),
+        }
+    }
+}
+
+fn check_header(c: &mut ProxyCheck, name: &str, value: &str, line: &Line, notes: &mut Vec<String>) {
+    if name.trim().eq_ignore_ascii_case("host") {
+        c.host = Some(value.trim().to_owned());
+    } else {
+        notes.push(format!(
+            "line {}: check header `{}` not translated: xdplb sends Host, User-Agent, Accept and Connection only",
+            line.no,
+            name.trim()
+        ));
+    }
+}
+
+fn http_check(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+    c.rules_line.get_or_insert(line.no);
+    match line.word(1) {
+        Some("send") => http_check_send(c, line, notes),
+        Some("expect") => http_check_expect(c, line, notes),
+        _ => notes.push(line.not_translated()),
+    }
+}
+
+/// `http-check send meth M uri U [ver V] [hdr NAME VALUE]...`
+fn http_check_send(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+    let mut args = line.args(2).iter().map(String::as_str);
+    while let Some(key) = args.next() {
+        match (key, args.next()) {
+            ("meth", Some(m)) => c.method = Some((line.no, m.to_owned())),
+            ("uri", Some(u)) => c.path = Some(u.to_owned()),
+            // xdplb always speaks HTTP/1.1.
+            ("ver", Some(_)) => {}
+            ("hdr", Some(name)) => match args.next() {
+                Some(value) => check_header(c, name, value, line, notes),
+                None => notes.push(format!("line {}: `hdr {name}` has no value; not translated", line.no)),
+            },
+            (key, _) => {
+                notes.push(format!("line {}: `http-check send` from `{key}` on not translated", line.no));
+                break;
+            }
+        }
+    }
+}
+
+/// Parameters before the matcher of `http-check expect`; the `*-status` ones change what a
+/// result means, which xdplb does not do.
+const EXPECT_PARAMS: &[&str] =
+    &["min-recv", "comment", "on-success", "on-error", "status-code", "ok-status", "error-status", "tout-status"];
+
+/// `http-check expect [PARAMS] [!] MATCHER PATTERN`
+fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+    let args = line.args(2);
+    let mut i = 0;
+    let mut negated = false;
+    while let Some(word) = args.get(i).map(String::as_str) {
+        if word == "!" {
+            negated = true;
+            i += 1;
+        } else if EXPECT_PARAMS.contains(&word) {
+            if word.ends_with("-status") {
+                notes.push(format!("line {}: `http-check expect {word}` not translated", line.no));
+            }
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    let matcher = args.get(i).map(String::as_str);
+    let pattern = args.get(i + 1);
+    match (negated, matcher, pattern) {
+        (true, _, _) => notes.push(format!(
+            "line {}: `{}`: negated expects are not supported; not translated",
+            line.no,
+            line.text()
+        )),
+        (false, Some("status"), Some(p)) => expect_status(c, p, line, notes),
+        (false, Some("string"), Some(s)) => c.expect_string = Some(s.clone()),
+        (false, Some("rstring" | "rstatus"), _) => notes.push(format!(
+            "line {}: `{}`: xdplb does not support regular expressions; not translated",
+            line.no,
+            line.text()
+        )),
+        _ => notes.push(line.not_translated()),
+    }
+}
+
+/// xdplb expects one exact status; of a range or list (`200-399`, `200,204`) the first is used.
+fn expect_status(c: &mut ProxyCheck, pattern: &str, line: &Line, notes: &mut Vec<String>) {
+    let first = pattern.split(['-', ',']).next().unwrap_or_default();
+    match first.parse::<u16>() {
+        Ok(status) => {
+            c.expect_status = Some(status);
+            if first != pattern {
+                notes.push(format!(
+                    "line {}: `expect status {pattern}`: xdplb expects exactly one status; {status} used",
+                    line.no
+                ));
+            }
+        }
+        Err(_) => notes.push(format!("line {}: `expect status {pattern}`: not a status; not translated", line.no)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+fn add_server(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
+    let name = line.word(1).unwrap_or("NAME");
+    let Some(addr) = line.word(2) else {
+        return Err(ImportError::ServerWithoutAddress { line: line.no, name: name.to_owned() });
+    };
+    let opts = server_options(line.args(3), line, &format!("server {name}"), notes);
+    match server_address(addr) {
+        Ok(target) => p.servers.push(RawServer { line: line.no, name: name.to_owned(), target, opts }),
+        Err(why) => notes.push(format!("line {}: server {name} skipped: {why}", line.no)),
+    }
+    Ok(())
+}
+
+/// Why a value on a `bind`, `server` or server-option line is not translated; said in its note.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Untranslatable {
+    #[error("{0:?} is IPv6; xdplb needs IPv4:PORT")]
+    Ipv6(String),
+    #[error("{0:?} is not an IPv4 address (xdplb needs IPv4:PORT: resolve the name and write the address)")]
+    ServerName(String),
+    #[error("port offset {0:?}: xdplb needs a fixed port")]
+    PortOffset(String),
+    #[error("not a TCP/IPv4 address; xdplb listens on IPv4 only")]
+    NotTcp,
+    #[error("no port; write ADDR:PORT")]
+    NoPort,
+    #[error("port range {0}: xdplb binds one port per frontend; write one bind per port")]
+    PortRange(String),
+    #[error("{0:?} is not an IPv4 address; xdplb listens on IPv4 only")]
+    BindHost(String),
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0:?} is not a port")]
+    NotAPort(String),
+    #[error("xdplb knows only {}", .0.join(", "))]
+    KnownOnly(Vec<&'static str>),
+    #[error("an expression, not a literal name: set sni = \"NAME\" in the backend's check by hand")]
+    SniExpression,
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+}
+
+/// `IPv4:PORT` or a bare `IPv4`; xdplb has no resolver, so names and IPv6 are refused.
+fn server_address(s: &str) -> Result<Target, Untranslatable> {
+    let s = s.strip_prefix("ipv4@").unwrap_or(s);
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, _)) if h.contains(':') => return Err(Untranslatable::Ipv6(s.into())),
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let ip: Ipv4Addr = host.parse().map_err(|_| Untranslatable::ServerName(host.into()))?;
+    match port {
+        None | Some("") => Ok(Target::NoPort(ip)),
+        Some(p) if p.starts_with(['+', '-']) => Err(Untranslatable::PortOffset(p.into())),
+        Some(p) => Ok(Target::Addr(config::parse_server_addr(&format!("{ip}:{p}"))?)),
+    }
+}
+
+/// A bind address the way xdplb writes it: `*:PORT` for every address, or `IPv4:PORT`.
+fn bind_address(s: &str) -> Result<String, Untranslatable> {
+    let s = s.strip_prefix("ipv4@").unwrap_or(s);
+    if s.contains('@') || s.starts_with('/') {
+        return Err(Untranslatable::NotTcp);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or(Untranslatable::NoPort)?;
+    if port.contains('-') {
+        return Err(Untranslatable::PortRange(port.into()));
+    }
+    let host = match host {
+        "" | "*" | "0.0.0.0" => "*",
+        h if h.parse::<Ipv4Addr>().is_ok() => h,
+        h => return Err(Untranslatable::BindHost(h.into())),
+    };
+    let bind = format!("{host}:{port}");
+    bind.parse::<Bind>()?;
+    Ok(bind)
+}
+
+/// How a server option was taken: the words it used, and whether xdplb has it.
+enum Opt {
+    Done(usize),
+    Silent(usize),
+    Untranslated(usize),
+    Note(usize, String),
+    Unknown,
+}
+
+/// Server options (after a server's address, or on `default-server`). What xdplb has no
+/// equivalent for is gathered into one note per line.
+fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<String>) -> ServerOpts {
+    let mut opts = ServerOpts::default();
+    let mut untranslated = Vec::new();
+    let mut i = 0;
+    while let Some(kw) = words.get(i).map(String::as_str) {
+        let arg = words.get(i + 1).map(String::as_str);
+        let used = match server_option(&mut opts, kw, arg) {
+            Opt::Done(n) | Opt::Silent(n) => n,
+            Opt::Untranslated(n) => {
+                untranslated.push(format!("`{}`", words[i..(i + n).min(words.len())].join(" ")));
+                n
+            }
+            Opt::Note(n, why) => {
+                notes.push(format!("line {}: {who}: {why}", line.no));
+                n
+            }
+            Opt::Unknown => {
+                // Its arity is unknown, so the words after it cannot be read reliably.
+                notes.push(format!(
+                    "line {}: {who}: unknown option `{kw}`; `{}` not translated",
+                    line.no,
+                    words[i..].join(" ")
+                ));
+                break;
+            }
+        };
+        i += used;
+    }
+    if !untranslated.is_empty() {
+        notes.push(format!("line {}: {who}: {} not translated", line.no, untranslated.join(", ")));
+    }
+    opts
+}
+
+fn server_option(o: &mut ServerOpts, kw: &str, arg: Option<&str>) -> Opt {
+    if let Some(done) = server_flag(o, kw) {
+        return done;
+    }
+    let takes_value = [TRANSLATED_VALUED, SILENT_VALUED, NOTED_VALUED].iter().any(|l| l.contains(&kw));
+    match arg {
+        _ if !takes_value => Opt::Unknown,
+        None => Opt::Note(1, format!("`{kw}` needs a value; ignored")),
+        Some(v) => server_value(o, kw, v),
+    }
+}
+
+/// Flags that change nothing xdplb does (TLS versions, session reuse, stickiness).
+const SILENT_FLAGS: &[&str] = &[
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "force-sslv3",
+    "force-tlsv10",
+    "force-tlsv11",
+    "force-tlsv12",
+    "force-tlsv13",
+    "no-tls-tickets",
+    "tls-tickets",
+    "ssl-reuse",
+    "no-ssl-reuse",
+    "allow-0rtt",
+    "no-agent-check",
+    "no-send-proxy",
+    "no-send-proxy-v2",
+    "no-verifyhost",
+    "non-stick",
+    "stick",
+    "no-tfo",
+    "check-reuse-pool",
+    "no-check-reuse-pool",
+];
+
+/// Flags with an effect xdplb does not have.
+const NOTED_FLAGS: &[&str] = &[
+    "agent-check",
+    "send-proxy",
+    "send-proxy-v2",
+    "send-proxy-v2-ssl",
+    "send-proxy-v2-ssl-cn",
+    "check-send-proxy",
+    "check-via-socks4",
+    "tfo",
+];
+
+const TRANSLATED_VALUED: &[&str] = &[
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "weight",
+    "error-limit",
+    "verify",
+    "ca-file",
+    "crt",
+    "sni",
+    "check-sni",
+    "on-marked-down",
+    "observe",
+    "init-state",
+    "port",
+];
+
+/// Valued options that change nothing xdplb does (ids, DNS for names xdplb refuses anyway,
+/// connection pools, TLS tuning).
+const SILENT_VALUED: &[&str] = &[
+    "maxqueue",
+    "minconn",
+    "id",
+    "init-addr",
+    "resolvers",
+    "resolve-prefer",
+    "resolve-net",
+    "resolve-opts",
+    "pool-max-conn",
+    "pool-purge-delay",
+    "pool-low-conn",
+    "pool-conn-name",
+    "max-reuse",
+    "log-proto",
+    "guid",
+    "shard",
+    "hash-key",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "curves",
+    "sigalgs",
+    "client-sigalgs",
+    "log-bufsize",
+];
+
+/// Valued options with an effect xdplb does not have.
+const NOTED_VALUED: &[&str] = &[
+    "maxconn",
+    "slowstart",
+    "addr",
+    "agent-port",
+    "agent-inter",
+    "agent-addr",
+    "agent-send",
+    "track",
+    "cookie",
+    "redir",
+    "source",
+    "usesrc",
+    "namespace",
+    "proto",
+    "ws",
+    "socks4",
+    "check-proto",
+    "check-alpn",
+    "proxy-v2-options",
+    "set-proxy-v2-tlv-fmt",
+    "on-error",
+    "on-marked-up",
+    "crl-file",
+    "verifyhost",
+];
+
+fn server_flag(o: &mut ServerOpts, kw: &str) -> Option<Opt> {
+    fn set(field: &mut Option<bool>, value: bool) -> Opt {
+        *field = Some(value);
+        Opt::Done(1)
+    }
+    Some(match kw {
+        "check" => set(&mut o.check, true),
+        "no-check" => set(&mut o.check, false),
+        "check-ssl" => set(&mut o.check_ssl, true),
+        "no-check-ssl" => set(&mut o.check_ssl, false),
+        "ssl" => {
+            // HAProxy's `ssl` also makes the checks use TLS.
+            o.ssl = Some(true);
+            Opt::Note(
+                1,
+                "`ssl`: HAProxy encrypts the traffic to this server; xdplb forwards the client's TCP unchanged, so clients must speak TLS themselves (checks still use TLS)".into(),
+            )
+        }
+        "no-ssl" => set(&mut o.ssl, false),
+        "backup" => set(&mut o.backup, true),
+        "no-backup" => set(&mut o.backup, false),
+        "disabled" => set(&mut o.disabled, true),
+        "enabled" => set(&mut o.disabled, false),
+        k if SILENT_FLAGS.contains(&k) => Opt::Silent(1),
+        k if NOTED_FLAGS.contains(&k) => Opt::Untranslated(1),
+        _ => return None,
+    })
+}
+
+fn server_value(o: &mut ServerOpts, kw: &str, v: &str) -> Opt {
+    let dur = |v: &str| v.parse::<Dur>().map(Some).map_err(Untranslatable::from);
+    let num = |v: &str| v.parse::<u32>().map(Some).map_err(|_| Untranslatable::NotANumber(v.into()));
+    let result: Result<(), Untranslatable> = match kw {
+        "inter" => dur(v).map(|d| o.inter = d),
+        "fastinter" => dur(v).map(|d| o.fastinter = d),
+        "downinter" => dur(v).map(|d| o.downinter = d),
+        "rise" => num(v).map(|n| o.rise = n),
+        "fall" => num(v).map(|n| o.fall = n),
+        "weight" => num(v).map(|n| o.weight = n),
+        "error-limit" => num(v).map(|n| o.error_limit = n),
+        "port" => v
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .map(|p| o.port = Some(p))
+            .ok_or_else(|| Untranslatable::NotAPort(v.into())),
+        "verify" => one_of(v, &[("none", Verify::None), ("required", Verify::Required)]).map(|x| o.verify = Some(x)),
+        "ca-file" => {
+            o.ca_file = Some(v.to_owned());
+            Ok(())
+        }
+        "crt" => {
+            o.crt = Some(v.to_owned());
+            Ok(())
+        }
+        "sni" => literal_sni(v).map(|s| o.sni = Some(s)),
+        // Unlike `sni`, `check-sni` is a plain name.
+        "check-sni" => {
+            o.check_sni = Some(v.to_owned());
+            Ok(())
+        }
+        "on-marked-down" => {
+            one_of(v, &[("shutdown-sessions", OnMarkedDown::ShutdownSessions)]).map(|x| o.on_marked_down = Some(x))
+        }
+        "observe" => one_of(v, &[("layer4", Observe::Layer4)]).map(|x| o.observe = Some(x)),
+        "init-state" => one_of(
+            v,
+            &[
+                ("up", InitialState::Up),
+                ("fully-up", InitialState::Up),
+                ("down", InitialState::Down),
+                ("fully-down", InitialState::Down),
+            ],
+        )
+        .map(|x| o.initial_state = Some(x)),
+        k if SILENT_VALUED.contains(&k) => return Opt::Silent(2),
+        _ => return Opt::Untranslated(2),
+    };
+    match result {
+        Ok(()) => Opt::Done(2),
+        Err(why) => Opt::Note(2, format!("`{kw} {v}`: {why}; ignored")),
+    }
+}
+
+/// The value of `v` in `table`, or which values xdplb knows.
+fn one_of<T: Copy>(v: &str, table: &[(&'static str, T)]) -> Result<T, Untranslatable> {
+    match table.iter().find(|(name, _)| *name == v) {
+        Some((_, x)) => Ok(*x),
+        None => Err(Untranslatable::KnownOnly(table.iter().map(|(n, _)| *n).collect())),
+    }
+}
+
+/// HAProxy's `sni` is a sample expression; xdplb needs the name itself, so only `str(NAME)` and
+/// a plain host name are taken.
+fn literal_sni(v: &str) -> Result<String, Untranslatable> {
+    let name = v.strip_prefix("str(").and_then(|r| r.strip_suffix(')')).unwrap_or(v);
+    let literal = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if literal {
+        Ok(name.to_owned())
+    } else {
+        Err(Untranslatable::SniExpression)
+    }
+}

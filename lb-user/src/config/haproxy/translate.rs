@@ -1,0 +1,275 @@
+//! Turns the sections as written into xdplb's configuration: one frontend per bind, one
+//! backend per HAProxy backend, and the per-server check settings HAProxy has folded into
+//! xdplb's per-backend ones, with a note wherever the result behaves differently.
+
+use std::net::SocketAddrV4;
+
+use super::{
+    raw::{based, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, ServerOpts, Target},
+    ImportError,
+};
+use crate::config::{self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, FrontendCfg, ServerCfg};
+
+// Assembly
+
+pub(super) fn frontends(
+    proxies: &[Proxy],
+    known: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Vec<FrontendCfg>, ImportError> {
+    let mut out = Vec::new();
+    for p in proxies.iter().filter(|p| p.kind.is_frontend()) {
+        let Some((line, backend)) = frontend_target(p) else {
+            notes.push(format!(
+                "line {}: frontend {} has no default_backend; xdplb sends each frontend to one backend, so it is not imported",
+                p.line, p.name
+            ));
+            continue;
+        };
+        if !known.contains(&backend) {
+            return Err(ImportError::UnknownBackend { line, frontend: p.name.clone(), backend, known: known.to_vec() });
+        }
+        if p.binds.is_empty() {
+            // A listen section without a bind is a backend only.
+            if p.kind == Kind::Frontend {
+                notes.push(format!("line {}: frontend {} has no usable bind; not imported", p.line, p.name));
+            }
+            continue;
+        }
+        for (i, bind) in p.binds.iter().enumerate() {
+            let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
+            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone() });
+        }
+    }
+    Ok(out)
+}
+
+fn frontend_target(p: &Proxy) -> Option<(usize, String)> {
+    match (&p.default_backend, p.kind) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Kind::Listen) => Some((p.line, p.name.clone())),
+        _ => None,
+    }
+}
+
+/// A server translated, with the check settings HAProxy would use for it.
+struct Resolved {
+    server: ServerCfg,
+    check: CheckCfg,
+    /// `check-ssl` without `option httpchk`: HAProxy checks the TLS handshake.
+    tls_connect: bool,
+}
+
+pub(super) fn backend(
+    p: &Proxy,
+    global: &GlobalOpts,
+    frontends: &[FrontendCfg],
+    notes: &mut Vec<String>,
+) -> BackendCfg {
+    let servers: Vec<Resolved> =
+        p.servers.iter().filter_map(|s| resolve_server(p, s, global, frontends, notes)).collect();
+    if servers.is_empty() {
+        notes.push(format!(
+            "line {}: backend {}: no server xdplb can use; add one before loading this configuration",
+            p.line, p.name
+        ));
+    }
+    let check = backend_check(p, &servers, global, notes);
+    BackendCfg {
+        name: p.name.clone(),
+        balance: Balance::Roundrobin,
+        check,
+        source: p.source.clone(),
+        servers: servers.into_iter().map(|r| r.server).collect(),
+    }
+}
+
+fn resolve_server(
+    p: &Proxy,
+    s: &RawServer,
+    global: &GlobalOpts,
+    frontends: &[FrontendCfg],
+    notes: &mut Vec<String>,
+) -> Option<Resolved> {
+    let opts = p.default_server.overlay(&s.opts);
+    let address = match s.target {
+        Target::Addr(a) => a,
+        Target::NoPort(ip) => {
+            let Some(port) = frontend_port(&p.name, frontends) else {
+                notes.push(format!(
+                    "line {}: server {} skipped: it has no port and its frontends do not share one; write IPv4:PORT",
+                    s.line, s.name
+                ));
+                return None;
+            };
+            notes.push(format!(
+                "line {}: server {} has no port; HAProxy uses the port the client connected to, so {port} is used",
+                s.line, s.name
+            ));
+            SocketAddrV4::new(ip, port)
+        }
+    };
+    if let Err(why) = config::parse_server_addr(&address.to_string()) {
+        notes.push(format!("line {}: server {} skipped: {why}", s.line, s.name));
+        return None;
+    }
+    let disabled = opts.disabled.unwrap_or(false);
+    if disabled {
+        notes.push(format!(
+            "line {}: server {} is `disabled` in HAProxy: imported in maintenance (state = \"maint\")",
+            s.line, s.name
+        ));
+    }
+    Some(Resolved {
+        server: ServerCfg {
+            name: s.name.clone(),
+            address: address.to_string().into(),
+            weight: opts.weight.unwrap_or(1),
+            backup: opts.backup.unwrap_or(false),
+            check: opts.check.unwrap_or(false),
+            state: if disabled { AdminState::Maint } else { AdminState::Ready },
+        },
+        check: server_check(&p.check, &opts, global),
+        tls_connect: !p.check.http && opts.check_ssl.or(opts.ssl).unwrap_or(false),
+    })
+}
+
+/// The one port all frontends of `backend` listen on, if they share one.
+fn frontend_port(backend: &str, frontends: &[FrontendCfg]) -> Option<u16> {
+    let mut ports = frontends.iter().filter(|f| f.backend == backend).map(|f| f.bind.get().map(Bind::port));
+    let first = ports.next()??;
+    ports.all(|p| p == Some(first)).then_some(first)
+}
+
+/// The check HAProxy would run against one server.
+fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg {
+    let d = CheckCfg::default();
+    let crt = o.crt.as_deref().map(|f| based(global.crt_base.as_ref(), f));
+    CheckCfg {
+        kind: match (c.http, o.check_ssl.or(o.ssl).unwrap_or(false)) {
+            (true, true) => CheckKind::Https,
+            (true, false) => CheckKind::Http,
+            (false, _) => CheckKind::Tcp,
+        },
+        inter: o.inter.unwrap_or(d.inter),
+        fastinter: o.fastinter,
+        downinter: o.downinter,
+        rise: o.rise.unwrap_or(d.rise),
+        fall: o.fall.unwrap_or(d.fall),
+        timeout: c.timeout,
+        path: c.path.clone().unwrap_or(d.path),
+        host: c.host.clone(),
+        expect_status: c.expect_status.unwrap_or(d.expect_status),
+        expect_string: c.expect_string.clone(),
+        verify: o.verify.unwrap_or(global.verify),
+        ca_file: o.ca_file.as_deref().map(|f| based(global.ca_base.as_ref(), f)),
+        sni: o.check_sni.clone().or_else(|| o.sni.clone()),
+        // HAProxy's `crt` is one PEM holding certificate and key.
+        key: crt.clone(),
+        crt,
+        initial_state: o.initial_state.unwrap_or(d.initial_state),
+        on_marked_down: o.on_marked_down.unwrap_or(d.on_marked_down),
+        observe: o.observe.unwrap_or(d.observe),
+        error_limit: o.error_limit.unwrap_or(d.error_limit),
+        port: o.port,
+    }
+}
+
+/// HAProxy checks per server, xdplb per backend: the checked servers' settings, the first
+/// server's where they disagree.
+fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &mut Vec<String>) -> CheckCfg {
+    let checked: Vec<&Resolved> = servers.iter().filter(|r| r.server.check).collect();
+    let mut cfg = if let Some(first) = checked.first() {
+        first.check.clone()
+    } else {
+        // Nothing is checked in HAProxy either: the servers count as UP.
+        let mut c =
+            servers.first().map_or_else(|| server_check(&p.check, &p.default_server, global), |r| r.check.clone());
+        c.kind = CheckKind::None;
+        c
+    };
+    if !checked.is_empty() {
+        note_disagreements(p, &checked, notes);
+        note_check_differences(p, &cfg, &checked, notes);
+    }
+    clamp_timeout(p, &mut cfg, notes);
+    cfg
+}
+
+fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>) {
+    type Same = fn(&CheckCfg, &CheckCfg) -> bool;
+    let Some((first, rest)) = checked.split_first() else { return };
+    let settings: [(&str, Same); 15] = [
+        ("port", |a, b| a.port == b.port),
+        ("check-ssl", |a, b| a.kind == b.kind),
+        ("inter", |a, b| a.inter == b.inter),
+        ("fastinter", |a, b| a.fastinter == b.fastinter),
+        ("downinter", |a, b| a.downinter == b.downinter),
+        ("rise", |a, b| a.rise == b.rise),
+        ("fall", |a, b| a.fall == b.fall),
+        ("verify", |a, b| a.verify == b.verify),
+        ("ca-file", |a, b| a.ca_file == b.ca_file),
+        ("crt", |a, b| a.crt == b.crt),
+        ("sni", |a, b| a.sni == b.sni),
+        ("init-state", |a, b| a.initial_state == b.initial_state),
+        ("on-marked-down", |a, b| a.on_marked_down == b.on_marked_down),
+        ("observe", |a, b| a.observe == b.observe),
+        ("error-limit", |a, b| a.error_limit == b.error_limit),
+    ];
+    for (setting, same) in settings {
+        if let Some(other) = rest.iter().find(|r| !same(&first.check, &r.check)) {
+            notes.push(format!(
+                "line {}: backend {}: servers disagree on `{setting}` ({} and {}); xdplb has one check setting per backend, so {}'s is used",
+                p.line, p.name, first.server.name, other.server.name, first.server.name
+            ));
+        }
+    }
+}
+
+/// Where the translated check behaves differently from HAProxy's.
+fn note_check_differences(p: &Proxy, cfg: &CheckCfg, checked: &[&Resolved], notes: &mut Vec<String>) {
+    let http = matches!(cfg.kind, CheckKind::Http | CheckKind::Https);
+    if let (true, Some((line, method))) = (http, &p.check.method) {
+        if !method.eq_ignore_ascii_case("GET") {
+            notes.push(format!("line {line}: check method {method}: xdplb checks with GET"));
+        }
+    }
+    if let (true, Some(s), None) = (http, &cfg.expect_string, p.check.expect_status) {
+        notes.push(format!(
+            "line {}: backend {}: HAProxy's `http-check expect string {s}` ignores the status, so a server answering 500 with {s:?} in the body stays UP; xdplb requires status {} and the string",
+            p.line, p.name, cfg.expect_status
+        ));
+    }
+    if let (false, Some(line)) = (p.check.http, p.check.rules_line) {
+        notes.push(format!(
+            "line {line}: http-check rules have no effect without `option httpchk` (HAProxy ignores them too); tcp check used"
+        ));
+    }
+    if checked.iter().any(|r| r.tls_connect) {
+        notes.push(format!(
+            "line {}: backend {}: `check-ssl` without `option httpchk`: HAProxy checks the TLS handshake, xdplb the TCP connect only",
+            p.line, p.name
+        ));
+    }
+    if let Some(crt) = &cfg.crt {
+        notes.push(format!(
+            "line {}: backend {}: HAProxy's `crt` is one PEM with certificate and key; crt and key are both set to {}",
+            p.line,
+            p.name,
+            crt.display()
+        ));
+    }
+}
+
+/// xdplb ends a check before the next is due; HAProxy lets a long `timeout check` run on.
+fn clamp_timeout(p: &Proxy, cfg: &mut CheckCfg, notes: &mut Vec<String>) {
+    if let Some(t) = cfg.timeout {
+        if t > cfg.inter {
+            notes.push(format!(
+                "line {}: backend {}: `timeout check {t}` is longer than inter {}; xdplb ends each check before the next, so the timeout is {}",
+                p.line, p.name, cfg.inter, cfg.inter
+            ));
+            cfg.timeout = Some(cfg.inter);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The configuration file's schema: what `xdplb.toml` may say, with HAProxy's names and
+//! defaults where HAProxy has one (inter 2s, rise 2, fall 3, ...).
+
+use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{Bind, Dur, Parsed, PortRange, ServerAddr, UnitError};
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: Global,
+    #[serde(default, rename = "frontend")]
+    pub frontends: Vec<FrontendCfg>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendCfg>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Interfaces to attach to (the command line's `--iface` replaces this list).
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpModeCfg,
+    pub pin_dir: PathBuf,
+    /// Source ports reserved for full NAT (put in `net.ipv4.ip_local_reserved_ports`).
+    pub nat_ports: PortRange,
+    /// Concurrent flows the connection table holds (it takes two entries per flow).
+    pub max_flows: u32,
+    /// Flows whose handshake is not complete, held apart: a SYN flood fills this table only.
+    pub max_half_open: u32,
+    /// Established flows idle this long are removed.
+    pub idle_timeout: Dur,
+    /// Flows whose handshake did not complete in this time are removed.
+    pub syn_timeout: Dur,
+    /// Flows that saw RST, or FIN both ways, linger this long for the last ACKs.
+    pub close_linger: Dur,
+    /// How often the agent sweeps the connection table.
+    pub gc_interval: Dur,
+    /// Answer SYNs that no server can take with RST (otherwise drop them).
+    pub reset_on_no_backend: bool,
+    /// Translate TCP timestamps per flow, so that a server holding a NAT tuple in TIME_WAIT
+    /// accepts the next SYN on it (off: timestamps pass untouched, and ports wait longer).
+    pub translate_timestamps: bool,
+    /// How long the servers keep a tuple in TIME_WAIT (Linux: 60 s). A NAT port whose server
+    /// closed first on a flow without timestamps is not used again before this.
+    pub server_time_wait: Dur,
+    /// Status page, `/status.json` and `/metrics` (HAProxy's usual stats port).
+    pub stats_bind: std::net::SocketAddr,
+    /// The runtime API's unix socket (root only).
+    pub runtime_socket: PathBuf,
+    /// Where server states set by hand are kept across reloads and restarts.
+    pub state_file: PathBuf,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: XdpModeCfg::Auto,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            nat_ports: PortRange { first: 40000, last: 59999 },
+            max_flows: 65536,
+            max_half_open: 16384,
+            idle_timeout: Dur(Duration::from_hours(1)),
+            syn_timeout: Dur(Duration::from_secs(10)),
+            close_linger: Dur(Duration::from_secs(10)),
+            gc_interval: Dur(Duration::from_secs(1)),
+            reset_on_no_backend: true,
+            translate_timestamps: true,
+            server_time_wait: Dur(Duration::from_mins(1)),
+            stats_bind: "127.0.0.1:8404".parse().unwrap(),
+            runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
+            state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeCfg {
+    /// Native (driver) mode, falling back to generic with a warning.
+    Auto,
+    /// Native (driver) mode or fail.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+impl FromStr for XdpModeCfg {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" | "driver" => Ok(Self::Native),
+            "generic" | "skb" => Ok(Self::Generic),
+            _ => Err(UnitError::XdpMode(s.into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendCfg {
+    pub name: String,
+    /// `ADDR:PORT`, or `*:PORT` for every IPv4 address of the attached interfaces.
+    pub bind: Parsed<Bind>,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendCfg {
+    pub name: String,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub check: CheckCfg,
+    /// The balancer addresses flows leave from (one address or a list, at most
+    /// `lb_common::MAX_SOURCES`); by default the kernel's route to each server. Each address
+    /// multiplies the backend-side tuples a server can take: `nat_ports` per address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub source: Vec<Ipv4Addr>,
+    #[serde(default, rename = "server")]
+    pub servers: Vec<ServerCfg>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    #[default]
+    Roundrobin,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCfg {
+    pub name: String,
+    /// `IPv4:PORT`.
+    pub address: Parsed<ServerAddr>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Takes flows only when no active server is UP.
+    #[serde(default)]
+    pub backup: bool,
+    /// Health-check this server (HAProxy's `check`); unchecked servers count as UP.
+    #[serde(default = "default_true")]
+    pub check: bool,
+    /// Administrative state: `ready`, `drain` (no new flows, open flows stay, checks go on) or
+    /// `maint` (no new flows, no checks; HAProxy's `disabled`).
+    #[serde(default)]
+    pub state: AdminState,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    #[default]
+    Ready,
+    Drain,
+    Maint,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Health check settings of a backend's servers, with HAProxy's names and defaults
+/// (`default-server` in HAProxy terms). Checks run in the agent; see `health`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckCfg {
+    /// `https` (HAProxy's `check check-ssl` with `option httpchk`), `http`, `tcp` (connect
+    /// only), or `none` (servers count as UP).
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// Interval between checks while the server is UP (HAProxy `inter`).
+    pub inter: Dur,
+    /// Interval while it is changing state (`UP x/fall`, `DOWN x/rise`); default `inter`.
+    pub fastinter: Option<Dur>,
+    /// Interval while it is DOWN; default `inter`.
+    pub downinter: Option<Dur>,
+    /// Consecutive passes that bring a DOWN server UP.
+    pub rise: u32,
+    /// Consecutive failures that take an UP server DOWN.
+    pub fall: u32,
+    /// Budget for connect + TLS handshake + response; default `inter`.
+    pub timeout: Option<Dur>,
+    /// Check this port instead of the server's (HAProxy's `port`), e.g. a separate health port.
+    pub port: Option<u16>,
+    /// HTTP request path (`option httpchk GET /path`).
+    pub path: String,
+    /// Host header; default the server's address.
+    pub host: Option<String>,
+    /// Pass needs this HTTP status...
+    pub expect_status: u16,
+    /// ...and, if set, this string in the body (`http-check expect string`).
+    pub expect_string: Option<String>,
+    /// `none` (HAProxy's `verify none`) or `required` (needs `ca_file`).
+    pub verify: Verify,
+    pub ca_file: Option<PathBuf>,
+    /// TLS server name; default none (an IP address is not a valid SNI).
+    pub sni: Option<String>,
+    /// Client certificate and key (PEM), for servers that require one (etcd `--client-cert-auth`).
+    pub crt: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// State before the first check: `up` (HAProxy's behaviour) or `down` until proven.
+    pub initial_state: InitialState,
+    /// What happens to open flows of a server marked DOWN: `none` (HAProxy's default, they stay)
+    /// or `shutdown-sessions` (they are removed from the connection table).
+    pub on_marked_down: OnMarkedDown,
+    /// Passive layer-4 observation (HAProxy `observe layer4`): SYNs the server answers with RST
+    /// or never answers count as errors; at `error_limit` the server is checked at `fastinter`
+    /// at once.
+    pub observe: Observe,
+    pub error_limit: u32,
+}
+
+impl Default for CheckCfg {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::Tcp,
+            inter: Dur(Duration::from_secs(2)),
+            fastinter: None,
+            downinter: None,
+            rise: 2,
+            fall: 3,
+            timeout: None,
+            path: "/".into(),
+            expect_status: 200,
+            expect_string: None,
+            verify: Verify::Required,
+            ca_file: None,
+            sni: None,
+            crt: None,
+            key: None,
+            host: None,
+            port: None,
+            initial_state: InitialState::Up,
+            on_marked_down: OnMarkedDown::None,
+            observe: Observe::Layer4,
+            error_limit: 10,
+        }
+    }
+}
+
+impl CheckCfg {
+    pub fn fastinter(&self) -> Duration {
+        self.fastinter.unwrap_or(self.inter).0
+    }
+    pub fn downinter(&self) -> Duration {
+        self.downinter.unwrap_or(self.inter).0
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.inter).0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMarkedDown {
+    None,
+    ShutdownSessions,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Observe {
+    None,
+    Layer4,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Https,
+    Http,
+    Tcp,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    None,
+    Required,
+}
+
+/// `"10.0.0.5"` or `["10.0.0.5", "10.0.0.6"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Ipv4Addr),
+        Many(Vec<Ipv4Addr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(v) => v,
+    })
+}
