@@ -22,8 +22,9 @@ pub mod names {
     pub const SWEEP: &str = "sweep";
     pub const PORT_CURSORS: &str = "port_cursors";
     pub const PORT_BLOCKS: &str = "port_blocks";
+    pub const NEXT_HOPS: &str = "next_hops";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -39,6 +40,7 @@ pub mod names {
         SWEEP,
         PORT_CURSORS,
         PORT_BLOCKS,
+        NEXT_HOPS,
     ];
 }
 
@@ -58,8 +60,8 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
 /// Default size of the half-open table (entries): flows whose handshake has not completed live
 /// apart, so that a SYN flood evicts only other half-open flows, never an established one.
 pub const DEFAULT_SYN_FLOW_ENTRIES: u32 = 32_768;
-/// How long a flow trusts its cached FIB answer (a changed route or neighbour MAC is picked up
-/// within this time; the neighbour entry itself is kept fresh by the kernel).
+/// How long a server's cached FIB answer is trusted (a changed route or neighbour MAC is picked
+/// up within this time; the neighbour entry itself is kept fresh by the kernel).
 pub const NEXT_HOP_REFRESH_NS: u64 = 1_000_000_000;
 /// A NAT port whose flow is over may be taken by a new flow once the old one has been quiet this
 /// long (late segments in flight have gone), unless the server may still hold the tuple in
@@ -157,10 +159,9 @@ pub struct Flow {
     pub direction: u32,
     pub server_id: u32,
     pub frontend_id: u32,
-    /// Where this direction's packets go: destination and source MAC and egress interface.
-    /// Server side (replies): the client's MAC (or its router's), our MAC and the interface the
-    /// SYN came in on, recorded at SYN time. Client side: the FIB's answer, cached and asked
-    /// again once `next_hop_ns` is older than `NEXT_HOP_REFRESH_NS`; ifindex 0 = not known yet.
+    /// Server side (replies): where they go, the client's MAC (or its router's), our MAC and the
+    /// interface the SYN came in on, recorded at SYN time. Unused on the client side: packets to
+    /// a server follow that server's `NextHop`.
     pub next_hop_dst_mac: [u8; 6],
     pub next_hop_src_mac: [u8; 6],
     pub next_hop_ifindex: u32,
@@ -183,8 +184,6 @@ pub struct Flow {
     /// the SYN the server got. Together they bound what the server last saw on the tuple.
     pub ts_last: u32,
     pub _pad: u32,
-    /// When the client side's next hop was last looked up (0 for the recorded server side).
-    pub next_hop_ns: u64,
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub packets: u64,
@@ -247,6 +246,23 @@ impl Flow {
             && self.seen & FLOW_SEEN_TS == 0;
         Some(if server_time_wait && time_wait_ns > NAT_PORT_HOLD_NS { time_wait_ns } else { NAT_PORT_HOLD_NS })
     }
+}
+
+/// Value of `next_hops` (an array indexed by server id): where packets to the server go, the
+/// kernel FIB's answer (`bpf_fib_lookup`), kept by the data path for every flow to the server
+/// and asked again once `checked_ns` is older than `NEXT_HOP_REFRESH_NS`, or when the server's
+/// address is not the one it was asked for (a reload changed it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// Egress interface; 0 = not known yet.
+    pub ifindex: u32,
+    /// The server address this answer is for.
+    pub addr: [u8; 4],
+    pub _pad: u32,
+    pub checked_ns: u64,
 }
 
 /// Value of `settings` (an array with one entry), written by the agent.
@@ -410,7 +426,8 @@ const _: () = assert!(size_of::<Frontend>() == 8);
 const _: () = assert!(size_of::<BackendSet>() == 8 + 4 * MAX_SLOTS);
 const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
-const _: () = assert!(size_of::<Flow>() == 112);
+const _: () = assert!(size_of::<Flow>() == 104);
+const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 48);
@@ -428,5 +445,39 @@ mod pod {
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for PortCursor {}
+    unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for TrafficStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_are_unique_across_reasons_and_events() {
+        // `xdplb stats --json` puts both in one object.
+        let mut names: [&str; (REASON_COUNT + EVENT_COUNT) as usize] = [""; (REASON_COUNT + EVENT_COUNT) as usize];
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            names[i] = r.name();
+        }
+        for (i, e) in Event::ALL.iter().enumerate() {
+            names[REASON_COUNT as usize + i] = e.name();
+        }
+        names.sort_unstable();
+        assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
+    }
+
+    #[test]
+    fn a_port_is_held_a_whole_time_wait_only_after_a_server_closed_first_without_timestamps() {
+        let tw = 60_000_000_000;
+        let server = |seen: u32| Flow { direction: FLOW_DIR_SERVER, seen, ..Flow::default() };
+        let fin_both = TCP_FIN | FLOW_SEEN_PEER_FIN;
+        assert_eq!(server(TCP_ACK).port_hold_ns(tw), None, "open: busy");
+        assert_eq!(server(fin_both | FLOW_SEEN_CLOSED_FIRST).port_hold_ns(tw), Some(tw), "server first, no timestamps");
+        let short = Some(NAT_PORT_HOLD_NS);
+        assert_eq!(server(fin_both | FLOW_SEEN_CLOSED_FIRST | FLOW_SEEN_TS).port_hold_ns(tw), short, "translated");
+        assert_eq!(server(fin_both).port_hold_ns(tw), short, "the client closed first");
+        assert_eq!(server(TCP_RST | FLOW_SEEN_CLOSED_FIRST).port_hold_ns(tw), short, "reset");
+        assert_eq!(server(FLOW_SEEN_PEER_RST).port_hold_ns(tw), short, "reset by the client");
+    }
 }

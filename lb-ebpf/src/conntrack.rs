@@ -208,16 +208,18 @@ pub fn remove(key: &FlowKey, half_open: bool) {
     let _ = if half_open { SYN_FLOWS.remove(key) } else { FLOWS.remove(key) };
 }
 
-/// Inserts a new flow's two entries into the half-open table and returns its client side.
+/// Inserts a new flow's two entries into the half-open table; false if the table refused.
 /// `reply` goes first: once the client side is visible, the reply path works.
 #[inline(always)]
-pub fn insert(reply_key: &FlowKey, reply: &Flow, key: &FlowKey, forward: &Flow) -> Option<*mut Flow> {
-    SYN_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).ok()?;
+pub fn insert(reply_key: &FlowKey, reply: &Flow, key: &FlowKey, forward: &Flow) -> bool {
+    if SYN_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_err() {
+        return false;
+    }
     if SYN_FLOWS.insert(key, forward, BPF_ANY as u64).is_err() {
         let _ = SYN_FLOWS.remove(reply_key);
-        return None;
+        return false;
     }
-    SYN_FLOWS.get_ptr_mut(key)
+    true
 }
 
 // The flag values are the TCP header's; `seen` keeps the peer's at bit 12 and up.

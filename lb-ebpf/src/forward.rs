@@ -1,5 +1,6 @@
 //! Sending a rewritten packet on: towards the server through the kernel's FIB (its answer cached
-//! in the flow), back to the client through the next hop recorded at SYN time. Same interface:
+//! per server, so a new flow costs no FIB lookup), back to the client through the next hop
+//! recorded at SYN time. Same interface:
 //! XDP_TX; another: XDP_REDIRECT through `tx_ports`. When the kernel has no neighbour entry yet,
 //! the rewritten packet goes to the kernel, which resolves the neighbour and forwards it (the
 //! agent enables forwarding and accept_local on the attached interfaces for this).
@@ -11,30 +12,40 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{Flow, Reason, NEXT_HOP_REFRESH_NS};
+use lb_common::{Flow, NextHop, Reason, NEXT_HOP_REFRESH_NS};
 
-use crate::{maps::TX_PORTS, nat, parse::Packet};
+use crate::{
+    maps::{NEXT_HOPS, TX_PORTS},
+    nat,
+    parse::Packet,
+};
 
 const AF_INET: u8 = 2;
 const IPPROTO_TCP: u8 = 6;
 
-/// Client -> server: rewrite, then to the FIB's next hop (cached in the flow, refreshed every
-/// `NEXT_HOP_REFRESH_NS`).
+/// Client -> server: rewrite, then to the FIB's next hop for the server (cached per server,
+/// asked again every `NEXT_HOP_REFRESH_NS`).
 #[inline(always)]
 pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
-    let flow = unsafe { &mut *flow };
+    let flow = unsafe { &*flow };
     nat::rewrite(pkt, flow);
-    if flow.next_hop_ifindex == 0 || now.wrapping_sub(flow.next_hop_ns) > NEXT_HOP_REFRESH_NS {
-        if let Err(reason) = lookup_next_hop(ctx, pkt, flow, now) {
+    let Some(hop) = NEXT_HOPS.get_ptr_mut(flow.server_id) else { return (Reason::FibFailed, xdp_action::XDP_PASS) };
+    // Several CPUs may refresh one server's entry at once: they write the same answer.
+    let hop = unsafe { &mut *hop };
+    if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || now.wrapping_sub(hop.checked_ns) > NEXT_HOP_REFRESH_NS {
+        if let Err(reason) = lookup_next_hop(ctx, pkt, flow, hop, now) {
             return (reason, xdp_action::XDP_PASS);
         }
     }
-    to_next_hop(ctx, pkt, flow, Reason::Forwarded)
+    let eth = unsafe { &mut *pkt.eth };
+    eth.dst_addr = hop.dst_mac;
+    eth.src_addr = hop.src_mac;
+    send(ctx, hop.ifindex, Reason::Forwarded)
 }
 
-/// Asks the kernel's FIB (and neighbour table) where the server is; records it in the flow.
+/// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.
 #[inline(always)]
-fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &mut Flow, now: u64) -> Result<(), Reason> {
+fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHop, now: u64) -> Result<(), Reason> {
     let mut fib: FibParams = unsafe { zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_TCP;
@@ -48,10 +59,11 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &mut Flow, now: u64) ->
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            flow.next_hop_dst_mac = fib.dmac;
-            flow.next_hop_src_mac = fib.smac;
-            flow.next_hop_ifindex = fib.ifindex;
-            flow.next_hop_ns = now;
+            hop.dst_mac = fib.dmac;
+            hop.src_mac = fib.smac;
+            hop.ifindex = fib.ifindex;
+            hop.addr = flow.new_dst_addr;
+            hop.checked_ns = now;
             Ok(())
         }
         // The kernel forwards the rewritten packet and resolves the neighbour meanwhile.
@@ -65,15 +77,10 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &mut Flow, now: u64) ->
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
     let flow = unsafe { &*flow };
     nat::rewrite(pkt, flow);
-    to_next_hop(ctx, pkt, flow, Reason::Replied)
-}
-
-#[inline(always)]
-fn to_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, reason: Reason) -> (Reason, u32) {
     let eth = unsafe { &mut *pkt.eth };
     eth.dst_addr = flow.next_hop_dst_mac;
     eth.src_addr = flow.next_hop_src_mac;
-    send(ctx, flow.next_hop_ifindex, reason)
+    send(ctx, flow.next_hop_ifindex, Reason::Replied)
 }
 
 #[inline(always)]

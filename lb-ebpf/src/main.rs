@@ -250,20 +250,27 @@ fn open_flow(
     forward_entry.server_id = server_id;
     forward_entry.frontend_id = frontend.frontend_id;
     forward_entry.ts_off = ts_off;
+    forward_entry.ts_last = syn_ts;
     forward_entry.created_ns = now;
     forward_entry.last_seen_ns = now;
-    let Some(flow) = conntrack::insert(&reply_key, reply_entry, key, forward_entry) else {
+    // What `conntrack::observe` records of a client's first SYN, written before the insert: no
+    // lookup of the new entry afterwards.
+    forward_entry.seen = pkt.tcp_flags & 0xff;
+    forward_entry.isn = pkt.seq();
+    forward_entry.seq_end = pkt.seq_end();
+    forward_entry.wscale = opts.wscale.unwrap_or(0);
+    forward_entry.max_win = pkt.window();
+    forward_entry.packets = 1;
+    forward_entry.bytes = pkt.ip_len as u64;
+    if !conntrack::insert(&reply_key, reply_entry, key, forward_entry) {
         return (Reason::TableFull, xdp_action::XDP_DROP);
-    };
-    stats::new_flow(frontend.frontend_id, server_id);
-    let translate = ts_off != 0;
-    conntrack::observe(flow, pkt, opts.wscale, translate, now);
-    if translate {
-        if let Some(sent) = timestamps::to_server(ctx, opts.ts_at, unsafe { &*flow }) {
-            unsafe { (*flow).ts_last = sent };
-        }
     }
-    let (reason, action) = forward::to_server(ctx, pkt, flow, now);
+    stats::new_flow(frontend.frontend_id, server_id, pkt.ip_len as u64);
+    if ts_off != 0 {
+        timestamps::to_server(ctx, opts.ts_at, forward_entry);
+    }
+    // The packet goes out as the new entry says; the copy in scratch space is the same.
+    let (reason, action) = forward::to_server(ctx, pkt, forward_entry, now);
     // The flow is new whatever the next hop did with its first packet.
     if reason == Reason::Forwarded {
         (Reason::NewFlow, action)

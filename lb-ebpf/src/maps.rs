@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, PortCursor, Server, Settings, SweepState, TrafficStats,
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, PortCursor, Server, Settings, SweepState, TrafficStats,
     DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS,
     REASON_COUNT,
 };
@@ -38,6 +38,10 @@ pub static SYN_FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_SYN_FLOW_ENTRIES as us
 /// BPF stack beside everything else.
 #[btf_map(name = "scratch")]
 pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
+
+/// Per server: where its packets go (`forward`).
+#[btf_map(name = "next_hops")]
+pub static NEXT_HOPS: Array<NextHop, { MAX_SERVERS as usize }> = Array::new();
 
 /// Per CPU and server: the block of NAT tuples this CPU hands out, and how far it got (`ports`).
 #[btf_map(name = "port_cursors")]

@@ -1,8 +1,8 @@
 //! TCP options: where the timestamp option sits, and the window scale a SYN announces.
 //!
 //! Data segments of Linux, BSD and Windows peers carry `NOP NOP TS` first: one 4-byte compare
-//! finds it. Anything else (SYNs: `MSS SACK_PERM TS NOP WS`; SACK blocks; odd layouts) takes a
-//! bounded walk. Options that do not parse leave the packet as it is (counted); the header
+//! finds it; Linux's SYNs (`MSS SACK_PERM TS NOP WS`) have a layout of their own, compared whole.
+//! Anything else (other stacks' SYNs, SACK blocks, odd layouts) takes a bounded walk. Options that do not parse leave the packet as it is (counted); the header
 //! length never changes.
 
 use aya_ebpf::{bindings::xdp_md, cty::c_void, helpers::bpf_loop, programs::XdpContext};
@@ -41,6 +41,19 @@ pub fn find(ctx: &XdpContext, pkt: &Packet) -> TcpOptions {
     if let Ok(first) = ptr_at::<[u8; 4]>(ctx, TCP_OFF + 20) {
         if unsafe { *first } == NOP_NOP_TS && opt_len >= 12 && pkt.tcp_flags & 0x02 == 0 {
             return TcpOptions { ts_at: TCP_OFF + 24, wscale: None };
+        }
+    }
+    // Linux's SYN and SYN-ACK: MSS, SACK_PERM (or NOP NOP), TS, NOP, WS.
+    if opt_len == 20 {
+        if let Ok(o) = ptr_at::<[u8; 20]>(ctx, TCP_OFF + 20) {
+            let o = unsafe { &*o };
+            if o[0..2] == [2, 4]
+                && (o[4..6] == [4, 2] || o[4..6] == [NOP, NOP])
+                && o[6..8] == [TIMESTAMP, TIMESTAMP_LEN]
+                && o[16..19] == [NOP, WSCALE, 3]
+            {
+                return TcpOptions { ts_at: TCP_OFF + 28, wscale: Some(if o[19] > 14 { 14 } else { o[19] as u32 }) };
+            }
         }
     }
     walk(ctx, opt_len)

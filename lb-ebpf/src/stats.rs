@@ -28,9 +28,14 @@ fn traffic(frontend_id: u32, server_id: u32, f: impl Fn(&mut TrafficStats)) {
     }
 }
 
+/// A SYN of `bytes` (IP length) opened a flow: one look at each counter block for both counts.
 #[inline(always)]
-pub fn new_flow(frontend_id: u32, server_id: u32) {
-    traffic(frontend_id, server_id, |s| s.new_flows += 1);
+pub fn new_flow(frontend_id: u32, server_id: u32, bytes: u64) {
+    traffic(frontend_id, server_id, |s| {
+        s.new_flows += 1;
+        s.packets_in += 1;
+        s.bytes_in += bytes;
+    });
 }
 
 /// One packet of `bytes` (IP length) in the client->server ("in") or server->client direction.

@@ -179,13 +179,17 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             let c = Counters::open_pinned(&pin_dir).map_err(|e| {
                 anyhow::anyhow!("opening counters under {}: {e}; is the agent running?", pin_dir.display())
             })?;
-            let r = c.reasons()?;
+            let (r, e) = (c.reasons()?, c.events()?);
             if json {
-                let m: serde_json::Map<String, serde_json::Value> =
-                    r.iter().map(|(k, v)| (k.name().to_string(), (*v).into())).collect();
+                // Reasons and events have distinct names: one flat object, as before events.
+                let m: serde_json::Map<String, serde_json::Value> = r
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), (*v).into()))
+                    .chain(e.iter().map(|(k, v)| (k.name().to_string(), (*v).into())))
+                    .collect();
                 println!("{}", serde_json::Value::Object(m));
             } else {
-                print!("{}", table::counters(&r));
+                print!("{}", table::counters(&r, &e));
             }
             Ok(())
         }

@@ -139,7 +139,12 @@ impl Fixture {
     }
 
     pub fn load_sized(&self, up: &dyn Fn(u32) -> bool, max_flows: u32) -> Loaded {
-        let config = Config::parse(CONFIG, "fixture.toml".as_ref()).unwrap();
+        self.load_config(up, max_flows, CONFIG)
+    }
+
+    /// `load_sized` with another configuration (the fixture's interfaces and servers).
+    pub fn load_config(&self, up: &dyn Fn(u32) -> bool, max_flows: u32, config: &str) -> Loaded {
+        let config = Config::parse(config, "fixture.toml".as_ref()).unwrap();
         let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
         let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
         let mut ebpf =

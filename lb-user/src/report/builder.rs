@@ -149,6 +149,10 @@ impl Builder {
             .reasons()
             .map(|r| r.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect())
             .unwrap_or_default();
+        snap.events = counters
+            .events()
+            .map(|r| r.into_iter().map(|(k, v)| (k.name().to_string(), v)).collect())
+            .unwrap_or_default();
         snap
     }
 }

@@ -111,6 +111,12 @@ fn general(s: &Snapshot) -> Markup {
                         @for (reason, n) in &s.reasons { tr { td.l { (reason) } td { (n) } } }
                     }
                 }
+                @if !s.events.is_empty() {
+                    table.px {
+                        tr.hdr { th { "Events" } th { "Total" } }
+                        @for (event, n) in &s.events { tr { td.l { (event) } td { (n) } } }
+                    }
+                }
             }
         } }
     }

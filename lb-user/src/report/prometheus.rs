@@ -173,12 +173,20 @@ const SERVER: [&[Metric<ServerStatus>]; 3] = [
     ],
 ];
 
-const PACKETS: [&[Metric<Snapshot>]; 1] = [&[metric(
-    "xdplb_packets_total",
-    Counter,
-    "Packets seen by the XDP program, by verdict reason.",
-    ByLabel("reason", |s| s.reasons.clone()),
-)]];
+const PACKETS: [&[Metric<Snapshot>]; 1] = [&[
+    metric(
+        "xdplb_packets_total",
+        Counter,
+        "Packets seen by the XDP program, by verdict reason.",
+        ByLabel("reason", |s| s.reasons.clone()),
+    ),
+    metric(
+        "xdplb_events_total",
+        Counter,
+        "What the XDP program did besides verdicts: timestamp translation, NAT ports, TCP tracking.",
+        ByLabel("event", |s| s.events.clone()),
+    ),
+]];
 
 #[expect(clippy::cast_precision_loss, reason = "one check's milliseconds are far below 2^52")]
 fn seconds(ms: u64) -> f64 {

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub backends: Vec<BackendStatus>,
     /// Packet counters by reason (`passed`, `forwarded`, ...).
     pub reasons: Vec<(String, u64)>,
+    /// Data path events (`ts_translated`, `port_reused`, `rst_out_of_window`, ...).
+    #[serde(default)]
+    pub events: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

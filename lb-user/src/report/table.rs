@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use lb_common::Reason;
+use lb_common::{Event, Reason};
 
 use super::{
     format::{fmt_rate, human_bytes, human_time, last_check_text, VERIFY_NONE_WARNING},
@@ -220,15 +220,24 @@ pub fn flows(flows: &[FlowView]) -> String {
     out
 }
 
-/// `xdplb stats`: packets by reason.
-pub fn counters(reasons: &[(Reason, u64)]) -> String {
-    let mut table =
-        Table::with_columns(vec![Column { title: "", align: Align::Left, min_width: 16 }, Column::left("")], " ");
-    for (reason, n) in reasons {
-        table.row(vec![reason.name().to_owned(), n.to_string()]);
-    }
+/// `xdplb stats`: packets by reason, then events.
+pub fn counters(reasons: &[(Reason, u64)], events: &[(Event, u64)]) -> String {
     let mut out = String::new();
-    table.render_rows(&mut out);
+    let names = [
+        reasons.iter().map(|(r, n)| (r.name(), *n)).collect::<Vec<_>>(),
+        events.iter().map(|(e, n)| (e.name(), *n)).collect(),
+    ];
+    for (i, rows) in names.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut table =
+            Table::with_columns(vec![Column { title: "", align: Align::Left, min_width: 21 }, Column::left("")], " ");
+        for (name, n) in rows {
+            table.row(vec![(*name).to_owned(), n.to_string()]);
+        }
+        table.render_rows(&mut out);
+    }
     out
 }
 

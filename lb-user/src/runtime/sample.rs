@@ -103,5 +103,6 @@ pub fn snapshot() -> Snapshot {
             },
         ],
         reasons: vec![],
+        events: vec![],
     }
 }

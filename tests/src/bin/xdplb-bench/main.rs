@@ -20,6 +20,8 @@ use std::{
     time::Duration,
 };
 
+mod clients;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
@@ -33,8 +35,8 @@ use tests::{
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk (default both).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk")]
+    /// Which benchmarks: prog, wrk, clients (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -45,6 +47,13 @@ struct Args {
     /// Runs per contender per round for `prog`.
     #[arg(long, default_value_t = 100_000)]
     runs: usize,
+    /// Seconds of new connections per contender per round for `clients`.
+    #[arg(long, default_value_t = 10)]
+    clients_seconds: u32,
+    /// New connections per second of the client without TCP timestamps in `clients` (a
+    /// Windows client, paced: within xdplb's budget for it, see the README).
+    #[arg(long, default_value_t = 200.0)]
+    no_ts_rate: f64,
     /// The short run (under two minutes) that `cargo xtask test` runs so the benchmark cannot rot.
     #[arg(long)]
     quick: bool,
@@ -59,30 +68,58 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Linux's TCP options: a SYN's (MSS, SACK permitted, timestamps, window scale) and a data
+/// segment's (NOP NOP timestamps). The per-packet figures include timestamp translation, as
+/// real traffic from Linux peers does.
+fn syn_options(tsval: u32) -> Vec<u8> {
+    [&[2, 4, 0x05, 0xb4, 4, 2, 8, 10][..], &tsval.to_be_bytes(), &[0; 4], &[1, 3, 3, 7]].concat()
+}
+
+fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    [&[1, 1, 8, 10][..], &tsval.to_be_bytes(), &tsecr.to_be_bytes()].concat()
+}
+
 fn prog_bench(args: &Args) -> Result<serde_json::Value> {
     let fx = fixture::fixture();
     let runs = args.runs;
     let rounds = args.rounds;
+    // Enough NAT tuples (47000 ports x 3 servers, clear of the frontend ports) that every timed
+    // SYN opens a flow.
+    let config = fixture::CONFIG.replace("nat_ports = \"40000-40999\"", "nat_ports = \"17000-63999\"");
     let result = fx.ns.enter(|| -> Result<BTreeMap<&'static str, Vec<f64>>> {
-        let mut l = fx.load_sized(&|_| true, 1 << 20);
-        let xdplb = l.prog_fd();
         let floor = tests::xdp_pass::load()?;
-        let d0 = l.d0;
-        // An established flow: handshake through the program first.
-        let syn = Tcp::new((CLIENT, 50000), (VIP, 12379), SYN);
-        let (_, out) = l.run(&syn.frame());
-        let nat = tests::frames::parse(&out).context("SYN rewritten")?;
-        let mut data = Tcp::new((CLIENT, 50000), (VIP, 12379), PSH | ACK);
-        data.payload = vec![0x61; 64];
-        let data = data.frame();
-        l.run(&data);
-        let mut reply = Tcp::new((nat.dst, 2379), (VIP, nat.sport), PSH | ACK);
-        reply.payload = vec![0x62; 64];
-        let reply = reply.frame();
         let passed = Tcp::new((CLIENT, 50001), (VIP, 22), SYN).frame();
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-        let mut port = 0u32;
         for _ in 0..rounds {
+            // Fresh maps every round: the SYNs of the last one took their tuples.
+            let _ = lb_user::dataplane::remove_pins(&fx.pin_dir);
+            let mut l = fx.load_config(&|_| true, 1 << 20, &config);
+            let xdplb = l.prog_fd();
+            let d0 = l.d0;
+            // An established flow with timestamps: the whole handshake through the program.
+            let mut syn = Tcp::new((CLIENT, 50000), (VIP, 12379), SYN);
+            syn.tcp_options = syn_options(7);
+            let (_, out) = l.run(&syn.frame());
+            let nat = tests::frames::parse(&out).context("SYN rewritten")?;
+            let mut synack = Tcp::new((nat.dst, 2379), (VIP, nat.sport), SYN | ACK);
+            synack.seq = 5000;
+            synack.ack = 1001;
+            synack.tcp_options = syn_options(9);
+            l.run(&synack.frame());
+            let mut data = Tcp::new((CLIENT, 50000), (VIP, 12379), PSH | ACK);
+            data.seq = 1001;
+            data.ack = 5001;
+            data.tcp_options = ts_options(8, 9);
+            data.payload = vec![0x61; 64];
+            let data = data.frame();
+            l.run(&data);
+            let mut reply = Tcp::new((nat.dst, 2379), (VIP, nat.sport), PSH | ACK);
+            reply.seq = 5001;
+            reply.ack = 1065;
+            reply.tcp_options = ts_options(10, 8);
+            reply.payload = vec![0x62; 64];
+            let reply = reply.frame();
+            let mut port = 0u32;
             let mut time = |name: &'static str, fd: i32, frame: &mut dyn FnMut() -> Vec<u8>| -> Result<()> {
                 let mut total = 0u64;
                 for _ in 0..runs {
@@ -98,8 +135,15 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
             time("SYN (new flow)", xdplb, &mut || {
                 port += 1;
                 let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + port / 60000);
-                Tcp::new((src, 1024 + (port % 60000) as u16), (VIP, 12379), SYN).frame()
+                let mut s = Tcp::new((src, 1024 + (port % 60000) as u16), (VIP, 12379), SYN);
+                s.tcp_options = syn_options(port);
+                s.frame()
             })?;
+            // Every timed SYN opened a flow (none met the table's or the ports' limits).
+            let opened = l.reason(lb_common::Reason::NewFlow);
+            if opened < runs as u64 {
+                bail!("only {opened} of {runs} SYNs opened a flow: {:?}", l.reasons());
+            }
         }
         Ok(samples)
     })?;
@@ -223,6 +267,8 @@ enum Contender {
     Nftables,
     XdplbNative,
     XdplbGeneric,
+    /// xdplb with `translate_timestamps = false`: what the translation buys (new connections).
+    XdplbUntranslated,
 }
 
 impl Contender {
@@ -235,6 +281,7 @@ impl Contender {
             Contender::Nftables => "nftables DNAT numgen + masquerade",
             Contender::XdplbNative => "xdplb, native XDP",
             Contender::XdplbGeneric => "xdplb, generic XDP",
+            Contender::XdplbUntranslated => "xdplb, native XDP, timestamps not translated",
         }
     }
 }
@@ -247,7 +294,9 @@ enum Running {
     Nft,
 }
 
-fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
+/// Starts contender `c`; its connections to the backends leave from `source` when given (an
+/// address of the balancer's), so that no contender meets another's TIME_WAIT on a backend.
+fn start(c: Contender, lab: &Lab, tmp: &Path, source: Option<Ipv4Addr>) -> Result<Running> {
     let servers: Vec<String> = lab.backends.iter().map(|b| format!("{}:80", b.addr)).collect();
     Ok(match c {
         Contender::Direct => Running::None,
@@ -259,8 +308,9 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
                 &cfg,
                 format!(
                     "global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                     frontend in\n  bind {}:80\n  default_backend pool\nbackend pool\n  balance roundrobin\n{}\n",
+                     frontend in\n  bind {}:80\n  default_backend pool\nbackend pool\n  balance roundrobin\n{}{}\n",
                     lab.vip,
+                    source.map(|a| format!("  source {a}\n")).unwrap_or_default(),
                     lines.join("\n")
                 ),
             )?;
@@ -284,8 +334,9 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
         }
         Contender::Nftables => {
             let map: Vec<String> = lab.backends.iter().enumerate().map(|(i, b)| format!("{i} : {}", b.addr)).collect();
+            let snat = source.map_or_else(|| "masquerade".to_string(), |a| format!("snat to {a}"));
             let rules = format!(
-                "table ip xdplb_bench {{\n chain pre {{\n  type nat hook prerouting priority -100;\n  ip daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}\n }}\n chain post {{\n  type nat hook postrouting priority 100;\n  ip daddr 198.18.0.0/24 tcp dport 80 masquerade\n }}\n}}\n",
+                "table ip xdplb_bench {{\n chain pre {{\n  type nat hook prerouting priority -100;\n  ip daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}\n }}\n chain post {{\n  type nat hook postrouting priority 100;\n  ip daddr 198.18.0.0/24 tcp dport 80 {snat}\n }}\n}}\n",
                 vip = lab.vip,
                 n = lab.backends.len(),
                 map = map.join(", ")
@@ -298,9 +349,13 @@ fn start(c: Contender, lab: &Lab, tmp: &Path) -> Result<Running> {
             lab.lb.exec(&["nft", "-f", f.to_str().unwrap()])?;
             Running::Nft
         }
-        Contender::XdplbNative | Contender::XdplbGeneric => {
-            let mode = if c == Contender::XdplbNative { "native" } else { "generic" };
-            let config = tests::lab::config(lab, 80, 80, "", &[]);
+        Contender::XdplbNative | Contender::XdplbGeneric | Contender::XdplbUntranslated => {
+            let mode = if c == Contender::XdplbGeneric { "generic" } else { "native" };
+            let global = if c == Contender::XdplbUntranslated { "translate_timestamps = false" } else { "" };
+            let mut config = tests::lab::config(lab, 80, 80, global, &[]);
+            if let Some(a) = source {
+                config = config.replace("name = \"pool\"\n", &format!("name = \"pool\"\nsource = \"{a}\"\n"));
+            }
             Running::Agent(Agent::start(&lab.lb, &config, &lab.lb_ifaces, mode)?)
         }
     })
@@ -382,7 +437,7 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
     for round in 0..args.rounds {
         for c in Contender::ALL {
             eprintln!("round {}/{}: {}", round + 1, args.rounds, c.name());
-            let running = start(c, &lab, &tmp)?;
+            let running = start(c, &lab, &tmp, None)?;
             let f = measure(c, &lab, args, &running);
             stop(running, &lab);
             samples.entry(c).or_default().push(f.with_context(|| c.name())?);
@@ -480,6 +535,7 @@ fn main() -> Result<()> {
         args.rounds = 1;
         args.seconds = 2;
         args.runs = 2_000;
+        args.clients_seconds = 3;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel =
@@ -493,6 +549,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "wrk") {
         report.insert("wrk".into(), wrk_bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "clients") {
+        report.insert("clients".into(), clients::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;
