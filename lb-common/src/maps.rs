@@ -274,7 +274,12 @@ pub struct Settings {
     pub nat_port_count: u32,
     /// `SETTINGS_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The last this-many NAT ports are for SYNs without (translated) timestamps, the others for
+    /// SYNs with them: a server that closed first keeps a tuple in TIME_WAIT, and a SYN without
+    /// timestamps on it is taken only if its sequence number happens to be beyond the old one,
+    /// so such SYNs must not meet tuples others used within TIME_WAIT, which only their own
+    /// region's holds guarantee. 0: one region for all.
+    pub no_ts_ports: u32,
     /// How long a server holds a tuple in TIME_WAIT (Linux: 60 s): a NAT port whose server
     /// closed first without timestamps waits this long before its next SYN.
     pub time_wait_ns: u64,

@@ -179,10 +179,11 @@ fn open_flow(
     let Some((server_id, server)) = balance::pick(frontend.pool_id) else {
         return reset::no_backend(ctx, settings);
     };
-    let Some(tuple) = ports::allocate(server_id, server, settings, now) else {
+    let opts = options::find(ctx, pkt);
+    let translating = settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0;
+    let Some(tuple) = ports::allocate(server_id, server, settings, now, translating) else {
         return (Reason::NoNatPort, xdp_action::XDP_DROP);
     };
-    let opts = options::find(ctx, pkt);
     let reply_key = tuple.reply_key;
     let mut previous = PreviousOnTuple::default();
     let mut had_previous = false;
@@ -204,7 +205,7 @@ fn open_flow(
     // Timestamp translation: the SYN the server gets is stamped from the tuple's clock.
     let mut ts_off = 0;
     let mut syn_ts = 0;
-    if settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0 {
+    if translating {
         if let Some(client_ts) = timestamps::tsval(ctx, opts.ts_at) {
             let hash =
                 tuple_hash(reply_key.dst_addr, reply_key.dst_port_be, server.addr, server.port_be, settings.ts_secret);

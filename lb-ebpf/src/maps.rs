@@ -44,12 +44,13 @@ pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
 pub static NEXT_HOPS: Array<NextHop, { MAX_SERVERS as usize }> = Array::new();
 
 /// Per CPU and server: the block of NAT tuples this CPU hands out, and how far it got (`ports`).
+/// Index: server id * 2 + region (0: SYNs with timestamps, 1: without; see `Settings::no_ts_ports`).
 #[btf_map(name = "port_cursors")]
-pub static PORT_CURSORS: PerCpuArray<PortCursor, { MAX_SERVERS as usize }> = PerCpuArray::new();
+pub static PORT_CURSORS: PerCpuArray<PortCursor, { 2 * MAX_SERVERS as usize }> = PerCpuArray::new();
 
-/// Per server: the next block of NAT tuples a CPU takes, counted up atomically by every CPU.
+/// Per server and region: the next block of NAT tuples a CPU takes, counted up atomically.
 #[btf_map(name = "port_blocks")]
-pub static PORT_BLOCKS: Array<u32, { MAX_SERVERS as usize }> = Array::new();
+pub static PORT_BLOCKS: Array<u32, { 2 * MAX_SERVERS as usize }> = Array::new();
 
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();

@@ -29,22 +29,32 @@ pub struct Tuple {
     pub previous: Option<(*mut Flow, bool)>,
 }
 
+/// `timestamps`: the SYN's timestamps are translated; it takes a tuple from the ports for such
+/// SYNs, otherwise from the ports for SYNs without (`Settings::no_ts_ports`).
 #[inline(always)]
-pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) -> Option<Tuple> {
+pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, timestamps: bool) -> Option<Tuple> {
     let sources = server.snat_count;
     // No upper bound is checked here on purpose: the compiler would then know `index % sources`
     // is below MAX_SOURCES and drop the mask below, which the verifier needs to see. The agent
     // never writes more than MAX_SOURCES; the mask keeps a bad count in bounds.
-    if settings.nat_port_count == 0 || sources == 0 {
+    if sources == 0 || settings.no_ts_ports >= settings.nat_port_count && settings.no_ts_ports != 0 {
         return None;
     }
-    let total = settings.nat_port_count * sources;
+    let (first_port, ports, region) = if settings.no_ts_ports == 0 {
+        (settings.nat_port_first, settings.nat_port_count, 0)
+    } else if timestamps {
+        (settings.nat_port_first, settings.nat_port_count - settings.no_ts_ports, 0)
+    } else {
+        (settings.nat_port_first + settings.nat_port_count - settings.no_ts_ports, settings.no_ts_ports, 1)
+    };
+    let total = ports * sources;
     let blocks = total.div_ceil(PORT_BLOCK);
     if blocks == 0 {
         return None;
     }
-    let cursor = unsafe { &mut *PORT_CURSORS.get_ptr_mut(server_id)? };
-    let next_block = PORT_BLOCKS.get_ptr_mut(server_id)?;
+    let slot = server_id * 2 + region;
+    let cursor = unsafe { &mut *PORT_CURSORS.get_ptr_mut(slot)? };
+    let next_block = PORT_BLOCKS.get_ptr_mut(slot)?;
     let mut reply_key =
         FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 };
     for _ in 0..NAT_PORT_TRIES {
@@ -66,7 +76,7 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64) 
         let (source, port) =
             if sources == 1 { (0, index) } else { ((index % sources) as usize & (MAX_SOURCES - 1), index / sources) };
         reply_key.dst_addr = server.snat_addrs[source];
-        reply_key.dst_port_be = ((settings.nat_port_first + port) as u16).to_be();
+        reply_key.dst_port_be = ((first_port + port) as u16).to_be();
         let previous = match conntrack::lookup(&reply_key) {
             None => None,
             Some((old, half_open)) => {

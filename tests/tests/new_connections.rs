@@ -103,11 +103,10 @@ fn a_client_without_timestamps_within_its_port_budget_never_retransmits_and_beyo
     let lab = Lab::one_arm(3).unwrap();
     lab.start_servers_on(&server_bin(), &[&format!("close:{CLOSE_PORT}")]).unwrap();
     lab.client.sysctl("net.ipv4.tcp_timestamps", "0").unwrap();
-    // 40 ports x 3 servers, each held a whole TIME_WAIT (60 s) after its server closed first:
-    // a budget of 2 connections a second.
-    let agent =
-        Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, "nat_ports = \"40000-40039\""), &lab.lb_ifaces, "native")
-            .unwrap();
+    // 40 ports for SYNs without timestamps x 3 servers, each held a whole TIME_WAIT (60 s) after
+    // its server closed first: a budget of 2 connections a second.
+    let global = "nat_ports = \"40000-40079\"\nno_timestamp_ports = 40";
+    let agent = Agent::start(&lab.lb, &config(&lab, CLOSE_PORT, global), &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
     let retrans0 = netstat(&lab.client, "TcpExtTCPSynRetrans").unwrap();
     let stop = AtomicBool::new(false);

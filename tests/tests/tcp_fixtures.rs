@@ -324,15 +324,22 @@ fn nat_ports_are_handed_out_in_order_around_the_range() {
         assert_eq!(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) }, 0);
         let mut l = fx.load(&all_up);
         // Every third SYN goes to app1 (round robin): its ports follow each other from the
-        // start of the range (the fixture's nat_ports is 40000-40999), 16 to a block.
-        let mut ports = Vec::new();
-        for p in 0..60u16 {
-            let (_, out) = l.run(&Tcp::new((CLIENT, 61600 + p), (VIP, 12379), SYN).frame());
+        // start of its range, 16 to a block. SYNs with timestamps take the first three quarters
+        // of nat_ports (the fixture's is 40000-40999), SYNs without the last quarter (from 40750).
+        let mut ports = (Vec::new(), Vec::new());
+        for p in 0..120u16 {
+            let mut syn = Tcp::new((CLIENT, 61600 + p), (VIP, 12379), SYN);
+            let with_ts = p % 2 == 0;
+            if with_ts {
+                syn.tcp_options = syn_options(CTS, 0);
+            }
+            let (_, out) = l.run(&syn.frame());
             let got = frames::parse(&out).unwrap();
             if got.dst == server(1) {
-                ports.push(got.sport);
+                if with_ts { &mut ports.0 } else { &mut ports.1 }.push(got.sport);
             }
         }
-        assert_eq!(ports, (40000..40020).collect::<Vec<u16>>());
+        assert_eq!(ports.0, (40000..40020).collect::<Vec<u16>>(), "with timestamps");
+        assert_eq!(ports.1, (40750..40770).collect::<Vec<u16>>(), "without timestamps");
     });
 }

@@ -29,6 +29,11 @@ pub struct Global {
     pub pin_dir: PathBuf,
     /// Source ports reserved for full NAT (put in `net.ipv4.ip_local_reserved_ports`).
     pub nat_ports: PortRange,
+    /// How many of the last `nat_ports` are for SYNs without timestamps (clients that have them
+    /// off, e.g. Windows); default a quarter. They are kept apart because a server holding a
+    /// tuple in TIME_WAIT takes such a SYN only by luck: these tuples wait out the whole
+    /// TIME_WAIT after a server's close, the others only 2 s. 0: one range for all SYNs.
+    pub no_timestamp_ports: Option<u32>,
     /// Concurrent flows the connection table holds (it takes two entries per flow).
     pub max_flows: u32,
     /// Flows whose handshake is not complete, held apart: a SYN flood fills this table only.
@@ -57,6 +62,13 @@ pub struct Global {
     pub state_file: PathBuf,
 }
 
+impl Global {
+    /// `no_timestamp_ports`, or its default: a quarter of `nat_ports`.
+    pub fn no_timestamp_ports(&self) -> u32 {
+        self.no_timestamp_ports.unwrap_or(self.nat_ports.count() / 4)
+    }
+}
+
 impl Default for Global {
     fn default() -> Self {
         Self {
@@ -64,6 +76,7 @@ impl Default for Global {
             xdp_mode: XdpModeCfg::Auto,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             nat_ports: PortRange { first: 40000, last: 59999 },
+            no_timestamp_ports: None,
             max_flows: 65536,
             max_half_open: 16384,
             idle_timeout: Dur(Duration::from_hours(1)),

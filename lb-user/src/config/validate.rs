@@ -21,6 +21,13 @@ impl Config {
         if g.idle_timeout.0 < Duration::from_secs(1) {
             p.push("global.idle_timeout: use at least \"1s\"");
         }
+        if g.nat_ports.count() > 1 && g.no_timestamp_ports() >= g.nat_ports.count() {
+            p.push(format!(
+                "global.no_timestamp_ports = {}: leave some of global.nat_ports ({}) for SYNs with timestamps",
+                g.no_timestamp_ports(),
+                g.nat_ports.count()
+            ));
+        }
         if g.server_time_wait.0 > Duration::from_mins(10) {
             p.push("global.server_time_wait: use at most \"600s\" (Linux servers hold TIME_WAIT 60 s)");
         }

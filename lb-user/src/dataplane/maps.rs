@@ -77,7 +77,7 @@ impl MapOwner {
             nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
             flags,
-            _pad: 0,
+            no_ts_ports: g.no_timestamp_ports(),
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
         };

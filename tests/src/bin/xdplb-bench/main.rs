@@ -432,12 +432,20 @@ fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
     for b in &lab.backends {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }
+    // Every balancer, every round, from a balancer address of its own: none meets the TIME_WAIT
+    // another left on the backends (its new connections would pay for the other's).
+    let source = |round: usize, i: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * Contender::ALL.len() + i) as u8);
+    for round in 0..args.rounds {
+        for i in 0..Contender::ALL.len() {
+            lab.lb.ip(&["addr", "add", &format!("{}/32", source(round, i)), "dev", "eth0"])?;
+        }
+    }
     std::thread::sleep(Duration::from_millis(300));
     let mut samples: BTreeMap<Contender, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {
-        for c in Contender::ALL {
+        for (i, c) in Contender::ALL.into_iter().enumerate() {
             eprintln!("round {}/{}: {}", round + 1, args.rounds, c.name());
-            let running = start(c, &lab, &tmp, None)?;
+            let running = start(c, &lab, &tmp, Some(source(round, i)))?;
             let f = measure(c, &lab, args, &running);
             stop(running, &lab);
             samples.entry(c).or_default().push(f.with_context(|| c.name())?);
