@@ -23,8 +23,10 @@ pub mod names {
     pub const PORT_CURSORS: &str = "port_cursors";
     pub const PORT_BLOCKS: &str = "port_blocks";
     pub const NEXT_HOPS: &str = "next_hops";
+    pub const SUSPICION: &str = "suspicion";
+    pub const SUSPICION_CLEARED: &str = "suspicion_cleared";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -41,6 +43,8 @@ pub mod names {
         PORT_CURSORS,
         PORT_BLOCKS,
         NEXT_HOPS,
+        SUSPICION,
+        SUSPICION_CLEARED,
     ];
 }
 
@@ -102,14 +106,20 @@ pub struct Frontend {
 pub struct BackendSet {
     /// Number of valid entries in `slots`; 0 means no server may take a new flow.
     pub count: u32,
-    pub _pad: u32,
+    /// How often a new flow may be moved to another server when its server refuses the SYN
+    /// (RST) or leaves it unanswered (HAProxy's `retries` with `option redispatch`); 0: never.
+    pub retries: u8,
+    /// Consecutive refused or unanswered SYNs after which the data path stops giving a server
+    /// new flows until the agent's check clears it (0: never).
+    pub suspect_after: u8,
+    pub _pad: u16,
     /// Server ids (indexes of `servers`), repeated by weight and interleaved.
     pub slots: [u32; MAX_SLOTS],
 }
 
 impl Default for BackendSet {
     fn default() -> Self {
-        Self { count: 0, _pad: 0, slots: [0; MAX_SLOTS] }
+        Self { count: 0, retries: 0, suspect_after: 0, _pad: 0, slots: [0; MAX_SLOTS] }
     }
 }
 
@@ -183,7 +193,12 @@ pub struct Flow {
     /// Client side: the last TSval sent to the server (translated). Server side: the TSval of
     /// the SYN the server got. Together they bound what the server last saw on the tuple.
     pub ts_last: u32,
-    pub _pad: u32,
+    /// Client side: the MSS its SYN announced (0: none), kept with `isn`, `wscale`, `max_win`
+    /// and the `FLOW_SYN_*` bits so the SYN can be sent again to another server (redispatch).
+    pub syn_mss: u16,
+    /// Client side: how often the flow was moved to another server before its handshake.
+    pub redispatches: u8,
+    pub _pad: u8,
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub packets: u64,
@@ -206,6 +221,10 @@ pub const FLOW_SEEN_TS: u32 = 0x200;
 /// This side sent the flow's first FIN (it closed first: a server that did holds the tuple in
 /// TIME_WAIT afterwards).
 pub const FLOW_SEEN_CLOSED_FIRST: u32 = 0x400;
+/// Client side: what the client's SYN carried besides MSS (see `Flow::syn_mss`).
+pub const FLOW_SYN_SACK: u32 = 0x1_0000;
+pub const FLOW_SYN_WSCALE: u32 = 0x2_0000;
+pub const FLOW_SYN_TS: u32 = 0x4_0000;
 /// The other direction sent FIN / RST (copied there so that each entry tells the whole state).
 pub const FLOW_SEEN_PEER_FIN: u32 = 0x1000;
 pub const FLOW_SEEN_PEER_RST: u32 = 0x4000;
@@ -265,6 +284,41 @@ pub struct NextHop {
     pub checked_ns: u64,
 }
 
+/// Value of `suspicion` (an array indexed by server id), written by the data path: a server that
+/// refused (RST) or left unanswered `BackendSet::suspect_after` SYNs in a row gets no new flow
+/// until the agent has checked it (`suspicion_cleared`), for at most `SUSPECT_HOLD_NS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Suspicion {
+    /// Refused or unanswered SYNs in a row; a SYN-ACK from the server resets it.
+    pub fails: u32,
+    /// How often the server became suspected (the agent checks it at once when this moves).
+    pub count: u32,
+    /// When it last became suspected (monotonic ns; 0: never).
+    pub since_ns: u64,
+}
+
+/// The longest a suspected server is skipped without the agent's word (an agent that is not
+/// running cannot confirm; the server then gets new flows again and may be suspected again).
+pub const SUSPECT_HOLD_NS: u64 = 10_000_000_000;
+
+/// Value of `suspicion_cleared` (an array indexed by server id), written by the agent: the
+/// `Suspicion::since_ns` its check answered (a check passed after the server became suspected).
+pub type SuspicionCleared = u64;
+
+/// Scratch space of the data path's TCP option walk (per CPU, never read by the agent): the
+/// TSval's frame offset (0: none), window scale + 1 (0: none), MSS (0: none), SACK permitted
+/// and malformed (1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionsFound {
+    pub ts_at: u32,
+    pub wscale: u32,
+    pub mss: u32,
+    pub sack: u32,
+    pub malformed: u32,
+}
+
 /// Value of `settings` (an array with one entry), written by the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,6 +374,9 @@ pub struct TrafficStats {
     pub new_flows: u64,
     /// SYNs the server answered with RST (passive layer-4 observation).
     pub syn_rst: u64,
+    /// SYNs the server left unanswered until the client sent them again (a redispatch moved
+    /// the flow; passive layer-4 observation, too).
+    pub syn_unanswered: u64,
 }
 
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
@@ -392,6 +449,9 @@ counters! {
     /// A non-SYN packet without a flow while the agent was removing flows: dropped (the sender
     /// retransmits) rather than handed to the kernel, which would answer RST (see `SweepState`).
     NoFlowInSweep = 14 => "no_flow_in_sweep",
+    /// A server answered a SYN with RST: the client's SYN was sent to the next server instead,
+    /// and the RST never reached the client.
+    Redispatched = 15 => "redispatched",
 }
 
 counters! {
@@ -423,6 +483,16 @@ counters! {
     TcpOptionsMalformed = 9 => "tcp_options_malformed",
     /// A SYN on a tuple whose flow was over opened a new flow (the client reused its port).
     TupleReused = 10 => "tuple_reused",
+    /// The client retransmitted a SYN its server never answered: the flow moved to the next
+    /// server and the SYN went there.
+    RedispatchUnanswered = 11 => "redispatch_unanswered",
+    /// A refused or unanswered SYN would have been redispatched, but the flow had used its
+    /// `retries` (or no other server could take it): the RST went to the client.
+    RedispatchExhausted = 12 => "redispatch_exhausted",
+    /// A server became suspected (refused or left unanswered `suspect_after` SYNs in a row).
+    ServerSuspected = 13 => "server_suspected",
+    /// A new flow's round-robin pick was a suspected server: the next one took it.
+    SuspectSkipped = 14 => "suspect_skipped",
 }
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
@@ -433,9 +503,10 @@ const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
 const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
-const _: () = assert!(size_of::<TrafficStats>() == 48);
+const _: () = assert!(size_of::<TrafficStats>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -451,6 +522,7 @@ mod pod {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for PortCursor {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for Suspicion {}
     unsafe impl aya::Pod for TrafficStats {}
 }
 

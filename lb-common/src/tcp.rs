@@ -55,14 +55,23 @@ pub fn tuple_hash(src: [u8; 4], src_port_be: u16, dst: [u8; 4], dst_port_be: u16
 }
 
 /// What a tuple's previous flow left, when its entries still linger: the TSval of its SYN and
-/// when that was sent, and the last TSval it sent if known.
+/// when that was sent, and the last TSval it sent if known. Plain numbers (no `Option`): the
+/// data path passes it around, and the BPF verifier wants simple stack slots.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PreviousOnTuple {
     pub syn_tsval: u32,
+    pub last_tsval: u32,
     pub syn_ns: u64,
-    /// `None` when the previous flow's client-side entry is gone.
-    pub last_tsval: Option<u32>,
+    /// `PREVIOUS_*` bits: what of the above is known.
+    pub known: u32,
+    pub _pad: u32,
 }
+
+/// The tuple had a previous flow (`syn_tsval`, `syn_ns` are its).
+pub const PREVIOUS_FLOW: u32 = 1;
+/// The previous flow's last TSval is known (its client side still lingers).
+pub const PREVIOUS_LAST: u32 = 2;
 
 /// The TSval of a SYN on a backend-side tuple: the tuple's clock (`ts_clock` + `hash`), raised
 /// if needed above what the previous flow on the tuple may have sent (its SYN's TSval plus the
@@ -70,21 +79,19 @@ pub struct PreviousOnTuple {
 /// TIME_WAIT takes the SYN (RFC 7323 PAWS, Linux's `tcp_timewait_state_process`). Returns the
 /// TSval and whether it was raised.
 #[inline(always)]
-pub fn syn_tsval(now_ns: u64, hash: u32, prev: Option<PreviousOnTuple>) -> (u32, bool) {
+pub fn syn_tsval(now_ns: u64, hash: u32, prev: &PreviousOnTuple) -> (u32, bool) {
     let mut v = ts_clock(now_ns).wrapping_add(hash);
     let mut raised = false;
-    if let Some(p) = prev {
-        let bound = p.syn_tsval.wrapping_add(ts_clock(now_ns).wrapping_sub(ts_clock(p.syn_ns)));
+    if prev.known & PREVIOUS_FLOW != 0 {
+        let bound = prev.syn_tsval.wrapping_add(ts_clock(now_ns).wrapping_sub(ts_clock(prev.syn_ns)));
         if after(bound, v) {
             v = bound;
             raised = true;
         }
-        if let Some(last) = p.last_tsval {
-            if !after(v, last) {
-                v = last.wrapping_add(1);
-                raised = true;
-            }
-        }
+    }
+    if prev.known & PREVIOUS_LAST != 0 && !after(v, prev.last_tsval) {
+        v = prev.last_tsval.wrapping_add(1);
+        raised = true;
     }
     (v, raised)
 }
@@ -127,25 +134,33 @@ mod tests {
     fn a_syn_on_a_reused_tuple_is_newer_than_anything_the_previous_flow_sent() {
         let h = 0xdead_beef;
         // First flow at 10 s: the clock.
-        let (first, raised) = syn_tsval(10_000 * MS, h, None);
+        let none = PreviousOnTuple::default();
+        let (first, raised) = syn_tsval(10_000 * MS, h, &none);
         assert_eq!((first, raised), (10_000u32.wrapping_add(h), false));
         // The client then ticked at 1 kHz for 5 s and the flow closed; the port comes back 2 s later.
         let last = first.wrapping_add(5_000);
-        let prev = PreviousOnTuple { syn_tsval: first, syn_ns: 10_000 * MS, last_tsval: Some(last) };
-        let (next, raised) = syn_tsval(17_000 * MS, h, Some(prev));
+        let both = PREVIOUS_FLOW | PREVIOUS_LAST;
+        let prev = PreviousOnTuple { syn_tsval: first, syn_ns: 10_000 * MS, last_tsval: last, known: both, _pad: 0 };
+        let (next, raised) = syn_tsval(17_000 * MS, h, &prev);
         assert!(after(next, last) && !raised, "the clock alone is ahead");
         // A client that ticked faster than RFC 7323 allows: the last TSval wins.
-        let fast = PreviousOnTuple { last_tsval: Some(first.wrapping_add(9_000)), ..prev };
-        let (next, raised) = syn_tsval(17_000 * MS, h, Some(fast));
+        let fast = PreviousOnTuple { last_tsval: first.wrapping_add(9_000), ..prev };
+        let (next, raised) = syn_tsval(17_000 * MS, h, &fast);
         assert_eq!((next, raised), (first.wrapping_add(9_001), true));
         // A previous SYN that had been raised carries its lead forward.
-        let led = PreviousOnTuple { syn_tsval: first.wrapping_add(50_000), syn_ns: 10_000 * MS, last_tsval: None };
-        let (next, raised) = syn_tsval(17_000 * MS, h, Some(led));
+        let led = PreviousOnTuple { syn_tsval: first.wrapping_add(50_000), known: PREVIOUS_FLOW, ..prev };
+        let (next, raised) = syn_tsval(17_000 * MS, h, &led);
         assert_eq!((next, raised), (first.wrapping_add(57_000), true));
         // Wrapping around 2^32 changes nothing.
-        let (w, _) = syn_tsval(10_000 * MS, u32::MAX - 5_000, None);
-        let prev = PreviousOnTuple { syn_tsval: w, syn_ns: 10_000 * MS, last_tsval: Some(w.wrapping_add(6_000)) };
-        let (next, _) = syn_tsval(17_000 * MS, u32::MAX - 5_000, Some(prev));
+        let (w, _) = syn_tsval(10_000 * MS, u32::MAX - 5_000, &none);
+        let prev = PreviousOnTuple {
+            syn_tsval: w,
+            syn_ns: 10_000 * MS,
+            last_tsval: w.wrapping_add(6_000),
+            known: both,
+            _pad: 0,
+        };
+        let (next, _) = syn_tsval(17_000 * MS, u32::MAX - 5_000, &prev);
         assert!(after(next, w.wrapping_add(6_000)));
     }
 }

@@ -21,7 +21,7 @@ use lb_common::{
 use crate::{
     maps::{FLOWS, SYN_FLOWS},
     parse::Packet,
-    stats,
+    stats, suspicion,
 };
 
 /// A flow entry and whether it is still half-open.
@@ -126,8 +126,12 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now
         f.isn = seq;
         f.seq_end = end;
         f.wscale = wscale.unwrap_or(0);
-        if ts && f.direction == FLOW_DIR_SERVER {
-            bits |= FLOW_SEEN_TS;
+        if f.direction == FLOW_DIR_SERVER {
+            if ts {
+                bits |= FLOW_SEEN_TS;
+            }
+            // The server answered a SYN: no longer a streak of refusals or silence.
+            suspicion::answered(f.server_id);
         }
     } else if after(end, f.seq_end) && end.wrapping_sub(f.seq_end) <= MAX_WINDOW {
         f.seq_end = end;

@@ -5,7 +5,7 @@
 //! the rewritten packet goes to the kernel, which resolves the neighbour and forwards it (the
 //! agent enables forwarding and accept_local on the attached interfaces for this).
 
-use core::mem::{size_of, zeroed};
+use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
@@ -15,7 +15,7 @@ use aya_ebpf::{
 use lb_common::{Flow, NextHop, Reason, NEXT_HOP_REFRESH_NS};
 
 use crate::{
-    maps::{NEXT_HOPS, TX_PORTS},
+    maps::{FIB_PARAMS, NEXT_HOPS, TX_PORTS},
     nat,
     parse::Packet,
 };
@@ -29,6 +29,12 @@ const IPPROTO_TCP: u8 = 6;
 pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
     let flow = unsafe { &*flow };
     nat::rewrite(pkt, flow);
+    deliver_to_server(ctx, pkt, flow, now, Reason::Forwarded)
+}
+
+/// A packet already addressed to `flow`'s server: its MACs and the way out.
+#[inline(always)]
+pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, reason: Reason) -> (Reason, u32) {
     let Some(hop) = NEXT_HOPS.get_ptr_mut(flow.server_id) else { return (Reason::FibFailed, xdp_action::XDP_PASS) };
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };
@@ -40,13 +46,18 @@ pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (
     let eth = unsafe { &mut *pkt.eth };
     eth.dst_addr = hop.dst_mac;
     eth.src_addr = hop.src_mac;
-    send(ctx, hop.ifindex, Reason::Forwarded)
+    send(ctx, hop.ifindex, reason)
 }
 
 /// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.
+/// The helper's 64-byte parameters live in per-CPU scratch space, not on the 512-byte stack.
 #[inline(always)]
 fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHop, now: u64) -> Result<(), Reason> {
-    let mut fib: FibParams = unsafe { zeroed() };
+    let fib = FIB_PARAMS.get_ptr_mut(0).ok_or(Reason::FibFailed)?;
+    let fib = unsafe {
+        core::ptr::write_bytes(fib, 0, 1);
+        &mut *fib
+    };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_TCP;
     fib.sport = flow.new_src_port_be;
@@ -56,7 +67,7 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHo
     fib.__bindgen_anon_2.tos = unsafe { (*pkt.ip).tos };
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.new_src_addr);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.new_dst_addr);
-    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut fib, size_of::<FibParams>() as i32, 0) } as u32;
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             hop.dst_mac = fib.dmac;

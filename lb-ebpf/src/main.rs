@@ -20,15 +20,17 @@ mod nat;
 mod options;
 mod parse;
 mod ports;
+mod redispatch;
 mod reset;
 mod stats;
+mod suspicion;
 mod timestamps;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
-    tcp::{syn_tsval, tuple_hash, PreviousOnTuple},
     Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
-    FLOW_SEEN_TS, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    FLOW_SEEN_TS, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST,
+    TCP_SYN,
 };
 
 use crate::{
@@ -59,15 +61,37 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
 
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
-    if dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count {
+    let is_reply = dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count;
+    let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+    if !is_reply && frontend.is_none() {
+        return Ok((Reason::Passed, xdp_action::XDP_PASS));
+    }
+    // Read once, here, for every packet that is ours: the option walk is then verified for one
+    // call site only (each inlined copy would cost the verifier a walk of its own).
+    let opts = options::find(ctx, &pkt);
+    let ingress = Ingress { ctx: XdpContext::new(ctx.ctx), opts, key, settings, now };
+    let pkt = &pkt;
+    let Some(frontend) = frontend else {
         return Ok(match conntrack::lookup_settled(&key) {
-            Some((flow, _)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => reply(ctx, &pkt, flow, now),
+            Some((flow, half_open)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
+                // A server refusing a new flow's SYN: the next server gets it, not the client the RST.
+                if half_open && pkt.tcp_flags & TCP_RST != 0 {
+                    let client = redispatch::refusal(&ingress, flow);
+                    if !client.is_null() {
+                        let key = unsafe { (*flow).peer_key() };
+                        let refusing = unsafe { (*flow).server_id };
+                        let moved = redispatch::move_flow(&key, unsafe { &*client }, unsafe { &*flow }, settings, now);
+                        if !moved.is_null() {
+                            // Passive layer-4 observation: a refusal, though the client never sees it.
+                            stats::syn_rst(refusing);
+                            return Ok(redispatch::send_syn(&ingress, moved));
+                        }
+                    }
+                }
+                reply(&ingress, flow)
+            }
             _ => no_flow(),
         });
-    }
-
-    let Some(frontend) = maps::frontend(key.dst_addr, key.dst_port_be) else {
-        return Ok((Reason::Passed, xdp_action::XDP_PASS));
     };
     // SYN|FIN and SYN|RST are not connection attempts.
     let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN;
@@ -76,13 +100,28 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         let f = unsafe { &*flow };
         if f.direction == FLOW_DIR_CLIENT {
             if !(is_syn && f.is_closed()) {
-                return Ok(to_server(ctx, &pkt, &key, flow, half_open, now));
+                let mut flow = flow;
+                // The client's SYN again, and its server never answered: the next server.
+                if is_syn && half_open && pkt.seq() == f.isn {
+                    let server = redispatch::unanswered(&ingress, flow);
+                    let silent = f.server_id;
+                    if !server.is_null()
+                        && !redispatch::move_flow(&key, f, unsafe { &*server }, settings, now).is_null()
+                    {
+                        stats::event(Event::RedispatchUnanswered);
+                        stats::syn_unanswered(silent);
+                        if let Some((moved, _)) = conntrack::lookup(&key) {
+                            flow = moved;
+                        }
+                    }
+                }
+                return Ok(to_server(&ingress, flow, half_open));
             }
             if f.seen & FLOW_SEEN_ESTABLISHED == 0 && pkt.seq() == f.isn {
                 // The same SYN again after the client's RST: same server, same NAT port.
                 conntrack::reopen(flow);
                 stats::event(Event::SynRetryKept);
-                return Ok(to_server(ctx, &pkt, &key, flow, half_open, now));
+                return Ok(to_server(&ingress, flow, half_open));
             }
             // A new connection on the tuple of one that is over (the client reused its port).
             // Its server-side entry keeps holding its NAT port until that may be used again.
@@ -95,7 +134,34 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     if !is_syn {
         return Ok(no_flow());
     }
-    Ok(open_flow(ctx, &pkt, &key, frontend, settings, now))
+    Ok(open_flow(&ingress, frontend))
+}
+
+/// What every stage of a packet's handling reads, bundled: a stage that is a function of its own
+/// (for the stack, see `open_flow`) takes it as one argument (BPF functions take at most five).
+/// Packet pointers are not in it: read back from another frame's stack they are plain numbers to
+/// the verifier, so each stage parses the headers again from the context (bounds checks only).
+pub struct Ingress {
+    pub ctx: XdpContext,
+    pub opts: TcpOptions,
+    pub key: FlowKey,
+    pub settings: &'static Settings,
+    pub now: u64,
+}
+
+impl Ingress {
+    /// The context, read so that the compiler cannot pass the frame's bounds to a stage function
+    /// in its place (it did: as 32-bit numbers, which the verifier no longer takes for packet
+    /// pointers).
+    #[inline(always)]
+    pub fn ctx(&self) -> XdpContext {
+        XdpContext::new(unsafe { core::ptr::read_volatile(&self.ctx.ctx) })
+    }
+
+    #[inline(always)]
+    pub fn packet(&self, ctx: &XdpContext) -> Result<Packet, ParseError> {
+        parse::parse(ctx)
+    }
 }
 
 /// A packet that should belong to a flow and does not: the kernel answers it (RST, as for any
@@ -110,28 +176,14 @@ fn no_flow() -> (Reason, u32) {
     }
 }
 
-/// Options are read only where they matter: SYNs (window scale, timestamps) and flows whose
-/// timestamps are translated.
-#[inline(always)]
-fn options_of(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> TcpOptions {
-    if flow.ts_off != 0 || pkt.tcp_flags & TCP_SYN != 0 {
-        options::find(ctx, pkt)
-    } else {
-        TcpOptions { ts_at: 0, wscale: None }
-    }
-}
-
 /// Client -> server on a flow: completes the handshake when this is the ACK of the server's
-/// SYN-ACK, records, translates timestamps, rewrites and sends.
-#[inline(always)]
-fn to_server(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    flow: *mut Flow,
-    half_open: bool,
-    now: u64,
-) -> (Reason, u32) {
+/// SYN-ACK, records, translates timestamps, rewrites and sends. Not inlined, for the stack (see
+/// `open_flow`).
+#[inline(never)]
+fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
+    let ctx = &i.ctx();
+    let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
+    let (pkt, opts, key, now) = (&pkt, &i.opts, &i.key, i.now);
     let mut flow = flow;
     if half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK {
         match conntrack::promote(key, flow, pkt) {
@@ -141,7 +193,6 @@ fn to_server(
         }
     }
     let f = unsafe { &mut *flow };
-    let opts = options_of(ctx, pkt, f);
     let translate = f.ts_off != 0 && opts.ts_at != 0;
     conntrack::observe(flow, pkt, opts.wscale, translate, now);
     if translate {
@@ -152,11 +203,14 @@ fn to_server(
     forward::to_server(ctx, pkt, flow, now)
 }
 
-/// Server -> client on a flow: records, translates the timestamp echo, rewrites and sends.
-#[inline(always)]
-fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
+/// Server -> client on a flow: records, translates the timestamp echo, rewrites and sends. Not
+/// inlined, for the stack (see `open_flow`).
+#[inline(never)]
+fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
+    let ctx = &i.ctx();
+    let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
+    let (pkt, opts, now) = (&pkt, &i.opts, i.now);
     let f = unsafe { &*flow };
-    let opts = options_of(ctx, pkt, f);
     let translate = f.ts_off != 0 && opts.ts_at != 0;
     conntrack::observe(flow, pkt, opts.wscale, translate, now);
     if translate {
@@ -166,58 +220,42 @@ fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, 
 }
 
 /// A SYN to a frontend without a flow: pick a server and a backend-side tuple for it, stamp
-/// the SYN from the tuple's timestamp clock, record both directions, forward.
-#[inline(always)]
-fn open_flow(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    frontend: &Frontend,
-    settings: &Settings,
-    now: u64,
-) -> (Reason, u32) {
-    let Some((server_id, server)) = balance::pick(frontend.pool_id) else {
+/// the SYN from the tuple's timestamp clock, record both directions, forward. A function of its
+/// own (not inlined): its locals get a stack frame of their own, and the BPF stack limit counts
+/// frames along a call chain, not every path of the program in one frame.
+#[inline(never)]
+fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
+    let ctx = &i.ctx();
+    let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
+    let (pkt, opts, key, settings, now) = (&pkt, &i.opts, &i.key, i.settings, i.now);
+    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now) else {
         return reset::no_backend(ctx, settings);
     };
-    let opts = options::find(ctx, pkt);
     let translating = settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0;
     let Some(tuple) = ports::allocate(server_id, server, settings, now, translating) else {
         return (Reason::NoNatPort, xdp_action::XDP_DROP);
     };
     let reply_key = tuple.reply_key;
-    let mut previous = PreviousOnTuple::default();
-    let mut had_previous = false;
-    if let Some((old, half_open)) = tuple.previous {
-        let o = unsafe { &*old };
-        previous.syn_tsval = o.ts_last;
-        previous.syn_ns = o.created_ns;
-        // The previous flow's client side knows the last TSval it sent, while it lingers.
-        if o.seen & FLOW_SEEN_TS != 0 {
-            if let Some((c, _)) = conntrack::peer_of(o) {
-                previous.last_tsval = Some(unsafe { (*c).ts_last });
-            }
-        }
-        had_previous = true;
-        conntrack::remove(&reply_key, half_open);
-        stats::event(Event::PortReused);
-    }
-
-    // Timestamp translation: the SYN the server gets is stamped from the tuple's clock.
-    let mut ts_off = 0;
-    let mut syn_ts = 0;
-    if translating {
-        if let Some(client_ts) = timestamps::tsval(ctx, opts.ts_at) {
-            let hash =
-                tuple_hash(reply_key.dst_addr, reply_key.dst_port_be, server.addr, server.port_be, settings.ts_secret);
-            let (v, raised) = syn_tsval(now, hash, if had_previous { Some(previous) } else { None });
-            if raised {
-                stats::event(Event::TsGuarded);
-            }
-            syn_ts = v;
-            ts_off = v.wrapping_sub(client_ts);
-            stats::event(Event::TsTranslated);
+    // Timestamp translation: the SYN the server gets is stamped from the tuple's clock. The
+    // TSval the server gets is kept (untranslated, the client's own) for a redispatch.
+    // Plain numbers, no `Option`: the compiler may spill an `Option`'s undefined payload, which
+    // the verifier refuses to read.
+    let mut client_ts = 0;
+    let mut has_ts = false;
+    if opts.ts_at != 0 {
+        if let Some(c) = timestamps::tsval(ctx, opts.ts_at) {
+            client_ts = c;
+            has_ts = true;
         }
     }
+    let translating = translating && has_ts;
+    let tuple_ts = tuple.take(server, settings, now, translating);
+    let (ts_off, syn_ts) = if translating {
+        stats::event(Event::TsTranslated);
+        (tuple_ts.wrapping_sub(client_ts), tuple_ts)
+    } else {
+        (0, client_ts)
+    };
 
     // Both entries are built in per-CPU scratch space (see `maps::SCRATCH`), zeroed first.
     let (Some(r), Some(c)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1)) else {
@@ -256,7 +294,12 @@ fn open_flow(
     forward_entry.last_seen_ns = now;
     // What `conntrack::observe` records of a client's first SYN, written before the insert: no
     // lookup of the new entry afterwards.
-    forward_entry.seen = pkt.tcp_flags & 0xff;
+    // What its SYN carried, for a redispatch to send it again (see `redispatch`).
+    forward_entry.seen = pkt.tcp_flags & 0xff
+        | if opts.sack { FLOW_SYN_SACK } else { 0 }
+        | if opts.wscale.is_some() { FLOW_SYN_WSCALE } else { 0 }
+        | if opts.ts_at != 0 { FLOW_SYN_TS } else { 0 };
+    forward_entry.syn_mss = opts.mss;
     forward_entry.isn = pkt.seq();
     forward_entry.seq_end = pkt.seq_end();
     forward_entry.wscale = opts.wscale.unwrap_or(0);

@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, PortCursor, Server, Settings, SweepState, TrafficStats,
-    DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS,
-    REASON_COUNT,
+    BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, Server, Settings, Suspicion,
+    SuspicionCleared, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT,
+    MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
 };
 
 #[btf_map(name = "frontends")]
@@ -34,10 +34,26 @@ pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_FLOW_ENTRIES as usize }> =
 #[btf_map(name = "syn_flows")]
 pub static SYN_FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_SYN_FLOW_ENTRIES as usize }> = LruHashMap::new();
 
+/// `bpf_fib_lookup`'s parameters (see `forward`): per CPU, filled for every lookup.
+#[btf_map(name = "fib_params")]
+pub static FIB_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup, 1> = PerCpuArray::new();
+
+/// What the TCP option walk found (see `options`): per CPU, overwritten by every walk.
+#[btf_map(name = "options_found")]
+pub static OPTIONS_FOUND: PerCpuArray<OptionsFound, 1> = PerCpuArray::new();
+
 /// Room to build a new flow's two entries in: a `Flow` is too big to have two of on the 512-byte
 /// BPF stack beside everything else.
 #[btf_map(name = "scratch")]
 pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
+
+/// Per server: refused or unanswered SYNs in a row, and suspicion (`suspicion`).
+#[btf_map(name = "suspicion")]
+pub static SUSPICION: Array<Suspicion, { MAX_SERVERS as usize }> = Array::new();
+
+/// Per server: the suspicion the agent's check answered (written by the agent).
+#[btf_map(name = "suspicion_cleared")]
+pub static SUSPICION_CLEARED: Array<SuspicionCleared, { MAX_SERVERS as usize }> = Array::new();
 
 /// Per server: where its packets go (`forward`).
 #[btf_map(name = "next_hops")]

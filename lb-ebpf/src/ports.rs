@@ -12,8 +12,11 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
+use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
-    Event, Flow, FlowKey, PortCursor, Server, Settings, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES, PORT_BLOCK,
+    tcp::{syn_tsval, tuple_hash, PreviousOnTuple, PREVIOUS_FLOW, PREVIOUS_LAST},
+    Event, Flow, FlowKey, PortCursor, Server, Settings, FLOW_SEEN_TS, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES,
+    PORT_BLOCK,
 };
 
 use crate::{
@@ -23,10 +26,49 @@ use crate::{
 };
 
 /// A backend-side tuple for a new flow to `server`, and the lingering server-side entry of the
-/// flow that had it before (if any: the caller replaces it).
+/// flow that had it before (null if none; `take` removes it). A plain pointer, not an `Option`:
+/// the verifier must see the null check on the pointer itself before it is followed.
 pub struct Tuple {
     pub reply_key: FlowKey,
-    pub previous: Option<(*mut Flow, bool)>,
+    pub previous: *mut Flow,
+    pub previous_half_open: bool,
+}
+
+impl Tuple {
+    /// Takes the tuple for a new flow to `server`: removes the previous flow's lingering entry,
+    /// and returns the TSval the new flow's SYN carries on this tuple when its timestamps are
+    /// translated (`translated`; 0 otherwise): the tuple's clock, kept above what the previous
+    /// flow on it sent (see `lb_common::tcp::syn_tsval`).
+    #[inline(always)]
+    pub fn take(&self, server: &Server, settings: &Settings, now: u64, translated: bool) -> u32 {
+        let mut previous = PreviousOnTuple::default();
+        let old = self.previous;
+        if !old.is_null() {
+            let o = unsafe { &*old };
+            previous.syn_tsval = o.ts_last;
+            previous.syn_ns = o.created_ns;
+            previous.known = PREVIOUS_FLOW;
+            // The previous flow's client side knows the last TSval it sent, while it lingers.
+            if translated && o.seen & FLOW_SEEN_TS != 0 {
+                if let Some((c, _)) = conntrack::peer_of(o) {
+                    previous.last_tsval = unsafe { (*c).ts_last };
+                    previous.known |= PREVIOUS_LAST;
+                }
+            }
+            conntrack::remove(&self.reply_key, self.previous_half_open);
+            stats::event(Event::PortReused);
+        }
+        if !translated {
+            return 0;
+        }
+        let k = &self.reply_key;
+        let hash = tuple_hash(k.dst_addr, k.dst_port_be, server.addr, server.port_be, settings.ts_secret);
+        let (v, raised) = syn_tsval(now, hash, &previous);
+        if raised {
+            stats::event(Event::TsGuarded);
+        }
+        v
+    }
 }
 
 /// `timestamps`: the SYN's timestamps are translated; it takes a tuple from the ports for such
@@ -53,48 +95,110 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, 
         return None;
     }
     let slot = server_id * 2 + region;
-    let cursor = unsafe { &mut *PORT_CURSORS.get_ptr_mut(slot)? };
+    let cursor = PORT_CURSORS.get_ptr_mut(slot)?;
     let next_block = PORT_BLOCKS.get_ptr_mut(slot)?;
-    let mut reply_key =
-        FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 };
-    for _ in 0..NAT_PORT_TRIES {
-        if cursor.left == 0 {
-            // SeqCst for the reason given in `balance`.
-            let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(next_block, 1) };
-            cursor.next = (n % blocks) * PORT_BLOCK;
-            cursor.left = PORT_BLOCK;
+    let mut walk = Walk {
+        server,
+        settings,
+        cursor,
+        next_block,
+        now,
+        first_port,
+        total,
+        blocks,
+        sources,
+        found: 0,
+        previous: 0,
+        reply_key: FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 },
+    };
+    unsafe {
+        bpf_loop(NAT_PORT_TRIES, try_tuple as *const () as *mut c_void, &mut walk as *mut Walk as *mut c_void, 0);
+    }
+    if walk.found == 0 {
+        return None;
+    }
+    // A pointer the callback stored would come back to the verifier as a plain number: the
+    // entry it judged is looked up again (it is there, or gone, which is as good).
+    let (previous, previous_half_open) = match conntrack::lookup(&walk.reply_key) {
+        Some((p, half_open)) if walk.previous != 0 => (p, half_open),
+        _ => (core::ptr::null_mut(), false),
+    };
+    Some(Tuple { reply_key: walk.reply_key, previous, previous_half_open })
+}
+
+/// The candidates' walk, on the caller's stack, handed to `try_tuple` by `bpf_loop`: a loop
+/// written out here, inlined wherever a flow needs a tuple, made the verifier explore every
+/// sequence of busy and held candidates (past its million-instruction budget); `bpf_loop`'s
+/// callback is verified once.
+#[repr(C)]
+struct Walk {
+    server: *const Server,
+    settings: *const Settings,
+    cursor: *mut PortCursor,
+    next_block: *mut u32,
+    now: u64,
+    first_port: u32,
+    total: u32,
+    blocks: u32,
+    sources: u32,
+    /// 1 once a tuple is chosen; then `reply_key`, and whether a finished flow's entry holds it.
+    found: u32,
+    previous: u32,
+    reply_key: FlowKey,
+}
+
+/// One candidate tuple: returns 1 (stop) when it is free, 0 to look at the next.
+extern "C" fn try_tuple(_index: u64, w: *mut c_void) -> i64 {
+    let w = unsafe { &mut *(w as *mut Walk) };
+    let (server, settings, cursor) = unsafe { (&*w.server, &*w.settings, &mut *w.cursor) };
+    if cursor.left == 0 {
+        // SeqCst for the reason given in `balance`.
+        let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(w.next_block, 1) };
+        if w.blocks == 0 {
+            return 1;
         }
-        let index = cursor.next;
-        cursor.next += 1;
-        cursor.left -= 1;
-        if index >= total {
-            // The last block is cut short by the end of the space: take the next one now.
-            cursor.left = 0;
-            continue;
+        cursor.next = (n % w.blocks) * PORT_BLOCK;
+        cursor.left = PORT_BLOCK;
+    }
+    let index = cursor.next;
+    cursor.next += 1;
+    cursor.left -= 1;
+    if index >= w.total {
+        // The last block is cut short by the end of the space: take the next one now.
+        cursor.left = 0;
+        return 0;
+    }
+    // Consecutive indexes alternate source addresses, so each address's ports go in turn.
+    let sources = w.sources;
+    if sources == 0 {
+        return 1;
+    }
+    let (source, port) =
+        if sources == 1 { (0, index) } else { ((index % sources) as usize & (MAX_SOURCES - 1), index / sources) };
+    w.reply_key.dst_addr = server.snat_addrs[source];
+    w.reply_key.dst_port_be = ((w.first_port + port) as u16).to_be();
+    match conntrack::lookup(&w.reply_key) {
+        None => {
+            w.found = 1;
+            1
         }
-        // Consecutive indexes alternate source addresses, so each address's ports go in turn.
-        let (source, port) =
-            if sources == 1 { (0, index) } else { ((index % sources) as usize & (MAX_SOURCES - 1), index / sources) };
-        reply_key.dst_addr = server.snat_addrs[source];
-        reply_key.dst_port_be = ((first_port + port) as u16).to_be();
-        let previous = match conntrack::lookup(&reply_key) {
-            None => None,
-            Some((old, half_open)) => {
-                let f = unsafe { &*old };
-                match f.port_hold_ns(settings.time_wait_ns) {
-                    Some(hold) if now.wrapping_sub(f.last_seen_ns) > hold => Some((old, half_open)),
-                    Some(hold) if hold > NAT_PORT_HOLD_NS => {
-                        stats::event(Event::PortHeld);
-                        continue;
-                    }
-                    _ => {
-                        stats::event(Event::PortBusy);
-                        continue;
-                    }
+        Some((old, _)) => {
+            let f = unsafe { &*old };
+            match f.port_hold_ns(settings.time_wait_ns) {
+                Some(hold) if w.now.wrapping_sub(f.last_seen_ns) > hold => {
+                    w.found = 1;
+                    w.previous = 1;
+                    1
+                }
+                Some(hold) if hold > NAT_PORT_HOLD_NS => {
+                    stats::event(Event::PortHeld);
+                    0
+                }
+                _ => {
+                    stats::event(Event::PortBusy);
+                    0
                 }
             }
-        };
-        return Some(Tuple { reply_key, previous });
+        }
     }
-    None
 }

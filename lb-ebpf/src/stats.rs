@@ -59,3 +59,11 @@ pub fn syn_rst(server_id: u32) {
         unsafe { (*p).syn_rst += 1 };
     }
 }
+
+/// The server left a SYN unanswered until the client sent it again.
+#[inline(always)]
+pub fn syn_unanswered(server_id: u32) {
+    if let Some(p) = SERVER_STATS.get_ptr_mut(server_id) {
+        unsafe { (*p).syn_unanswered += 1 };
+    }
+}

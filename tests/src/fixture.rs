@@ -102,6 +102,8 @@ impl Drop for Fixture {
 
 pub struct Loaded {
     pub ebpf: Ebpf,
+    /// The map owner that filled the maps (for what the agent writes later, e.g. suspicion).
+    pub owner: MapOwner,
     pub pin_dir: PathBuf,
     pub flows: FlowTable,
     pub counters: Counters,
@@ -158,6 +160,7 @@ impl Fixture {
         let counters = Counters::open_pinned(&self.pin_dir).unwrap();
         Loaded {
             ebpf,
+            owner,
             pin_dir: self.pin_dir.clone(),
             flows,
             counters,
@@ -203,6 +206,10 @@ impl Loaded {
 
     pub fn reason(&self, r: Reason) -> u64 {
         self.reasons().into_iter().find(|(k, _)| *k == r).unwrap().1
+    }
+
+    pub fn suspicion(&self, server_id: u32) -> lb_common::Suspicion {
+        self.counters.suspicion(server_id).unwrap()
     }
 
     pub fn event(&self, e: Event) -> u64 {

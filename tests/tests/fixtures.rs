@@ -123,7 +123,9 @@ fn full_nat_handshake_data_and_close_byte_for_byte() {
 fn server_rst_closes_the_flow_and_counts_a_refused_syn() {
     let fx = fixture();
     fx.ns.enter(|| {
-        let mut l = fx.load(&all_up);
+        // Without redispatch (tests/tests/redispatch.rs has it): the RST goes to the client.
+        let config = CONFIG.replace("name = \"etcd\"\nserver", "name = \"etcd\"\nredispatch = false\nserver");
+        let mut l = fx.load_config(&all_up, 1024, &config);
         let (srv, nat_port, _) = open(&mut l, 52000);
         let mut rst = Tcp::new((srv, 2379), (VIP, nat_port), RST | ACK);
         rst.ack = 1001;

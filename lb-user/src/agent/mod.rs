@@ -55,8 +55,18 @@ struct Agent {
     shared: Arc<RwLock<Snapshot>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
+    /// Per server, what the data path's suspicion said last (see `observe_suspicion`).
+    suspicion: HashMap<u32, Suspected>,
     /// Server states set by hand (runtime API), kept in `global.state_file`.
     overrides: Overrides,
+}
+
+/// A server the data path suspected: when (its clock, to answer it), and when the agent saw it
+/// (a check must have started after that to clear it).
+#[derive(Default, Clone, Copy)]
+struct Suspected {
+    count_seen: u32,
+    open: Option<(u64, std::time::Instant)>,
 }
 
 #[expect(clippy::too_many_lines, reason = "the start-up sequence reads in order, one step after the other")]
@@ -122,6 +132,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         shared,
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
+        suspicion: HashMap::new(),
         overrides,
     };
     agent.publish();
@@ -188,6 +199,24 @@ impl Agent {
     fn on_check(&mut self, ev: health::Event) -> Result<()> {
         let id = ev.server_id;
         let decided_at = ev.decided_at;
+        // A check that started after the data path's suspicion, and passed, answers it.
+        if ev.result.code.passed() {
+            if let Some(Suspected { open: Some((since, seen)), .. }) = self.suspicion.get(&id).copied() {
+                if decided_at.checked_sub(ev.result.duration).is_some_and(|started| started >= seen) {
+                    self.owner.clear_suspicion(id, since)?;
+                    self.suspicion.entry(id).or_default().open = None;
+                    if let Some(v) = self.registry.servers.get_mut(&id) {
+                        v.suspected = false;
+                        log::info!(
+                            "Server {}/{} passed its check: no longer suspected, it takes new flows again",
+                            v.pool,
+                            v.name
+                        );
+                    }
+                    self.publish();
+                }
+            }
+        }
         let Some(t) = self.registry.record(ev) else { return Ok(()) };
         let Some((pool, server)) = self.topology.servers().find(|(_, s)| s.id == id) else { return Ok(()) };
         let registry = &self.registry;
@@ -217,15 +246,52 @@ impl Agent {
         Ok(())
     }
 
-    /// Passive layer-4 observation: SYNs the servers answered with RST since the last look.
+    /// Passive layer-4 observation: SYNs the servers answered with RST since the last look, and
+    /// the data path's suspicions.
     fn observe(&mut self) {
         let ids: Vec<u32> = self.topology.servers().map(|(_, s)| s.id).collect();
+        for &id in &ids {
+            self.observe_suspicion(id);
+        }
         for id in ids {
             let Ok(st) = self.counters.server(id) else { continue };
-            let seen = self.syn_rst_seen.entry(id).or_insert(st.syn_rst);
-            let delta = st.syn_rst.saturating_sub(*seen);
-            *seen = st.syn_rst;
+            let errors = st.syn_rst + st.syn_unanswered;
+            let seen = self.syn_rst_seen.entry(id).or_insert(errors);
+            let delta = errors.saturating_sub(*seen);
+            *seen = errors;
             self.registry.observe(id, delta);
+        }
+    }
+
+    /// The data path suspects a server once it refused or left unanswered `suspect_after` SYNs
+    /// in a row, and gives it no new flow meanwhile; the agent checks it at once, and a passing
+    /// check clears the suspicion (`on_check`), a failing one goes on to HAProxy's DOWN.
+    fn observe_suspicion(&mut self, id: u32) {
+        let Ok(s) = self.counters.suspicion(id) else { return };
+        let entry = self.suspicion.entry(id).or_insert(Suspected { count_seen: s.count, open: None });
+        let now = monotonic_ns();
+        if s.count != entry.count_seen {
+            entry.count_seen = s.count;
+            entry.open = Some((s.since_ns, std::time::Instant::now()));
+            self.registry.check_now(id);
+            if let Some(v) = self.registry.servers.get_mut(&id) {
+                v.suspected = true;
+                log::warn!(
+                    "Server {}/{} refused or left unanswered {} SYN(s) in a row: the data path gives it no new flow; checking it now",
+                    v.pool,
+                    v.name,
+                    s.fails
+                );
+            }
+            self.publish();
+        } else if let Some((since, _)) = entry.open {
+            // Without the agent's word the data path lets a suspicion lapse: so does the view.
+            if now.saturating_sub(since) > lb_common::SUSPECT_HOLD_NS {
+                entry.open = None;
+                if let Some(v) = self.registry.servers.get_mut(&id) {
+                    v.suspected = false;
+                }
+            }
         }
     }
 

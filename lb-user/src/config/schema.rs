@@ -138,8 +138,28 @@ pub struct BackendCfg {
     /// multiplies the backend-side tuples a server can take: `nat_ports` per address.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
     pub source: Vec<Ipv4Addr>,
+    /// How often a new connection may be moved to another server when its server refuses the
+    /// SYN or leaves it unanswered (HAProxy's `retries`, default 3).
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// Move such a connection to another server (HAProxy's `option redispatch`); xdplb's default
+    /// is on (HAProxy's is off: it retries the same server).
+    #[serde(default = "default_true")]
+    pub redispatch: bool,
+    /// Refused or unanswered SYNs in a row after which a server gets no new flow until a health
+    /// check has cleared it (0: never); default 3.
+    #[serde(default = "default_suspect_after")]
+    pub suspect_after: u8,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerCfg>,
+}
+
+fn default_retries() -> u8 {
+    3
+}
+
+fn default_suspect_after() -> u8 {
+    3
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray};
-use lb_common::{names, Event, Reason, TrafficStats};
+use aya::maps::{Array, Map, MapData, MapError, PerCpuArray};
+use lb_common::{names, Event, Reason, Suspicion, TrafficStats};
 
 pub struct Counters {
+    suspicion: Array<MapData, Suspicion>,
     reasons: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
     frontends: PerCpuArray<MapData, TrafficStats>,
@@ -24,12 +25,14 @@ fn sum(a: TrafficStats, b: &TrafficStats) -> TrafficStats {
         bytes_out: a.bytes_out + b.bytes_out,
         new_flows: a.new_flows + b.new_flows,
         syn_rst: a.syn_rst + b.syn_rst,
+        syn_unanswered: a.syn_unanswered + b.syn_unanswered,
     }
 }
 
 impl Counters {
     pub fn open_pinned(dir: &Path) -> Result<Self, MapError> {
         Ok(Self {
+            suspicion: Array::try_from(Map::from_map_data(MapData::from_pin(dir.join(names::SUSPICION))?)?)?,
             reasons: open(dir, names::REASON_STATS)?,
             events: open(dir, names::EVENT_STATS)?,
             frontends: open(dir, names::FRONTEND_STATS)?,
@@ -53,5 +56,10 @@ impl Counters {
 
     pub fn server(&self, id: u32) -> Result<TrafficStats, MapError> {
         Ok(self.servers.get(&id, 0)?.iter().fold(TrafficStats::default(), sum))
+    }
+
+    /// What the data path suspects of server `id` (see lb-ebpf's `suspicion`).
+    pub fn suspicion(&self, id: u32) -> Result<Suspicion, MapError> {
+        self.suspicion.get(&id, 0)
     }
 }

@@ -9,8 +9,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, MAX_SOURCES, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND,
-    SETTINGS_F_TS_TRANSLATE,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionCleared, MAX_SOURCES, SERVER_F_VALID,
+    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -47,6 +47,7 @@ pub struct MapOwner {
     servers: Array<MapData, Server>,
     settings: Array<MapData, Settings>,
     tx_ports: DevMapHash<MapData>,
+    suspicion_cleared: Array<MapData, SuspicionCleared>,
 }
 
 impl MapOwner {
@@ -58,7 +59,14 @@ impl MapOwner {
             servers: take(ebpf, names::SERVERS)?,
             settings: take(ebpf, names::SETTINGS)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
+            suspicion_cleared: take(ebpf, names::SUSPICION_CLEARED)?,
         })
+    }
+
+    /// A check of server `id` passed after the data path suspected it (at `since_ns`): it takes
+    /// new flows again.
+    pub fn clear_suspicion(&mut self, id: u32, since_ns: u64) -> Result<(), MapsError> {
+        self.suspicion_cleared.set(id, since_ns, 0).map_err(at(names::SUSPICION_CLEARED))
     }
 
     pub fn write_settings(&mut self, g: &Global) -> Result<(), MapsError> {

@@ -50,6 +50,7 @@ struct Checker {
 }
 
 /// The agent's view of every server's health.
+#[expect(clippy::struct_excessive_bools, reason = "independent facts about a server, each a yes or no")]
 pub struct ServerView {
     pub pool: String,
     pub name: String,
@@ -66,6 +67,9 @@ pub struct ServerView {
     /// Passive errors (RST to SYN, SYN never answered), in total and since the last hurry.
     pub observed_errors: u64,
     pending_errors: u64,
+    /// The data path suspects it (refused or unanswered SYNs in a row): it gets no new flow
+    /// until a check passes.
+    pub suspected: bool,
 }
 
 impl ServerView {
@@ -83,6 +87,7 @@ impl ServerView {
             health_disabled: false,
             observed_errors: 0,
             pending_errors: 0,
+            suspected: false,
         }
     }
 }
@@ -251,6 +256,13 @@ impl Registry {
                 );
                 c.hurry.notify_one();
             }
+        }
+    }
+
+    /// Checks server `id` now (its task wakes up), e.g. when the data path suspects it.
+    pub fn check_now(&self, id: u32) {
+        if let Some(c) = self.checkers.get(&id) {
+            c.hurry.notify_one();
         }
     }
 

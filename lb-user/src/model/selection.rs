@@ -22,7 +22,12 @@ impl Pool {
             members = pick(true);
         }
         let slots = weighted_slots(&members);
-        let mut set = BackendSet { count: slots.len() as u32, ..BackendSet::default() };
+        let mut set = BackendSet {
+            count: slots.len() as u32,
+            retries: self.retries,
+            suspect_after: self.suspect_after,
+            ..BackendSet::default()
+        };
         set.slots[..slots.len()].copy_from_slice(&slots);
         set
     }

@@ -41,6 +41,10 @@ pub struct Pool {
     pub id: u32,
     /// How its servers are checked (`health::plans` turns it into each server's plan).
     pub check: CheckCfg,
+    /// Redispatches a new flow may make (0: none; `retries` when `redispatch` is on).
+    pub retries: u8,
+    /// Refused or unanswered SYNs in a row that make the data path suspect a server.
+    pub suspect_after: u8,
     pub servers: Vec<ServerEntry>,
 }
 
@@ -204,7 +208,14 @@ impl Topology {
                     admin: s.state,
                 });
             }
-            pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], check: b.check.clone(), servers });
+            pools.push(Pool {
+                name: b.name.clone(),
+                id: p_ids[&b.name],
+                check: b.check.clone(),
+                retries: if b.redispatch { b.retries } else { 0 },
+                suspect_after: b.suspect_after,
+                servers,
+            });
         }
         problems.into_result(Topology { frontends, pools })
     }

@@ -128,6 +128,7 @@ impl Builder {
                     active_flows: active,
                     traffic: traffic(&st, rate),
                     observed_errors: view.map_or(0, |v| v.observed_errors),
+                    suspected: view.is_some_and(|v| v.suspected),
                 });
             }
             let any_up = b.active_up + b.backup_up > 0;

@@ -189,7 +189,7 @@ fn server(v: &ServerStatus) -> Markup {
             td.l title=(v.address) { (v.name) }
             td { (v.active_flows) } td { (fmt_rate(t.new_flows_per_s)) } td { (t.total_flows) }
             (bytes(t.bytes_in)) (bytes(t.bytes_out)) td { (v.observed_errors) }
-            td.l { (human_time(v.since_s)) " " (v.status()) }
+            td.l { (human_time(v.since_s)) " " (v.status()) @if v.suspected { " (suspected)" } }
             @match &v.last_check {
                 Some(c) => td.l title=(c.description()) { (last_check_text(c)) },
                 None => td.l {},

@@ -170,6 +170,12 @@ const SERVER: [&[Metric<ServerStatus>]; 3] = [
             "SYNs to the server answered by RST or never answered.",
             Count(|v| v.observed_errors),
         ),
+        metric(
+            "xdplb_server_suspected",
+            Gauge,
+            "1 while the data path gives the server no new flow (refused or unanswered SYNs in a row) until a check passes.",
+            Count(|v| u64::from(v.suspected)),
+        ),
     ],
 ];
 
@@ -315,7 +321,9 @@ mod tests {
             "haproxy_server_check_duration_seconds",
             "haproxy_server_check_status",
             "xdplb_server_observed_errors_total",
+            "xdplb_server_suspected",
             "xdplb_packets_total",
+            "xdplb_events_total",
         ] {
             assert!(fams.iter().any(|f| f == want), "{want} missing");
         }

@@ -164,6 +164,10 @@ pub struct ServerStatus {
     pub traffic: Traffic,
     /// SYNs answered by RST or never answered (passive layer-4 observation).
     pub observed_errors: u64,
+    /// The data path suspects it (refused or unanswered SYNs in a row): no new flow until a
+    /// check passes.
+    #[serde(default)]
+    pub suspected: bool,
 }
 
 impl ServerStatus {
@@ -241,6 +245,7 @@ pub(crate) mod sample {
             active_flows: 0,
             traffic: Traffic::default(),
             observed_errors: 0,
+            suspected: false,
         }
     }
 }

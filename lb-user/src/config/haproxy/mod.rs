@@ -140,8 +140,11 @@ backend pool
             assert_eq!((k.inter, k.rise, k.fall), (Dur(Duration::from_secs(2)), 2, 3));
         }
         assert!(c.problems().is_empty(), "{}", c.problems());
-        // One note per backend on HAProxy's status-blind `expect string`, and nothing else.
-        assert_eq!(import.notes.len(), 2, "{:#?}", import.notes);
+        // Per backend, one note on HAProxy's status-blind `expect string` and one on redispatch
+        // (the seed has no `option redispatch`), and nothing else.
+        assert_eq!(import.notes.len(), 4, "{:#?}", import.notes);
+        assert!(has(&import.notes, "backend apiserver-cluster: no `option redispatch`"));
+        assert!(c.backends.iter().all(|b| b.redispatch && b.retries == 3 && b.suspect_after == 3));
         assert!(has(
             &import.notes,
             "backend etcd-cluster: HAProxy's `http-check expect string true` ignores the status"

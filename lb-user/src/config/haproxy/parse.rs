@@ -333,6 +333,14 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
                 line.text()
             ));
         }
+        ("option", Some("redispatch")) => p.redispatch = Some(true),
+        ("no", Some("option")) if line.word(2) == Some("redispatch") => p.redispatch = Some(false),
+        ("retries", Some(n)) => match n.parse::<u8>() {
+            Ok(n) => p.retries = Some((line.no, n)),
+            Err(_) => {
+                notes.push(format!("line {}: `{}`: not a number of retries; not translated", line.no, line.text()));
+            }
+        },
         ("option", Some(_)) => proxy_option(p, line, notes),
         ("no", Some("log")) => {}
         ("no", Some("option")) if line.word(2).is_some_and(|o| SILENT_OPTIONS.contains(&o)) => {}

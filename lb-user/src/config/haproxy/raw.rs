@@ -120,6 +120,9 @@ pub(super) struct Proxy {
     pub(super) default_backend: Option<(usize, String)>,
     pub(super) check: ProxyCheck,
     pub(super) source: Vec<Ipv4Addr>,
+    /// `retries N` and `[no] option redispatch`, where set (a `defaults` section's carry over).
+    pub(super) retries: Option<(usize, u8)>,
+    pub(super) redispatch: Option<bool>,
     pub(super) default_server: ServerOpts,
     pub(super) servers: Vec<RawServer>,
 }

@@ -75,11 +75,22 @@ pub(super) fn backend(
         ));
     }
     let check = backend_check(p, &servers, global, notes);
+    // HAProxy without `option redispatch` retries a refused connect on the same server; xdplb
+    // moves it to the next one (in the data path, before the client sees anything): said once.
+    if p.redispatch.is_none() {
+        notes.push(format!(
+            "backend {}: no `option redispatch`: xdplb moves a connection whose server refuses or ignores its SYN to the next server (up to `retries`, default 3); set `redispatch = false` to keep HAProxy's retry on the same server",
+            p.name
+        ));
+    }
     BackendCfg {
         name: p.name.clone(),
         balance: Balance::Roundrobin,
         check,
         source: p.source.clone(),
+        retries: p.retries.map_or(3, |(_, n)| n),
+        redispatch: p.redispatch.unwrap_or(true),
+        suspect_after: 3,
         servers: servers.into_iter().map(|r| r.server).collect(),
     }
 }
