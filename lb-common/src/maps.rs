@@ -24,7 +24,7 @@ pub mod names {
     pub const PORT_BLOCKS: &str = "port_blocks";
     pub const NEXT_HOPS: &str = "next_hops";
     pub const SUSPICION: &str = "suspicion";
-    pub const SUSPICION_CLEARED: &str = "suspicion_cleared";
+    pub const SUSPICION_VERDICT: &str = "suspicion_verdict";
     /// Every map the agent pins, in a stable order.
     pub const ALL: [&str; 18] = [
         FRONTENDS,
@@ -44,7 +44,7 @@ pub mod names {
         PORT_BLOCKS,
         NEXT_HOPS,
         SUSPICION,
-        SUSPICION_CLEARED,
+        SUSPICION_VERDICT,
     ];
 }
 
@@ -286,7 +286,8 @@ pub struct NextHop {
 
 /// Value of `suspicion` (an array indexed by server id), written by the data path: a server that
 /// refused (RST) or left unanswered `BackendSet::suspect_after` SYNs in a row gets no new flow
-/// until the agent has checked it (`suspicion_cleared`), for at most `SUSPECT_HOLD_NS`.
+/// until the agent's check clears it (`suspicion_verdict`); without a word from the agent, for
+/// at most `SUSPECT_HOLD_NS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Suspicion {
@@ -298,13 +299,20 @@ pub struct Suspicion {
     pub since_ns: u64,
 }
 
-/// The longest a suspected server is skipped without the agent's word (an agent that is not
-/// running cannot confirm; the server then gets new flows again and may be suspected again).
+/// How long a suspicion holds without the agent's word (an agent that is not running cannot
+/// confirm it; the server then gets new flows again, and may be suspected again).
 pub const SUSPECT_HOLD_NS: u64 = 10_000_000_000;
 
-/// Value of `suspicion_cleared` (an array indexed by server id), written by the agent: the
-/// `Suspicion::since_ns` its check answered (a check passed after the server became suspected).
-pub type SuspicionCleared = u64;
+/// Value of `suspicion_verdict` (an array indexed by server id), written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SuspicionVerdict {
+    /// The `Suspicion::since_ns` a passing check answered: that suspicion is over.
+    pub cleared_ns: u64,
+    /// The agent keeps an open suspicion until this (monotonic ns), renewing it while its checks
+    /// have not cleared the server (which then goes DOWN by HAProxy's rules, or is cleared).
+    pub held_until_ns: u64,
+}
 
 /// Scratch space of the data path's TCP option walk (per CPU, never read by the agent): the
 /// TSval's frame offset (0: none), window scale + 1 (0: none), MSS (0: none), SACK permitted
@@ -504,6 +512,7 @@ const _: () = assert!(size_of::<FlowKey>() == 12);
 const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Suspicion>() == 16);
+const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 56);
@@ -523,6 +532,7 @@ mod pod {
     unsafe impl aya::Pod for PortCursor {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for Suspicion {}
+    unsafe impl aya::Pod for SuspicionVerdict {}
     unsafe impl aya::Pod for TrafficStats {}
 }
 

@@ -29,8 +29,7 @@ mod timestamps;
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
     Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
-    FLOW_SEEN_TS, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST,
-    TCP_SYN,
+    FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{

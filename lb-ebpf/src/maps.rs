@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, Server, Settings, Suspicion,
-    SuspicionCleared, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT,
+    SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT,
     MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT,
 };
 
@@ -51,9 +51,9 @@ pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
 #[btf_map(name = "suspicion")]
 pub static SUSPICION: Array<Suspicion, { MAX_SERVERS as usize }> = Array::new();
 
-/// Per server: the suspicion the agent's check answered (written by the agent).
-#[btf_map(name = "suspicion_cleared")]
-pub static SUSPICION_CLEARED: Array<SuspicionCleared, { MAX_SERVERS as usize }> = Array::new();
+/// Per server: what the agent said of its suspicion (written by the agent).
+#[btf_map(name = "suspicion_verdict")]
+pub static SUSPICION_VERDICT: Array<SuspicionVerdict, { MAX_SERVERS as usize }> = Array::new();
 
 /// Per server: where its packets go (`forward`).
 #[btf_map(name = "next_hops")]

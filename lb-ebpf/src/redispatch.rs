@@ -14,19 +14,19 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
-    helpers::bpf_xdp_adjust_tail,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use lb_common::{
-    checksum, Event, Flow, FlowKey, Reason, Settings, FLOW_SEEN_TS, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE,
-    TCP_ACK, TCP_RST, TCP_SYN,
+    checksum, Event, Flow, FlowKey, Reason, Settings, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, TCP_ACK, TCP_RST,
+    TCP_SYN,
 };
 use network_types::{ip::Ipv4Hdr, tcp::TcpHdr};
 
 use crate::{
     balance, conntrack, forward,
     maps::{SCRATCH, SERVERS, SYN_FLOWS},
-    parse::{self, ptr_at, Packet, IP_OFF, TCP_OFF},
+    parse::{self, ptr_at, IP_OFF, TCP_OFF},
     ports, stats, suspicion, Ingress,
 };
 
@@ -176,11 +176,26 @@ pub fn unanswered(i: &Ingress, client: *mut Flow) -> *mut Flow {
 /// it: headers written whole, checksums computed in full.
 #[inline(always)]
 fn build_syn(ctx: &XdpContext, flow: &Flow) -> Result<(), parse::ParseError> {
+    // A RST is shorter than the SYN: the room comes from the headroom in front (XDP guarantees
+    // 256 bytes there; the tailroom of a small frame may be none, on veth for one). Every header
+    // is written anew, so where the old bytes end up does not matter. Anything longer is cut at
+    // the tail.
     let len = (ctx.data_end() - ctx.data()) as i32;
     let delta = SYN_FRAME_LEN as i32 - len;
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+    let rc = if delta > 0 {
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) }
+    } else if delta < 0 {
+        unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) }
+    } else {
+        0
+    };
+    if rc != 0 {
         return Err(parse::ParseError::Malformed);
     }
+    // The Ethernet header too: its type, and the MACs `forward` sets.
+    let eth: *mut [u8; 14] = ptr_at(ctx, 0)?;
+    let eth = unsafe { &mut *eth };
+    eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip: *mut [u8; Ipv4Hdr::LEN] = ptr_at(ctx, IP_OFF)?;
     let tcp: *mut [u8; 40] = ptr_at(ctx, TCP_OFF)?;
     let (ip, tcp) = unsafe { (&mut *ip, &mut *tcp) };

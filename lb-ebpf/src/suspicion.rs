@@ -1,27 +1,29 @@
 //! Suspicion: a server that refused (RST) or left unanswered `suspect_after` SYNs in a row is
 //! skipped for new flows at once, before the agent has done anything; the agent sees the count
-//! move, checks the server at once, and clears the suspicion when the check passes (or lets
-//! HAProxy's state machine take it DOWN). A SYN-ACK from the server ends the streak. Without an
-//! agent's word a suspicion lapses after `SUSPECT_HOLD_NS`.
+//! move, checks the server at once, and clears the suspicion when the check passes, or holds it
+//! while HAProxy's state machine takes the server DOWN. A SYN-ACK from the server ends the
+//! streak. Without an agent's word a suspicion lapses after `SUSPECT_HOLD_NS`.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use lb_common::{Event, SUSPECT_HOLD_NS};
 
 use crate::{
-    maps::{SUSPICION, SUSPICION_CLEARED},
+    maps::{SUSPICION, SUSPICION_VERDICT},
     stats,
 };
 
-/// Whether server `id` is suspected now.
+/// Whether server `id` is suspected now: since its streak, not cleared by the agent, and within
+/// the hold (or the agent's renewal of it).
 #[inline(always)]
 pub fn suspected(id: u32, now: u64) -> bool {
     let Some(s) = SUSPICION.get(id) else { return false };
     let since = s.since_ns;
-    if since == 0 || now.wrapping_sub(since) > SUSPECT_HOLD_NS {
+    if since == 0 {
         return false;
     }
-    SUSPICION_CLEARED.get(id).is_none_or(|cleared| *cleared < since)
+    let Some(v) = SUSPICION_VERDICT.get(id) else { return now.wrapping_sub(since) <= SUSPECT_HOLD_NS };
+    v.cleared_ns < since && (now.wrapping_sub(since) <= SUSPECT_HOLD_NS || now < v.held_until_ns)
 }
 
 /// Server `id` refused a SYN or left it unanswered; `threshold` is its pool's `suspect_after`.

@@ -5,10 +5,16 @@ use std::{
     hash::Hasher,
     io::{BufRead, BufReader, Read, Write},
     net::{Shutdown, SocketAddr, TcpStream},
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
+
+use crate::netns::NetNs;
 
 /// Connects and reads the server's name line.
 pub fn connect(addr: SocketAddr) -> Result<(TcpStream, String)> {
@@ -141,5 +147,92 @@ pub fn reset(s: TcpStream) -> Result<()> {
         bail!("SO_LINGER: {}", std::io::Error::last_os_error());
     }
     drop(s);
+    Ok(())
+}
+
+/// Sets its flag when dropped: clients stop also when the code that runs beside them fails.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What clients opening connections one after another saw (`open_until`).
+#[derive(Default, Debug, Clone)]
+pub struct Opened {
+    pub ok: u64,
+    /// Attempts started after the fault (or with no fault) that failed: connect() failed, or
+    /// the server's name never came. What a balancer is there to prevent.
+    pub failed: Vec<String>,
+    /// Attempts already under way at the fault that failed: a connection whose server dies
+    /// under it. No balancer saves those, and there is at most one per client.
+    pub in_flight: Vec<String>,
+    /// The slowest successful attempt, and how many took over 900 ms (a SYN retransmission).
+    pub slowest: Duration,
+    pub slow: u64,
+}
+
+impl Opened {
+    fn merge(mut self, o: Opened) -> Opened {
+        self.ok += o.ok;
+        self.failed.extend(o.failed);
+        self.in_flight.extend(o.in_flight);
+        self.slowest = self.slowest.max(o.slowest);
+        self.slow += o.slow;
+        self
+    }
+}
+
+/// `clients` clients in `ns`, each connecting to `addr`, reading the server's name and closing,
+/// 20 ms apart, until `stop`. `read_timeout` bounds the wait for the name (a proxy accepts at
+/// once and connects to its server afterwards, so its failures show there).
+pub fn open_until(
+    ns: &NetNs,
+    addr: SocketAddr,
+    clients: usize,
+    read_timeout: Duration,
+    stop: &AtomicBool,
+    fault: &OnceLock<Instant>,
+) -> Opened {
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..clients)
+            .map(|_| {
+                let ns = ns.handle();
+                sc.spawn(move || {
+                    ns.enter(|| {
+                        let mut seen = Opened::default();
+                        while !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            match open_once(addr, read_timeout) {
+                                Ok(()) => {
+                                    seen.ok += 1;
+                                    let took = t0.elapsed();
+                                    seen.slowest = seen.slowest.max(took);
+                                    seen.slow += u64::from(took > Duration::from_millis(900));
+                                }
+                                Err(e) if fault.get().is_some_and(|f| t0 < *f) => seen.in_flight.push(format!("{e:#}")),
+                                Err(e) => seen.failed.push(format!("{e:#}")),
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        seen
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).fold(Opened::default(), Opened::merge)
+    })
+}
+
+fn open_once(addr: SocketAddr, read_timeout: Duration) -> Result<()> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(read_timeout))?;
+    let mut name = String::new();
+    BufReader::new(s).read_line(&mut name).with_context(|| format!("reading the server name from {addr}"))?;
+    if name.is_empty() {
+        bail!("{addr} closed before naming itself");
+    }
     Ok(())
 }

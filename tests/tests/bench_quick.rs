@@ -25,5 +25,10 @@ fn the_quick_benchmark_runs_every_contender() {
         assert!(v["median"]["single_conn_bytes_per_s"].as_f64().unwrap() > 0.0, "{c}: {v}");
     }
     assert!(json["prog"]["SYN (new flow)"]["median_ns"].as_f64().unwrap() > 0.0);
+    let failover = json["failover"].as_object().expect("the failover section");
+    for c in ["HAProxy", "xdplb"] {
+        let (_, v) = failover.iter().find(|(k, _)| k.contains(c)).unwrap_or_else(|| panic!("failover: {c} missing"));
+        assert!(v["connections"].as_u64().unwrap() > 0, "failover, {c}: {v}");
+    }
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/chart.png")).exists());
 }

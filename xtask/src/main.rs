@@ -42,8 +42,8 @@ enum Cmd {
     },
     /// Set up, build, and measure xdplb side by side with the direct path (see README).
     Bench {
-        /// Passed to xdplb-bench (e.g. `-- --only prog --rounds 5`).
-        #[arg(last = true)]
+        /// Passed to xdplb-bench, as typed: `--quick`, `--only prog,failover`, `--rounds 5`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Release build, then /usr/local/bin/xdplb, /etc/xdplb/xdplb.toml (an example; an

@@ -284,13 +284,11 @@ impl Agent {
                 );
             }
             self.publish();
-        } else if let Some((since, _)) = entry.open {
-            // Without the agent's word the data path lets a suspicion lapse: so does the view.
-            if now.saturating_sub(since) > lb_common::SUSPECT_HOLD_NS {
-                entry.open = None;
-                if let Some(v) = self.registry.servers.get_mut(&id) {
-                    v.suspected = false;
-                }
+        } else if entry.open.is_some() {
+            // Open until a check clears it: held in the data path meanwhile (the server goes
+            // DOWN by HAProxy's rules if the checks fail, and is out of the set then).
+            if let Err(e) = self.owner.hold_suspicion(id, now + lb_common::SUSPECT_HOLD_NS) {
+                log::warn!("cannot hold the suspicion of server {id}: {e}");
             }
         }
     }

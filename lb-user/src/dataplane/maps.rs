@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionCleared, MAX_SOURCES, SERVER_F_VALID,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_VALID,
     SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
@@ -47,7 +47,7 @@ pub struct MapOwner {
     servers: Array<MapData, Server>,
     settings: Array<MapData, Settings>,
     tx_ports: DevMapHash<MapData>,
-    suspicion_cleared: Array<MapData, SuspicionCleared>,
+    suspicion_verdict: Array<MapData, SuspicionVerdict>,
 }
 
 impl MapOwner {
@@ -59,14 +59,23 @@ impl MapOwner {
             servers: take(ebpf, names::SERVERS)?,
             settings: take(ebpf, names::SETTINGS)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
-            suspicion_cleared: take(ebpf, names::SUSPICION_CLEARED)?,
+            suspicion_verdict: take(ebpf, names::SUSPICION_VERDICT)?,
         })
     }
 
     /// A check of server `id` passed after the data path suspected it (at `since_ns`): it takes
     /// new flows again.
     pub fn clear_suspicion(&mut self, id: u32, since_ns: u64) -> Result<(), MapsError> {
-        self.suspicion_cleared.set(id, since_ns, 0).map_err(at(names::SUSPICION_CLEARED))
+        let v = SuspicionVerdict { cleared_ns: since_ns, held_until_ns: 0 };
+        self.suspicion_verdict.set(id, v, 0).map_err(at(names::SUSPICION_VERDICT))
+    }
+
+    /// Server `id` stays suspected (no new flow) until `until_ns` at least: the agent's checks
+    /// have not cleared it yet.
+    pub fn hold_suspicion(&mut self, id: u32, until_ns: u64) -> Result<(), MapsError> {
+        let mut v = self.suspicion_verdict.get(&id, 0).map_err(at(names::SUSPICION_VERDICT))?;
+        v.held_until_ns = until_ns;
+        self.suspicion_verdict.set(id, v, 0).map_err(at(names::SUSPICION_VERDICT))
     }
 
     pub fn write_settings(&mut self, g: &Global) -> Result<(), MapsError> {

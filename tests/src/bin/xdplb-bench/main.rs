@@ -7,6 +7,10 @@
 //!   backend, HAProxy in TCP mode, nftables DNAT + masquerade, xdplb native and generic, taking
 //!   turns round after round; keep-alive and new-connection rates, latency, one connection's
 //!   throughput, CPU per 1000 requests; medians, ratios to direct and HAProxy, and a chart.
+//! - `clients`: new connections from many client hosts, what TIME_WAIT costs each contender
+//!   (`clients.rs`).
+//! - `failover`: a server killed or cut off under clients opening connections, HAProxy beside
+//!   xdplb with the seed's check settings (`failover.rs`).
 //!
 //! Results: a Markdown table on stdout and JSON under target/bench/.
 
@@ -21,6 +25,7 @@ use std::{
 };
 
 mod clients;
+mod failover;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -35,8 +40,8 @@ use tests::{
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk, clients (default all).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients")]
+    /// Which benchmarks: prog, wrk, clients, failover (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -314,22 +319,7 @@ fn start(c: Contender, lab: &Lab, tmp: &Path, source: Option<Ipv4Addr>) -> Resul
                     lines.join("\n")
                 ),
             )?;
-            let mut child = lab
-                .lb
-                .command("haproxy")
-                .args(["-db", "-f", cfg.to_str().unwrap()])
-                .stdout(std::process::Stdio::null())
-                .spawn()?;
-            // Wait for its listener, and say so if it died instead.
-            for _ in 0..100 {
-                if let Some(status) = child.try_wait()? {
-                    bail!("haproxy exited: {status}");
-                }
-                if !lab.lb.exec(&["ss", "-Htln", "sport = :80"])?.trim().is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let child = spawn_haproxy(lab, &cfg, 80, &tmp.join("haproxy.log"))?;
             Running::Haproxy(child)
         }
         Contender::Nftables => {
@@ -359,6 +349,31 @@ fn start(c: Contender, lab: &Lab, tmp: &Path, source: Option<Ipv4Addr>) -> Resul
             Running::Agent(Agent::start(&lab.lb, &config, &lab.lb_ifaces, mode)?)
         }
     })
+}
+
+/// Starts HAProxy on the balancer with `cfg`, its warnings (`Server x/y is DOWN`) in `log`, and
+/// waits for its listener on `port`; says so if it died instead.
+fn spawn_haproxy(lab: &Lab, cfg: &Path, port: u16, log: &Path) -> Result<std::process::Child> {
+    let mut child = lab
+        .lb
+        .command("haproxy")
+        .args(["-db", "-f", cfg.to_str().context("a UTF-8 path")?])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(log)?)
+        .spawn()
+        .context("starting haproxy")?;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            bail!("haproxy exited: {status}: {}", fs::read_to_string(log).unwrap_or_default());
+        }
+        if !lab.lb.exec(&["ss", "-Htln", &format!("sport = :{port}")])?.trim().is_empty() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("haproxy did not listen on port {port} within 2 s")
 }
 
 fn stop(r: Running, lab: &Lab) {
@@ -560,6 +575,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "clients") {
         report.insert("clients".into(), clients::bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "failover") {
+        report.insert("failover".into(), failover::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;
