@@ -5,15 +5,15 @@
 
 use std::net::Ipv4Addr;
 
+use integration::{
+    fixture::*,
+    frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
+};
 use lb_common::{
     tcp::{ts_clock, tuple_hash},
     Event, Reason,
 };
 use lb_user::dataplane::flows::{monotonic_ns, FlowState};
-use tests::{
-    fixture::*,
-    frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
-};
 
 fn all_up(_: u32) -> bool {
     true

@@ -2,17 +2,17 @@
 //! agent's own map owner, frames in and frames out compared byte for byte with frames built
 //! independently here (checksums computed in full).
 //!
-//! The namespace and loader are `tests::fixture`.
+//! The namespace and loader are `integration::fixture`.
 
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use lb_common::Reason;
-use lb_user::{dataplane, dataplane::flows::FlowState};
-use tests::{
+use integration::{
     fixture::*,
     frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
 };
+use lb_common::Reason;
+use lb_user::{dataplane, dataplane::flows::FlowState};
 
 fn all_up(_: u32) -> bool {
     true
