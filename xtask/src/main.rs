@@ -87,7 +87,7 @@ fn cargo() -> Command {
 
 fn build(release: bool) -> Result<PathBuf> {
     let mut c = cargo();
-    c.args(["build", "--package", "lb-user", "--package", "tests", "--bins"]);
+    c.args(["build", "--package", "lb-user", "--package", "integration", "--bins"]);
     if release {
         c.arg("--release");
     }

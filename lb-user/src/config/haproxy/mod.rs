@@ -88,7 +88,7 @@ mod tests {
     use lex::split_words;
 
     /// The seed's two blocks, verbatim: one copy, shared with the end-to-end tests.
-    const SEED: &str = include_str!("../../../../tests/fixtures/seed-haproxy.cfg");
+    const SEED: &str = include_str!("../../../../integration/fixtures/seed-haproxy.cfg");
 
     const RICH: &str = "\
 global

@@ -7,12 +7,12 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{checksum, Reason};
-use tests::{
+use integration::{
     fixture::*,
     frames::{self, Tcp, ACK, SYN},
     traffic::Pattern,
 };
+use lb_common::{checksum, Reason};
 
 const XDP_ABORTED: u32 = 0;
 const FRAMES: usize = 1_000_000;

@@ -22,7 +22,10 @@ use lb_user::{
     model::{System, Topology},
 };
 
-use crate::netns::{unique, veth, NetNs};
+use crate::{
+    frames::Tcp,
+    netns::{unique, veth, NetNs},
+};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -34,6 +37,8 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const D0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 pub const D1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The etcd frontend (its servers listen on 2379).
+pub const ETCD: (Ipv4Addr, u16) = (VIP, 12379);
 
 pub fn server(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 20 + i)
@@ -233,6 +238,48 @@ impl Loaded {
         let id = self.topology.pool("etcd").unwrap().servers.iter().find(|s| s.name == name).unwrap().id;
         self.counters.server(id).unwrap()
     }
+}
+
+/// What the rewrite of a SYN to the etcd frontend tells: the server the program picked and the
+/// NAT port it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nat {
+    pub server: Ipv4Addr,
+    pub port: u16,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat { server: Ipv4Addr::UNSPECIFIED, port: 0 }
+    }
+}
+
+impl Nat {
+    /// Read from the rewritten SYN.
+    pub fn of(rewritten: &Tcp) -> Nat {
+        Nat { server: rewritten.dst, port: rewritten.sport }
+    }
+
+    /// `t`, from a client to the etcd frontend, as the program sends it on to this flow's server
+    /// (one of `server(1..=3)`, behind d0).
+    pub fn forward(self, t: &Tcp) -> Tcp {
+        t.with((VIP, self.port), (self.server, 2379), D0_MAC, server_mac(self.server.octets()[3] - 20))
+    }
+
+    /// A segment with `flags` from this flow's server to its NAT tuple (`Tcp::new`'s defaults).
+    pub fn from_server(self, flags: u8) -> Tcp {
+        Tcp::new((self.server, 2379), (VIP, self.port), flags)
+    }
+
+    /// The flow's server-side key.
+    pub fn server_key(self) -> FlowKey {
+        key((self.server, 2379), (VIP, self.port))
+    }
+}
+
+/// `t`, from an etcd server, as the program hands it back to `client` (same interface).
+pub fn to_client(t: &Tcp, client: (Ipv4Addr, u16)) -> Tcp {
+    t.with(ETCD, client, D0_MAC, CLIENT_MAC)
 }
 
 pub fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {

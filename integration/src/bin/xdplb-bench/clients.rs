@@ -18,14 +18,14 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lb_common::Reason;
-use lb_user::dataplane::counters::Counters;
-use serde_json::json;
-use tests::{
+use integration::{
     churn::{self, netstat, Churn, Load},
     lab::Lab,
     netns::NetNs,
 };
+use lb_common::Reason;
+use lb_user::dataplane::counters::Counters;
+use serde_json::json;
 
 use super::{median, nginx, start, stop, Args, Contender, Running};
 
@@ -125,7 +125,7 @@ pub(super) fn bench(args: &Args) -> Result<serde_json::Value> {
     let lab = Lab::one_arm_clients(3, 4)?;
     // The fourth client has timestamps off.
     lab.more_clients[2].0.sysctl("net.ipv4.tcp_timestamps", "0")?;
-    let tmp = std::env::temp_dir().join(tests::netns::unique("xdplb-bench-clients-"));
+    let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-clients-"));
     for b in &lab.backends {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }

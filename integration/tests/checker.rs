@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use integration::pki::{Ca, Leaf};
 use lb_user::{
     config::{CheckCfg, CheckKind, Dur, Verify},
     health::{
@@ -20,7 +21,6 @@ use rustls::{
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig,
 };
-use tests::pki::{Ca, Leaf};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -47,7 +47,7 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-checker-"));
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-checker-"));
     let ca = Ca::new("xdplb test CA").unwrap();
     ca.write(&dir).unwrap();
     Pki { ca, dir }

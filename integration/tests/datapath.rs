@@ -8,12 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::dataplane::flows::FlowTable;
-use tests::{
+use integration::{
     agent::Agent,
     lab::{self, Lab},
     traffic::{connect, echo_transfer, ping},
 };
+use lb_user::dataplane::flows::FlowTable;
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;

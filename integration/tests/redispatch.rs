@@ -6,12 +6,12 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use lb_common::{Event, Reason};
-use lb_user::dataplane::flows::FlowState;
-use tests::{
+use integration::{
     fixture::*,
     frames::{self, Tcp, ACK, RST, SYN},
 };
+use lb_common::{Event, Reason};
+use lb_user::dataplane::flows::FlowState;
 
 fn all_up(_: u32) -> bool {
     true

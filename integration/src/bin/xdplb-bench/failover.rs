@@ -16,13 +16,13 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_user::dataplane::{counters::Counters, flows::monotonic_ns};
-use serde_json::json;
-use tests::{
+use integration::{
     agent::Agent,
     lab::{self, Lab},
     traffic::{open_until, Opened, StopOnDrop},
 };
+use lb_user::dataplane::{counters::Counters, flows::monotonic_ns};
+use serde_json::json;
 
 use super::{spawn_haproxy, Args};
 
@@ -165,7 +165,7 @@ fn out_of_rotation_ns(r: &Running, victim: &str) -> Option<u64> {
 fn run_once(c: Contender, fault: Fault, server_bin: &str) -> Result<Figures> {
     let lab = Lab::one_arm(3)?;
     lab.start_servers(server_bin, BACKEND_PORT)?;
-    let tmp = std::env::temp_dir().join(tests::netns::unique("xdplb-bench-failover-"));
+    let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-failover-"));
     fs::create_dir_all(&tmp)?;
     let running = start(c, &lab, &tmp)?;
     let victim = lab.backends[VICTIM].name.clone();

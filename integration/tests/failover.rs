@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::dataplane::counters::Counters;
-use tests::{
+use integration::{
     agent::Agent,
     lab::{self, Lab},
     traffic::{connect, open_until, StopOnDrop},
 };
+use lb_user::dataplane::counters::Counters;
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;

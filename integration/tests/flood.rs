@@ -12,14 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::dataplane::flows::FlowTable;
-use tests::{
+use integration::{
     agent::Agent,
     frames::{Tcp, SYN},
     lab::{self, Lab},
     netns::NetNs,
     traffic::{stream, Pattern},
 };
+use lb_user::dataplane::flows::FlowTable;
 
 const PORT: u16 = 12379;
 const HALF_OPEN: u32 = 2048;
@@ -94,7 +94,8 @@ fn a_syn_flood_leaves_established_connections_alone() {
     let (stop_streams, stop_flood, progress) = (AtomicBool::new(false), AtomicBool::new(false), AtomicU64::new(0));
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_kb(agent.pid());
-    let mut idle = lab.client.enter(|| (0..20).map(|_| tests::traffic::connect(vip).unwrap()).collect::<Vec<_>>());
+    let mut idle =
+        lab.client.enter(|| (0..20).map(|_| integration::traffic::connect(vip).unwrap()).collect::<Vec<_>>());
 
     let (results, sent, most, flood_secs) = std::thread::scope(|sc| {
         let streams: Vec<_> = (0..20u64)
@@ -135,7 +136,7 @@ fn a_syn_flood_leaves_established_connections_alone() {
         r.as_ref().unwrap_or_else(|e| panic!("an established connection broke under the flood: {e:#}"));
     }
     for (s, name) in idle.iter_mut() {
-        tests::traffic::ping(s, "still here after the flood\n")
+        integration::traffic::ping(s, "still here after the flood\n")
             .unwrap_or_else(|e| panic!("an idle connection to {name} was lost: {e:#}"));
     }
     assert!(sent > 10 * HALF_OPEN as u64, "the flood was several times the table's size");

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use tests::agent::xdplb_bin;
+use integration::agent::xdplb_bin;
 
 fn xdplb(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(xdplb_bin().unwrap()).args(args).output().unwrap();
@@ -15,7 +15,7 @@ fn xdplb(args: &[&str]) -> (i32, String, String) {
 }
 
 fn tmp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-cli-"));
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-cli-"));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -166,7 +166,7 @@ fn run_refuses_a_missing_interface_a_foreign_bind_address_and_missing_privileges
     // Not root, no capabilities: the message names what is missing.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(tests::agent::xdplb_bin().unwrap())
+        .arg(integration::agent::xdplb_bin().unwrap())
         .args(["run", "--config", file.to_str().unwrap(), "--iface", "lo", "--pin-dir", pins])
         .output()
         .unwrap();
@@ -182,14 +182,14 @@ fn run_refuses_a_missing_interface_a_foreign_bind_address_and_missing_privileges
 #[test]
 fn the_agent_mounts_bpffs_when_it_is_not_mounted() {
     // In a private mount namespace, so that the host's bpffs is never touched.
-    let lab = tests::lab::Lab::one_arm(1).unwrap();
+    let lab = integration::lab::Lab::one_arm(1).unwrap();
     let file = tmp("ok.toml", BASE);
     let dir = file.parent().unwrap().to_path_buf();
     let script = format!(
         "umount /sys/fs/bpf 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; \
          ! mountpoint -q /sys/fs/bpf || exit 99; \
          exec {} run --config {} --iface eth0 --runtime-socket {}/s.sock --state-file {}/state.json",
-        tests::agent::xdplb_bin().unwrap(),
+        integration::agent::xdplb_bin().unwrap(),
         file.display(),
         dir.display(),
         dir.display()

@@ -7,14 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use integration::{
+    lab::Names,
+    seed::{SeedLab, API_FRONT, ETCD_FRONT},
+};
 use lb_user::report::snapshot::ServerState;
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
     ClientConfig, RootCertStore,
-};
-use tests::{
-    lab::Names,
-    seed::{SeedLab, API_FRONT, ETCD_FRONT},
 };
 
 const ETCD: &str = "etcd-cluster";
@@ -23,7 +23,7 @@ const API: &str = "apiserver-cluster";
 const INTER: Duration = Duration::from_secs(2);
 
 fn lab() -> SeedLab {
-    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-seed-"));
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-seed-"));
     SeedLab::start(Names::Unique, &dir, env!("CARGO_BIN_EXE_apiserver-standin").as_ref(), "native").unwrap()
 }
 

@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::Result;
+use integration::{lab::Names, seed::SeedLab};
 use lb_user::report::snapshot::ServerState;
-use tests::{lab::Names, seed::SeedLab};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -43,7 +43,7 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     println!();
-    let xdplb = tests::agent::xdplb_bin()?;
+    let xdplb = integration::agent::xdplb_bin()?;
     let (lb, cl) = (lab.lab.lb.name.clone(), lab.lab.client.name.clone());
     let etcdctl = format!(
         "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://198.18.0.10:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",

@@ -8,12 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_user::report::snapshot::{ServerState, Snapshot};
-use tests::{
+use integration::{
     agent::Agent,
     lab::{self, Lab},
     traffic::connect,
 };
+use lb_user::report::snapshot::{ServerState, Snapshot};
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;
@@ -134,7 +134,8 @@ fn a_dead_server_goes_down_in_time_and_comes_back() {
         metrics.contains(&format!("haproxy_server_status{{proxy=\"pool\",server=\"{}\",state=\"UP\"}} 1", victim.name)),
         "{metrics}"
     );
-    let table = tests::netns::sh(lab.lb.command(&tests::agent::xdplb_bin().unwrap()).arg("status")).unwrap();
+    let table =
+        integration::netns::sh(lab.lb.command(&integration::agent::xdplb_bin().unwrap()).arg("status")).unwrap();
     assert!(table.contains(&victim.name) && table.contains("L4OK"), "{table}");
 }
 
@@ -189,7 +190,7 @@ fn passive_observation_takes_a_dead_server_out_long_before_inter_times_fall() {
 
 #[test]
 fn open_flows_stay_by_default_and_are_shut_down_with_shutdown_sessions() {
-    use tests::traffic::ping;
+    use integration::traffic::ping;
     let lab = Lab::one_arm(3).unwrap();
     // Data on 2379, health on 2380 in a second process: killing it fails the checks only.
     lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();

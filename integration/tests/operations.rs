@@ -6,14 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::Reason;
-use lb_user::dataplane::{counters::Counters, flows::FlowTable};
-use tests::{
+use integration::{
     agent::Agent,
     lab::{self, Lab},
     netns::sh,
     traffic::{connect, stream},
 };
+use lb_common::Reason;
+use lb_user::dataplane::{counters::Counters, flows::FlowTable};
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;
@@ -83,7 +83,7 @@ fn kill_9_restart_and_upgrade_lose_no_connection() {
         assert!(during > 1 << 20, "the streams kept flowing without an agent: {during} bytes in 2 s");
 
         // A new agent adopts the pins: the program is replaced atomically on the link.
-        let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-adopt-"));
+        let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-adopt-"));
         let mut agent2 = Agent::adopt(&lab.lb, &cfg, &lab.lb_ifaces, "native", &dir, &pins).unwrap();
         agent2.wait_log("adopted from", 1, Duration::from_secs(5)).unwrap();
         let prog_after = link_prog_id(&pins, "eth0");
@@ -99,7 +99,7 @@ fn kill_9_restart_and_upgrade_lose_no_connection() {
         let at_stop = progress.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(500));
         assert!(progress.load(Ordering::Relaxed) > at_stop, "flowing while stopped");
-        let dir3 = std::env::temp_dir().join(tests::netns::unique("xdplb-adopt-"));
+        let dir3 = std::env::temp_dir().join(integration::netns::unique("xdplb-adopt-"));
         let mut agent3 = Agent::adopt(&lab.lb, &cfg, &lab.lb_ifaces, "native", &dir3, &pins_kept).unwrap();
         agent3.wait_log("adopted from", 1, Duration::from_secs(5)).unwrap();
         assert!(!agent3.log_text().contains("is DOWN"), "no server was taken out by the restart");
@@ -129,7 +129,7 @@ fn twenty_reloads_under_load_fail_no_request() {
                     ns.enter(|| {
                         let (mut ok, mut failed) = (0u64, Vec::new());
                         while !stop.load(Ordering::Relaxed) {
-                            match connect(vip).and_then(|(mut s, _)| tests::traffic::ping(&mut s, "hi\n")) {
+                            match connect(vip).and_then(|(mut s, _)| integration::traffic::ping(&mut s, "hi\n")) {
                                 Ok(()) => ok += 1,
                                 Err(e) => failed.push(format!("{e:#}")),
                             }
@@ -220,13 +220,13 @@ fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
     assert!(!spread(&lab, vip, 30).contains_key("app3"), "drained across a reload");
     // ... and a restart.
     let pins = agent.stop_keep_pins();
-    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-rt-"));
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-rt-"));
     let agent = Agent::adopt(&lab.lb, &cfg, &lab.lb_ifaces, "native", &dir, &pins).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     assert!(!spread(&lab, vip, 30).contains_key("app3"), "drained across a restart");
 
     // The CLI wraps it.
-    let xdplb = tests::agent::xdplb_bin().unwrap();
+    let xdplb = integration::agent::xdplb_bin().unwrap();
     let sock = agent.socket();
     sh(std::process::Command::new(&xdplb).args(["server", "enable", "pool/app3", "--socket"]).arg(&sock)).unwrap();
     assert_eq!(spread(&lab, vip, 30).get("app3"), Some(&10), "back in rotation");
@@ -248,7 +248,7 @@ fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
     let mut open = lab.client.enter(|| (0..2).map(|_| connect(vip).unwrap()).collect::<Vec<_>>());
     assert_eq!(socat(&sock, "shutdown sessions server pool/app2").trim(), "");
     for (s, name) in open.iter_mut() {
-        let r = tests::traffic::ping(s, "x\n");
+        let r = integration::traffic::ping(s, "x\n");
         assert_eq!(r.is_ok(), name != "app2", "{name}: {r:?}");
     }
     let out = sh(std::process::Command::new(&xdplb).args(["reload", "--socket"]).arg(&sock)).unwrap();
@@ -258,10 +258,10 @@ fn runtime_api_speaks_haproxy_and_hand_set_state_survives_reload_and_restart() {
 #[test]
 fn the_systemd_unit_verifies() {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/xdplb.service")).unwrap();
-    let dir = std::env::temp_dir().join(tests::netns::unique("xdplb-unit-"));
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-unit-"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("xdplb.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/xdplb", &tests::agent::xdplb_bin().unwrap())).unwrap();
+    std::fs::write(&path, unit.replace("/usr/local/bin/xdplb", &integration::agent::xdplb_bin().unwrap())).unwrap();
     let out = std::process::Command::new("systemd-analyze")
         .args(["verify"])
         .arg(&path)
@@ -313,8 +313,8 @@ fn a_second_agent_is_refused_and_the_first_keeps_running() {
     let cfg = config(&lab, &[]);
     let mut agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
-    let xdplb = tests::agent::xdplb_bin().unwrap();
-    let cfg_file = std::env::temp_dir().join(tests::netns::unique("xdplb-second-"));
+    let xdplb = integration::agent::xdplb_bin().unwrap();
+    let cfg_file = std::env::temp_dir().join(integration::netns::unique("xdplb-second-"));
     // Its own status port, so that what refuses it is the data path, not the port.
     std::fs::write(&cfg_file, cfg.replace("[global]\n", "[global]\nstats_bind = \"127.0.0.1:8405\"\n")).unwrap();
     let second = |pins: &std::path::Path| {
@@ -332,7 +332,7 @@ fn a_second_agent_is_refused_and_the_first_keeps_running() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("another xdplb agent (pid {})", agent.pid())), "{err}");
     // Another pin directory on the same interface: XDP is taken; nothing is left pinned.
-    let other = std::path::PathBuf::from("/sys/fs/bpf").join(tests::netns::unique("xdplb-second-"));
+    let other = std::path::PathBuf::from("/sys/fs/bpf").join(integration::netns::unique("xdplb-second-"));
     let out = second(&other);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("another XDP program is attached"), "{err}");
@@ -368,7 +368,7 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
     let cfg = config(&lab, &[]).replace("[global]\n", "[global]\nclose_linger = \"3s\"\ngc_interval = \"200ms\"\n");
     let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
-    let churners: Vec<&tests::netns::NetNs> = lab.clients().into_iter().take(2).collect();
+    let churners: Vec<&integration::netns::NetNs> = lab.clients().into_iter().take(2).collect();
     let bulk = &lab.more_clients[1].0;
     // The clients close first, so their TIME_WAIT sockets would exhaust their own ports in
     // seconds; reusing them is the clients' business (and a new SYN on a closed flow's tuple is ours).
@@ -396,7 +396,7 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
                     ns.enter(|| {
                         let (mut ok, mut failed) = (0, Vec::new());
                         while Instant::now() < until {
-                            match connect(vip).and_then(|(mut s, _)| tests::traffic::ping(&mut s, "churn\n")) {
+                            match connect(vip).and_then(|(mut s, _)| integration::traffic::ping(&mut s, "churn\n")) {
                                 Ok(()) => ok += 1,
                                 Err(e) => failed.push(format!("{e:#}")),
                             }

@@ -29,14 +29,14 @@ mod failover;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use serde_json::json;
-use tests::{
+use integration::{
     agent::Agent,
     fixture::{self, CLIENT, VIP},
     frames::{Tcp, ACK, PSH, SYN},
     lab::Lab,
     netns::NetNs,
 };
+use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
@@ -92,7 +92,7 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
     // SYN opens a flow.
     let config = fixture::CONFIG.replace("nat_ports = \"40000-40999\"", "nat_ports = \"17000-63999\"");
     let result = fx.ns.enter(|| -> Result<BTreeMap<&'static str, Vec<f64>>> {
-        let floor = tests::xdp_pass::load()?;
+        let floor = integration::xdp_pass::load()?;
         let passed = Tcp::new((CLIENT, 50001), (VIP, 22), SYN).frame();
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         for _ in 0..rounds {
@@ -105,7 +105,7 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
             let mut syn = Tcp::new((CLIENT, 50000), (VIP, 12379), SYN);
             syn.tcp_options = syn_options(7);
             let (_, out) = l.run(&syn.frame());
-            let nat = tests::frames::parse(&out).context("SYN rewritten")?;
+            let nat = integration::frames::parse(&out).context("SYN rewritten")?;
             let mut synack = Tcp::new((nat.dst, 2379), (VIP, nat.sport), SYN | ACK);
             synack.seq = 5000;
             synack.ack = 1001;
@@ -342,7 +342,7 @@ fn start(c: Contender, lab: &Lab, tmp: &Path, source: Option<Ipv4Addr>) -> Resul
         Contender::XdplbNative | Contender::XdplbGeneric | Contender::XdplbUntranslated => {
             let mode = if c == Contender::XdplbGeneric { "generic" } else { "native" };
             let global = if c == Contender::XdplbUntranslated { "translate_timestamps = false" } else { "" };
-            let mut config = tests::lab::config(lab, 80, 80, global, &[]);
+            let mut config = integration::lab::config(lab, 80, 80, global, &[]);
             if let Some(a) = source {
                 config = config.replace("name = \"pool\"\n", &format!("name = \"pool\"\nsource = \"{a}\"\n"));
             }
@@ -443,7 +443,7 @@ fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Fi
 
 fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
     let lab = Lab::one_arm(3)?;
-    let tmp = std::env::temp_dir().join(tests::netns::unique("xdplb-bench-"));
+    let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-"));
     for b in &lab.backends {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }
@@ -546,7 +546,7 @@ fn chart(bars: &[(&str, f64, f64)]) -> Result<()> {
     let svg_path = dir.join("chart.svg");
     fs::write(&svg_path, svg)?;
     let png = dir.join("chart.png");
-    tests::netns::sh(std::process::Command::new("rsvg-convert").arg("-o").arg(&png).arg(&svg_path))
+    integration::netns::sh(std::process::Command::new("rsvg-convert").arg("-o").arg(&png).arg(&svg_path))
         .context("rsvg-convert (Debian package librsvg2-bin) makes the PNG")?;
     println!("\nchart: {}", png.display());
     Ok(())

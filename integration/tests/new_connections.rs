@@ -9,14 +9,14 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{Event, Reason};
-use lb_user::dataplane::counters::Counters;
-use tests::{
+use integration::{
     agent::Agent,
     churn::{self, netstat, Load},
     lab::Lab,
     netns::NetNs,
 };
+use lb_common::{Event, Reason};
+use lb_user::dataplane::counters::Counters;
 
 /// The frontend; the backends' `close:` port (the server closes first).
 const PORT: u16 = 12380;
@@ -29,7 +29,7 @@ fn server_bin() -> String {
 }
 
 fn config(lab: &Lab, backend_port: u16, global: &str) -> String {
-    tests::lab::config(lab, PORT, backend_port, global, &[])
+    integration::lab::config(lab, PORT, backend_port, global, &[])
         .replace("name = \"pool\"\n", "name = \"pool\"\ncheck = { type = \"none\" }\n")
 }
 
@@ -146,7 +146,7 @@ fn through_the_one_tuple(lab: &Lab, close: Close) {
     use std::io::{Read, Write};
     let addr: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
     lab.client.enter(|| {
-        let (mut s, _) = tests::traffic::connect(addr).unwrap();
+        let (mut s, _) = integration::traffic::connect(addr).unwrap();
         let mut rest = Vec::new();
         match close {
             Close::ServerFirst | Close::ServerResets => {
@@ -162,7 +162,7 @@ fn through_the_one_tuple(lab: &Lab, close: Close) {
                 s.write_all(b"echo\nbye\n").unwrap();
                 let mut b = [0u8; 4];
                 s.read_exact(&mut b).unwrap();
-                tests::traffic::reset(s).unwrap();
+                integration::traffic::reset(s).unwrap();
             }
         }
     });

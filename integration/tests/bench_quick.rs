@@ -5,7 +5,7 @@
 fn the_quick_benchmark_runs_every_contender() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdplb-bench"))
         .arg("--quick")
-        .env("XDPLB_BIN", tests::agent::xdplb_bin().unwrap())
+        .env("XDPLB_BIN", integration::agent::xdplb_bin().unwrap())
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

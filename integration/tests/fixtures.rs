@@ -1,0 +1,347 @@
+//! Packet fixtures through BPF_PROG_TEST_RUN: the real XDP program, real maps filled by the
+//! agent's own map owner, frames in and frames out compared byte for byte with frames built
+//! independently here (checksums computed in full).
+//!
+//! Each test is a table of rows (`integration::table`): a description, the input frame, the
+//! expected action, the expected output frame, and the counters and flow states the row must
+//! leave. The namespace and loader are `integration::fixture`.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use integration::{
+    fixture::*,
+    frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
+    table::{exact, exact_later, forwarded, later, run, Case, Iface, Out, Seen},
+};
+use lb_common::{Event, Reason};
+use lb_user::{dataplane, dataplane::flows::FlowState};
+
+fn all_up(_: u32) -> bool {
+    true
+}
+
+/// A SYN to the etcd frontend: forwarded to the server the program picks, from the NAT port it
+/// takes (both seen, for the rows after it).
+fn open<'a>(what: &str, syn: &'a Tcp) -> Case<'a> {
+    Case::new(what, syn.frame().into(), XDP_TX, exact_later(|s| s.flows.last().unwrap().forward(syn).frame())).opens()
+}
+
+#[test]
+fn full_nat_handshake_data_and_close_byte_for_byte() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let client = (CLIENT, 51000);
+        let client_key = key(client, ETCD);
+        let syn = Tcp::new(client, ETCD, SYN);
+        let mut ack = Tcp::new(client, ETCD, ACK);
+        ack.seq = 1001;
+        ack.ack = 5001;
+        // What app1 sends to the NAT port the first row sees: its SYN-ACK, and segments made from
+        // it (its MSS option kept).
+        let from_app1 = |s: &Seen, flags: u8, payload: &[u8]| {
+            let mut t = s.flows[0].from_server(SYN | ACK);
+            t.src_mac = server_mac(1);
+            t.dst_mac = D0_MAC;
+            t.seq = 5000;
+            t.ack = 1001;
+            t.flags = flags;
+            t.payload = payload.to_vec();
+            t
+        };
+        let like_ack = |flags: u8, payload: Vec<u8>| Tcp { flags, payload, ..ack.clone() };
+        let fin = like_ack(FIN | ACK, Vec::new());
+
+        let mut table = vec![
+            open("SYN: to app1 (round robin starts there), from a port of nat_ports", &syn).check(|_, s| {
+                assert_eq!(s.flows[0].server, server(1), "round robin starts at the first server");
+                assert!((40000..=40999).contains(&s.flows[0].port), "NAT port {} from the reserved range", s.flows[0].port);
+            }),
+            Case::new(
+                "retransmitted SYN: follows the same flow, rewritten exactly",
+                syn.frame().into(),
+                XDP_TX,
+                forwarded(syn.clone()),
+            ),
+            Case::new(
+                "SYN-ACK from app1: back to the client",
+                later(|s| from_app1(s, SYN | ACK, &[]).frame()),
+                XDP_TX,
+                exact_later(|s| to_client(&from_app1(s, SYN | ACK, &[]), client).frame()),
+            ),
+            Case::new(
+                "ACK: completes the handshake",
+                ack.frame().into(),
+                XDP_TX,
+                forwarded(ack.clone()),
+            )
+            .flow(client_key.into(), FlowState::Established),
+        ];
+        // Data both ways, odd lengths included (checksum padding).
+        for len in [1usize, 2, 3, 1000, 1459] {
+            let d = like_ack(PSH | ACK, (0..len).map(|b| b as u8).collect());
+            let r = move |s: &Seen| from_app1(s, PSH | ACK, &vec![0xa5; len]);
+            table.push(Case::new(
+                format!("{len}-byte payload to app1"),
+                d.frame().into(),
+                XDP_TX,
+                forwarded(d),
+            ));
+            table.push(Case::new(
+                format!("{len}-byte payload from app1"),
+                later(move |s| r(s).frame()),
+                XDP_TX,
+                exact_later(move |s| to_client(&r(s), client).frame()),
+            ));
+        }
+        table.extend([
+            Case::new("FIN from the client", fin.frame().into(), XDP_TX, forwarded(fin))
+                .flow(client_key.into(), FlowState::Closing),
+            Case::new(
+                "FIN from app1: closed (lingering), both entries agree",
+                later(|s| from_app1(s, FIN | ACK, &[]).frame()),
+                XDP_TX,
+                exact_later(|s| to_client(&from_app1(s, FIN | ACK, &[]), client).frame()),
+            )
+            .flow(client_key.into(), FlowState::Closed)
+            .flow(later(|s| s.flows[0].server_key()), FlowState::Closed),
+            Case::new(
+                "the last ACK still goes through while the flow lingers",
+                ack.frame().into(),
+                XDP_TX,
+                forwarded(ack.clone()),
+            ),
+            open("a new SYN on the same tuple after close: a new flow, on the next server", &syn)
+                .counts(Event::TupleReused, 1)
+                .check(|l, s| {
+                    assert_eq!(s.flows[1].server, server(2), "port reuse after close opens a new flow on the next server");
+                    let c = l.entry(client_key).unwrap();
+                    assert_eq!(
+                        (c.new_dst_addr, c.new_src_port_be),
+                        (server(2).octets(), s.flows[1].port.to_be()),
+                        "the tuple is the new flow's"
+                    );
+                })
+                // The old server side lingers and holds its NAT port until it may be used again.
+                .flow(later(|s| s.flows[0].server_key()), FlowState::Closed),
+        ]);
+        run(&mut l, &table);
+
+        assert_eq!(l.event(Event::TupleReused), 1);
+        let st = l.server_stats("app1");
+        assert_eq!(st.new_flows, 1);
+        assert!(st.packets_in >= 9 && st.packets_out >= 7, "{st:?}");
+        assert!(l.reason(Reason::NewFlow) == 2 && l.reason(Reason::Forwarded) > 5 && l.reason(Reason::Replied) > 5);
+    });
+}
+
+#[test]
+fn server_rst_closes_the_flow_and_counts_a_refused_syn() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        // Without redispatch (integration/tests/redispatch.rs has it): the RST goes to the client.
+        let config = CONFIG.replace("name = \"etcd\"\nserver", "name = \"etcd\"\nredispatch = false\nserver");
+        let mut l = fx.load_config(&all_up, 1024, &config);
+        let client = (CLIENT, 52000);
+        let syn = Tcp::new(client, ETCD, SYN);
+        let rst = |s: &Seen| {
+            let mut t = s.flows[0].from_server(RST | ACK);
+            t.ack = 1001;
+            t
+        };
+        let table = [
+            open("SYN: opens a flow", &syn),
+            Case::new(
+                "RST|ACK from the server: passed on to the client, the flow closed",
+                later(|s| rst(s).frame()),
+                XDP_TX,
+                exact_later(|s| to_client(&rst(s), client).frame()),
+            )
+            .flow(key(client, ETCD).into(), FlowState::Closed)
+            .check(|l, _| assert_eq!(l.server_stats("app1").syn_rst, 1, "a SYN answered by RST is observed (layer 4)")),
+        ];
+        run(&mut l, &table);
+    });
+}
+
+#[test]
+fn syn_without_healthy_server_is_answered_with_rst() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        // Everything UP except the "down" pool's server.
+        let l = fx.load(&all_up);
+        let down_id = fx_server_id(&l, "down", "app1");
+        drop(l);
+        let _ = dataplane::remove_pins(&fx.pin_dir);
+        let mut l = fx.load(&|id| id != down_id);
+        let mut syn = Tcp::new((CLIENT, 53000), (VIP, 16443), SYN);
+        syn.seq = 0xfffffff0;
+        syn.payload = b"early data".to_vec();
+        let mut rst = Tcp::new((VIP, 16443), (CLIENT, 53000), RST | ACK);
+        rst.dst_mac = CLIENT_MAC;
+        rst.src_mac = D0_MAC;
+        rst.seq = 0;
+        rst.ack = 0xfffffff1;
+        rst.window = 0;
+        rst.ip_id = 0;
+        rst.tcp_options.clear();
+        let table = [Case::new(
+            "SYN with data to a frontend whose one server is DOWN: a bare RST|ACK acknowledging it, back out \
+             of the interface it came in on",
+            syn.frame().into(),
+            XDP_TX,
+            exact(rst.frame()),
+        )
+        .counts(Reason::NoBackend, 1)];
+        run(&mut l, &table);
+        assert_eq!(l.reason(Reason::NoBackend), 1);
+        assert!(l.flows.entries().is_empty(), "no flow for a refused SYN");
+    });
+}
+
+fn fx_server_id(l: &Loaded, pool: &str, name: &str) -> u32 {
+    l.topology.pool(pool).unwrap().servers.iter().find(|s| s.name == name).unwrap().id
+}
+
+#[test]
+fn round_robin_splits_300_new_flows_100_100_100() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syns: Vec<Tcp> = (0..300u16).map(|p| Tcp::new((CLIENT, 20000 + p), ETCD, SYN)).collect();
+        let table: Vec<Case> = syns.iter().map(|syn| open(&format!("SYN from port {}", syn.sport), syn)).collect();
+        let seen = run(&mut l, &table);
+        let mut count = HashMap::new();
+        for f in &seen.flows {
+            *count.entry(f.server).or_insert(0) += 1;
+        }
+        for i in 1..=3 {
+            assert_eq!(count.get(&server(i)), Some(&100), "{count:?}");
+        }
+        assert_eq!(l.flows.entries().len(), 600, "two entries per flow");
+    });
+}
+
+#[test]
+fn next_hop_on_another_interface_is_redirected_and_replies_come_back() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let far = Ipv4Addr::new(198, 19, 0, 31);
+        let syn = Tcp::new((CLIENT, 54000), (VIP, 2000), SYN);
+        // The server's reply, to the NAT port the first row captures.
+        let reply = |port: u16| {
+            let mut r = Tcp::new((far, 2000), (VIP2, port), SYN | ACK);
+            r.dst_mac = D1_MAC;
+            r
+        };
+        let table = [
+            Case::new(
+                "SYN to a server behind d1: redirected through the devmap",
+                syn.frame().into(),
+                XDP_REDIRECT,
+                exact_later(|s| {
+                    syn.with((VIP2, s.flows[0].port), (far, 2000), D1_MAC, [0x02, 0, 0, 0, 1, 0x31]).frame()
+                }),
+            )
+            .opens(),
+            Case::new(
+                "the reply arrives on d1: back to the client's MAC via d0",
+                later(|s| reply(s.flows[0].port).frame()),
+                XDP_REDIRECT,
+                exact_later(|s| reply(s.flows[0].port).with((VIP, 2000), (CLIENT, 54000), D0_MAC, CLIENT_MAC).frame()),
+            )
+            .on(Iface::D1),
+        ];
+        run(&mut l, &table);
+    });
+}
+
+#[test]
+fn no_neighbour_entry_hands_the_rewritten_packet_to_the_kernel() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syn = Tcp::new((CLIENT, 55000), (VIP, 3000), SYN);
+        let unresolved = Ipv4Addr::new(198, 18, 0, 24);
+        let table = [Case::new(
+            "SYN to a server without a neighbour entry: rewritten for the kernel to forward (MACs untouched)",
+            syn.frame().into(),
+            XDP_PASS,
+            exact_later(|s| syn.with((VIP, s.flows[0].port), (unresolved, 3000), syn.src_mac, syn.dst_mac).frame()),
+        )
+        .opens()
+        .counts(Reason::NoNeighbour, 1)];
+        run(&mut l, &table);
+        assert_eq!(l.reason(Reason::NoNeighbour), 1);
+    });
+}
+
+#[test]
+fn everything_that_is_not_ours_passes_untouched() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let syn = Tcp::new((CLIENT, 56000), ETCD, SYN);
+        let mut opts = syn.clone();
+        opts.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
+        let frag = |word: u16| Tcp { frag: word, ..syn.clone() }.frame();
+        let good = syn.frame();
+        let bad = |at: usize, bytes: &[u8]| {
+            let mut f = good.clone();
+            f[at..at + bytes.len()].copy_from_slice(bytes);
+            f
+        };
+        // Every row: passed to the kernel unchanged, counted under its reason.
+        let untouched = |what: &str, frame: Vec<u8>, reason: Reason| {
+            Case::new(format!("{what} ({} bytes)", frame.len()), frame.into(), XDP_PASS, Out::Unchanged)
+                .counts(reason, 1)
+        };
+        let mut table = vec![
+            untouched("ARP", frames::arp_request(CLIENT, VIP), Reason::Passed),
+            untouched("IPv6 TCP SYN to the frontend port", frames::ipv6_tcp_syn(12379), Reason::Passed),
+            untouched(
+                "UDP",
+                frames::ipv4_other(17, CLIENT, VIP, b"\x30\x39\x30\x39\x00\x0c\x00\x00dns?"),
+                Reason::Passed,
+            ),
+            untouched(
+                "ICMP echo",
+                frames::ipv4_other(1, CLIENT, VIP, b"\x08\x00\xf7\xff\x00\x00\x00\x00"),
+                Reason::Passed,
+            ),
+            untouched("SSH to the balancer", Tcp::new((CLIENT, 56001), (VIP, 22), SYN).frame(), Reason::Passed),
+            untouched(
+                "frontend port on another address",
+                Tcp::new((CLIENT, 56002), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame(),
+                Reason::Passed,
+            ),
+            untouched("ACK to a frontend without a flow", Tcp::new((CLIENT, 56003), ETCD, ACK).frame(), Reason::NoFlow),
+            untouched(
+                "reply to a NAT port without a flow",
+                Tcp::new((server(1), 2379), (VIP, 40500), SYN | ACK).frame(),
+                Reason::NoFlow,
+            ),
+            untouched("SYN with IP options", opts.frame(), Reason::IpOptions),
+            untouched("first fragment", frag(0x2000), Reason::Fragment), // MF
+            untouched("later fragment", frag(0x0010), Reason::Fragment), // offset 128
+            untouched("IHL 4", bad(14, &[0x44]), Reason::Malformed),
+            untouched("TCP data offset 4", bad(14 + 20 + 12, &[4 << 4]), Reason::Malformed),
+            untouched("IP total length beyond the frame", bad(16, &2000u16.to_be_bytes()), Reason::Malformed),
+            untouched("IP total length shorter than the headers", bad(16, &30u16.to_be_bytes()), Reason::Malformed),
+        ];
+        // Truncated at every length the kernel accepts (it refuses frames under 14 bytes).
+        for len in 14..good.len() {
+            table.push(untouched("truncated SYN", good[..len].to_vec(), Reason::Malformed));
+        }
+        run(&mut l, &table);
+        assert!(l.flows.entries().is_empty(), "none of these opened a flow");
+        // Frames under the Ethernet header length never reach the program.
+        let mut out = vec![0u8; 64];
+        let short = [0u8; 13];
+        let r =
+            l.prog().test_run(TestRunOptions { data_in: Some(&short), data_out: Some(&mut out), ..Default::default() });
+        assert!(r.is_err(), "the kernel refuses a 13-byte frame");
+    });
+}
