@@ -25,8 +25,9 @@ pub mod names {
     pub const NEXT_HOPS: &str = "next_hops";
     pub const SUSPICION: &str = "suspicion";
     pub const SUSPICION_VERDICT: &str = "suspicion_verdict";
+    pub const SERVER_FLOWS: &str = "server_flows";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -45,6 +46,7 @@ pub mod names {
         NEXT_HOPS,
         SUSPICION,
         SUSPICION_VERDICT,
+        SERVER_FLOWS,
     ];
 }
 
@@ -112,14 +114,35 @@ pub struct BackendSet {
     /// Consecutive refused or unanswered SYNs after which the data path stops giving a server
     /// new flows until the agent's check clears it (0: never).
     pub suspect_after: u8,
-    pub _pad: u16,
-    /// Server ids (indexes of `servers`), repeated by weight and interleaved.
+    /// `BALANCE_*`: how a new flow's server is chosen among `slots`.
+    pub balance: u8,
+    pub _pad: u8,
+    /// Server ids (indexes of `servers`). Round robin: repeated by weight and interleaved.
+    /// Source: every configured server's slots, a DOWN server's replaced by healthy ones, so a
+    /// client's hash keeps its server while that server is UP. Leastconn: each server once.
     pub slots: [u32; MAX_SLOTS],
+    /// Leastconn: the weight of `slots[i]` (a server with twice the weight takes twice the flows).
+    pub weights: [u16; MAX_SLOTS],
 }
+
+/// HAProxy's `balance roundrobin`: the next slot for each new flow.
+pub const BALANCE_ROUNDROBIN: u8 = 0;
+/// `balance leastconn`: the server with the fewest open flows for its weight (`server_flows`).
+pub const BALANCE_LEASTCONN: u8 = 1;
+/// `balance source`: the slot of a hash of the client's address.
+pub const BALANCE_SOURCE: u8 = 2;
 
 impl Default for BackendSet {
     fn default() -> Self {
-        Self { count: 0, retries: 0, suspect_after: 0, _pad: 0, slots: [0; MAX_SLOTS] }
+        Self {
+            count: 0,
+            retries: 0,
+            suspect_after: 0,
+            balance: BALANCE_ROUNDROBIN,
+            _pad: 0,
+            slots: [0; MAX_SLOTS],
+            weights: [0; MAX_SLOTS],
+        }
     }
 }
 
@@ -218,6 +241,9 @@ pub const FLOW_SEEN_ESTABLISHED: u32 = 0x100;
 /// This side's SYN (or SYN-ACK) carried the timestamp option. On the server side it means the
 /// flow negotiated timestamps: a server only answers with the option when the SYN had it.
 pub const FLOW_SEEN_TS: u32 = 0x200;
+/// Client side: the flow is over (a RST accepted, or FIN both ways) and no longer counts in its
+/// server's `server_flows`; set once, atomically, by whichever packet ends it.
+pub const FLOW_OVER: u32 = 0x800;
 /// This side sent the flow's first FIN (it closed first: a server that did holds the tuple in
 /// TIME_WAIT afterwards).
 pub const FLOW_SEEN_CLOSED_FIRST: u32 = 0x400;
@@ -506,7 +532,7 @@ counters! {
 // Layouts are part of the kernel/user contract: a change must be deliberate.
 const _: () = assert!(size_of::<FrontendKey>() == 8);
 const _: () = assert!(size_of::<Frontend>() == 8);
-const _: () = assert!(size_of::<BackendSet>() == 8 + 4 * MAX_SLOTS);
+const _: () = assert!(size_of::<BackendSet>() == 8 + 6 * MAX_SLOTS);
 const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
 const _: () = assert!(size_of::<Flow>() == 104);

@@ -47,6 +47,13 @@ pub fn tuple_hash(src: [u8; 4], src_port_be: u16, dst: [u8; 4], dst_port_be: u16
         h ^= w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
         h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }
+    mix32(h)
+}
+
+/// murmur3's finaliser: every input bit moves about half of the output bits (neighbouring
+/// addresses land far apart).
+#[inline(always)]
+pub fn mix32(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;

@@ -14,11 +14,12 @@ use core::intrinsics::{atomic_and, atomic_or, AtomicOrdering};
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     tcp::{after, in_window, MAX_WINDOW},
-    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED,
+    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_OVER, FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED,
     FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
+    balance,
     maps::{FLOWS, SYN_FLOWS},
     parse::Packet,
     stats, suspicion,
@@ -155,7 +156,7 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now
 /// Whether this FIN/RST closes (half of) the flow: the `seen` bits to record for it. Marks the
 /// peer's entry when it does.
 #[inline(always)]
-fn judge_close(f: &Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
+fn judge_close(f: &mut Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
     // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
     // flow that took over the tuple.
     let Some((peer, _)) = peer_of(f) else { return flags & (TCP_FIN | TCP_RST) };
@@ -191,7 +192,22 @@ fn judge_close(f: &Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
     if accepted & (TCP_FIN | TCP_RST) != 0 {
         mark(&mut peer.seen, (accepted & (TCP_FIN | TCP_RST)) << 12);
     }
+    // Over: a RST, or this FIN after the peer's.
+    if accepted & TCP_RST != 0 || (accepted & TCP_FIN != 0 && f.seen & FLOW_SEEN_PEER_FIN != 0) {
+        let client = if f.direction == FLOW_DIR_CLIENT { f } else { peer };
+        over(client);
+    }
     accepted
+}
+
+/// The flow whose client side is `client` is over: its server has one open flow less, counted
+/// once whichever packet (on whichever CPU) gets here first.
+#[inline(always)]
+fn over(client: &mut Flow) {
+    let before = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.seen, FLOW_OVER) };
+    if before & FLOW_OVER == 0 {
+        balance::ended(client.server_id);
+    }
 }
 
 /// A client retransmitting the SYN of a half-open flow after its own RST (it answered a stale
@@ -203,7 +219,13 @@ pub fn reopen(flow: *mut Flow) {
     if let Some((peer, _)) = peer_of(f) {
         unmark(unsafe { &mut (*peer).seen }, TCP_RST | FLOW_SEEN_PEER_RST);
     }
-    unmark(&mut f.seen, TCP_RST | FLOW_SEEN_PEER_RST);
+    let before = unsafe {
+        atomic_and::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.seen, !(TCP_RST | FLOW_SEEN_PEER_RST | FLOW_OVER))
+    };
+    // The client's RST ended it (see `over`): open again.
+    if before & FLOW_OVER != 0 {
+        balance::opened(f.server_id);
+    }
 }
 
 /// Removes an entry from whichever table holds it (a newer flow is about to take its key).

@@ -227,7 +227,7 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, key, settings, now) = (&pkt, &i.opts, &i.key, i.settings, i.now);
-    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now) else {
+    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, key.src_addr) else {
         return reset::no_backend(ctx, settings);
     };
     let translating = settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0;
@@ -309,6 +309,7 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
         return (Reason::TableFull, xdp_action::XDP_DROP);
     }
     stats::new_flow(frontend.frontend_id, server_id, pkt.ip_len as u64);
+    balance::opened(server_id);
     if ts_off != 0 {
         timestamps::to_server(ctx, opts.ts_at, forward_entry);
     }

@@ -51,6 +51,12 @@ pub static SCRATCH: PerCpuArray<Flow, 2> = PerCpuArray::new();
 #[btf_map(name = "suspicion")]
 pub static SUSPICION: Array<Suspicion, { MAX_SERVERS as usize }> = Array::new();
 
+/// Per server: its open flows (opened, not yet over), for `balance leastconn`. Counted here as
+/// flows open and end; the agent's sweep writes the true count back each pass (flows that
+/// expire or are evicted end without a packet saying so).
+#[btf_map(name = "server_flows")]
+pub static SERVER_FLOWS: Array<u32, { MAX_SERVERS as usize }> = Array::new();
+
 /// Per server: what the agent said of its suspicion (written by the agent).
 #[btf_map(name = "suspicion_verdict")]
 pub static SUSPICION_VERDICT: Array<SuspicionVerdict, { MAX_SERVERS as usize }> = Array::new();

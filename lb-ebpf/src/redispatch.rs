@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    checksum, Event, Flow, FlowKey, Reason, Settings, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, TCP_ACK, TCP_RST,
-    TCP_SYN,
+    checksum, Event, Flow, FlowKey, Reason, Settings, FLOW_OVER, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, TCP_ACK,
+    TCP_RST, TCP_SYN,
 };
 use network_types::{ip::Ipv4Hdr, tcp::TcpHdr};
 
@@ -61,7 +61,7 @@ fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, no
         stats::event(Event::RedispatchExhausted);
         return None;
     }
-    let Some((new_id, new_server)) = balance::pick(pool, old_id, now) else {
+    let Some((new_id, new_server)) = balance::pick(pool, old_id, now, key.src_addr) else {
         stats::event(Event::RedispatchExhausted);
         return None;
     };
@@ -103,6 +103,9 @@ fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, no
     client_entry.new_dst_port_be = new_server.port_be;
     client_entry.server_id = new_id;
     client_entry.redispatches = client.redispatches + 1;
+    // Open on the new server (a refusal the old one sent never reached `conntrack::over`).
+    let was_over = client.seen & FLOW_OVER != 0;
+    client_entry.seen &= !FLOW_OVER;
     client_entry.last_seen_ns = now;
 
     // `client` and `server` point into the table: what is still needed of them is read before
@@ -116,6 +119,10 @@ fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, no
     }
     conntrack::remove(&old_reply_key, true);
     stats::new_flow(client_entry.frontend_id, new_id, 0);
+    if !was_over {
+        balance::ended(old_id);
+    }
+    balance::opened(new_id);
     Some(client_entry)
 }
 

@@ -150,6 +150,10 @@ pub struct BackendCfg {
     /// check has cleared it (0: never); default 3.
     #[serde(default = "default_suspect_after")]
     pub suspect_after: u8,
+    /// With no active server UP, every UP backup takes flows (HAProxy's `option allbackups`);
+    /// by default only the first UP backup, in the configuration's order, as HAProxy does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allbackups: bool,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerCfg>,
 }
@@ -165,8 +169,14 @@ fn default_suspect_after() -> u8 {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
+    /// Each new flow to the next server in turn (weights repeat a server).
     #[default]
     Roundrobin,
+    /// To the server with the fewest open flows for its weight (after a restart, a server
+    /// takes the new flows until it has its share of the long-lived ones).
+    Leastconn,
+    /// By a hash of the client's address: one client, one server, while that server is UP.
+    Source,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -200,6 +210,11 @@ pub enum AdminState {
 
 fn default_true() -> bool {
     true
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_weight() -> u32 {

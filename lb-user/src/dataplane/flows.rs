@@ -15,7 +15,7 @@ use aya::{
 };
 use lb_common::{
     names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
-    TCP_FIN,
+    MAX_SERVERS, TCP_FIN,
 };
 use serde::Serialize;
 
@@ -118,6 +118,10 @@ pub struct FlowTable {
     /// Entries the last sweep found without their other half and not yet over: removed if the
     /// next sweep finds them so too (never at first sight: see `sweep`).
     orphans: HashSet<(FlowKey, u64)>,
+    /// Open flows per server, for `balance leastconn`: the XDP program counts flows as they
+    /// open and end; each sweep writes the true count back (flows that expire or are evicted
+    /// end without a packet saying so).
+    open_counts: Array<MapData, u32>,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -140,6 +144,7 @@ impl FlowTable {
             syn: take(ebpf, names::SYN_FLOWS)?,
             sweeping: take(ebpf, names::SWEEP)?,
             orphans: HashSet::new(),
+            open_counts: take(ebpf, names::SERVER_FLOWS)?,
         })
     }
 
@@ -151,6 +156,7 @@ impl FlowTable {
             syn: BpfHashMap::try_from(open(names::SYN_FLOWS)?)?,
             sweeping: Array::try_from(open(names::SWEEP)?)?,
             orphans: HashSet::new(),
+            open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
         })
     }
 
@@ -281,7 +287,21 @@ impl FlowTable {
         }
         self.orphans = orphans;
         self.remove_all(&doomed);
+        self.write_open_counts(&result.active_by_server);
         result
+    }
+
+    /// Writes each server's open flows as the sweep counted them where the data path's own
+    /// count drifted (see `open_counts`).
+    fn write_open_counts(&mut self, open: &HashMap<u32, u64>) {
+        for id in 1..MAX_SERVERS {
+            let truth = open.get(&id).map_or(0, |&n| u32::try_from(n).unwrap_or(u32::MAX));
+            if self.open_counts.get(&id, 0).is_ok_and(|n| n != truth) {
+                if let Err(e) = self.open_counts.set(id, truth, 0) {
+                    log::warn!("cannot write server {id}'s open flows: {e}");
+                }
+            }
+        }
     }
 }
 

@@ -1,36 +1,82 @@
-//! Which servers take new flows, and in what order: HAProxy's rule for backups, and weights
-//! turned into round-robin slots for the kernel's backend set.
+//! Which servers take new flows, and how the kernel picks among them: HAProxy's rule for
+//! backups, weights turned into slots, and the slot table of each balance algorithm.
 
-use lb_common::{BackendSet, MAX_SLOTS};
+use lb_common::{BackendSet, BALANCE_LEASTCONN, BALANCE_ROUNDROBIN, BALANCE_SOURCE, MAX_SLOTS};
 
 use super::topology::Pool;
+use crate::config::Balance;
 
 impl Pool {
-    /// The set that takes new flows: the UP active servers, or, when none is UP, the UP backups
-    /// (HAProxy's rule). Weights become interleaved round-robin slots.
-    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots")]
+    /// The kernel's set for new flows: the UP active servers, or, when none is UP, the first UP
+    /// backup (all of them with `allbackups`), HAProxy's rule. `is_up` is the health and
+    /// administrative verdict.
+    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots, weights at most 256")]
     pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
-        let pick = |backup: bool| -> Vec<(u32, u32)> {
+        let members = |backup: bool, up: bool| -> Vec<(u32, u32)> {
             self.servers
                 .iter()
-                .filter(|s| s.backup == backup && s.weight > 0 && is_up(s.id))
+                .filter(|s| s.backup == backup && s.weight > 0 && (!up || is_up(s.id)))
                 .map(|s| (s.id, s.weight))
                 .collect()
         };
-        let mut members = pick(false);
-        if members.is_empty() {
-            members = pick(true);
+        let mut backup = false;
+        let mut up = members(false, true);
+        if up.is_empty() {
+            backup = true;
+            up = members(true, true);
+            if !self.allbackups {
+                up.truncate(1);
+            }
         }
-        let slots = weighted_slots(&members);
         let mut set = BackendSet {
-            count: slots.len() as u32,
             retries: self.retries,
             suspect_after: self.suspect_after,
+            balance: match self.balance {
+                Balance::Roundrobin => BALANCE_ROUNDROBIN,
+                Balance::Leastconn => BALANCE_LEASTCONN,
+                Balance::Source => BALANCE_SOURCE,
+            },
             ..BackendSet::default()
         };
-        set.slots[..slots.len()].copy_from_slice(&slots);
+        let slots: Vec<(u32, u32)> = match self.balance {
+            Balance::Roundrobin => weighted_slots(&up).into_iter().map(|id| (id, 0)).collect(),
+            Balance::Leastconn => up.iter().take(MAX_SLOTS).copied().collect(),
+            Balance::Source if up.is_empty() => Vec::new(),
+            Balance::Source => {
+                let all = if backup && !self.allbackups { up.clone() } else { members(backup, false) };
+                stable_slots(&all, &up).into_iter().map(|id| (id, 0)).collect()
+            }
+        };
+        set.count = slots.len() as u32;
+        for (i, (id, w)) in slots.into_iter().enumerate() {
+            set.slots[i] = id;
+            set.weights[i] = w as u16;
+        }
         set
     }
+}
+
+/// `balance source`: the slots of every configured server (`all`, by weight), each slot of a
+/// server that is not UP given to an UP one (`up`) in turn. A client's hash picks a slot; while
+/// its server is UP the slot is the same, whatever happens to the others.
+pub fn stable_slots(all: &[(u32, u32)], up: &[(u32, u32)]) -> Vec<u32> {
+    if up.is_empty() {
+        return Vec::new();
+    }
+    let replacements = weighted_slots(up);
+    let mut next = 0;
+    weighted_slots(all)
+        .into_iter()
+        .map(|id| {
+            if up.iter().any(|&(u, _)| u == id) {
+                id
+            } else {
+                let r = replacements[next % replacements.len()];
+                next += 1;
+                r
+            }
+        })
+        .collect()
 }
 
 /// Smooth weighted round-robin (each server appears weight/gcd times, spread out), at most
@@ -92,5 +138,16 @@ mod tests {
         let ones = s.iter().filter(|&&x| x == 1).count();
         let twos = s.iter().filter(|&&x| x == 2).count();
         assert!(ones.abs_diff(twos) <= 2, "{ones} vs {twos}");
+    }
+
+    #[test]
+    fn source_slots_keep_every_up_server_in_place() {
+        let all = [(1, 1), (2, 1), (3, 1)];
+        assert_eq!(stable_slots(&all, &all), vec![1, 2, 3]);
+        // app2 DOWN: its slot goes to another; app1's and app3's stay where they were.
+        let s = stable_slots(&all, &[(1, 1), (3, 1)]);
+        assert_eq!((s[0], s[2]), (1, 3));
+        assert_ne!(s[1], 2);
+        assert!(stable_slots(&all, &[]).is_empty());
     }
 }

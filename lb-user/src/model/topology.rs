@@ -12,7 +12,7 @@ use std::{
 use lb_common::{FrontendKey, MAX_SERVERS};
 
 use crate::{
-    config::{AdminState, BackendCfg, Bind, CheckCfg, Config, ServerAddr},
+    config::{AdminState, BackendCfg, Balance, Bind, CheckCfg, Config, ServerAddr},
     host::netif::{Interface, NetifError},
     problems::Problems,
 };
@@ -45,6 +45,10 @@ pub struct Pool {
     pub retries: u8,
     /// Refused or unanswered SYNs in a row that make the data path suspect a server.
     pub suspect_after: u8,
+    pub balance: Balance,
+    /// With no active server UP, every UP backup takes flows (HAProxy's `option allbackups`);
+    /// otherwise only the first.
+    pub allbackups: bool,
     pub servers: Vec<ServerEntry>,
 }
 
@@ -175,48 +179,7 @@ impl Topology {
             });
         }
 
-        let mut pools = Vec::new();
-        for b in &cfg.backends {
-            for src in b.source.iter().filter(|a| !local.contains(a)) {
-                problems.push(format!(
-                    "backend {:?}: source address {src} is not an address of this host; add it (ip addr add {src}/32 dev IFACE) or remove it",
-                    b.name
-                ));
-            }
-            let mut servers = Vec::new();
-            for s in &b.servers {
-                let Some(&ServerAddr(addr)) = s.address.get() else { continue };
-                let Some(source) = sources(b, &s.name, addr, host, &mut problems) else { continue };
-                let id = s_ids[&(b.name.clone(), s.name.clone())];
-                if id >= MAX_SERVERS {
-                    problems.push(format!(
-                        "backend {:?} server {:?}: more than {} servers",
-                        b.name,
-                        s.name,
-                        MAX_SERVERS - 1
-                    ));
-                    continue;
-                }
-                servers.push(ServerEntry {
-                    name: s.name.clone(),
-                    id,
-                    addr,
-                    source,
-                    weight: s.weight,
-                    backup: s.backup,
-                    check: s.check,
-                    admin: s.state,
-                });
-            }
-            pools.push(Pool {
-                name: b.name.clone(),
-                id: p_ids[&b.name],
-                check: b.check.clone(),
-                retries: if b.redispatch { b.retries } else { 0 },
-                suspect_after: b.suspect_after,
-                servers,
-            });
-        }
+        let pools = cfg.backends.iter().map(|b| pool(b, p_ids[&b.name], &s_ids, host, &local, &mut problems)).collect();
         problems.into_result(Topology { frontends, pools })
     }
 
@@ -237,6 +200,53 @@ pub fn frontend_keys(t: &Topology) -> HashMap<FrontendKey, (u32, u32)> {
 
 /// The balancer addresses a server's flows leave from: the backend's `source` list, or the
 /// address the kernel routes from towards the server (a problem when there is no route).
+/// Backend `b` as the pool with id `id`: its servers with their ids and source addresses.
+fn pool(
+    b: &BackendCfg,
+    id: u32,
+    s_ids: &BTreeMap<(String, String), u32>,
+    host: &dyn Host,
+    local: &[Ipv4Addr],
+    problems: &mut Problems,
+) -> Pool {
+    for src in b.source.iter().filter(|a| !local.contains(a)) {
+        problems.push(format!(
+            "backend {:?}: source address {src} is not an address of this host; add it (ip addr add {src}/32 dev IFACE) or remove it",
+            b.name
+        ));
+    }
+    let mut servers = Vec::new();
+    for s in &b.servers {
+        let Some(&ServerAddr(addr)) = s.address.get() else { continue };
+        let Some(source) = sources(b, &s.name, addr, host, problems) else { continue };
+        let server_id = s_ids[&(b.name.clone(), s.name.clone())];
+        if server_id >= MAX_SERVERS {
+            problems.push(format!("backend {:?} server {:?}: more than {} servers", b.name, s.name, MAX_SERVERS - 1));
+            continue;
+        }
+        servers.push(ServerEntry {
+            name: s.name.clone(),
+            id: server_id,
+            addr,
+            source,
+            weight: s.weight,
+            backup: s.backup,
+            check: s.check,
+            admin: s.state,
+        });
+    }
+    Pool {
+        name: b.name.clone(),
+        id,
+        check: b.check.clone(),
+        retries: if b.redispatch { b.retries } else { 0 },
+        suspect_after: b.suspect_after,
+        balance: b.balance,
+        allbackups: b.allbackups,
+        servers,
+    }
+}
+
 fn sources(
     b: &BackendCfg,
     server: &str,
@@ -326,5 +336,21 @@ mod tests {
         assert_eq!(&set.slots[..set.count as usize], &[3]);
         let set = t.pools[0].backend_set(&|_| false);
         assert_eq!(set.count, 0);
+    }
+
+    #[test]
+    fn only_the_first_up_backup_takes_flows_unless_allbackups() {
+        let mut c = cfg(
+            r#"{name="a",address="198.18.0.21:1"},{name="k1",address="198.18.0.22:1",backup=true},{name="k2",address="198.18.0.23:1",backup=true}"#,
+        );
+        let t = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap();
+        let set = t.pools[0].backend_set(&|id| id != 1);
+        assert_eq!(&set.slots[..set.count as usize], &[2], "HAProxy: the first backup only");
+        let set = t.pools[0].backend_set(&|id| id == 3);
+        assert_eq!(&set.slots[..set.count as usize], &[3], "the first UP backup");
+        c.backends[0].allbackups = true;
+        let t = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap();
+        let set = t.pools[0].backend_set(&|id| id != 1);
+        assert_eq!(&set.slots[..set.count as usize], &[2, 3]);
     }
 }

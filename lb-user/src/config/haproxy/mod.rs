@@ -84,7 +84,7 @@ mod tests {
     use std::{path::Path, time::Duration};
 
     use super::*;
-    use crate::config::{CheckKind, Dur, Observe, OnMarkedDown, Verify};
+    use crate::config::{Balance, CheckKind, Dur, Observe, OnMarkedDown, Verify};
     use lex::split_words;
 
     /// The seed's two blocks, verbatim: one copy, shared with the end-to-end tests.
@@ -166,6 +166,7 @@ backend pool
         let b = &c.backends[0];
         let servers: Vec<_> = b.servers.iter().map(|s| (s.name.as_str(), s.weight, s.backup)).collect();
         assert_eq!(servers, [("a", 5, false), ("b", 1, true)]);
+        assert_eq!(b.balance, Balance::Leastconn);
         let k = &b.check;
         assert_eq!(k.kind, CheckKind::Https);
         assert_eq!((k.path.as_str(), k.host.as_deref()), ("/ready", Some("pool.local")));
@@ -178,7 +179,6 @@ backend pool
         assert_eq!((k.expect_status, k.expect_string.as_deref()), (200, None));
         for needle in [
             "line 12: `mode http` in frontend web",
-            "line 16: `balance leastconn`: xdplb balances round robin only",
             "line 19: `http-check expect rstring ^ok`: xdplb does not support regular expressions",
             "line 22: server c skipped: \"etcd3.example\" is not an IPv4 address",
             "line 23: `frobnicate on` not translated",
@@ -187,7 +187,13 @@ backend pool
         ] {
             assert!(has(notes, needle), "missing {needle:?} in {notes:#?}");
         }
-        assert!(!has(notes, "line 2: ") && !has(notes, "tcplog") && !has(notes, "timeout connect"), "{notes:#?}");
+        assert!(
+            !has(notes, "line 16: ")
+                && !has(notes, "line 2: ")
+                && !has(notes, "tcplog")
+                && !has(notes, "timeout connect"),
+            "{notes:#?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{
     raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, Target, OTHER_SECTIONS},
     translate, Import, ImportError,
 };
-use crate::config::{self, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
+use crate::config::{self, Balance, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
 
 /// Reads the configuration line by line, keeping the sections as written.
 #[derive(Default)]
@@ -325,14 +325,19 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
             }
         }
         ("default_backend", Some(b)) => p.default_backend = Some((line.no, b.to_owned())),
-        ("balance", Some("roundrobin")) => {}
+        // static-rr is roundrobin without weight changes at run time: the same in xdplb.
+        ("balance", Some("roundrobin" | "static-rr")) => p.balance = Some(Balance::Roundrobin),
+        ("balance", Some("leastconn")) => p.balance = Some(Balance::Leastconn),
+        ("balance", Some("source")) => p.balance = Some(Balance::Source),
         ("balance", Some(_)) => {
             notes.push(format!(
-                "line {}: `{}`: xdplb balances round robin only; roundrobin used",
+                "line {}: `{}`: xdplb balances by roundrobin, leastconn or source (layer 4); roundrobin used",
                 line.no,
                 line.text()
             ));
         }
+        ("option", Some("allbackups")) => p.allbackups = true,
+        ("no", Some("option")) if line.word(2) == Some("allbackups") => p.allbackups = false,
         ("option", Some("redispatch")) => p.redispatch = Some(true),
         ("no", Some("option")) if line.word(2) == Some("redispatch") => p.redispatch = Some(false),
         ("retries", Some(n)) => match n.parse::<u8>() {

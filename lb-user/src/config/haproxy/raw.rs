@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
 };
 
-use crate::config::{Dur, InitialState, Observe, OnMarkedDown, Verify};
+use crate::config::{Balance, Dur, InitialState, Observe, OnMarkedDown, Verify};
 
 use super::lex::Line;
 
@@ -123,6 +123,10 @@ pub(super) struct Proxy {
     /// `retries N` and `[no] option redispatch`, where set (a `defaults` section's carry over).
     pub(super) retries: Option<(usize, u8)>,
     pub(super) redispatch: Option<bool>,
+    /// `balance roundrobin|static-rr|leastconn|source`, where set.
+    pub(super) balance: Option<Balance>,
+    /// `option allbackups`.
+    pub(super) allbackups: bool,
     pub(super) default_server: ServerOpts,
     pub(super) servers: Vec<RawServer>,
 }

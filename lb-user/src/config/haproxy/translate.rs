@@ -85,12 +85,13 @@ pub(super) fn backend(
     }
     BackendCfg {
         name: p.name.clone(),
-        balance: Balance::Roundrobin,
+        balance: p.balance.unwrap_or(Balance::Roundrobin),
         check,
         source: p.source.clone(),
         retries: p.retries.map_or(3, |(_, n)| n),
         redispatch: p.redispatch.unwrap_or(true),
         suspect_after: 3,
+        allbackups: p.allbackups,
         servers: servers.into_iter().map(|r| r.server).collect(),
     }
 }
