@@ -72,6 +72,9 @@ pub enum FetchError {
     Json { addr: SocketAddr, source: serde_json::Error },
 }
 
+/// What `xdplb status` reads of the status JSON (a thousand servers take about a megabyte).
+const STATUS_LIMITS: http1::Limits = http1::Limits { head: 64 * 1024, body: 64 << 20 };
+
 /// `xdplb status`: fetches `/status.json` from a running agent.
 pub fn fetch(addr: SocketAddr) -> Result<Snapshot, FetchError> {
     use std::io::{Read, Write};
@@ -80,9 +83,11 @@ pub fn fetch(addr: SocketAddr) -> Result<Snapshot, FetchError> {
     let io = |source| FetchError::Io { addr, source };
     s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
     s.write_all(http1::get_request("/status.json", &addr.to_string(), &[]).as_bytes()).map_err(io)?;
+    // Whatever answers on that port is read within limits: it may not be the agent.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(io)?;
-    let response = http1::response(&raw, true)
+    let most = u64::try_from(STATUS_LIMITS.wire()).unwrap_or(u64::MAX);
+    s.take(most).read_to_end(&mut raw).map_err(io)?;
+    let response = http1::response_within(&raw, true, STATUS_LIMITS)
         .and_then(|r| r.ok_or(http1::Invalid::TruncatedHead))
         .map_err(|source| FetchError::Http { addr, source })?;
     serde_json::from_slice(&response.body).map_err(|source| FetchError::Json { addr, source })
