@@ -142,6 +142,13 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::CheckConfig { file } => {
             let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
+            let tls = lb_user::health::tls::config_problems(&c);
+            if !tls.is_empty() {
+                return Err(Refused(format!("{}: {tls}", file.display())).into());
+            }
+            for w in c.warnings() {
+                eprintln!("xdplb check-config: {}: warning: {w}", file.display());
+            }
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }
