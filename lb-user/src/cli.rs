@@ -68,6 +68,9 @@ pub enum Cmd {
         /// Where the agent serves its status page (global.stats_bind).
         #[arg(long, default_value = "127.0.0.1:8404")]
         stats: std::net::SocketAddr,
+        /// USER:PASSWORD, when the page asks for them (global.stats_auth).
+        #[arg(long)]
+        auth: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -200,8 +203,8 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Status { stats, json } => {
-            let snap = http::fetch(stats)?;
+        Cmd::Status { stats, auth, json } => {
+            let snap = http::fetch_with(stats, auth.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snap)?);
             } else {

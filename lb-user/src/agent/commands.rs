@@ -4,9 +4,8 @@
 use super::Agent;
 use crate::{
     health::Registry,
-    host,
     model::Topology,
-    runtime::{self, info, servers_state, stat, Command, Overrides, Refusal},
+    runtime::{self, Command, Overrides, Refusal},
 };
 
 impl Agent {
@@ -16,14 +15,13 @@ impl Agent {
             Ok(c) => c,
             Err(e) => return e.to_string(),
         };
-        let snap = || self.shared.read().unwrap().clone();
+        if cmd.reads_only() {
+            let snap = self.shared.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            return runtime::socket::read(&cmd, &snap);
+        }
         match cmd {
-            Command::Help => runtime::HELP.into(),
-            Command::Noop => String::new(),
-            Command::ShowInfo => info::show_info(&snap(), &host::hostname().unwrap_or_default()),
-            Command::ShowStat => stat::show_stat(&snap()),
-            Command::ShowServersState(b) => {
-                servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e.to_string())
+            Command::Help | Command::Noop | Command::ShowInfo | Command::ShowStat | Command::ShowServersState(_) => {
+                String::new()
             }
             Command::Reload => self.reload(),
             Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 mod commands;
+mod local;
 mod prepare;
 
 use commands::apply_overrides;
@@ -29,13 +30,13 @@ use crate::{
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{service, sysctl},
+    host::{limits, service, sysctl},
     model::Topology,
     report::{
-        builder, http,
+        builder,
         snapshot::{InterfaceStatus, Snapshot},
     },
-    runtime::{self, Overrides},
+    runtime::Overrides,
 };
 
 fn timeouts(g: &Global) -> Timeouts {
@@ -65,13 +66,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let g = &global;
     service::check_privileges().map_err(|e| Refused(e.to_string()))?;
     let lock = service::lock(&g.pin_dir).map_err(|e| Refused(e.to_string()))?;
-    // Bind the status page next: a port in use is a refusal, before the kernel is touched.
-    let listener = tokio::net::TcpListener::bind(g.stats_bind)
-        .await
-        .map_err(|e| Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind)))?;
+    // Descriptors: as many as the agent may have, the checks' share kept from local clients.
+    let (before, nofile) = limits::raise_nofile();
+    let budget = limits::budget(nofile, plans.len());
+    log::info!(
+        "open files: {nofile}{}; {} kept for {} checked server(s) and the agent, status page {} clients, runtime sockets {} sessions each",
+        if nofile > before { format!(" (raised from {before})") } else { String::new() },
+        budget.reserved,
+        plans.len(),
+        budget.status_clients,
+        budget.runtime_sessions
+    );
+    // The status page and the runtime sockets next, before the kernel is touched.
+    let listeners = local::bind(g, &budget)?;
     let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
-    let runtime_listener = runtime::bind(&g.runtime_socket)
-        .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
 
     sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
@@ -107,9 +115,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
-    tokio::spawn(http::serve(listener, shared.clone()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(runtime::serve(runtime_listener, runtime_tx));
+    local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
     let mut agent = Agent {
         status: builder::Builder::new(modes.clone()),
         opts,
@@ -242,7 +249,7 @@ impl Agent {
 
     fn publish(&mut self) {
         let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
-        *self.shared.write().unwrap() = snap;
+        *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
@@ -271,9 +278,11 @@ impl Agent {
             || a.max_half_open != b.max_half_open
             || a.xdp_mode != b.xdp_mode
             || a.stats_bind != b.stats_bind
+            || a.stats_auth != b.stats_auth
+            || a.runtime_sockets != b.runtime_sockets
         {
             log::warn!(
-                "reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart"
+                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth and runtime_sockets take effect at the next restart"
             );
         }
         if a.nat_ports != b.nat_ports {

@@ -66,8 +66,12 @@ pub struct Global {
     /// Refuse to start when `stats_bind` is taken; by default the agent says who holds it, runs
     /// without the page and takes the address once it is free.
     pub stats_required: bool,
-    /// The runtime API's unix socket (root only).
+    /// The runtime API's unix socket (root only, level admin).
     pub runtime_socket: PathBuf,
+    /// More runtime API sockets, each at its level (HAProxy's `stats socket ... level`): e.g. a
+    /// read-only one for a monitoring agent that does not run as root.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime_sockets: Vec<RuntimeSocketCfg>,
     /// Where server states set by hand are kept across reloads and restarts.
     pub state_file: PathBuf,
 }
@@ -101,9 +105,35 @@ impl Default for Global {
             stats_unauthenticated: false,
             stats_required: false,
             runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
+            runtime_sockets: Vec::new(),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
         }
     }
+}
+
+/// A runtime API socket besides `runtime_socket`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSocketCfg {
+    pub path: PathBuf,
+    /// `user` (read only), `operator` or `admin`.
+    #[serde(default)]
+    pub level: Level,
+    /// A group (name or number) whose members may connect besides root: the socket is then
+    /// open to connect and the caller's primary group is checked. Without one, root only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// What a runtime API socket lets its callers do (HAProxy's `level`): `user` reads, `operator`
+/// also what HAProxy lets operators do, `admin` everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    User,
+    Operator,
+    Admin,
 }
 
 /// The status page's `user:password` (HTTP Basic). Written back with the password hidden, so

@@ -45,6 +45,21 @@ impl Config {
         if g.close_linger.0 < Duration::from_millis(100) {
             p.push("global.close_linger: use at least \"100ms\" (the last ACKs of a close need it)");
         }
+        let mut paths = HashSet::from([&g.runtime_socket]);
+        for (i, sock) in g.runtime_sockets.iter().enumerate() {
+            let at = format!("global.runtime_sockets[{i}]");
+            if !paths.insert(&sock.path) {
+                p.push(format!(
+                    "{at}.path = \"{}\": another socket has this path; give each its own",
+                    sock.path.display()
+                ));
+            }
+            if let Some(group) = &sock.group {
+                if group_id(group).is_none() {
+                    p.push(format!("{at}.group = {group:?}: no such group on this host (see /etc/group); create it or name another"));
+                }
+            }
+        }
         if !g.stats_bind.ip().is_loopback() && g.stats_auth.is_none() && !g.stats_unauthenticated {
             p.push(format!(
                 "global.stats_bind = \"{}\" is not a loopback address and global.stats_auth is not set: anyone who reaches it sees every server and its traffic; set stats_auth = \"user:password\" (HAProxy's `stats auth`), bind to 127.0.0.1, or set stats_unauthenticated = true",
@@ -267,6 +282,14 @@ impl Config {
         }
         w
     }
+}
+
+/// A group's id, by name or number.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    nix::unistd::Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw())
 }
 
 /// Why a certificate or key file is refused.
