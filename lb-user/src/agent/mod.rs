@@ -79,7 +79,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     );
     // The status page and the runtime sockets next, before the kernel is touched.
     let listeners = local::bind(g, &budget)?;
-    let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
+    let (overrides, set_aside) = Overrides::load_or_set_aside(&g.state_file);
+    if let Some((aside, e)) = set_aside {
+        log::warn!(
+            "global.state_file: {e}; kept aside as {}, starting without the states set by hand (set them again, or restore the file while the agent is stopped)",
+            aside.display()
+        );
+    }
 
     sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
