@@ -276,6 +276,9 @@ impl Agent {
         }
     }
 
+    /// Applies a new configuration all or nothing: the checks' registry and the kernel's maps
+    /// change together, or neither does (a map write that fails rolls the maps back, and the
+    /// registry returns to its checkpoint), and the old configuration keeps running.
     fn apply(&mut self, global: Global, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
         let (a, b) = (&self.global, &global);
         if a.interfaces != b.interfaces
@@ -291,15 +294,23 @@ impl Agent {
                 "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth and runtime_sockets take effect at the next restart"
             );
         }
-        if a.nat_ports != b.nat_ports {
-            sysctl::reserve_ports(b.nat_ports)?;
-        }
-        self.owner.write_settings(b)?;
+        let checkpoint = self.registry.checkpoint();
         self.registry.apply(&topology, plans);
         let mut topology = topology;
         apply_overrides(&self.overrides, &mut topology, &mut self.registry);
         let registry = &self.registry;
-        self.owner.apply(&topology, &|id| registry.is_up(id))?;
+        let written = self.owner.transaction(|owner| {
+            owner.write_settings(b)?;
+            owner.apply(&topology, &|id| registry.is_up(id))
+        });
+        if let Err(e) = written {
+            self.registry.rollback(checkpoint);
+            return Err(e.into());
+        }
+        if a.nat_ports != b.nat_ports {
+            sysctl::reserve_ports(b.nat_ports)?;
+            sysctl::release_ports(a.nat_ports)?;
+        }
         log::info!(
             "reloaded {}: {} frontend(s), {} server(s)",
             self.opts.config.display(),

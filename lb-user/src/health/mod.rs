@@ -50,6 +50,7 @@ struct Checker {
 }
 
 /// The agent's view of every server's health.
+#[derive(Clone)]
 pub struct ServerView {
     pub pool: String,
     pub name: String,
@@ -85,6 +86,12 @@ impl ServerView {
             pending_errors: 0,
         }
     }
+}
+
+/// The registry as it was (see `Registry::checkpoint`).
+pub struct Checkpoint {
+    servers: HashMap<u32, ServerView>,
+    plans: HashMap<u32, Plan>,
 }
 
 pub struct Registry {
@@ -127,6 +134,26 @@ impl Registry {
             let health = Health::adopted(check.rise, check.fall, members.contains(&s.addr), now);
             self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, check, health));
         }
+    }
+
+    /// What `rollback` returns to: every server's view and the plans, before a reload.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { servers: self.servers.clone(), plans: self.plans.clone() }
+    }
+
+    /// Undoes what was applied since `cp` (a reload the kernel refused): the views and plans
+    /// come back, checkers whose plan changed meanwhile restart with the old one.
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.servers = cp.servers;
+        self.plans = cp.plans;
+        let plans = &self.plans;
+        for (id, c) in &self.checkers {
+            if plans.get(id).map(|p| &p.key) != Some(&c.key) {
+                c.task.abort();
+            }
+        }
+        self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
+        self.sync();
     }
 
     /// Whether every checked server has a result (readiness: the first checks ran).

@@ -36,6 +36,23 @@ pub fn reserve_ports(range: PortRange) -> io::Result<()> {
     ensure(KEY, &value).map(|_| ())
 }
 
+/// Takes `range` out of `net.ipv4.ip_local_reserved_ports` (a reload that moved the NAT ports,
+/// `xdplb detach`), keeping the rest as it is.
+pub fn release_ports(range: PortRange) -> io::Result<()> {
+    const KEY: &str = "net/ipv4/ip_local_reserved_ports";
+    let current = read(KEY)?;
+    let ours = format!("{}-{}", range.first, range.last);
+    let rest: Vec<&str> = current.split(',').map(str::trim).filter(|r| !r.is_empty() && *r != ours).collect();
+    if rest.len() == current.split(',').filter(|r| !r.trim().is_empty()).count() {
+        return Ok(());
+    }
+    // The kernel prints single ports as "N" and ranges as "A-B"; an empty write clears it.
+    let value = rest.join(",");
+    fs::write(path(KEY), if value.is_empty() { "\n".to_owned() } else { value.clone() })?;
+    log::info!("sysctl {KEY} = {value:?} ({ours} released)");
+    Ok(())
+}
+
 /// Per-interface settings for an attached interface:
 /// - `forwarding`: `bpf_fib_lookup` answers only for interfaces that forward, and a rewritten
 ///   packet handed to the kernel (no neighbour entry yet) is forwarded by it;

@@ -206,7 +206,9 @@ impl Topology {
             }
             pools.push(Pool { name: b.name.clone(), id: p_ids[&b.name], check: b.check.clone(), servers });
         }
-        problems.into_result(Topology { frontends, pools })
+        let topology = Topology { frontends, pools };
+        problems.extend(topology.fits().iter().map(str::to_owned));
+        problems.into_result(topology)
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
