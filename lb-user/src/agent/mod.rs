@@ -30,7 +30,7 @@ use crate::{
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{limits, service, sysctl},
+    host::{limits, service, sysctl::HostChanges},
     model::Topology,
     report::{
         builder,
@@ -58,6 +58,8 @@ struct Agent {
     syn_rst_seen: HashMap<u32, u64>,
     /// Server states set by hand (runtime API), kept in `global.state_file`.
     overrides: Overrides,
+    /// What the agent changed on the host, recorded for `xdplb detach`.
+    host: HostChanges,
 }
 
 #[expect(clippy::too_many_lines, reason = "the start-up sequence reads in order, one step after the other")]
@@ -87,9 +89,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         );
     }
 
-    sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
+    // Host changes are recorded so that `xdplb detach` can undo them.
+    let mut host = HostChanges::open(&g.pin_dir);
+    host.reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
-        sysctl::prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
+        host.prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
@@ -136,6 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
         overrides,
+        host,
     };
     agent.publish();
     log::info!(
@@ -308,8 +313,8 @@ impl Agent {
             return Err(e.into());
         }
         if a.nat_ports != b.nat_ports {
-            sysctl::reserve_ports(b.nat_ports)?;
-            sysctl::release_ports(a.nat_ports)?;
+            self.host.reserve_ports(b.nat_ports)?;
+            self.host.release_ports(a.nat_ports)?;
         }
         log::info!(
             "reloaded {}: {} frontend(s), {} server(s)",
@@ -338,8 +343,9 @@ impl Drop for PinGuard {
     }
 }
 
-/// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent
-/// runs this data path: it would keep them alive.
+/// `xdplb detach`: removes the pinned links (XDP detaches) and maps, then puts back the kernel
+/// settings the agents of this data path changed. Refused while an agent runs this data path:
+/// it would keep them alive.
 pub fn detach(pin_dir: &Path) -> Result<()> {
     let _lock = service::lock(pin_dir).map_err(|e| anyhow::anyhow!("{e}; stop it before `xdplb detach`"))?;
     let removed =
@@ -350,6 +356,9 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         for p in removed {
             println!("removed {}", p.display());
         }
+    }
+    for line in HostChanges::open(pin_dir).undo().context("restoring the kernel settings xdplb changed")? {
+        println!("{line}");
     }
     Ok(())
 }
