@@ -144,7 +144,7 @@ impl HostChanges {
                     said.push(format!("sysctl {key} = {} (restored)", change.before));
                 }
                 Ok(now) => {
-                    said.push(format!("sysctl {key} = {now}: changed since xdplb set {}, left as it is", change.set))
+                    said.push(format!("sysctl {key} = {now}: changed since xdplb set {}, left as it is", change.set));
                 }
                 Err(e) => said.push(format!("sysctl {key}: {e} (the interface is gone?), nothing to restore")),
             }
