@@ -271,7 +271,8 @@ fn the_systemd_unit_verifies() {
     // Only complaints about this unit count (the host's other units are not ours).
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("xdplb")).collect();
     assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {text}");
-    assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure") && unit.contains("ExecReload="));
+    // What the unit does (its sandbox, readiness, the watchdog, reload's verdict) is tested by
+    // running the agent under it: tests/sandbox.rs.
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -39,6 +39,9 @@ use crate::{
     runtime::Overrides,
 };
 
+/// How late a server's check may be before the watchdog is no longer pinged.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+
 fn timeouts(g: &Global) -> Timeouts {
     Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0, time_wait: g.server_time_wait.0 }
 }
@@ -158,6 +161,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut gc = tokio::time::interval(agent.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    // systemd's watchdog is pinged from this loop, which applies the checks' results, and only
+    // while every server's checks are on time: a stuck loop or stuck checks get the agent
+    // restarted (the data path stays and is adopted).
+    let watchdog_every = service::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_hours(1)));
+    let mut late_said = false;
     // systemd hears READY once the data path is attached and every server was checked once
     // (or the longest check timeout passed).
     let ready_by = tokio::time::Instant::now() + agent.longest_timeout() + Duration::from_millis(200);
@@ -184,6 +193,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = observe.tick() => agent.observe(),
             _ = gc.tick() => agent.sweep(),
             _ = refresh.tick() => agent.publish(),
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                let late = agent.registry.late(std::time::Instant::now(), WATCHDOG_GRACE);
+                if late.is_empty() {
+                    late_said = false;
+                    if let Err(e) = service::notify("WATCHDOG=1") {
+                        log::warn!("cannot ping the systemd watchdog: {e}");
+                    }
+                } else if !late_said {
+                    late_said = true;
+                    log::error!("checks are late for {late:?}: not pinging the watchdog");
+                }
+            }
         }
     }
     agent.registry.stop();

@@ -47,6 +47,8 @@ struct Checker {
     /// Wakes the task for a check now (passive observation saw errors).
     hurry: Arc<Notify>,
     key: String,
+    /// When the task started (a check is due from then on).
+    started: Instant,
 }
 
 /// The agent's view of every server's health.
@@ -214,7 +216,7 @@ impl Registry {
             let hurry = Arc::new(Notify::new());
             let task =
                 tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
-            self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
+            self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone(), started: Instant::now() });
         }
         for (id, v) in &mut self.servers {
             v.checked = self.plans.contains_key(id) && !v.health_disabled;
@@ -279,6 +281,22 @@ impl Registry {
                 c.hurry.notify_one();
             }
         }
+    }
+
+    /// Checked servers whose checks are late: no result for longer than their longest interval
+    /// and timeout allow, and `grace` more. None late means the checks are running, which is
+    /// what the systemd watchdog is told.
+    pub fn late(&self, now: Instant, grace: Duration) -> Vec<(String, String)> {
+        let mut late = Vec::new();
+        for (id, c) in &self.checkers {
+            let (Some(plan), Some(view)) = (self.plans.get(id), self.servers.get(id)) else { continue };
+            let last = view.last.as_ref().map_or(c.started, |(_, at)| (*at).max(c.started));
+            let due = plan.check.inter.0.max(plan.check.fastinter()).max(plan.check.downinter()) + plan.check.timeout();
+            if now.saturating_duration_since(last) > due + grace {
+                late.push((view.pool.clone(), view.name.clone()));
+            }
+        }
+        late
     }
 
     pub fn check_view(&self, id: u32, now: Instant) -> Option<CheckView> {

@@ -98,6 +98,17 @@ pub fn notify(state: &str) -> io::Result<bool> {
     }
 }
 
+/// How often systemd wants `WATCHDOG=1` (half its `WatchdogSec`), if it watches this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
 /// Sends `state` to the socket at `path` (`@name` for an abstract one).
 fn notify_to(path: &str, state: &str) -> io::Result<()> {
     use std::os::unix::net::{SocketAddr, UnixDatagram};
