@@ -227,19 +227,28 @@ impl Agent {
     fn on_check(&mut self, ev: health::Event) -> Result<()> {
         let id = ev.server_id;
         let decided_at = ev.decided_at;
+        let taken_at = std::time::Instant::now();
         let Some(t) = self.registry.record(ev) else { return Ok(()) };
         let Some((pool, server)) = self.topology.servers().find(|(_, s)| s.id == id) else { return Ok(()) };
         let registry = &self.registry;
         self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
-        let latency = decided_at.elapsed();
+        let (latency, applying) = (decided_at.elapsed(), taken_at.elapsed());
         let up = |backup: bool| pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count();
         let (active, backup) = (up(false), up(true));
         let view = &self.registry.servers[&id];
         let result = &view.last.as_ref().expect("just recorded").0;
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
         match t {
-            Transition::Down => log::warn!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
-            Transition::Up => log::info!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
+            Transition::Down => log::warn!(
+                "{line} Kernel set updated {}us after the decision ({}us to apply).",
+                latency.as_micros(),
+                applying.as_micros()
+            ),
+            Transition::Up => log::info!(
+                "{line} Kernel set updated {}us after the decision ({}us to apply).",
+                latency.as_micros(),
+                applying.as_micros()
+            ),
         }
         if active + backup == 0 {
             log::error!("backend '{}' has no server available!", pool.name);
