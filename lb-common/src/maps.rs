@@ -23,8 +23,9 @@ pub mod names {
     pub const PORT_CURSORS: &str = "port_cursors";
     pub const PORT_BLOCKS: &str = "port_blocks";
     pub const NEXT_HOPS: &str = "next_hops";
+    pub const RST_LIMIT: &str = "rst_limit";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -41,6 +42,7 @@ pub mod names {
         PORT_CURSORS,
         PORT_BLOCKS,
         NEXT_HOPS,
+        RST_LIMIT,
     ];
 }
 
@@ -73,6 +75,13 @@ pub const NAT_PORT_TRIES: u32 = 8;
 pub const PORT_BLOCK: u32 = 16;
 /// Source addresses a server's flows may leave from (the tuple space multiplies with them).
 pub const MAX_SOURCES: usize = 8;
+/// RSTs answered to one source address's SYNs that no server can take: a burst of this many,
+/// then `RST_PER_SEC` a second; beyond, its SYNs are dropped (`Reason::RstLimited`), so that
+/// spoofed SYNs cannot turn the balancer into a RST cannon.
+pub const RST_BURST: u32 = 20;
+pub const RST_PER_SEC: u64 = 10;
+/// Sources whose RST allowance is remembered (an LRU map: the quietest are forgotten first).
+pub const RST_LIMIT_SOURCES: u32 = 16384;
 
 /// Key of `frontends`: the destination a client connects to.
 #[repr(C)]
@@ -297,6 +306,38 @@ pub struct PortCursor {
     pub left: u32,
 }
 
+/// Value of `rst_limit` (an LRU hash keyed by the SYN's source address, `[u8; 4]`): the RSTs
+/// that source may still be answered with, and when the allowance was last topped up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RstBucket {
+    pub refilled_ns: u64,
+    pub tokens: u32,
+    pub _pad: u32,
+}
+
+impl RstBucket {
+    /// Nanoseconds that earn one more RST.
+    pub const NS_PER_TOKEN: u64 = 1_000_000_000 / RST_PER_SEC;
+
+    /// Takes one RST from the allowance at `now` (refilled at `RST_PER_SEC`, at most
+    /// `RST_BURST`); false when there is none left.
+    #[inline(always)]
+    pub fn take(&mut self, now: u64) -> bool {
+        let earned = now.saturating_sub(self.refilled_ns) / Self::NS_PER_TOKEN;
+        if earned > 0 {
+            let tokens = (self.tokens as u64).saturating_add(earned);
+            self.tokens = if tokens > RST_BURST as u64 { RST_BURST } else { tokens as u32 };
+            self.refilled_ns = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// Answer a SYN that no server can take with a TCP RST (otherwise drop it).
 pub const SETTINGS_F_RST_NO_BACKEND: u32 = 1;
 /// Translate TCP timestamps per flow (see `Flow::ts_off`); off, they pass untouched.
@@ -392,6 +433,9 @@ counters! {
     /// A non-SYN packet without a flow while the agent was removing flows: dropped (the sender
     /// retransmits) rather than handed to the kernel, which would answer RST (see `SweepState`).
     NoFlowInSweep = 14 => "no_flow_in_sweep",
+    /// A SYN found no server UP, and its source had used up its RSTs (`RST_BURST`, then
+    /// `RST_PER_SEC`): dropped instead of answered.
+    RstLimited = 15 => "rst_limited",
 }
 
 counters! {
@@ -436,6 +480,7 @@ const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 48);
+const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -452,6 +497,7 @@ mod pod {
     unsafe impl aya::Pod for PortCursor {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for RstBucket {}
 }
 
 #[cfg(test)]
@@ -470,6 +516,18 @@ mod tests {
         }
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
+    }
+
+    #[test]
+    fn a_source_gets_a_burst_of_rsts_then_a_few_a_second() {
+        let mut b = RstBucket { refilled_ns: 0, tokens: RST_BURST, _pad: 0 };
+        let now = 5_000_000_000;
+        assert_eq!((0..100).filter(|_| b.take(now)).count(), RST_BURST as usize, "a burst");
+        assert!(!b.take(now + RstBucket::NS_PER_TOKEN - 1), "nothing earned yet");
+        assert!(b.take(now + RstBucket::NS_PER_TOKEN), "one earned");
+        assert!(!b.take(now + RstBucket::NS_PER_TOKEN));
+        let later = now + 3600 * 1_000_000_000;
+        assert_eq!((0..100).filter(|_| b.take(later)).count(), RST_BURST as usize, "never more than a burst");
     }
 
     #[test]

@@ -122,10 +122,16 @@ async fn session(
     shared: &RwLock<Snapshot>,
 ) -> io::Result<()> {
     let cred = stream.peer_cred()?;
-    let (r, mut w) = stream.into_split();
+    let (mut r, mut w) = stream.into_split();
     if !access.admits(cred.uid(), cred.gid()) {
         log::warn!("runtime socket: uid {} gid {} (pid {:?}) refused", cred.uid(), cred.gid(), cred.pid());
         let _ = timeout(WRITE_DEADLINE, w.write_all(b"Permission denied\n\n")).await;
+        let _ = w.shutdown().await;
+        // What the caller was sending is read and dropped (briefly, and bounded), so that it
+        // gets the answer rather than a broken pipe.
+        let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX);
+        let _ =
+            timeout(Duration::from_secs(1), tokio::io::copy(&mut (&mut r).take(limit), &mut tokio::io::sink())).await;
         return Ok(());
     }
     let mut r = BufReader::new(r);
