@@ -9,6 +9,25 @@ use crate::{
 };
 
 impl Agent {
+    /// A runtime API request: answered now, or, for `shutdown sessions`, once the sweep's
+    /// thread has removed the flows.
+    pub(super) fn request(&mut self, req: runtime::Request) {
+        if let Ok(Command::ShutdownSessions { backend, server }) = runtime::parse(&req.line) {
+            match self.server_id(&backend, &server) {
+                Ok(id) => {
+                    let label = format!("{backend}/{server}");
+                    self.sweeper.remove_server_flows(id, label, "runtime API", Some(req.reply));
+                }
+                Err(e) => {
+                    let _ = req.reply.send(e.to_string());
+                }
+            }
+            return;
+        }
+        let answer = self.execute(&req.line);
+        let _ = req.reply.send(answer);
+    }
+
     /// One runtime API command; the answer is HAProxy's text (empty on success).
     pub(super) fn execute(&mut self, line: &str) -> String {
         let cmd = match runtime::parse(line) {
@@ -34,8 +53,7 @@ impl Agent {
             Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
                 Err(e) => e.to_string(),
                 Ok(id) => {
-                    let n = self.flows.remove_server_flows(id);
-                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
+                    self.sweeper.remove_server_flows(id, format!("{backend}/{server}"), "runtime API", None);
                     String::new()
                 }
             },

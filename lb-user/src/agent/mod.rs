@@ -25,8 +25,9 @@ use crate::{
     dataplane::{
         self,
         counters::Counters,
-        flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
+        flows::{FlowTable, Sweep, Timeouts},
         maps::MapOwner,
+        sweeper::Sweeper,
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
@@ -52,7 +53,8 @@ struct Agent {
     global: Global,
     topology: Topology,
     owner: MapOwner,
-    flows: FlowTable,
+    /// The connection table's sweep, on a thread of its own.
+    sweeper: Sweeper,
     counters: Counters,
     registry: Registry,
     status: builder::Builder,
@@ -122,6 +124,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
+    let sweeper =
+        Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
@@ -136,7 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         global,
         topology,
         owner,
-        flows,
+        sweeper,
         counters,
         registry,
         shared,
@@ -158,7 +162,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc = tokio::time::interval(agent.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     // systemd's watchdog is pinged from this loop, which applies the checks' results, and only
@@ -185,13 +188,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => { agent.reload(); }
-            Some(req) = runtime_rx.recv() => {
-                let answer = agent.execute(&req.line);
-                let _ = req.reply.send(answer);
-            }
+            Some(req) = runtime_rx.recv() => agent.request(req),
             Some(ev) = events.recv() => agent.on_check(ev)?,
             _ = observe.tick() => agent.observe(),
-            _ = gc.tick() => agent.sweep(),
             _ = refresh.tick() => agent.publish(),
             _ = watchdog.tick(), if watchdog_every.is_some() => {
                 let late = agent.registry.late(std::time::Instant::now(), WATCHDOG_GRACE);
@@ -254,19 +253,19 @@ impl Agent {
             log::error!("backend '{}' has no server available!", pool.name);
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
-            let n = self.flows.remove_server_flows(id);
-            log::warn!(
-                "Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)",
-                pool.name,
-                server.name
-            );
+            let label = format!("{}/{}", pool.name, server.name);
+            self.sweeper.remove_server_flows(id, label, "on-marked-down shutdown-sessions", None);
         }
         self.publish();
         Ok(())
     }
 
-    /// Passive layer-4 observation: SYNs the servers answered with RST since the last look.
+    /// Passive layer-4 observation: SYNs the servers answered with RST since the last look, and
+    /// SYNs the sweep found never answered.
     fn observe(&mut self) {
+        for (id, n) in self.sweeper.take_unanswered() {
+            self.registry.observe(id, n);
+        }
         let ids: Vec<u32> = self.topology.servers().map(|(_, s)| s.id).collect();
         for id in ids {
             let Ok(st) = self.counters.server(id) else { continue };
@@ -277,18 +276,8 @@ impl Agent {
         }
     }
 
-    fn sweep(&mut self) {
-        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.global));
-        if s.removed > 0 {
-            log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
-        }
-        for (&id, &n) in &s.unanswered_by_server {
-            self.registry.observe(id, n);
-        }
-        self.last_sweep = s;
-    }
-
     fn publish(&mut self) {
+        self.last_sweep = self.sweeper.last();
         let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
     }
@@ -352,6 +341,7 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
+        self.sweeper.set(b.gc_interval.0, timeouts(b));
         self.global = global;
         self.topology = topology;
         self.publish();
