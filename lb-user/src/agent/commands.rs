@@ -78,7 +78,9 @@ impl Agent {
         }
         apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
         let registry = &self.registry;
-        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
+        let Some(pool) = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p) else {
+            return Refusal::NoSuchServer.to_string();
+        };
         if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
             return format!("{e}\n");
         }

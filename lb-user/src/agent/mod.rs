@@ -234,8 +234,9 @@ impl Agent {
         let (latency, applying) = (decided_at.elapsed(), taken_at.elapsed());
         let up = |backup: bool| pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count();
         let (active, backup) = (up(false), up(true));
-        let view = &self.registry.servers[&id];
-        let result = &view.last.as_ref().expect("just recorded").0;
+        let Some((view, (result, _))) = self.registry.servers.get(&id).and_then(|v| Some((v, v.last.as_ref()?))) else {
+            return Ok(());
+        };
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
         match t {
             Transition::Down => log::warn!(

@@ -212,7 +212,7 @@ impl Registry {
             if self.checkers.contains_key(id) || !wanted(id, self.servers.get(id)) {
                 continue;
             }
-            let view = &self.servers[id];
+            let Some(view) = self.servers.get(id) else { continue };
             let hurry = Arc::new(Notify::new());
             let task =
                 tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));

@@ -9,6 +9,7 @@ impl Pool {
     /// The set that takes new flows: the UP active servers, or, when none is UP, the UP backups
     /// (HAProxy's rule). Weights become interleaved round-robin slots.
     #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots")]
+    #[expect(clippy::indexing_slicing, reason = "weighted_slots makes at most MAX_SLOTS slots, the array's size")]
     pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
         let pick = |backup: bool| -> Vec<(u32, u32)> {
             self.servers
@@ -35,6 +36,11 @@ impl Pool {
     clippy::cast_possible_wrap,
     clippy::cast_sign_loss,
     reason = "weights and slot counts are bounded by MAX_SLOTS"
+)]
+#[expect(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    reason = "indexes range over `weights`, `current` and `members`, which have one element per member (and at least one)"
 )]
 pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
     fn gcd(a: u32, b: u32) -> u32 {

@@ -106,6 +106,10 @@ fn assign<K: Ord + Clone>(prev: &BTreeMap<K, u32>, names: &[K], first: u32) -> B
 impl Topology {
     /// Resolves `cfg` for `ifaces` on `host`, keeping the ids of `prev` where names match.
     /// Every problem is reported at once.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the id maps are made from the same configuration's names, every name in them"
+    )]
     pub fn resolve(
         cfg: &Config,
         ifaces: &[Interface],

@@ -23,6 +23,7 @@ pub(super) struct Parser {
 }
 
 impl Parser {
+    #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
     pub(super) fn line(&mut self, line: &Line) -> Result<(), ImportError> {
         let keyword = line.words[0].as_str();
         if let Some(kind) = Kind::from_keyword(keyword) {
@@ -306,6 +307,7 @@ const CONNECT_ONLY_CHECKS: &[&str] = &[
 ];
 
 #[expect(clippy::match_same_arms, reason = "one arm per directive: the match reads as the table of what is accepted")]
+#[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
 fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
     if let Some(note) = misplaced(p, line) {
         notes.push(note);
@@ -364,6 +366,7 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
 
 /// A directive HAProxy accepts only on the other side (a `server` in a frontend, a `bind` in a
 /// backend) would otherwise be translated into the wrong place.
+#[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
 fn misplaced(p: &Proxy, line: &Line) -> Option<String> {
     let w = line.words[0].as_str();
     let backend_side = matches!(w, "server" | "default-server" | "balance" | "http-check" | "tcp-check" | "source")
@@ -604,6 +607,7 @@ enum Opt {
 
 /// Server options (after a server's address, or on `default-server`). What xdplb has no
 /// equivalent for is gathered into one note per line.
+#[expect(clippy::indexing_slicing, reason = "`i` stays below `words.len()`, the loop's condition")]
 fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<String>) -> ServerOpts {
     let mut opts = ServerOpts::default();
     let mut untranslated = Vec::new();

@@ -91,6 +91,7 @@ impl Default for GlobalOpts {
 impl GlobalOpts {
     /// Everything else in `global` is process tuning (user, nbthread, stats socket, ...), which
     /// does not change how flows are balanced, so it is ignored without a note.
+    #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
     pub(super) fn directive(&mut self, line: &Line) {
         match (line.words[0].as_str(), line.word(1)) {
             ("ssl-server-verify", Some("none")) => self.verify = Verify::None,
