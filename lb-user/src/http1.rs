@@ -169,14 +169,19 @@ impl Reader {
 
     /// Takes in what arrived; `Some` once the response is complete.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Response>, Invalid> {
-        if self.raw.len().saturating_add(data.len()) > self.limits.wire() {
-            return Err(match self.head {
+        // What fits is kept and read (a response complete within it stands, whatever follows);
+        // if that is not a whole response, the rest is over the limits.
+        let room = self.limits.wire().saturating_sub(self.raw.len());
+        let kept = data.get(..room).unwrap_or(data);
+        self.raw.extend_from_slice(kept);
+        match self.step(false)? {
+            Some(response) => Ok(Some(response)),
+            None if kept.len() < data.len() => Err(match self.head {
                 None => Invalid::HeadTooLong(self.limits.head),
                 Some(_) => Invalid::BodyTooLong(self.limits.body),
-            });
+            }),
+            None => Ok(None),
         }
-        self.raw.extend_from_slice(data);
-        self.step(false)
     }
 
     /// The peer closed: the response as it stands, or why it is not one.
