@@ -285,6 +285,10 @@ impl Reader {
         loop {
             let raw = self.raw.get(self.cursor..).unwrap_or_default();
             let (size_len, size) = match httparse::parse_chunk_size(raw) {
+                // The same limit whether the line arrived whole or in pieces.
+                Ok(httparse::Status::Complete((n, _))) if n > MAX_CHUNK_LINE => {
+                    return Err(Invalid::ChunkSize(first_line(raw)))
+                }
                 Ok(httparse::Status::Complete(c)) => c,
                 Ok(httparse::Status::Partial) if raw.len() > MAX_CHUNK_LINE => {
                     return Err(Invalid::ChunkSize(first_line(raw)))
