@@ -152,7 +152,12 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             for w in c.warnings() {
                 eprintln!("xdplb check-config: {}: warning: {w}", file.display());
             }
-            print!("{}", toml::to_string(&c)?);
+            // Printed with every default, but never the status page's password.
+            let mut shown = c;
+            if let Some(auth) = &mut shown.global.stats_auth {
+                auth.password = "<hidden>".into();
+            }
+            print!("{}", toml::to_string(&shown)?);
             Ok(())
         }
         Cmd::ImportHaproxy { file, output } => {

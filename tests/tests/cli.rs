@@ -46,6 +46,28 @@ fn the_seeds_haproxy_cfg_imports_to_a_valid_config() {
 }
 
 #[test]
+fn haproxys_stats_page_and_its_password_are_imported() {
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-haproxy.cfg")).unwrap();
+    let cfg = tmp(
+        "haproxy.cfg",
+        &format!("listen stats\n  bind *:8404\n  mode http\n  stats enable\n  stats uri /\n  stats auth admin:s3cret\n\n{seed}"),
+    );
+    let (code, toml, notes) = xdplb(&["import-haproxy", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{notes}");
+    assert!(notes.contains("HAProxy's stats page becomes xdplb's status page on 0.0.0.0:8404"), "{notes}");
+    assert!(toml.contains("stats_bind = \"0.0.0.0:8404\"") && toml.contains("stats_auth = \"admin:s3cret\""), "{toml}");
+    assert!(!toml.contains("name = \"stats\""), "the stats page is no frontend: {toml}");
+    // A public page with its password: accepted, and the password not printed.
+    let file = tmp("imported.toml", &toml);
+    let (code, out, err) = xdplb(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stats_auth = \"admin:<hidden>\"") && !out.contains("s3cret"), "{out}");
+    for f in [cfg, file] {
+        let _ = std::fs::remove_dir_all(f.parent().unwrap());
+    }
+}
+
+#[test]
 fn a_broken_config_is_refused_with_exit_code_2_and_every_problem() {
     let file = tmp(
         "bad.toml",

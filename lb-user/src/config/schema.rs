@@ -136,8 +136,8 @@ pub enum Level {
     Admin,
 }
 
-/// The status page's `user:password` (HTTP Basic). Written back with the password hidden, so
-/// that `xdplb check-config` never prints it.
+/// The status page's `user:password` (HTTP Basic). Its `Debug` hides the password (logs);
+/// `xdplb check-config` hides it too.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StatsAuth {
     pub user: String,
@@ -164,7 +164,7 @@ impl<'de> Deserialize<'de> for StatsAuth {
 
 impl Serialize for StatsAuth {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}:<hidden>", self.user))
+        s.serialize_str(&format!("{}:{}", self.user, self.password))
     }
 }
 

@@ -123,6 +123,16 @@ pub(super) struct Proxy {
     pub(super) source: Vec<Ipv4Addr>,
     pub(super) default_server: ServerOpts,
     pub(super) servers: Vec<RawServer>,
+    /// `stats enable|uri|auth|...`: this proxy serves HAProxy's stats page (xdplb's is
+    /// `global.stats_bind`); the first `stats auth USER:PASSWORD` is kept.
+    pub(super) stats: Option<StatsPage>,
+}
+
+/// What a proxy's `stats` lines say.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StatsPage {
+    pub(super) line: usize,
+    pub(super) auth: Option<String>,
 }
 
 /// The check settings HAProxy keeps per proxy (the request and what to expect).
