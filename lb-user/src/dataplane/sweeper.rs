@@ -52,7 +52,8 @@ impl Sweeper {
         std::thread::Builder::new().name("xdplb-sweep".into()).spawn(move || {
             let (mut every, mut timeouts) = (every, timeouts);
             let mut next = Instant::now() + every;
-            let mut pass_started = Instant::now();
+            // When the pass in progress began, and in how many slices it went so far.
+            let (mut pass_started, mut slices) = (Instant::now(), 0u32);
             loop {
                 match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                     Ok(Order::RemoveServer { id, label, why, done }) => {
@@ -65,10 +66,14 @@ impl Sweeper {
                     Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         next = Instant::now() + every;
+                        if slices == 0 {
+                            pass_started = Instant::now();
+                        }
+                        slices += 1;
                         if let Some(s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
-                            if pass_started.elapsed() > Duration::from_secs(1) {
+                            if slices > 1 {
                                 log::info!(
-                                    "conntrack: swept {} flow(s) in {:?}, a slice of {SLICE} entries per {every:?}",
+                                    "conntrack: swept {} flow(s) in {:?}, {slices} slices of at most {SLICE} entries, one per {every:?}",
                                     s.flows,
                                     pass_started.elapsed()
                                 );
@@ -85,7 +90,7 @@ impl Sweeper {
                                 *shared.unanswered.entry(id).or_default() += n;
                             }
                             shared.last = s;
-                            pass_started = Instant::now();
+                            slices = 0;
                         }
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
