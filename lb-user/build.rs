@@ -2,6 +2,12 @@
 //! bpf-linker, and leaves it in OUT_DIR for `include_bytes_aligned!`. `cargo xtask setup`
 //! installs what this needs; `AYA_BUILD_SKIP=1` skips it for host-only checks (the binary then
 //! refuses to load a data path).
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a build script on the developer's machine: failing the build is what it should do"
+)]
 use std::{
     env,
     path::{Path, PathBuf},

@@ -12,9 +12,13 @@ use anyhow::{bail, Context, Result};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A name no other test of this run (or a concurrent run) uses: prefix, pid, counter.
+/// A name no other test of this run (or a concurrent run) uses: prefix, pid, counter, and a
+/// random tag (runs in other pid namespaces share /run/netns and may have the same pid).
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    use std::hash::BuildHasher;
+    static TAG: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u16);
+    format!("{prefix}{}x{}{tag:04x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs a command, failing with its stderr when it fails.

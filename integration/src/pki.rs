@@ -87,7 +87,7 @@ impl Leaf {
     pub fn write_combined(&self, dir: &Path, name: &str) -> Result<PathBuf> {
         fs::create_dir_all(dir)?;
         let p = dir.join(format!("{name}.pem"));
-        fs::write(&p, format!("{}{}", self.cert, self.key))?;
+        write_secret(&p, &format!("{}{}", self.cert, self.key))?;
         Ok(p)
     }
 
@@ -96,7 +96,16 @@ impl Leaf {
         fs::create_dir_all(dir)?;
         let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
         fs::write(&c, &self.cert)?;
-        fs::write(&k, &self.key)?;
+        write_secret(&k, &self.key)?;
         Ok((c, k))
     }
+}
+
+/// A private key's file: its owner's only (xdplb refuses keys others may read, as ssh does).
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }

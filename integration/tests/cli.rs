@@ -46,6 +46,28 @@ fn the_seeds_haproxy_cfg_imports_to_a_valid_config() {
 }
 
 #[test]
+fn haproxys_stats_page_and_its_password_are_imported() {
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-haproxy.cfg")).unwrap();
+    let cfg = tmp(
+        "haproxy.cfg",
+        &format!("listen stats\n  bind *:8404\n  mode http\n  stats enable\n  stats uri /\n  stats auth admin:s3cret\n\n{seed}"),
+    );
+    let (code, toml, notes) = xdplb(&["import-haproxy", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{notes}");
+    assert!(notes.contains("HAProxy's stats page becomes xdplb's status page on 0.0.0.0:8404"), "{notes}");
+    assert!(toml.contains("stats_bind = \"0.0.0.0:8404\"") && toml.contains("stats_auth = \"admin:s3cret\""), "{toml}");
+    assert!(!toml.contains("name = \"stats\""), "the stats page is no frontend: {toml}");
+    // A public page with its password: accepted, and the password not printed.
+    let file = tmp("imported.toml", &toml);
+    let (code, out, err) = xdplb(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stats_auth = \"admin:<hidden>\"") && !out.contains("s3cret"), "{out}");
+    for f in [cfg, file] {
+        let _ = std::fs::remove_dir_all(f.parent().unwrap());
+    }
+}
+
+#[test]
 fn a_broken_config_is_refused_with_exit_code_2_and_every_problem() {
     let file = tmp(
         "bad.toml",
@@ -84,8 +106,46 @@ fn the_installed_example_config_is_valid() {
 /// A valid base with one frontend and one backend; each case breaks one thing.
 const BASE: &str = "[global]\n[[frontend]]\nname = \"f\"\nbind = \"*:12379\"\nbackend = \"b\"\n[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n";
 
+/// Files the TLS cases point at: a CA, a client certificate, its key (0600), the same key
+/// readable by others (0644), and garbage in PEM files' clothing (0600).
+struct TlsFiles {
+    dir: PathBuf,
+}
+
+impl TlsFiles {
+    fn new() -> TlsFiles {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-cli-tls-"));
+        let ca = integration::pki::Ca::new("cli test CA").unwrap();
+        ca.write(&dir).unwrap();
+        let (_, key) = ca.client("xdplb").unwrap().write(&dir, "client").unwrap();
+        let exposed = dir.join("exposed-key.pem");
+        std::fs::copy(&key, &exposed).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n").unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "this is not PEM at all\n").unwrap();
+        for (f, mode) in [(&key, 0o600), (&exposed, 0o644), (&garbage, 0o600), (&junk, 0o600)] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        TlsFiles { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
-fn sixteen_broken_configs_are_refused_with_place_and_fix() {
+fn broken_configs_are_refused_with_place_and_fix() {
+    let f = TlsFiles::new();
+    let check = |c: &str| BASE.replace("name = \"b\"\n", &format!("name = \"b\"\ncheck = {{ {c} }}\n"));
+    let client = |key: &str| format!("crt = \"{}\", key = \"{}\"", f.path("client.pem"), f.path(key));
     let cases: &[(&str, String, &str)] = &[
         ("syntax error", "[[frontend]\n".into(), "line 1"),
         (
@@ -140,8 +200,50 @@ fn sixteen_broken_configs_are_refused_with_place_and_fix() {
             "[[backend]]\nname = \"b\"\nserver = [ { name = \"s\", address = \"198.18.0.21:2379\" } ]\n".into(),
             "no [[frontend]]",
         ),
+        (
+            "verify none with a CA",
+            check(&format!("type = \"https\", verify = \"none\", ca_file = \"{}\"", f.path("ca.pem"))),
+            "backend[0] \"b\".check: verify = \"none\" with ca_file: certificates would not be checked",
+        ),
+        (
+            "private key readable by others",
+            check(&client("exposed-key.pem")),
+            "is readable by group or others (mode 0644)",
+        ),
+        ("garbage key", check(&client("garbage.pem")), "backend[0] \"b\".check.key"),
+        (
+            "garbage certificate",
+            check(&format!("crt = \"{}\", key = \"{}\"", f.path("junk.pem"), f.path("client-key.pem"))),
+            "no PEM certificate in it",
+        ),
+        (
+            "garbage CA",
+            check(&format!("type = \"https\", ca_file = \"{}\"", f.path("junk.pem"))),
+            "backend[0] \"b\".check.ca_file",
+        ),
+        ("zero fastinter", check("fastinter = \"0ms\""), "check.fastinter: use at least \"10ms\""),
+        ("zero downinter", check("downinter = 0"), "check.downinter: use at least \"10ms\""),
+        ("zero timeout", check("timeout = \"0s\""), "check.timeout: use at least \"10ms\""),
+        ("duration that overflows u64", check("inter = \"300000000000000d\""), "is too long a duration"),
+        ("duration past a year", check("inter = \"400d\""), "\"400d\" is too long a duration: write at most \"365d\""),
+        (
+            "CR LF in the check's path",
+            check("type = \"http\", path = \"/health\\r\\nX-Evil: 1\""),
+            "spaces and control characters (CR, LF)",
+        ),
+        ("CR LF in the check's host", check("type = \"http\", host = \"a\\r\\nX-Evil: 1\""), "check.host"),
+        (
+            "public status page without a password",
+            BASE.replace("[global]\n", "[global]\nstats_bind = \"0.0.0.0:8404\"\n"),
+            "is not a loopback address and global.stats_auth is not set",
+        ),
+        ("empty stats password", BASE.replace("[global]\n", "[global]\nstats_auth = \"admin:\"\n"), "user:password"),
     ];
-    assert!(cases.len() >= 15);
+    // The base itself is accepted: each refusal below is the doing of its one change.
+    let base = tmp("base.toml", BASE);
+    let (code, _, err) = xdplb(&["check-config", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "the base config is valid: {err}");
+    let _ = std::fs::remove_dir_all(base.parent().unwrap());
     for (what, text, want) in cases {
         let file = tmp("bad.toml", text);
         let (code, _, err) = xdplb(&["check-config", file.to_str().unwrap()]);
@@ -149,6 +251,29 @@ fn sixteen_broken_configs_are_refused_with_place_and_fix() {
         assert!(err.contains(file.to_str().unwrap()), "{what}: the message names the file: {err}");
         assert!(err.contains(want), "{what}: expected {want:?} in: {err}");
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}
+
+#[test]
+fn weak_but_allowed_settings_are_warned_about_and_secrets_never_printed() {
+    let text = BASE
+        .replace("[global]\n", "[global]\nstats_bind = \"0.0.0.0:8404\"\nstats_auth = \"admin:s3cret-pw\"\n")
+        .replace("name = \"b\"\n", "name = \"b\"\ncheck = { type = \"https\", verify = \"none\" }\n");
+    let file = tmp("weak.toml", &text);
+    let (code, out, err) = xdplb(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: backend[0] \"b\".check: verify = \"none\""), "{err}");
+    assert!(out.contains("stats_auth = \"admin:<hidden>\"") && !out.contains("s3cret-pw"), "{out}");
+    // Without the password, the public page is refused; with the explicit opt-out, warned about.
+    let open = tmp(
+        "open.toml",
+        &BASE.replace("[global]\n", "[global]\nstats_bind = \"0.0.0.0:8404\"\nstats_unauthenticated = true\n"),
+    );
+    let (code, _, err) = xdplb(&["check-config", open.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("without stats_auth (stats_unauthenticated = true)"), "{err}");
+    for f in [file, open] {
+        let _ = std::fs::remove_dir_all(f.parent().unwrap());
     }
 }
 

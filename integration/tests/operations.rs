@@ -63,12 +63,16 @@ fn kill_9_restart_and_upgrade_lose_no_connection() {
                 sc.spawn(move || ns.enter(|| stream(vip, 0xabc + i, stop, progress)))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(800));
         let table = FlowTable::open_pinned(&pins).unwrap();
-        let flows_before: Vec<_> = {
+        // Waited for, not slept on: every stream connected and its flow is in the table.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let flows_before: Vec<_> = loop {
             let mut f: Vec<_> = table.flows().into_iter().map(|f| (f.client, f.server)).collect();
             f.sort();
-            f
+            if f.len() >= 20 || Instant::now() > deadline {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(flows_before.len(), 20, "20 streams, 20 flows");
         let counters = Counters::open_pinned(&pins).unwrap();
@@ -271,7 +275,8 @@ fn the_systemd_unit_verifies() {
     // Only complaints about this unit count (the host's other units are not ours).
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("xdplb")).collect();
     assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {text}");
-    assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure") && unit.contains("ExecReload="));
+    // What the unit does (its sandbox, readiness, the watchdog, reload's verdict) is tested by
+    // running the agent under it: tests/sandbox.rs.
     let _ = std::fs::remove_dir_all(dir);
 }
 

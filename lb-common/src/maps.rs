@@ -26,8 +26,9 @@ pub mod names {
     pub const SUSPICION: &str = "suspicion";
     pub const SUSPICION_VERDICT: &str = "suspicion_verdict";
     pub const SERVER_FLOWS: &str = "server_flows";
+    pub const RST_LIMIT: &str = "rst_limit";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -47,6 +48,7 @@ pub mod names {
         SUSPICION,
         SUSPICION_VERDICT,
         SERVER_FLOWS,
+        RST_LIMIT,
     ];
 }
 
@@ -79,6 +81,13 @@ pub const NAT_PORT_TRIES: u32 = 8;
 pub const PORT_BLOCK: u32 = 16;
 /// Source addresses a server's flows may leave from (the tuple space multiplies with them).
 pub const MAX_SOURCES: usize = 8;
+/// RSTs answered to one source address's SYNs that no server can take: a burst of this many,
+/// then `RST_PER_SEC` a second; beyond, its SYNs are dropped (`Reason::RstLimited`), so that
+/// spoofed SYNs cannot turn the balancer into a RST cannon.
+pub const RST_BURST: u32 = 20;
+pub const RST_PER_SEC: u64 = 10;
+/// Sources whose RST allowance is remembered (an LRU map: the quietest are forgotten first).
+pub const RST_LIMIT_SOURCES: u32 = 16384;
 
 /// Key of `frontends`: the destination a client connects to.
 #[repr(C)]
@@ -385,6 +394,38 @@ pub struct PortCursor {
     pub left: u32,
 }
 
+/// Value of `rst_limit` (an LRU hash keyed by the SYN's source address, `[u8; 4]`): the RSTs
+/// that source may still be answered with, and when the allowance was last topped up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RstBucket {
+    pub refilled_ns: u64,
+    pub tokens: u32,
+    pub _pad: u32,
+}
+
+impl RstBucket {
+    /// Nanoseconds that earn one more RST.
+    pub const NS_PER_TOKEN: u64 = 1_000_000_000 / RST_PER_SEC;
+
+    /// Takes one RST from the allowance at `now` (refilled at `RST_PER_SEC`, at most
+    /// `RST_BURST`); false when there is none left.
+    #[inline(always)]
+    pub fn take(&mut self, now: u64) -> bool {
+        let earned = now.saturating_sub(self.refilled_ns) / Self::NS_PER_TOKEN;
+        if earned > 0 {
+            let tokens = (self.tokens as u64).saturating_add(earned);
+            self.tokens = if tokens > RST_BURST as u64 { RST_BURST } else { tokens as u32 };
+            self.refilled_ns = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// Answer a SYN that no server can take with a TCP RST (otherwise drop it).
 pub const SETTINGS_F_RST_NO_BACKEND: u32 = 1;
 /// Translate TCP timestamps per flow (see `Flow::ts_off`); off, they pass untouched.
@@ -486,6 +527,9 @@ counters! {
     /// A server answered a SYN with RST: the client's SYN was sent to the next server instead,
     /// and the RST never reached the client.
     Redispatched = 15 => "redispatched",
+    /// A SYN found no server UP, and its source had used up its RSTs (`RST_BURST`, then
+    /// `RST_PER_SEC`): dropped instead of answered.
+    RstLimited = 16 => "rst_limited",
 }
 
 counters! {
@@ -542,6 +586,7 @@ const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 56);
+const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -560,6 +605,7 @@ mod pod {
     unsafe impl aya::Pod for Suspicion {}
     unsafe impl aya::Pod for SuspicionVerdict {}
     unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for RstBucket {}
 }
 
 #[cfg(test)]
@@ -578,6 +624,18 @@ mod tests {
         }
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
+    }
+
+    #[test]
+    fn a_source_gets_a_burst_of_rsts_then_a_few_a_second() {
+        let mut b = RstBucket { refilled_ns: 0, tokens: RST_BURST, _pad: 0 };
+        let now = 5_000_000_000;
+        assert_eq!((0..100).filter(|_| b.take(now)).count(), RST_BURST as usize, "a burst");
+        assert!(!b.take(now + RstBucket::NS_PER_TOKEN - 1), "nothing earned yet");
+        assert!(b.take(now + RstBucket::NS_PER_TOKEN), "one earned");
+        assert!(!b.take(now + RstBucket::NS_PER_TOKEN));
+        let later = now + 3600 * 1_000_000_000;
+        assert_eq!((0..100).filter(|_| b.take(later)).count(), RST_BURST as usize, "never more than a burst");
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! Refusing a SYN that no server can take: the SYN is turned into a RST|ACK in place and sent
-//! back where it came from, so the client fails fast and tries its next endpoint.
+//! back where it came from, so the client fails fast and tries its next endpoint. Each source
+//! address gets a burst of RSTs and then a few a second (`rst_limit`); beyond, its SYNs are
+//! dropped and counted, so spoofed SYNs cannot make the balancer flood anyone with RSTs.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
-use lb_common::{checksum, Reason, Settings, SETTINGS_F_RST_NO_BACKEND, TCP_ACK, TCP_RST};
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_NOEXIST},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use lb_common::{checksum, Reason, RstBucket, Settings, RST_BURST, SETTINGS_F_RST_NO_BACKEND, TCP_ACK, TCP_RST};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::parse::{ptr_at, ParseError, IP_OFF, TCP_OFF};
+use crate::{
+    maps::RST_LIMIT,
+    parse::{ptr_at, ParseError, IP_OFF, TCP_OFF},
+};
 
 const RST_FRAME_LEN: usize = TCP_OFF + TcpHdr::LEN;
 
@@ -14,9 +23,30 @@ pub fn no_backend(ctx: &XdpContext, settings: &Settings) -> (Reason, u32) {
     if settings.flags & SETTINGS_F_RST_NO_BACKEND == 0 {
         return (Reason::NoBackend, xdp_action::XDP_DROP);
     }
+    if !rst_allowed(ctx) {
+        return (Reason::RstLimited, xdp_action::XDP_DROP);
+    }
     match build_rst(ctx) {
         Ok(()) => (Reason::NoBackend, xdp_action::XDP_TX),
         Err(_) => (Reason::NoBackend, xdp_action::XDP_DROP),
+    }
+}
+
+/// Whether the SYN's source may be answered with one more RST. A source seen for the first time
+/// starts with a full burst; when the map cannot remember it, it is answered (the map is an LRU:
+/// that happens only under memory pressure).
+#[inline(always)]
+fn rst_allowed(ctx: &XdpContext) -> bool {
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else { return false };
+    let src = unsafe { (*ip).src_addr };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match RST_LIMIT.get_ptr_mut(&src) {
+        Some(b) => unsafe { (*b).take(now) },
+        None => {
+            let fresh = RstBucket { refilled_ns: now, tokens: RST_BURST - 1, _pad: 0 };
+            let _ = RST_LIMIT.insert(&src, &fresh, BPF_NOEXIST as u64);
+            true
+        }
     }
 }
 

@@ -68,6 +68,9 @@ pub enum Cmd {
         /// Where the agent serves its status page (global.stats_bind).
         #[arg(long, default_value = "127.0.0.1:8404")]
         stats: std::net::SocketAddr,
+        /// USER:PASSWORD, when the page asks for them (global.stats_auth).
+        #[arg(long)]
+        auth: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -130,6 +133,25 @@ fn runtime_call(socket: &std::path::Path, line: &str) -> Result<()> {
     Ok(())
 }
 
+/// `xdplb check-config`: what `run` would refuse (TLS files included), the warnings, then the
+/// configuration with every default (but never the status page's password).
+fn check_config(file: &std::path::Path) -> Result<()> {
+    let c = Config::load(file).map_err(|e| Refused(e.to_string()))?;
+    let tls = lb_user::health::tls::config_problems(&c);
+    if !tls.is_empty() {
+        return Err(Refused(format!("{}: {tls}", file.display())).into());
+    }
+    for w in c.warnings() {
+        eprintln!("xdplb check-config: {}: warning: {w}", file.display());
+    }
+    let mut shown = c;
+    if let Some(auth) = &mut shown.global.stats_auth {
+        auth.password = "<hidden>".into();
+    }
+    print!("{}", toml::to_string(&shown)?);
+    Ok(())
+}
+
 pub fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
@@ -140,11 +162,7 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
                     Err(e) => e,
                 })
         }
-        Cmd::CheckConfig { file } => {
-            let c = Config::load(&file).map_err(|e| Refused(e.to_string()))?;
-            print!("{}", toml::to_string(&c)?);
-            Ok(())
-        }
+        Cmd::CheckConfig { file } => check_config(&file),
         Cmd::ImportHaproxy { file, output } => {
             let text =
                 std::fs::read_to_string(&file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
@@ -193,8 +211,8 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Status { stats, json } => {
-            let snap = http::fetch(stats)?;
+        Cmd::Status { stats, auth, json } => {
+            let snap = http::fetch_with(stats, auth.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snap)?);
             } else {

@@ -4,26 +4,43 @@
 use super::Agent;
 use crate::{
     health::Registry,
-    host,
     model::Topology,
-    runtime::{self, info, servers_state, stat, Command, Overrides, Refusal},
+    runtime::{self, Command, Overrides, Refusal},
 };
 
 impl Agent {
+    /// A runtime API request: answered now, or, for `shutdown sessions`, once the sweep's
+    /// thread has removed the flows.
+    pub(super) fn request(&mut self, req: runtime::Request) {
+        if let Ok(Command::ShutdownSessions { backend, server }) = runtime::parse(&req.line) {
+            match self.server_id(&backend, &server) {
+                Ok(id) => {
+                    let label = format!("{backend}/{server}");
+                    self.sweeper.remove_server_flows(id, label, "runtime API", Some(req.reply));
+                }
+                Err(e) => {
+                    let _ = req.reply.send(e.to_string());
+                }
+            }
+            return;
+        }
+        let answer = self.execute(&req.line);
+        let _ = req.reply.send(answer);
+    }
+
     /// One runtime API command; the answer is HAProxy's text (empty on success).
     pub(super) fn execute(&mut self, line: &str) -> String {
         let cmd = match runtime::parse(line) {
             Ok(c) => c,
             Err(e) => return e.to_string(),
         };
-        let snap = || self.shared.read().unwrap().clone();
+        if cmd.reads_only() {
+            let snap = self.shared.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            return runtime::socket::read(&cmd, &snap);
+        }
         match cmd {
-            Command::Help => runtime::HELP.into(),
-            Command::Noop => String::new(),
-            Command::ShowInfo => info::show_info(&snap(), &host::hostname().unwrap_or_default()),
-            Command::ShowStat => stat::show_stat(&snap()),
-            Command::ShowServersState(b) => {
-                servers_state::show_servers_state(&snap(), b.as_deref()).unwrap_or_else(|e| e.to_string())
+            Command::Help | Command::Noop | Command::ShowInfo | Command::ShowStat | Command::ShowServersState(_) => {
+                String::new()
             }
             Command::Reload => self.reload(),
             Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
@@ -36,8 +53,7 @@ impl Agent {
             Command::ShutdownSessions { backend, server } => match self.server_id(&backend, &server) {
                 Err(e) => e.to_string(),
                 Ok(id) => {
-                    let n = self.flows.remove_server_flows(id);
-                    log::warn!("Server {backend}/{server}: {n} flow(s) shut down (runtime API)");
+                    self.sweeper.remove_server_flows(id, format!("{backend}/{server}"), "runtime API", None);
                     String::new()
                 }
             },
@@ -62,7 +78,9 @@ impl Agent {
         }
         apply_overrides(&self.overrides, &mut self.topology, &mut self.registry);
         let registry = &self.registry;
-        let pool = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p).expect("the id came from it");
+        let Some(pool) = self.topology.servers().find(|(_, s)| s.id == id).map(|(p, _)| p) else {
+            return Refusal::NoSuchServer.to_string();
+        };
         if let Err(e) = self.owner.set_pool(pool, &|sid| registry.is_up(sid)) {
             return format!("{e}\n");
         }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 mod commands;
+mod local;
 mod prepare;
 
 use commands::apply_overrides;
@@ -26,17 +27,21 @@ use crate::{
         counters::Counters,
         flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
         maps::MapOwner,
+        sweeper::Sweeper,
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{service, sysctl},
+    host::{limits, service, sysctl::HostChanges},
     model::Topology,
     report::{
-        builder, http,
+        builder,
         snapshot::{InterfaceStatus, Snapshot},
     },
-    runtime::{self, Overrides},
+    runtime::Overrides,
 };
+
+/// How late a server's check may be before the watchdog is no longer pinged.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
 
 fn timeouts(g: &Global) -> Timeouts {
     Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0, time_wait: g.server_time_wait.0 }
@@ -48,7 +53,8 @@ struct Agent {
     global: Global,
     topology: Topology,
     owner: MapOwner,
-    flows: FlowTable,
+    /// The connection table's sweep, on a thread of its own.
+    sweeper: Sweeper,
     counters: Counters,
     registry: Registry,
     status: builder::Builder,
@@ -59,6 +65,8 @@ struct Agent {
     suspicion: HashMap<u32, Suspected>,
     /// Server states set by hand (runtime API), kept in `global.state_file`.
     overrides: Overrides,
+    /// What the agent changed on the host, recorded for `xdplb detach`.
+    host: HostChanges,
 }
 
 /// A server the data path suspected: when (its clock, to answer it), and when the agent saw it
@@ -75,17 +83,32 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let g = &global;
     service::check_privileges().map_err(|e| Refused(e.to_string()))?;
     let lock = service::lock(&g.pin_dir).map_err(|e| Refused(e.to_string()))?;
-    // Bind the status page next: a port in use is a refusal, before the kernel is touched.
-    let listener = tokio::net::TcpListener::bind(g.stats_bind)
-        .await
-        .map_err(|e| Refused(format!("global.stats_bind {}: {e}; pick a free address:port", g.stats_bind)))?;
-    let overrides = Overrides::load(&g.state_file).map_err(|e| Refused(format!("global.state_file: {e}")))?;
-    let runtime_listener = runtime::bind(&g.runtime_socket)
-        .map_err(|e| Refused(format!("global.runtime_socket {}: {e}", g.runtime_socket.display())))?;
+    // Descriptors: as many as the agent may have, the checks' share kept from local clients.
+    let (before, nofile) = limits::raise_nofile();
+    let budget = limits::budget(nofile, plans.len());
+    log::info!(
+        "open files: {nofile}{}; {} kept for {} checked server(s) and the agent, status page {} clients, runtime sockets {} sessions each",
+        if nofile > before { format!(" (raised from {before})") } else { String::new() },
+        budget.reserved,
+        plans.len(),
+        budget.status_clients,
+        budget.runtime_sessions
+    );
+    // The status page and the runtime sockets next, before the kernel is touched.
+    let listeners = local::bind(g, &budget)?;
+    let (overrides, set_aside) = Overrides::load_or_set_aside(&g.state_file);
+    if let Some((aside, e)) = set_aside {
+        log::warn!(
+            "global.state_file: {e}; kept aside as {}, starting without the states set by hand (set them again, or restore the file while the agent is stopped)",
+            aside.display()
+        );
+    }
 
-    sysctl::reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
+    // Host changes are recorded so that `xdplb detach` can undo them.
+    let mut host = HostChanges::open(&g.pin_dir);
+    host.reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     for i in &ifaces {
-        sysctl::prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
+        host.prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
@@ -111,22 +134,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
+    let sweeper =
+        Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
     let shared = Arc::new(RwLock::new(Snapshot::default()));
-    tokio::spawn(http::serve(listener, shared.clone()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(runtime::serve(runtime_listener, runtime_tx));
+    local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
     let mut agent = Agent {
         status: builder::Builder::new(modes.clone()),
         opts,
         global,
         topology,
         owner,
-        flows,
+        sweeper,
         counters,
         registry,
         shared,
@@ -134,6 +158,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         syn_rst_seen: HashMap::new(),
         suspicion: HashMap::new(),
         overrides,
+        host,
     };
     agent.publish();
     log::info!(
@@ -148,9 +173,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc = tokio::time::interval(agent.global.gc_interval.0);
     let mut observe = tokio::time::interval(health::OBSERVE_PERIOD);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    // systemd's watchdog is pinged from this loop, which applies the checks' results, and only
+    // while every server's checks are on time: a stuck loop or stuck checks get the agent
+    // restarted (the data path stays and is adopted).
+    let watchdog_every = service::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_hours(1)));
+    let mut late_said = false;
     // systemd hears READY once the data path is attached and every server was checked once
     // (or the longest check timeout passed).
     let ready_by = tokio::time::Instant::now() + agent.longest_timeout() + Duration::from_millis(200);
@@ -169,14 +199,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => { agent.reload(); }
-            Some(req) = runtime_rx.recv() => {
-                let answer = agent.execute(&req.line);
-                let _ = req.reply.send(answer);
-            }
+            Some(req) = runtime_rx.recv() => agent.request(req),
             Some(ev) = events.recv() => agent.on_check(ev)?,
             _ = observe.tick() => agent.observe(),
-            _ = gc.tick() => agent.sweep(),
             _ = refresh.tick() => agent.publish(),
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                let late = agent.registry.late(std::time::Instant::now(), WATCHDOG_GRACE);
+                if late.is_empty() {
+                    late_said = false;
+                    if let Err(e) = service::notify("WATCHDOG=1") {
+                        log::warn!("cannot ping the systemd watchdog: {e}");
+                    }
+                } else if !late_said {
+                    late_said = true;
+                    log::error!("checks are late for {late:?}: not pinging the watchdog");
+                }
+            }
         }
     }
     agent.registry.stop();
@@ -199,6 +237,7 @@ impl Agent {
     fn on_check(&mut self, ev: health::Event) -> Result<()> {
         let id = ev.server_id;
         let decided_at = ev.decided_at;
+        let taken_at = std::time::Instant::now();
         // A check that started after the data path's suspicion, and passed, answers it.
         if ev.result.code.passed() {
             if let Some(Suspected { open: Some((since, seen)), .. }) = self.suspicion.get(&id).copied() {
@@ -221,34 +260,42 @@ impl Agent {
         let Some((pool, server)) = self.topology.servers().find(|(_, s)| s.id == id) else { return Ok(()) };
         let registry = &self.registry;
         self.owner.set_pool(pool, &|sid| registry.is_up(sid))?;
-        let latency = decided_at.elapsed();
+        let (latency, applying) = (decided_at.elapsed(), taken_at.elapsed());
         let up = |backup: bool| pool.servers.iter().filter(|s| s.backup == backup && registry.is_up(s.id)).count();
         let (active, backup) = (up(false), up(true));
-        let view = &self.registry.servers[&id];
-        let result = &view.last.as_ref().expect("just recorded").0;
+        let Some((view, (result, _))) = self.registry.servers.get(&id).and_then(|v| Some((v, v.last.as_ref()?))) else {
+            return Ok(());
+        };
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
         match t {
-            Transition::Down => log::warn!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
-            Transition::Up => log::info!("{line} Kernel set updated {}us after the decision.", latency.as_micros()),
+            Transition::Down => log::warn!(
+                "{line} Kernel set updated {}us after the decision ({}us to apply).",
+                latency.as_micros(),
+                applying.as_micros()
+            ),
+            Transition::Up => log::info!(
+                "{line} Kernel set updated {}us after the decision ({}us to apply).",
+                latency.as_micros(),
+                applying.as_micros()
+            ),
         }
         if active + backup == 0 {
             log::error!("backend '{}' has no server available!", pool.name);
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
-            let n = self.flows.remove_server_flows(id);
-            log::warn!(
-                "Server {}/{}: {n} flow(s) shut down (on-marked-down shutdown-sessions)",
-                pool.name,
-                server.name
-            );
+            let label = format!("{}/{}", pool.name, server.name);
+            self.sweeper.remove_server_flows(id, label, "on-marked-down shutdown-sessions", None);
         }
         self.publish();
         Ok(())
     }
 
     /// Passive layer-4 observation: SYNs the servers answered with RST since the last look, and
-    /// the data path's suspicions.
+    /// SYNs the sweep found never answered, and the data path's suspicions.
     fn observe(&mut self) {
+        for (id, n) in self.sweeper.take_unanswered() {
+            self.registry.observe(id, n);
+        }
         let ids: Vec<u32> = self.topology.servers().map(|(_, s)| s.id).collect();
         for &id in &ids {
             self.observe_suspicion(id);
@@ -293,20 +340,10 @@ impl Agent {
         }
     }
 
-    fn sweep(&mut self) {
-        let s = self.flows.sweep(monotonic_ns(), &timeouts(&self.global));
-        if s.removed > 0 {
-            log::debug!("conntrack: {} flow(s), {} expired", s.flows, s.removed);
-        }
-        for (&id, &n) in &s.unanswered_by_server {
-            self.registry.observe(id, n);
-        }
-        self.last_sweep = s;
-    }
-
     fn publish(&mut self) {
+        self.last_sweep = self.sweeper.last();
         let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
-        *self.shared.write().unwrap() = snap;
+        *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
@@ -327,6 +364,9 @@ impl Agent {
         }
     }
 
+    /// Applies a new configuration all or nothing: the checks' registry and the kernel's maps
+    /// change together, or neither does (a map write that fails rolls the maps back, and the
+    /// registry returns to its checkpoint), and the old configuration keeps running.
     fn apply(&mut self, global: Global, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
         let (a, b) = (&self.global, &global);
         if a.interfaces != b.interfaces
@@ -335,26 +375,37 @@ impl Agent {
             || a.max_half_open != b.max_half_open
             || a.xdp_mode != b.xdp_mode
             || a.stats_bind != b.stats_bind
+            || a.stats_auth != b.stats_auth
+            || a.runtime_sockets != b.runtime_sockets
         {
             log::warn!(
-                "reload: interfaces, xdp_mode, pin_dir, max_flows and stats_bind take effect at the next restart"
+                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth and runtime_sockets take effect at the next restart"
             );
         }
-        if a.nat_ports != b.nat_ports {
-            sysctl::reserve_ports(b.nat_ports)?;
-        }
-        self.owner.write_settings(b)?;
+        let checkpoint = self.registry.checkpoint();
         self.registry.apply(&topology, plans);
         let mut topology = topology;
         apply_overrides(&self.overrides, &mut topology, &mut self.registry);
         let registry = &self.registry;
-        self.owner.apply(&topology, &|id| registry.is_up(id))?;
+        let written = self.owner.transaction(|owner| {
+            owner.write_settings(b)?;
+            owner.apply(&topology, &|id| registry.is_up(id))
+        });
+        if let Err(e) = written {
+            self.registry.rollback(checkpoint);
+            return Err(e.into());
+        }
+        if a.nat_ports != b.nat_ports {
+            self.host.reserve_ports(b.nat_ports)?;
+            self.host.release_ports(a.nat_ports)?;
+        }
         log::info!(
             "reloaded {}: {} frontend(s), {} server(s)",
             self.opts.config.display(),
             topology.frontends.len(),
             topology.servers().count()
         );
+        self.sweeper.set(b.gc_interval.0, timeouts(b));
         self.global = global;
         self.topology = topology;
         self.publish();
@@ -376,8 +427,9 @@ impl Drop for PinGuard {
     }
 }
 
-/// `xdplb detach`: removes the pinned links (XDP detaches) and maps. Refused while an agent
-/// runs this data path: it would keep them alive.
+/// `xdplb detach`: removes the pinned links (XDP detaches) and maps, then puts back the kernel
+/// settings the agents of this data path changed. Refused while an agent runs this data path:
+/// it would keep them alive.
 pub fn detach(pin_dir: &Path) -> Result<()> {
     let _lock = service::lock(pin_dir).map_err(|e| anyhow::anyhow!("{e}; stop it before `xdplb detach`"))?;
     let removed =
@@ -388,6 +440,9 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         for p in removed {
             println!("removed {}", p.display());
         }
+    }
+    for line in HostChanges::open(pin_dir).undo().context("restoring the kernel settings xdplb changed")? {
+        println!("{line}");
     }
     Ok(())
 }

@@ -40,6 +40,9 @@ pub(super) struct Prepared {
 /// every problem is a refusal, before anything touches the kernel.
 pub(super) fn prepare(opts: &RunOptions, prev: Option<&Topology>) -> Result<Prepared, Refused> {
     let mut config = Config::load(&opts.config).map_err(|e| Refused(e.to_string()))?;
+    for w in config.warnings() {
+        log::warn!("{}: {w}", opts.config.display());
+    }
     if !opts.ifaces.is_empty() {
         config.global.interfaces.clone_from(&opts.ifaces);
     }

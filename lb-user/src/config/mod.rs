@@ -14,6 +14,7 @@ use crate::problems::Problems;
 
 pub use schema::*;
 pub use units::*;
+pub use validate::{certificates, group_id, private_key, PemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,6 +89,14 @@ mod tests {
         assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_hours(1));
         assert_eq!("150".parse::<Dur>().unwrap().0, Duration::from_millis(150));
         assert!("2 parsecs".parse::<Dur>().is_err());
+        assert_eq!("365d".parse::<Dur>().unwrap().0, Dur::MAX);
+        for too_long in ["366d", "213503982335d", "18446744073709551616", "9999999999999999999999us"] {
+            assert!(
+                matches!(too_long.parse::<Dur>(), Err(UnitError::DurationOverflow(_))),
+                "{too_long}: {:?}",
+                too_long.parse::<Dur>()
+            );
+        }
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
         assert!("5-4".parse::<PortRange>().is_err());
         assert!("0-4".parse::<PortRange>().is_err());

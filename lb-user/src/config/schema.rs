@@ -22,6 +22,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+#[expect(clippy::struct_excessive_bools, reason = "the file's switches, one key each, as operators write them")]
 pub struct Global {
     /// Interfaces to attach to (the command line's `--iface` replaces this list).
     pub interfaces: Vec<String>,
@@ -56,8 +57,21 @@ pub struct Global {
     pub server_time_wait: Dur,
     /// Status page, `/status.json` and `/metrics` (HAProxy's usual stats port).
     pub stats_bind: std::net::SocketAddr,
-    /// The runtime API's unix socket (root only).
+    /// `user:password` the status page asks for (HTTP Basic; HAProxy's `stats auth`). Needed
+    /// when `stats_bind` is not a loopback address, unless `stats_unauthenticated` says not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_auth: Option<StatsAuth>,
+    /// Serve the page on a non-loopback address without a password, knowingly.
+    pub stats_unauthenticated: bool,
+    /// Refuse to start when `stats_bind` is taken; by default the agent says who holds it, runs
+    /// without the page and takes the address once it is free.
+    pub stats_required: bool,
+    /// The runtime API's unix socket (root only, level admin).
     pub runtime_socket: PathBuf,
+    /// More runtime API sockets, each at its level (HAProxy's `stats socket ... level`): e.g. a
+    /// read-only one for a monitoring agent that does not run as root.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime_sockets: Vec<RuntimeSocketCfg>,
     /// Where server states set by hand are kept across reloads and restarts.
     pub state_file: PathBuf,
 }
@@ -86,10 +100,71 @@ impl Default for Global {
             reset_on_no_backend: true,
             translate_timestamps: true,
             server_time_wait: Dur(Duration::from_mins(1)),
-            stats_bind: "127.0.0.1:8404".parse().unwrap(),
+            stats_bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8404)),
+            stats_auth: None,
+            stats_unauthenticated: false,
+            stats_required: false,
             runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
+            runtime_sockets: Vec::new(),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
         }
+    }
+}
+
+/// A runtime API socket besides `runtime_socket`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSocketCfg {
+    pub path: PathBuf,
+    /// `user` (read only), `operator` or `admin`.
+    #[serde(default)]
+    pub level: Level,
+    /// A group (name or number) whose members may connect besides root: the socket is then
+    /// open to connect and the caller's primary group is checked. Without one, root only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// What a runtime API socket lets its callers do (HAProxy's `level`): `user` reads, `operator`
+/// also what HAProxy lets operators do, `admin` everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    User,
+    Operator,
+    Admin,
+}
+
+/// The status page's `user:password` (HTTP Basic). Its `Debug` hides the password (logs);
+/// `xdplb check-config` hides it too.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatsAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for StatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatsAuth({}:<hidden>)", self.user)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatsAuth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                Ok(StatsAuth { user: user.into(), password: password.into() })
+            }
+            _ => Err(serde::de::Error::custom("stats_auth: write it as \"user:password\", neither empty")),
+        }
+    }
+}
+
+impl Serialize for StatsAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}:{}", self.user, self.password))
     }
 }
 

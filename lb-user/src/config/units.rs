@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum UnitError {
     #[error("{0:?} is not a duration: write e.g. \"2s\", \"500ms\", \"1h\"")]
     Duration(String),
+    #[error("{0:?} is too long a duration: write at most \"365d\"")]
+    DurationOverflow(String),
     #[error("{text:?}: unknown unit {unit:?}; use us, ms, s, m, h or d")]
     DurationUnit { text: String, unit: String },
     #[error("{0:?} is not a port range: write it as \"40000-59999\" (1-65535)")]
@@ -106,17 +108,32 @@ impl FromStr for Dur {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| UnitError::Duration(s.into()))?;
-        let ms = match unit {
-            "" | "ms" => n,
-            "s" => n * 1000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
-            "d" => n * 86_400_000,
-            "us" => return Ok(Dur(Duration::from_micros(n))),
+        let too_long = || UnitError::DurationOverflow(s.into());
+        let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => too_long(),
+            _ => UnitError::Duration(s.into()),
+        })?;
+        let per_ms = match unit {
+            "" | "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "us" => return Dur::at_most_a_year(Duration::from_micros(n)).ok_or_else(too_long),
             _ => return Err(UnitError::DurationUnit { text: s.into(), unit: unit.into() }),
         };
-        Ok(Dur(Duration::from_millis(ms)))
+        let ms = n.checked_mul(per_ms).ok_or_else(too_long)?;
+        Dur::at_most_a_year(Duration::from_millis(ms)).ok_or_else(too_long)
+    }
+}
+
+impl Dur {
+    /// The longest duration a configuration may hold: a year. Longer ones are typing mistakes,
+    /// and sums of them (a deadline, inter * fall) could overflow a clock.
+    pub const MAX: Duration = Duration::from_hours(365 * 24);
+
+    fn at_most_a_year(d: Duration) -> Option<Dur> {
+        (d <= Dur::MAX).then_some(Dur(d))
     }
 }
 
@@ -142,7 +159,8 @@ impl<'de> Deserialize<'de> for Dur {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Ms(ms) => Ok(Dur(Duration::from_millis(ms))),
+            Raw::Ms(ms) => Dur::at_most_a_year(Duration::from_millis(ms))
+                .ok_or_else(|| serde::de::Error::custom(UnitError::DurationOverflow(ms.to_string()))),
             Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }

@@ -1,7 +1,9 @@
 //! What makes a configuration refusable: every problem at once, each with its place
 //! (`backend[0] "etcd".server[1] "app2".address`) and a fix.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, os::unix::fs::PermissionsExt, path::Path, time::Duration};
+
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use super::{Bind, CheckCfg, CheckKind, Config, ServerAddr, Verify};
 use crate::problems::Problems;
@@ -33,6 +35,36 @@ impl Config {
         }
         if g.gc_interval.0 < Duration::from_millis(100) {
             p.push("global.gc_interval: use at least \"100ms\"");
+        }
+        if g.gc_interval.0 > Duration::from_mins(1) {
+            p.push("global.gc_interval: use at most \"60s\" (flows are removed only by the sweep)");
+        }
+        if g.syn_timeout.0 < Duration::from_secs(1) {
+            p.push("global.syn_timeout: use at least \"1s\" (a handshake takes a round trip or more)");
+        }
+        if g.close_linger.0 < Duration::from_millis(100) {
+            p.push("global.close_linger: use at least \"100ms\" (the last ACKs of a close need it)");
+        }
+        let mut paths = HashSet::from([&g.runtime_socket]);
+        for (i, sock) in g.runtime_sockets.iter().enumerate() {
+            let at = format!("global.runtime_sockets[{i}]");
+            if !paths.insert(&sock.path) {
+                p.push(format!(
+                    "{at}.path = \"{}\": another socket has this path; give each its own",
+                    sock.path.display()
+                ));
+            }
+            if let Some(group) = &sock.group {
+                if group_id(group).is_none() {
+                    p.push(format!("{at}.group = {group:?}: no such group on this host (see /etc/group); create it or name another"));
+                }
+            }
+        }
+        if !g.stats_bind.ip().is_loopback() && g.stats_auth.is_none() && !g.stats_unauthenticated {
+            p.push(format!(
+                "global.stats_bind = \"{}\" is not a loopback address and global.stats_auth is not set: anyone who reaches it sees every server and its traffic; set stats_auth = \"user:password\" (HAProxy's `stats auth`), bind to 127.0.0.1, or set stats_unauthenticated = true",
+                g.stats_bind
+            ));
         }
         if self.frontends.is_empty() {
             p.push("no [[frontend]]: add one, e.g. name = \"in-etcd\", bind = \"*:12379\", backend = \"etcd-cluster\"");
@@ -149,6 +181,19 @@ impl CheckCfg {
         if self.inter.0 < Duration::from_millis(10) {
             p.push(format!("{at}.inter: use at least \"10ms\""));
         }
+        for (field, value) in [("fastinter", self.fastinter), ("downinter", self.downinter), ("timeout", self.timeout)]
+        {
+            if value.is_some_and(|d| d.0 < Duration::from_millis(10)) {
+                p.push(format!("{at}.{field}: use at least \"10ms\" (or leave it out: it defaults to inter)"));
+            }
+        }
+        for (field, value) in
+            [("inter", Some(self.inter)), ("fastinter", self.fastinter), ("downinter", self.downinter)]
+        {
+            if value.is_some_and(|d| d.0 > Duration::from_hours(24)) {
+                p.push(format!("{at}.{field}: use at most \"24h\""));
+            }
+        }
         if let Some(t) = self.timeout {
             if t > self.inter {
                 p.push(format!(
@@ -169,6 +214,24 @@ impl CheckCfg {
         if !self.path.starts_with('/') {
             p.push(format!("{at}.path = {:?}: must start with \"/\"", self.path));
         }
+        if self.path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            p.push(format!(
+                "{at}.path = {:?}: spaces and control characters (CR, LF) would end the request line or add headers; percent-encode them (%20, %0D%0A)",
+                self.path
+            ));
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                p.push(format!(
+                    "{at}.host = {host:?}: a Host header is a name or address with no spaces or control characters (CR, LF would add headers)"
+                ));
+            }
+        }
+        if self.verify == Verify::None && self.ca_file.is_some() {
+            p.push(format!(
+                "{at}: verify = \"none\" with ca_file: certificates would not be checked against that CA; set verify = \"required\" to check them, or remove ca_file"
+            ));
+        }
         if self.verify == Verify::Required && self.kind == CheckKind::Https && self.ca_file.is_none() {
             p.push(format!(
                 "{at}: verify = \"required\" needs ca_file = \"/path/ca.pem\" (or verify = \"none\", like HAProxy's `verify none`)"
@@ -177,14 +240,102 @@ impl CheckCfg {
         if self.crt.is_some() != self.key.is_some() {
             p.push(format!("{at}: crt and key go together: set both or neither"));
         }
-        for (field, file) in [("ca_file", &self.ca_file), ("crt", &self.crt), ("key", &self.key)] {
+        for (field, file) in [("ca_file", &self.ca_file), ("crt", &self.crt)] {
             if let Some(f) = file {
-                if let Err(e) = std::fs::File::open(f) {
-                    p.push(format!("{at}.{field}: cannot read {}: {e}", f.display()));
+                if let Err(e) = certificates(f) {
+                    p.push(format!("{at}.{field}: {e}"));
                 }
             }
         }
+        if let Some(f) = &self.key {
+            if let Err(e) = private_key(f) {
+                p.push(format!("{at}.key: {e}"));
+            }
+        }
     }
+
+    /// What is allowed but weakens the checks, each with its place and how to do better.
+    fn warnings(&self, at: &str, w: &mut Vec<String>) {
+        let tls = self.kind == CheckKind::Https || self.crt.is_some();
+        if tls && self.verify == Verify::None {
+            w.push(format!(
+                "{at}: verify = \"none\" (HAProxy's `verify none`): the servers' certificates are not checked; set verify = \"required\" and ca_file"
+            ));
+        }
+    }
+}
+
+impl Config {
+    /// What is allowed but unsafe or weaker than it looks: shown by `xdplb check-config` and
+    /// logged by the agent at start and reload, each with its place and a fix.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let g = &self.global;
+        if !g.stats_bind.ip().is_loopback() && g.stats_auth.is_none() && g.stats_unauthenticated {
+            w.push(format!(
+                "global.stats_bind = \"{}\" without stats_auth (stats_unauthenticated = true): anyone who reaches it sees every server and its traffic",
+                g.stats_bind
+            ));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            b.check.warnings(&format!("backend[{i}] {:?}.check", b.name), &mut w);
+        }
+        w
+    }
+}
+
+/// A group's id, by name or number.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    nix::unistd::Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw())
+}
+
+/// Why a certificate or key file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {what}", path.display())]
+    Content { path: std::path::PathBuf, what: String },
+    #[error(
+        "{} is readable by group or others (mode {mode:04o}): a private key must be readable by its owner only; chmod 600 {} (xdplb refuses it, as ssh does)",
+        path.display(), path.display()
+    )]
+    KeyExposed { path: std::path::PathBuf, mode: u32 },
+}
+
+/// The PEM certificates in `path` (at least one), read at `check-config` rather than at the
+/// first check.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let content = |what: String| PemError::Content { path: path.to_owned(), what };
+    std::fs::metadata(path).map_err(|source| PemError::Read { path: path.to_owned(), source })?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| content(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| content(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(content("no PEM certificate in it (\"-----BEGIN CERTIFICATE-----\")".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key in `path`, which only its owner may read.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let meta = std::fs::metadata(path).map_err(|source| PemError::Read { path: path.to_owned(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PemError::KeyExposed { path: path.to_owned(), mode });
+    }
+    let key = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| PemError::Content { path: path.to_owned(), what: format!("no PEM private key in it ({e})") })?;
+    // A PEM block is not yet a key: load it as the checks will.
+    rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| PemError::Content { path: path.to_owned(), what: format!("not a usable private key: {e}") })?;
+    Ok(key)
 }
 
 fn check_name(p: &mut Problems, at: &str, name: &str) {

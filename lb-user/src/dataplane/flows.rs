@@ -21,8 +21,23 @@ use serde::Serialize;
 
 use super::{
     maps::{take, MapsError},
-    sys::lookup_and_delete,
+    sys::{lookup_and_delete, lookup_batch},
 };
+
+/// Entries one `BPF_MAP_LOOKUP_BATCH` reads.
+const BATCH: u32 = 4096;
+
+/// A sweep in progress (`FlowTable::sweep_step`): which table, where in it, what it saw.
+#[derive(Debug, Default)]
+struct Pass {
+    /// 0: the established table, 1: the half-open one.
+    table: u8,
+    cursor: Option<u32>,
+    result: Sweep,
+    orphans: HashSet<(FlowKey, u64)>,
+    /// Steps (`sweep_step`) the pass has taken so far.
+    slices: u32,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -122,6 +137,10 @@ pub struct FlowTable {
     /// open and end; each sweep writes the true count back (flows that expire or are evicted
     /// end without a packet saying so).
     open_counts: Array<MapData, u32>,
+    /// The sweep in progress, when it is done a slice at a time (`sweep_step`).
+    pass: Option<Pass>,
+    /// Batch reads failed once (a kernel without them): the sweep reads entry by entry.
+    no_batch: bool,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -145,6 +164,8 @@ impl FlowTable {
             sweeping: take(ebpf, names::SWEEP)?,
             orphans: HashSet::new(),
             open_counts: take(ebpf, names::SERVER_FLOWS)?,
+            pass: None,
+            no_batch: false,
         })
     }
 
@@ -157,6 +178,8 @@ impl FlowTable {
             sweeping: Array::try_from(open(names::SWEEP)?)?,
             orphans: HashSet::new(),
             open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
+            pass: None,
+            no_batch: false,
         })
     }
 
@@ -244,51 +267,120 @@ impl FlowTable {
     /// not over, it goes only if the next sweep finds it orphaned too, because for an instant a
     /// new flow's halves are inserted one after the other.
     pub fn sweep(&mut self, now: u64, t: &Timeouts) -> Sweep {
-        let mut result = Sweep::default();
-        let mut doomed = Vec::new();
-        let mut orphans = HashSet::new();
-        let time_wait = u64::try_from(t.time_wait.as_nanos()).unwrap_or(u64::MAX);
-        let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
-        // Streamed, not collected: the agent's memory does not follow the table's size.
-        for (key, flow) in self.map.iter().chain(self.syn.iter()).filter_map(Result::ok) {
-            let state = FlowState::of(&flow);
-            let Some(peer) = self.peer(&flow) else {
-                result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
-                let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(&flow) } else { None };
-                let id = (key, flow.created_ns);
-                if expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold)
-                    || (state != FlowState::Closed && self.orphans.contains(&id))
-                {
-                    doomed.push(id);
-                    result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
-                } else if state != FlowState::Closed {
-                    orphans.insert(id);
-                }
-                continue;
-            };
-            if flow.direction == FLOW_DIR_SERVER {
-                continue;
-            }
-            result.flows += 1;
-            let last = flow.last_seen_ns.max(peer.last_seen_ns);
-            if expired(state, flow.created_ns, last, now, t, hold(&peer)) {
-                // Both entries of a flow are made with the same creation time.
-                doomed.push((flow.peer_key(), flow.created_ns));
-                doomed.push((key, flow.created_ns));
-                result.removed += 1;
-                // A handshake that timed out: the server never answered the SYN.
-                if state == FlowState::SynSent && peer.packets == 0 {
-                    *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
-                }
-            } else if state != FlowState::Closed {
-                *result.active_by_server.entry(flow.server_id).or_default() += 1;
-                *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
+        self.pass = None;
+        loop {
+            if let Some(done) = self.sweep_step(now, t, usize::MAX) {
+                return done;
             }
         }
-        self.orphans = orphans;
+    }
+
+    /// Goes on with the sweep in progress (or starts one) for at most `budget` entries, removing
+    /// what they showed to be over; returns the whole sweep's result once it has read both
+    /// tables. Entries are read in batches (`BPF_MAP_LOOKUP_BATCH`); each is judged, and each
+    /// removal made, exactly as `sweep` describes.
+    pub fn sweep_step(&mut self, now: u64, t: &Timeouts, budget: usize) -> Option<Sweep> {
+        let mut pass = self.pass.take().unwrap_or_default();
+        pass.slices += 1;
+        let mut doomed = Vec::new();
+        let mut left = budget;
+        let mut finished = false;
+        while left > 0 {
+            let max = u32::try_from(left).unwrap_or(u32::MAX).min(BATCH);
+            let (entries, next) = self.read_batch(pass.table, pass.cursor, max);
+            left = left.saturating_sub(entries.len().max(1));
+            for (key, flow) in entries {
+                self.judge(key, &flow, now, t, &mut pass, &mut doomed);
+            }
+            match (next, pass.table) {
+                (Some(c), _) => pass.cursor = Some(c),
+                (None, 0) => {
+                    pass.table = 1;
+                    pass.cursor = None;
+                }
+                (None, _) => {
+                    finished = true;
+                    break;
+                }
+            }
+        }
         self.remove_all(&doomed);
-        self.write_open_counts(&result.active_by_server);
-        result
+        if finished {
+            self.orphans = std::mem::take(&mut pass.orphans);
+            // A pass over several slices counted flows at different moments: its counts are
+            // no truer than the data path's own, which are left as they are.
+            if pass.slices == 1 {
+                self.write_open_counts(&pass.result.active_by_server);
+            }
+            return Some(pass.result);
+        }
+        self.pass = Some(pass);
+        None
+    }
+
+    /// Up to `max` entries of `table` (0: established, 1: half-open) from `cursor`, and where
+    /// the next read starts (`None`: the table's end).
+    fn read_batch(&mut self, table: u8, cursor: Option<u32>, max: u32) -> (Vec<(FlowKey, Flow)>, Option<u32>) {
+        let map = if table == 0 { &self.map } else { &self.syn };
+        if !self.no_batch {
+            match lookup_batch(map, cursor, max) {
+                Ok(batch) => return batch,
+                Err(e) => {
+                    log::warn!("conntrack: batch reads failed ({e}); reading entry by entry");
+                    self.no_batch = true;
+                }
+            }
+        }
+        // Without batches, the table is read whole (aya's iterator), in one step.
+        (map.iter().filter_map(Result::ok).collect(), None)
+    }
+
+    /// Judges one entry of a sweep: counted, kept, remembered as an orphan, or doomed.
+    fn judge(
+        &self,
+        key: FlowKey,
+        flow: &Flow,
+        now: u64,
+        t: &Timeouts,
+        pass: &mut Pass,
+        doomed: &mut Vec<(FlowKey, u64)>,
+    ) {
+        let time_wait = u64::try_from(t.time_wait.as_nanos()).unwrap_or(u64::MAX);
+        let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
+        let result = &mut pass.result;
+        let state = FlowState::of(flow);
+        let Some(peer) = self.peer(flow) else {
+            result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
+            let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(flow) } else { None };
+            let id = (key, flow.created_ns);
+            if expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold)
+                || (state != FlowState::Closed && self.orphans.contains(&id))
+            {
+                doomed.push(id);
+                result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
+            } else if state != FlowState::Closed {
+                pass.orphans.insert(id);
+            }
+            return;
+        };
+        if flow.direction == FLOW_DIR_SERVER {
+            return;
+        }
+        result.flows += 1;
+        let last = flow.last_seen_ns.max(peer.last_seen_ns);
+        if expired(state, flow.created_ns, last, now, t, hold(&peer)) {
+            // Both entries of a flow are made with the same creation time.
+            doomed.push((flow.peer_key(), flow.created_ns));
+            doomed.push((key, flow.created_ns));
+            result.removed += 1;
+            // A handshake that timed out: the server never answered the SYN.
+            if state == FlowState::SynSent && peer.packets == 0 {
+                *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
+            }
+        } else if state != FlowState::Closed {
+            *result.active_by_server.entry(flow.server_id).or_default() += 1;
+            *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
+        }
     }
 
     /// Writes each server's open flows as the sweep counted them where the data path's own

@@ -60,6 +60,10 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     Ok(ebpf)
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "the object is the one embedded at build time, which has this XDP program; no input changes that"
+)]
 pub fn program(ebpf: &mut Ebpf) -> &mut Xdp {
     ebpf.program_mut(PROGRAM)
         .expect("the embedded object has the xdplb program")

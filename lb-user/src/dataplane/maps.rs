@@ -50,7 +50,105 @@ pub struct MapOwner {
     suspicion_verdict: Array<MapData, SuspicionVerdict>,
 }
 
+/// What the owner's maps hold, read back whole: what a failed change is rolled back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelState {
+    pub frontends: Vec<(FrontendKey, Frontend)>,
+    pub backend_sets: Vec<(u32, BackendSet)>,
+    /// Every valid server entry.
+    pub servers: Vec<(u32, Server)>,
+    pub settings: Settings,
+}
+
 impl MapOwner {
+    /// Opens the maps a running data path pinned under `dir` (tests, and tools that must see
+    /// what the owner wrote).
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self, MapsError> {
+        fn open<T: TryFrom<aya::maps::Map, Error = MapError>>(
+            dir: &std::path::Path,
+            name: &'static str,
+        ) -> Result<T, MapsError> {
+            let data = MapData::from_pin(dir.join(name)).map_err(at(name))?;
+            let map = aya::maps::Map::from_map_data(data).map_err(at(name))?;
+            T::try_from(map).map_err(at(name))
+        }
+        Ok(Self {
+            frontends: open(dir, names::FRONTENDS)?,
+            backend_sets: open(dir, names::BACKEND_SETS)?,
+            servers: open(dir, names::SERVERS)?,
+            settings: open(dir, names::SETTINGS)?,
+            tx_ports: open(dir, names::TX_PORTS)?,
+            suspicion_verdict: open(dir, names::SUSPICION_VERDICT)?,
+        })
+    }
+
+    /// Reads back everything the owner wrote.
+    pub fn state(&self) -> Result<KernelState, MapsError> {
+        let mut frontends: Vec<(FrontendKey, Frontend)> =
+            self.frontends.iter().collect::<Result<_, _>>().map_err(at(names::FRONTENDS))?;
+        frontends.sort_by_key(|(k, _)| (k.addr, k.port_be));
+        let mut backend_sets: Vec<(u32, BackendSet)> =
+            self.backend_sets.iter().collect::<Result<_, _>>().map_err(at(names::BACKEND_SETS))?;
+        backend_sets.sort_by_key(|(k, _)| *k);
+        let mut servers = Vec::new();
+        for id in 0..lb_common::MAX_SERVERS {
+            let s = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
+            if s.flags & SERVER_F_VALID != 0 {
+                servers.push((id, s));
+            }
+        }
+        let settings = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
+        Ok(KernelState { frontends, backend_sets, servers, settings })
+    }
+
+    /// Makes the maps hold `old` again (after a change failed halfway), in the order `apply`
+    /// keeps: servers, sets, frontends, then what `old` did not have.
+    fn restore(&mut self, old: &KernelState) -> Result<(), MapsError> {
+        for (id, s) in &old.servers {
+            self.servers.set(*id, *s, 0).map_err(at(names::SERVERS))?;
+        }
+        for (id, set) in &old.backend_sets {
+            self.backend_sets.insert(id, set, 0).map_err(at(names::BACKEND_SETS))?;
+        }
+        for (k, v) in &old.frontends {
+            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
+        }
+        let keep: HashSet<FrontendKey> = old.frontends.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<FrontendKey> =
+            self.frontends.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        for k in stale {
+            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
+        }
+        let keep: HashSet<u32> = old.backend_sets.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        for k in stale {
+            self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
+        }
+        let keep: HashSet<u32> = old.servers.iter().map(|(k, _)| *k).collect();
+        for id in 1..lb_common::MAX_SERVERS {
+            if !keep.contains(&id) && self.servers.get(&id, 0).is_ok_and(|s| s.flags & SERVER_F_VALID != 0) {
+                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
+            }
+        }
+        self.settings.set(0, old.settings, 0).map_err(at(names::SETTINGS))
+    }
+
+    /// Runs `change` on the maps all or nothing: if it fails, whatever it wrote is rolled back
+    /// to what the maps held before, and its error is returned.
+    pub fn transaction<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T, MapsError>) -> Result<T, MapsError> {
+        let before = self.state()?;
+        match change(self) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                match self.restore(&before) {
+                    Ok(()) => log::warn!("map update failed ({e}); the maps were rolled back to what they held"),
+                    Err(r) => log::error!("map update failed ({e}) and rolling it back failed too ({r})"),
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Takes the maps out of `ebpf`, so nothing else can write them.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         Ok(Self {

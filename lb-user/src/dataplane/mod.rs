@@ -1,6 +1,7 @@
 //! The kernel side as the agent sees it: loading the XDP program and pinning its maps (`load`,
 //! `pins`), attaching it (`attach`), the one writer of the maps the configuration decides
-//! (`maps`), the connection table (`flows`) and the counters (`counters`); `sys` holds the raw
+//! (`maps`), the connection table (`flows`), its sweep on a thread of its own (`sweeper`) and the
+//! counters (`counters`); `sys` holds the raw
 //! map operations aya lacks (the agent's only `unsafe`).
 
 pub mod attach;
@@ -9,6 +10,7 @@ pub mod flows;
 pub mod load;
 pub mod maps;
 pub mod pins;
+pub mod sweeper;
 mod sys;
 
 pub use attach::{attach, link_pin, Attached};

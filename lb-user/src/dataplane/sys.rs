@@ -37,3 +37,59 @@ pub fn lookup_and_delete(map: &FlowMap, key: &FlowKey) -> std::io::Result<Option
         Err(e)
     }
 }
+
+/// Entries read, and where the next read starts (`None`: the end).
+pub type Batch = (Vec<(FlowKey, Flow)>, Option<u32>);
+
+/// One batch of a map's entries (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+), from where `cursor` says
+/// (`None`: the beginning) and at most `max` of them: the entries read, and where the next batch
+/// starts (`None`: the map has been read to its end). One system call reads thousands of
+/// entries, where aya's iterator makes two per entry.
+pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Result<Batch> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let mut max = max.max(1);
+    loop {
+        let len = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut keys = vec![FlowKey::default(); len];
+        let mut values = vec![Flow::default(); len];
+        let in_batch = cursor.unwrap_or_default();
+        let mut out_batch = 0u32;
+        // union bpf_attr, the batch variant: in_batch, out_batch, keys, values (pointers), then
+        // count and map_fd (u32 each), elem_flags, flags.
+        let mut attr: [u64; 7] = [
+            if cursor.is_some() { std::ptr::from_ref(&in_batch) as u64 } else { 0 },
+            std::ptr::from_mut(&mut out_batch) as u64,
+            keys.as_mut_ptr() as u64,
+            values.as_mut_ptr() as u64,
+            u64::from(max) | (u64::from(fd.unsigned_abs()) << 32),
+            0,
+            0,
+        ];
+        // SAFETY: `attr` is the batch variant of bpf_attr (the kernel zero-checks the rest of
+        // the size given). The kernel reads a u32 bucket index from `in_batch` (a hash map's
+        // batch token), writes one to `out_batch`, and writes at most `count` keys and values of
+        // the map's key and value sizes into `keys` and `values`, which hold `count` of each;
+        // this map was created with exactly these types (FlowKey, Flow), which aya checked when
+        // it opened it. All of them outlive the call.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
+        };
+        let err = (rc != 0).then(std::io::Error::last_os_error);
+        match err.as_ref().and_then(std::io::Error::raw_os_error) {
+            // A bucket holds more entries than asked for: ask for more.
+            Some(libc::ENOSPC) if max < 1 << 20 => {
+                max = max.saturating_mul(2);
+                continue;
+            }
+            None | Some(libc::ENOENT) => {}
+            Some(_) => return Err(err.unwrap_or_else(std::io::Error::last_os_error)),
+        }
+        // The kernel wrote how many it filled over the count it was given.
+        let filled = usize::try_from(attr[4] & u64::from(u32::MAX)).unwrap_or(0).min(len);
+        keys.truncate(filled);
+        values.truncate(filled);
+        let next = if err.is_some() { None } else { Some(out_batch) };
+        return Ok((keys.into_iter().zip(values).collect(), next));
+    }
+}

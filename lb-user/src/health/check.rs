@@ -100,7 +100,25 @@ pub async fn run(spec: &CheckSpec) -> CheckResult {
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + spec.timeout);
     let (code, http_status, detail) = attempt(spec, deadline).await;
-    CheckResult { code, http_status, duration: start.elapsed(), detail }
+    CheckResult { code, http_status, duration: start.elapsed(), detail: clean(&detail) }
+}
+
+/// The most of a result's description that is kept (it is shown on the page and logged).
+const DETAIL_CHARS: usize = 200;
+
+/// A description fit to log and show: a server's words may hold anything, so control
+/// characters (a forged log line, a CSV row) are escaped and the text is cut on a character
+/// boundary.
+pub fn clean(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len().min(DETAIL_CHARS));
+    for c in detail.chars().take(DETAIL_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn attempt(spec: &CheckSpec, deadline: tokio::time::Instant) -> (Code, Option<u16>, String) {
@@ -170,28 +188,33 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     (Code::L7Ok, Some(status), "OK".into())
 }
 
-/// Reads one HTTP/1.x response: status and body (by Content-Length, chunked, or to EOF).
+/// Reads one HTTP/1.x response: status and body (by Content-Length, chunked, or to EOF), within
+/// the check's limits (`http1::Limits::CHECK`): beyond them the response is refused (L7RSP)
+/// without reading the rest.
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<http1::Response, (Code, String)> {
-    let mut buf = Vec::with_capacity(4096);
+    let mut reader = http1::Reader::new(http1::Limits::CHECK);
+    let mut chunk = [0u8; 4096];
+    let mut got = 0usize;
     loop {
-        let eof = read_more(s, &mut buf).await? == 0;
-        match http1::response(&buf, eof) {
-            Ok(Some(response)) => return Ok(response),
-            Ok(None) => {}
-            Err(invalid) => return Err((Code::L7Rsp, invalid.to_string())),
+        let n = read_more(s, &mut chunk, got).await?;
+        got = got.saturating_add(n);
+        let verdict = match chunk.get(..n) {
+            Some(data) if n > 0 => reader.feed(data).transpose(),
+            _ => Some(reader.finish()),
+        };
+        match verdict {
+            Some(Ok(response)) => return Ok(response),
+            Some(Err(invalid)) => return Err((Code::L7Rsp, invalid.to_string())),
+            None => {}
         }
     }
 }
 
 /// Reads what is there. A TLS alert (a server that refuses our client certificate says so only
 /// after the handshake, at the first read) is a layer-6 problem; a reset is a socket error.
-async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<usize, (Code, String)> {
-    let mut chunk = [0u8; 4096];
-    match s.read(&mut chunk).await {
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
+async fn read_more<S: AsyncRead + Unpin>(s: &mut S, chunk: &mut [u8], got: usize) -> Result<usize, (Code, String)> {
+    match s.read(chunk).await {
+        Ok(n) => Ok(n),
         // A TLS peer that closes without close_notify still sent what it sent.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
         Err(e)
@@ -202,7 +225,7 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
             Err((Code::L6Rsp, format!("TLS error: {e}")))
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-            Err((Code::SockErr, format!("connection reset while reading the response after {} bytes", buf.len())))
+            Err((Code::SockErr, format!("connection reset while reading the response after {got} bytes")))
         }
         Err(e) => Err((Code::L7Rsp, format!("reading the response: {e}"))),
     }

@@ -47,10 +47,13 @@ struct Checker {
     /// Wakes the task for a check now (passive observation saw errors).
     hurry: Arc<Notify>,
     key: String,
+    /// When the task started (a check is due from then on).
+    started: Instant,
 }
 
 /// The agent's view of every server's health.
 #[expect(clippy::struct_excessive_bools, reason = "independent facts about a server, each a yes or no")]
+#[derive(Clone)]
 pub struct ServerView {
     pub pool: String,
     pub name: String,
@@ -90,6 +93,12 @@ impl ServerView {
             suspected: false,
         }
     }
+}
+
+/// The registry as it was (see `Registry::checkpoint`).
+pub struct Checkpoint {
+    servers: HashMap<u32, ServerView>,
+    plans: HashMap<u32, Plan>,
 }
 
 pub struct Registry {
@@ -132,6 +141,26 @@ impl Registry {
             let health = Health::adopted(check.rise, check.fall, members.contains(&s.addr), now);
             self.servers.insert(s.id, ServerView::new(&pool.name, &s.name, check, health));
         }
+    }
+
+    /// What `rollback` returns to: every server's view and the plans, before a reload.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { servers: self.servers.clone(), plans: self.plans.clone() }
+    }
+
+    /// Undoes what was applied since `cp` (a reload the kernel refused): the views and plans
+    /// come back, checkers whose plan changed meanwhile restart with the old one.
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.servers = cp.servers;
+        self.plans = cp.plans;
+        let plans = &self.plans;
+        for (id, c) in &self.checkers {
+            if plans.get(id).map(|p| &p.key) != Some(&c.key) {
+                c.task.abort();
+            }
+        }
+        self.checkers.retain(|id, c| plans.get(id).map(|p| &p.key) == Some(&c.key));
+        self.sync();
     }
 
     /// Whether every checked server has a result (readiness: the first checks ran).
@@ -188,11 +217,11 @@ impl Registry {
             if self.checkers.contains_key(id) || !wanted(id, self.servers.get(id)) {
                 continue;
             }
-            let view = &self.servers[id];
+            let Some(view) = self.servers.get(id) else { continue };
             let hurry = Arc::new(Notify::new());
             let task =
                 tokio::spawn(run_checker(*id, plan.clone(), view.health.clone(), self.tx.clone(), hurry.clone()));
-            self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone() });
+            self.checkers.insert(*id, Checker { task, hurry, key: plan.key.clone(), started: Instant::now() });
         }
         for (id, v) in &mut self.servers {
             v.checked = self.plans.contains_key(id) && !v.health_disabled;
@@ -264,6 +293,22 @@ impl Registry {
         if let Some(c) = self.checkers.get(&id) {
             c.hurry.notify_one();
         }
+    }
+
+    /// Checked servers whose checks are late: no result for longer than their longest interval
+    /// and timeout allow, and `grace` more. None late means the checks are running, which is
+    /// what the systemd watchdog is told.
+    pub fn late(&self, now: Instant, grace: Duration) -> Vec<(String, String)> {
+        let mut late = Vec::new();
+        for (id, c) in &self.checkers {
+            let (Some(plan), Some(view)) = (self.plans.get(id), self.servers.get(id)) else { continue };
+            let last = view.last.as_ref().map_or(c.started, |(_, at)| (*at).max(c.started));
+            let due = plan.check.inter.0.max(plan.check.fastinter()).max(plan.check.downinter()) + plan.check.timeout();
+            if now.saturating_duration_since(last) > due + grace {
+                late.push((view.pool.clone(), view.name.clone()));
+            }
+        }
+        late
     }
 
     pub fn check_view(&self, id: u32, now: Instant) -> Option<CheckView> {

@@ -7,16 +7,21 @@ use std::{path::Path, sync::Arc};
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider},
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    pki_types::{CertificateDer, ServerName, UnixTime},
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::config::{CheckCfg, Verify};
+use crate::{
+    config::{self, CheckCfg, CheckKind, Config, Verify},
+    problems::Problems,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {what}")]
     File { path: String, what: String },
+    #[error("{0}")]
+    Pem(String),
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -62,15 +67,25 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// The certificates in `path`, read as the configuration's validation reads them.
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, &e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, &"no PEM certificate in it"));
+    config::certificates(path).map_err(|e| TlsError::Pem(e.to_string()))
+}
+
+/// Every backend's TLS settings built as the checks will build them (certificates, keys and
+/// whether they match), for `xdplb check-config`: what `run` would refuse, found before it.
+pub fn config_problems(config: &Config) -> Problems {
+    let mut p = Problems::default();
+    for (i, b) in config.backends.iter().enumerate() {
+        let c = &b.check;
+        let tls = c.kind == CheckKind::Https || (c.kind == CheckKind::Tcp && (c.crt.is_some() || c.ca_file.is_some()));
+        if tls {
+            if let Err(e) = client_config(c) {
+                p.push(format!("backend[{i}] {:?}.check: {e}", b.name));
+            }
+        }
     }
-    Ok(certs)
+    p
 }
 
 /// The rustls client configuration for a backend's checks.
@@ -90,7 +105,7 @@ pub fn client_config(check: &CheckCfg) -> Result<Arc<ClientConfig>, TlsError> {
     };
     let config = match (&check.crt, &check.key) {
         (Some(crt), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, &e))?;
+            let key = config::private_key(key).map_err(|e| TlsError::Pem(e.to_string()))?;
             builder.with_client_auth_cert(certs(crt)?, key)?
         }
         _ => builder.with_no_client_auth(),

@@ -4,7 +4,7 @@
 use std::{
     fs::{self, File, OpenOptions, TryLockError},
     io::{self, Read, Seek, Write},
-    os::unix::fs::DirBuilderExt,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -42,8 +42,14 @@ pub fn lock(pin_dir: &Path) -> Result<Lock, ServiceError> {
     let name = pin_dir.display().to_string().replace('/', "_");
     let path = Path::new(RUN_DIR).join(format!("lock{name}"));
     let file_error = |source| ServiceError::LockFile { path: path.clone(), source };
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(file_error)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(file_error)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -90,6 +96,17 @@ pub fn notify(state: &str) -> io::Result<bool> {
         Some(path) => notify_to(&path.to_string_lossy(), state).map(|()| true),
         None => Ok(false),
     }
+}
+
+/// How often systemd wants `WATCHDOG=1` (half its `WatchdogSec`), if it watches this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
 
 /// Sends `state` to the socket at `path` (`@name` for an abstract one).

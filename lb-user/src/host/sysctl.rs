@@ -1,8 +1,21 @@
-//! The kernel settings the data path relies on, set with a log line each.
+//! The kernel settings the data path relies on, set with a log line each and recorded, so that
+//! `xdplb detach` can put back what was there before (`HostChanges`).
+//!
+//! What the agent changes: `net.ipv4.ip_local_reserved_ports` gains the NAT port range; on each
+//! attached interface `forwarding=1`, `accept_local=1` and `send_redirects=0`.
 
-use std::{fs, io, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::PortRange;
+
+const RESERVED_PORTS: &str = "net/ipv4/ip_local_reserved_ports";
 
 /// Keys are written with `/` (`net/ipv4/conf/eth0.100/forwarding`): interface names may hold dots.
 fn path(key: &str) -> PathBuf {
@@ -13,37 +26,241 @@ pub fn read(key: &str) -> io::Result<String> {
     Ok(fs::read_to_string(path(key))?.trim().to_string())
 }
 
-/// Writes `value` unless it is already set; says whether it changed anything.
-pub fn ensure(key: &str, value: &str) -> io::Result<bool> {
-    if read(key)? == value {
-        return Ok(false);
-    }
-    fs::write(path(key), value)?;
-    log::info!("sysctl {key} = {value}");
-    Ok(true)
+/// What one setting was before the agent first changed it, and what it set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub before: String,
+    pub set: String,
 }
 
-/// Adds `range` to `net.ipv4.ip_local_reserved_ports`, keeping what is there, so that no local
-/// socket is ever given one of the NAT source ports.
-pub fn reserve_ports(range: PortRange) -> io::Result<()> {
-    const KEY: &str = "net/ipv4/ip_local_reserved_ports";
-    let current = read(KEY)?;
-    let ours = format!("{}-{}", range.first, range.last);
-    if current.split(',').any(|r| r.trim() == ours) {
+/// Every change the agents of one data path made to this host (kept in `/run/xdplb`, which
+/// lives as long as the settings do: until a reboot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub sysctls: BTreeMap<String, Change>,
+    /// NAT port ranges added to `ip_local_reserved_ports`.
+    pub reserved_ports: Vec<String>,
+    /// What `ip_local_reserved_ports` held before the first range was added (those ports stay
+    /// reserved when a range is released).
+    #[serde(default)]
+    pub reserved_before: Option<String>,
+}
+
+/// The host changes of the data path pinned under one directory: made, recorded, undone.
+pub struct HostChanges {
+    file: PathBuf,
+    record: Record,
+}
+
+impl HostChanges {
+    /// The record of the data path pinned under `pin_dir` (empty if there is none yet).
+    pub fn open(pin_dir: &Path) -> HostChanges {
+        let name = pin_dir.display().to_string().replace('/', "_");
+        let file = Path::new(super::service::RUN_DIR).join(format!("host-changes{name}.json"));
+        let record = fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        HostChanges { file, record }
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    fn save(&self) -> io::Result<()> {
+        use std::io::Write as _;
+        if let Some(dir) = self.file.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&self.file)?;
+        f.write_all(serde_json::to_string_pretty(&self.record)?.as_bytes())
+    }
+
+    /// Writes `value` unless it is already set; the value it replaces is recorded first (once:
+    /// a restarted agent does not record its own values as the host's).
+    pub fn ensure(&mut self, key: &str, value: &str) -> io::Result<bool> {
+        let current = read(key)?;
+        if current == value {
+            return Ok(false);
+        }
+        self.record.sysctls.entry(key.to_owned()).or_insert(Change { before: current, set: value.to_owned() });
+        self.save()?;
+        fs::write(path(key), value)?;
+        log::info!("sysctl {key} = {value}");
+        Ok(true)
+    }
+
+    /// Adds `range` to `net.ipv4.ip_local_reserved_ports`, keeping what is there, so that no
+    /// local socket is ever given one of the NAT source ports.
+    pub fn reserve_ports(&mut self, range: PortRange) -> io::Result<()> {
+        let current = read(RESERVED_PORTS)?;
+        let ours = format!("{}-{}", range.first, range.last);
+        if self.record.reserved_before.is_none() {
+            self.record.reserved_before = Some(current.clone());
+        }
+        if !self.record.reserved_ports.contains(&ours) {
+            self.record.reserved_ports.push(ours.clone());
+        }
+        self.save()?;
+        let mut ports = Ports::parse(&current);
+        if ports.contains(range) {
+            return Ok(());
+        }
+        ports.set(range, true);
+        let value = ports.to_string();
+        fs::write(path(RESERVED_PORTS), &value)?;
+        log::info!("sysctl {RESERVED_PORTS} = {value}");
+        Ok(())
+    }
+
+    /// Takes `range` out of `ip_local_reserved_ports` (a reload that moved the NAT ports,
+    /// `xdplb detach`), keeping the rest as it is.
+    pub fn release_ports(&mut self, range: PortRange) -> io::Result<()> {
+        let ours = format!("{}-{}", range.first, range.last);
+        self.record.reserved_ports.retain(|r| *r != ours);
+        release(range, &self.record)?;
+        self.save()
+    }
+
+    /// Per-interface settings for an attached interface:
+    /// - `forwarding`: `bpf_fib_lookup` answers only for interfaces that forward, and a
+    ///   rewritten packet handed to the kernel (no neighbour entry yet) is forwarded by it;
+    /// - `accept_local`: such a packet carries our own address as its source;
+    /// - `send_redirects` off: the kernel must not tell clients to bypass the balancer.
+    pub fn prepare_interface(&mut self, iface: &str) -> io::Result<()> {
+        for (key, value) in [("forwarding", "1"), ("accept_local", "1"), ("send_redirects", "0")] {
+            self.ensure(&format!("net/ipv4/conf/{iface}/{key}"), value)?;
+        }
+        Ok(())
+    }
+
+    /// `xdplb detach`: puts back every recorded setting that still has the value the agent set
+    /// (one changed since by someone else is left as it is, and said), releases the NAT ports,
+    /// and forgets the record. Returns one line per setting.
+    pub fn undo(mut self) -> io::Result<Vec<String>> {
+        let mut said = Vec::new();
+        for (key, change) in std::mem::take(&mut self.record.sysctls) {
+            match read(&key) {
+                Ok(now) if now == change.set => {
+                    fs::write(path(&key), &change.before)?;
+                    said.push(format!("sysctl {key} = {} (restored)", change.before));
+                }
+                Ok(now) => {
+                    said.push(format!("sysctl {key} = {now}: changed since xdplb set {}, left as it is", change.set));
+                }
+                Err(e) => said.push(format!("sysctl {key}: {e} (the interface is gone?), nothing to restore")),
+            }
+        }
+        for text in std::mem::take(&mut self.record.reserved_ports) {
+            if let Ok(range) = text.parse::<PortRange>() {
+                release(range, &self.record)?;
+                said.push(format!("sysctl {RESERVED_PORTS}: {text} released"));
+            }
+        }
+        match fs::remove_file(&self.file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(said)
+    }
+}
+
+/// Takes `range` out of `ip_local_reserved_ports`, but for the ports reserved before xdplb
+/// added any and those of the ranges it still holds.
+fn release(range: PortRange, record: &Record) -> io::Result<()> {
+    let current = read(RESERVED_PORTS)?;
+    let mut ports = Ports::parse(&current);
+    ports.set(range, false);
+    let keep = Ports::parse(record.reserved_before.as_deref().unwrap_or_default());
+    for text in &record.reserved_ports {
+        if let Ok(r) = text.parse::<PortRange>() {
+            ports.set(r, true);
+        }
+    }
+    ports.or(&keep);
+    let value = ports.to_string();
+    if value == current {
         return Ok(());
     }
-    let value = if current.is_empty() { ours } else { format!("{current},{ours}") };
-    ensure(KEY, &value).map(|_| ())
+    // An empty write clears the list; the kernel wants a line for it.
+    fs::write(path(RESERVED_PORTS), if value.is_empty() { "\n" } else { value.as_str() })?;
+    log::info!("sysctl {RESERVED_PORTS} = {value:?} ({}-{} released)", range.first, range.last);
+    Ok(())
 }
 
-/// Per-interface settings for an attached interface:
-/// - `forwarding`: `bpf_fib_lookup` answers only for interfaces that forward, and a rewritten
-///   packet handed to the kernel (no neighbour entry yet) is forwarded by it;
-/// - `accept_local`: such a packet carries our own address as its source;
-/// - `send_redirects` off: the kernel must not tell clients to bypass the balancer.
-pub fn prepare_interface(iface: &str) -> io::Result<()> {
-    for (key, value) in [("forwarding", "1"), ("accept_local", "1"), ("send_redirects", "0")] {
-        ensure(&format!("net/ipv4/conf/{iface}/{key}"), value)?;
+/// A set of ports, as `ip_local_reserved_ports` writes it (`8080,40000-59999`): the kernel
+/// merges adjacent ranges, so ranges are compared port by port, never as text.
+struct Ports(Vec<bool>);
+
+impl Ports {
+    fn parse(text: &str) -> Ports {
+        let mut p = Ports(vec![false; 65536]);
+        for part in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            if let (Ok(first), Ok(last)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                if first <= last {
+                    p.set(PortRange { first, last }, true);
+                }
+            }
+        }
+        p
     }
-    Ok(())
+
+    fn set(&mut self, r: PortRange, on: bool) {
+        for port in r.first..=r.last {
+            if let Some(b) = self.0.get_mut(usize::from(port)) {
+                *b = on;
+            }
+        }
+    }
+
+    fn contains(&self, r: PortRange) -> bool {
+        (r.first..=r.last).all(|p| self.0.get(usize::from(p)).copied().unwrap_or(false))
+    }
+
+    fn or(&mut self, other: &Ports) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= *b;
+        }
+    }
+}
+
+impl std::fmt::Display for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        let mut port = 0usize;
+        while port < self.0.len() {
+            if !self.0.get(port).copied().unwrap_or(false) {
+                port += 1;
+                continue;
+            }
+            let start = port;
+            while self.0.get(port + 1).copied().unwrap_or(false) {
+                port += 1;
+            }
+            let sep = if first { "" } else { "," };
+            first = false;
+            if start == port {
+                write!(f, "{sep}{start}")?;
+            } else {
+                write!(f, "{sep}{start}-{port}")?;
+            }
+            port += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_sets_read_and_write_as_the_kernel_does() {
+        let mut p = Ports::parse("8080, 40000-49999,50000-59999");
+        assert_eq!(p.to_string(), "8080,40000-59999");
+        p.set(PortRange { first: 40000, last: 49999 }, false);
+        assert_eq!(p.to_string(), "8080,50000-59999");
+        assert!(p.contains(PortRange { first: 50000, last: 50010 }));
+        assert_eq!(Ports::parse("").to_string(), "");
+    }
 }

@@ -48,9 +48,9 @@ impl Pool {
             }
         };
         set.count = slots.len() as u32;
-        for (i, (id, w)) in slots.into_iter().enumerate() {
-            set.slots[i] = id;
-            set.weights[i] = w as u16;
+        for ((slot, weight), (id, w)) in set.slots.iter_mut().zip(set.weights.iter_mut()).zip(slots) {
+            *slot = id;
+            *weight = w as u16;
         }
         set
     }
@@ -63,19 +63,10 @@ pub fn stable_slots(all: &[(u32, u32)], up: &[(u32, u32)]) -> Vec<u32> {
     if up.is_empty() {
         return Vec::new();
     }
-    let replacements = weighted_slots(up);
-    let mut next = 0;
+    let mut replacements = weighted_slots(up).into_iter().cycle();
     weighted_slots(all)
         .into_iter()
-        .map(|id| {
-            if up.iter().any(|&(u, _)| u == id) {
-                id
-            } else {
-                let r = replacements[next % replacements.len()];
-                next += 1;
-                r
-            }
-        })
+        .map(|id| if up.iter().any(|&(u, _)| u == id) { id } else { replacements.next().unwrap_or(id) })
         .collect()
 }
 
@@ -86,6 +77,11 @@ pub fn stable_slots(all: &[(u32, u32)], up: &[(u32, u32)]) -> Vec<u32> {
     clippy::cast_possible_wrap,
     clippy::cast_sign_loss,
     reason = "weights and slot counts are bounded by MAX_SLOTS"
+)]
+#[expect(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    reason = "indexes range over `weights`, `current` and `members`, which have one element per member (and at least one)"
 )]
 pub fn weighted_slots(members: &[(u32, u32)]) -> Vec<u32> {
     fn gcd(a: u32, b: u32) -> u32 {

@@ -114,6 +114,10 @@ fn assign<K: Ord + Clone>(prev: &BTreeMap<K, u32>, names: &[K], first: u32) -> B
 impl Topology {
     /// Resolves `cfg` for `ifaces` on `host`, keeping the ids of `prev` where names match.
     /// Every problem is reported at once.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the id maps are made from the same configuration's names, every name in them"
+    )]
     pub fn resolve(
         cfg: &Config,
         ifaces: &[Interface],
@@ -180,7 +184,9 @@ impl Topology {
         }
 
         let pools = cfg.backends.iter().map(|b| pool(b, p_ids[&b.name], &s_ids, host, &local, &mut problems)).collect();
-        problems.into_result(Topology { frontends, pools })
+        let topology = Topology { frontends, pools };
+        problems.extend(topology.fits().iter().map(str::to_owned));
+        problems.into_result(topology)
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {

@@ -35,7 +35,7 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    format!("{v:.1} {}", UNITS[i])
+    format!("{v:.1} {}", UNITS.get(i).unwrap_or(&"EiB"))
 }
 
 /// Flows per second: integers when large or whole, one decimal otherwise.

@@ -91,7 +91,7 @@ impl Table {
                 if i > 0 {
                     line.push_str(self.gap);
                 }
-                let pad = " ".repeat(width[i].saturating_sub(cell.chars().count()));
+                let pad = " ".repeat(width.get(i).copied().unwrap_or_default().saturating_sub(cell.chars().count()));
                 match column.align {
                     Align::Left => {
                         line.push_str(cell);

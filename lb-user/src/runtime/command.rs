@@ -100,9 +100,9 @@ pub fn parse(line: &str) -> Result<Command, Refusal> {
             let weight = n.trim_end_matches('%').parse().ok().filter(|w| *w <= 256).ok_or(Refusal::BadWeight)?;
             Command::SetWeight { backend, server, weight }
         }
-        ["disable" | "enable", "health", t] => {
+        [verb @ ("disable" | "enable"), "health", t] => {
             let (backend, server) = target(t)?;
-            Command::Health { backend, server, enabled: w[0] == "enable" }
+            Command::Health { backend, server, enabled: *verb == "enable" }
         }
         ["shutdown", "sessions", "server", t] => {
             let (backend, server) = target(t)?;

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod info;
+pub mod levels;
 pub mod overrides;
 #[cfg(test)]
 mod sample;
@@ -12,5 +13,6 @@ pub mod socket;
 pub mod stat;
 
 pub use command::{parse, Command, Refusal, HELP};
+pub use levels::{Access, Level};
 pub use overrides::{Overrides, ServerOverride};
-pub use socket::{bind, call, serve, CallError, Request};
+pub use socket::{bind, call, serve, CallError, Policy, Request};

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     fs, io,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -37,25 +37,63 @@ pub struct ServerOverride {
     pub health_disabled: Option<bool>,
 }
 
+/// The most a state file may hold (a thousand servers' states take about 100 KiB).
+const MAX_STATE_FILE: u64 = 16 << 20;
+
 impl Overrides {
     /// Reads the state file; a missing one means nothing was set.
     pub fn load(path: &Path) -> Result<Self, StateFileError> {
-        match fs::read_to_string(path) {
+        let read = fs::File::open(path).and_then(|f| {
+            let mut text = String::new();
+            io::Read::read_to_string(&mut io::Read::take(f, MAX_STATE_FILE), &mut text).map(|_| text)
+        });
+        match read {
             Ok(t) => serde_json::from_str(&t).map_err(|source| StateFileError::Parse { path: path.to_owned(), source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Overrides::default()),
             Err(source) => Err(StateFileError::Read { path: path.to_owned(), source }),
         }
     }
 
-    /// Writes the state file atomically (a temporary file renamed over it).
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    /// Reads the state file at start: one that cannot be read or is not what xdplb writes (empty,
+    /// cut short by a crash, garbage) is moved aside, said, and the agent starts without it,
+    /// rather than not at all. Returns what was read and, if so, where the bad file went.
+    pub fn load_or_set_aside(path: &Path) -> (Self, Option<(PathBuf, StateFileError)>) {
+        match Self::load(path) {
+            Ok(o) => (o, None),
+            Err(e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".bad-{stamp}"));
+                let aside = PathBuf::from(aside);
+                match fs::rename(path, &aside) {
+                    Ok(()) => (Overrides::default(), Some((aside, e))),
+                    Err(_) => (Overrides::default(), Some((path.to_owned(), e))),
+                }
+            }
         }
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
-        fs::rename(tmp, path)
+    }
+
+    /// Writes the state file so that a power loss leaves either the old one or the new one,
+    /// whole: a temporary file written and fsynced, renamed over it, the directory fsynced.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        use std::io::Write as _;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
     }
 
     pub fn entry(&mut self, backend: &str, server: &str) -> &mut ServerOverride {
@@ -77,8 +115,18 @@ mod tests {
         o.entry("etcd-cluster", "app2").weight = Some(7);
         o.save(&path).unwrap();
         assert_eq!(Overrides::load(&path).unwrap(), o);
+        assert!(!dir.join("state.json.tmp").exists(), "the temporary file was renamed");
         fs::write(&path, "{not json").unwrap();
         assert!(Overrides::load(&path).unwrap_err().to_string().contains("fix or remove it"));
+        // At start, a bad file is moved aside and the agent goes on without it.
+        for bad in ["", "{\"servers\": {\"etcd/app1\": {\"state\": \"ma", "\u{0}\u{1}garbage"] {
+            fs::write(&path, bad).unwrap();
+            let (o, aside) = Overrides::load_or_set_aside(&path);
+            assert_eq!(o, Overrides::default());
+            let (aside, _) = aside.expect("said");
+            assert!(!path.exists() && fs::read_to_string(&aside).unwrap() == bad, "{bad:?} kept aside");
+            fs::remove_file(aside).unwrap();
+        }
         let _ = fs::remove_dir_all(dir);
     }
 }

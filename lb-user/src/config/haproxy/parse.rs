@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::{
     lex::Line,
-    raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, Target, OTHER_SECTIONS},
+    raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, StatsPage, Target, OTHER_SECTIONS},
     translate, Import, ImportError,
 };
 use crate::config::{self, Balance, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
@@ -23,6 +23,7 @@ pub(super) struct Parser {
 }
 
 impl Parser {
+    #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
     pub(super) fn line(&mut self, line: &Line) -> Result<(), ImportError> {
         let keyword = line.words[0].as_str();
         if let Some(kind) = Kind::from_keyword(keyword) {
@@ -124,6 +125,8 @@ impl Parser {
     }
 
     pub(super) fn finish(mut self) -> Result<Import, ImportError> {
+        let mut global = Global::default();
+        self.take_stats_pages(&mut global);
         let known: Vec<String> = self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
         let frontends = translate::frontends(&self.proxies, &known, &mut self.notes)?;
         let mut backends = Vec::new();
@@ -135,7 +138,48 @@ impl Parser {
         if frontends.is_empty() {
             return Err(ImportError::NothingToImport { notes: self.notes });
         }
-        Ok(Import { config: Config { global: Global::default(), frontends, backends }, notes: self.notes })
+        Ok(Import { config: Config { global, frontends, backends }, notes: self.notes })
+    }
+
+    /// A proxy that serves HAProxy's stats page (and no servers) becomes xdplb's status page:
+    /// its first bind is `global.stats_bind`, its `stats auth` is `global.stats_auth`.
+    fn take_stats_pages(&mut self, global: &mut Global) {
+        let mut taken = false;
+        let notes = &mut self.notes;
+        self.proxies.retain(|p| {
+            let Some(page) = p.stats.as_ref().filter(|_| p.servers.is_empty() && p.default_backend.is_none()) else {
+                return true;
+            };
+            if taken {
+                notes.push(format!(
+                    "line {}: {} {}: a second stats page; not translated",
+                    page.line,
+                    p.kind.keyword(),
+                    p.name
+                ));
+                return false;
+            }
+            taken = true;
+            let bind = p.binds.first().and_then(|b| b.parse::<Bind>().ok());
+            match bind {
+                Some(Bind::Any(port)) => global.stats_bind = std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+                Some(Bind::Addr(a)) => global.stats_bind = std::net::SocketAddr::V4(a),
+                None => {}
+            }
+            let auth = page.auth.as_deref().and_then(|a| a.split_once(':'));
+            if let Some((user, password)) = auth.filter(|(u, p)| !u.is_empty() && !p.is_empty()) {
+                global.stats_auth = Some(config::StatsAuth { user: user.into(), password: password.into() });
+            }
+            notes.push(format!(
+                "line {}: {} {}: HAProxy's stats page becomes xdplb's status page on {} (global.stats_bind){}",
+                p.line,
+                p.kind.keyword(),
+                p.name,
+                global.stats_bind,
+                if global.stats_auth.is_some() { ", with its `stats auth` (global.stats_auth)" } else { "" }
+            ));
+            false
+        });
     }
 }
 
@@ -179,6 +223,8 @@ impl Proxy {
         p.line = line;
         p.binds.clear();
         p.servers.clear();
+        // Only a section's own `stats` lines make it a stats page.
+        p.stats = None;
         // A listen section serves its own servers unless it says otherwise.
         if kind == Kind::Listen {
             p.default_backend = None;
@@ -306,6 +352,7 @@ const CONNECT_ONLY_CHECKS: &[&str] = &[
 ];
 
 #[expect(clippy::match_same_arms, reason = "one arm per directive: the match reads as the table of what is accepted")]
+#[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
 fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
     if let Some(note) = misplaced(p, line) {
         notes.push(note);
@@ -364,6 +411,12 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
         }
         ("server", _) => add_server(p, line, notes)?,
         ("source", Some(_)) => p.set_source(line, notes),
+        ("stats", Some(what)) => {
+            let page = p.stats.get_or_insert(StatsPage { line: line.no, auth: None });
+            if what == "auth" && page.auth.is_none() {
+                page.auth = line.word(2).map(str::to_owned);
+            }
+        }
         ("use_backend" | "use-server", _) => notes.push(format!(
             "line {}: `{}` not translated: xdplb sends every flow of a frontend to its default_backend",
             line.no,
@@ -377,6 +430,7 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
 
 /// A directive HAProxy accepts only on the other side (a `server` in a frontend, a `bind` in a
 /// backend) would otherwise be translated into the wrong place.
+#[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
 fn misplaced(p: &Proxy, line: &Line) -> Option<String> {
     let w = line.words[0].as_str();
     let backend_side = matches!(w, "server" | "default-server" | "balance" | "http-check" | "tcp-check" | "source")
@@ -617,6 +671,7 @@ enum Opt {
 
 /// Server options (after a server's address, or on `default-server`). What xdplb has no
 /// equivalent for is gathered into one note per line.
+#[expect(clippy::indexing_slicing, reason = "`i` stays below `words.len()`, the loop's condition")]
 fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<String>) -> ServerOpts {
     let mut opts = ServerOpts::default();
     let mut untranslated = Vec::new();

@@ -91,6 +91,7 @@ impl Default for GlobalOpts {
 impl GlobalOpts {
     /// Everything else in `global` is process tuning (user, nbthread, stats socket, ...), which
     /// does not change how flows are balanced, so it is ignored without a note.
+    #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
     pub(super) fn directive(&mut self, line: &Line) {
         match (line.words[0].as_str(), line.word(1)) {
             ("ssl-server-verify", Some("none")) => self.verify = Verify::None,
@@ -129,6 +130,16 @@ pub(super) struct Proxy {
     pub(super) allbackups: bool,
     pub(super) default_server: ServerOpts,
     pub(super) servers: Vec<RawServer>,
+    /// `stats enable|uri|auth|...`: this proxy serves HAProxy's stats page (xdplb's is
+    /// `global.stats_bind`); the first `stats auth USER:PASSWORD` is kept.
+    pub(super) stats: Option<StatsPage>,
+}
+
+/// What a proxy's `stats` lines say.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StatsPage {
+    pub(super) line: usize,
+    pub(super) auth: Option<String>,
 }
 
 /// The check settings HAProxy keeps per proxy (the request and what to expect).

@@ -1,0 +1,129 @@
+//! The connection table's sweep, off the agent's loop: a thread of its own owns the table,
+//! sweeps it a bounded slice at a time (`SLICE` entries per tick, read in batches), and removes
+//! a server's flows when told to. The agent's loop, which applies health transitions to the
+//! kernel, never waits for it, however big the table.
+
+use std::{
+    collections::HashMap,
+    sync::{mpsc, Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use super::flows::{monotonic_ns, FlowTable, Sweep, Timeouts};
+
+/// Entries one tick of the sweep reads at most: a table of millions is swept over several
+/// ticks, none of which keeps the thread (or a core) long.
+pub const SLICE: usize = 64 * 1024;
+
+enum Order {
+    /// Remove every flow of this server (`shutdown-sessions`); the label names it in the log.
+    RemoveServer {
+        id: u32,
+        label: String,
+        why: &'static str,
+        done: Option<tokio::sync::oneshot::Sender<String>>,
+    },
+    Settings {
+        every: Duration,
+        timeouts: Timeouts,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// The last complete sweep.
+    last: Sweep,
+    /// SYNs never answered, per server, not yet taken by the agent.
+    unanswered: HashMap<u32, u64>,
+}
+
+/// The agent's side of the sweep.
+pub struct Sweeper {
+    orders: mpsc::Sender<Order>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Sweeper {
+    /// Starts the sweep of `table` every `every`.
+    pub fn spawn(mut table: FlowTable, every: Duration, timeouts: Timeouts) -> std::io::Result<Sweeper> {
+        let (orders, rx) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let out = shared.clone();
+        std::thread::Builder::new().name("xdplb-sweep".into()).spawn(move || {
+            let (mut every, mut timeouts) = (every, timeouts);
+            let mut next = Instant::now() + every;
+            // When the pass in progress began, and in how many slices it went so far.
+            let (mut pass_started, mut slices) = (Instant::now(), 0u32);
+            loop {
+                match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                    Ok(Order::RemoveServer { id, label, why, done }) => {
+                        let n = table.remove_server_flows(id);
+                        log::warn!("Server {label}: {n} flow(s) shut down ({why})");
+                        if let Some(done) = done {
+                            let _ = done.send(String::new());
+                        }
+                    }
+                    Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        next = Instant::now() + every;
+                        if slices == 0 {
+                            pass_started = Instant::now();
+                        }
+                        slices += 1;
+                        if let Some(s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                            if slices > 1 {
+                                log::info!(
+                                    "conntrack: swept {} flow(s) in {:?}, {slices} slices of at most {SLICE} entries, one per {every:?}",
+                                    s.flows,
+                                    pass_started.elapsed()
+                                );
+                            } else if s.removed > 0 {
+                                log::debug!(
+                                    "conntrack: {} flow(s), {} expired, swept in {:?}",
+                                    s.flows,
+                                    s.removed,
+                                    pass_started.elapsed()
+                                );
+                            }
+                            let mut shared = out.lock().unwrap_or_else(PoisonError::into_inner);
+                            for (&id, &n) in &s.unanswered_by_server {
+                                *shared.unanswered.entry(id).or_default() += n;
+                            }
+                            shared.last = s;
+                            slices = 0;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })?;
+        Ok(Sweeper { orders, shared })
+    }
+
+    /// The last complete sweep (open flows per server and frontend).
+    pub fn last(&self) -> Sweep {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner).last.clone()
+    }
+
+    /// SYNs never answered since the last call, per server (passive observation).
+    pub fn take_unanswered(&self) -> HashMap<u32, u64> {
+        std::mem::take(&mut self.shared.lock().unwrap_or_else(PoisonError::into_inner).unanswered)
+    }
+
+    /// Removes every flow of server `id` (done by the sweep's thread, which logs how many, then
+    /// sends `done` an empty answer: the runtime API's caller hears back once they are gone).
+    pub fn remove_server_flows(
+        &self,
+        id: u32,
+        label: String,
+        why: &'static str,
+        done: Option<tokio::sync::oneshot::Sender<String>>,
+    ) {
+        let _ = self.orders.send(Order::RemoveServer { id, label, why, done });
+    }
+
+    /// New sweep interval and timeouts (a reload).
+    pub fn set(&self, every: Duration, timeouts: Timeouts) {
+        let _ = self.orders.send(Order::Settings { every, timeouts });
+    }
+}
