@@ -23,6 +23,11 @@ const PACKAGES: &[(&str, &str)] = &[
     // The runtime API is tested the way operators use it; the unit is checked by systemd.
     ("socat", "socat"),
     ("systemd-analyze", "systemd"),
+    // `cargo xtask package` and its test: the package's dependencies, its build, its checks.
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("dpkg-deb", "dpkg"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
 ];
 
 /// What the benchmark adds (its quick run is part of `cargo xtask test`): the HTTP server on
