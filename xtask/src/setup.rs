@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("strip", "binutils"),
     ("lintian", "lintian"),
+    // The keepalived example is checked by keepalived itself.
+    ("keepalived", "keepalived"),
 ];
 
 /// What the benchmark adds (its quick run is part of `cargo xtask test`): the HTTP server on

@@ -259,3 +259,40 @@ fn lintian_finds_no_error_or_warning_in_the_package() {
     assert!(out.status.success(), "lintian:\n{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.lines().any(|l| l.starts_with("E:") || l.starts_with("W:")), "{text}");
 }
+
+/// keepalived's own `--config-test` reads the packaged example, in a network namespace that has
+/// the interface it names; keepalived reports each problem as "(FILE: Line N) ...". A copy with
+/// a misspelt keyword shows that the check sees problems.
+#[test]
+fn keepalived_accepts_the_packaged_example() {
+    let example = deb().with_extension("").join("usr/share/doc/xdplb/examples/keepalived.conf");
+    let text = fs::read_to_string(&example).unwrap();
+    let broken = example.with_file_name("keepalived-broken.conf");
+    fs::write(&broken, text.replace("virtual_router_id", "virtual_router_identifier")).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let ns = NetNs(format!("xdplb-pkg-{}-{nanos:08x}", std::process::id()));
+    output(Command::new("ip").args(["netns", "add", &ns.0]));
+    output(Command::new("ip").args(["-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]));
+    output(Command::new("ip").args(["-n", &ns.0, "link", "set", "eth0", "up"]));
+    let test = |file: &Path| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "keepalived", "--config-test", "--log-console", "--use-file"])
+            .arg(file)
+            .output()
+            .expect("keepalived (cargo xtask setup installs it)");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let problems = |log: &str| log.lines().filter(|l| l.contains(": Line ") || l.contains("WARNING")).count();
+    let log = test(&example);
+    assert_eq!(problems(&log), 0, "keepalived --config-test on the example:\n{log}");
+    let log = test(&broken);
+    assert!(problems(&log) > 0, "a misspelt keyword goes unnoticed:\n{log}");
+}
+
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
