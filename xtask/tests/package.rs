@@ -201,6 +201,18 @@ fn the_package_installs_checks_its_config_and_removes_cleanly() {
     // The binary needs no Rust toolchain, only what Depends names: every shared library it
     // loads belongs to a package in Depends.
     assert!(!output(Command::new("readelf").arg("-S").arg(&bin)).contains(".symtab"), "the shipped binary is stripped");
+    // The XDP program survived the strip: the installed binary holds the object the build made.
+    let installed = fs::read(&bin).unwrap();
+    let objects: Vec<Vec<u8>> = fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/build"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("out/lb-ebpf"))
+        .filter(|p| p.parent().unwrap().parent().unwrap().to_string_lossy().contains("lb-user-"))
+        .filter_map(|p| fs::read(p).ok())
+        .collect();
+    assert!(
+        objects.iter().any(|o| !o.is_empty() && installed.windows(o.len()).any(|w| w == o.as_slice())),
+        "no XDP object of the release build is inside the installed binary (built with AYA_BUILD_SKIP?)"
+    );
     let needed = library_packages(&bin);
     assert!(!needed.is_empty());
     for pkg in &needed {
