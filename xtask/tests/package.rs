@@ -138,19 +138,9 @@ fn field(deb: &Path, name: &str) -> String {
     output(Command::new("dpkg-deb").args(["-f"]).arg(deb).arg(name)).trim().to_string()
 }
 
-#[test]
-fn the_package_installs_checks_its_config_and_removes_cleanly() {
-    let deb = deb();
-    let depends = field(deb, "Depends");
-    let deps: Vec<&str> = depends.split(',').map(|d| d.split_whitespace().next().unwrap()).collect();
-    let s = Scratch::new(&deps);
-
-    s.dpkg(&["--install", deb.to_str().unwrap()]);
-    assert_eq!(s.status(), "ii", "installed and configured");
-    assert_eq!(s.calls(), ["systemctl daemon-reload"], "a first install reloads systemd and starts nothing");
-
-    // Every file the unit names is in the installed tree: the binary it runs (executable), the
-    // configuration it reads, the documentation it points at.
+/// Every file the unit names is in the installed tree: the binary it runs (executable), the
+/// configuration it reads, the documentation it points at; and the other documentation.
+fn files_are_where_the_unit_expects_them(s: &Scratch) {
     let unit = fs::read_to_string(s.path("/lib/systemd/system/xdplb.service")).unwrap();
     let shipped = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/xdplb.service")).unwrap();
     assert_eq!(unit, shipped.replace("/usr/local/", "/usr/"), "the shipped unit, only its paths moved to /usr");
@@ -197,12 +187,14 @@ fn the_package_installs_checks_its_config_and_removes_cleanly() {
     for cmd in ["run", "check\\-config", "import\\-haproxy", "status", "runtime", "detach"] {
         assert!(man.contains(&format!(".SS \"xdplb {cmd}\"")), "xdplb {cmd} missing from the man page");
     }
+}
 
-    // The binary needs no Rust toolchain, only what Depends names: every shared library it
-    // loads belongs to a package in Depends.
-    assert!(!output(Command::new("readelf").arg("-S").arg(&bin)).contains(".symtab"), "the shipped binary is stripped");
+/// The binary needs no Rust toolchain, only what Depends names: every shared library it loads
+/// belongs to a package in Depends. It is stripped, and its XDP program survived the strip.
+fn binary_needs_only_its_depends(bin: &Path, deps: &[&str], depends: &str) {
+    assert!(!output(Command::new("readelf").arg("-S").arg(bin)).contains(".symtab"), "the shipped binary is stripped");
     // The XDP program survived the strip: the installed binary holds the object the build made.
-    let installed = fs::read(&bin).unwrap();
+    let installed = fs::read(bin).unwrap();
     let objects: Vec<Vec<u8>> = fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/build"))
         .unwrap()
         .map(|e| e.unwrap().path().join("out/lb-ebpf"))
@@ -213,11 +205,27 @@ fn the_package_installs_checks_its_config_and_removes_cleanly() {
         objects.iter().any(|o| !o.is_empty() && installed.windows(o.len()).any(|w| w == o.as_slice())),
         "no XDP object of the release build is inside the installed binary (built with AYA_BUILD_SKIP?)"
     );
-    let needed = library_packages(&bin);
+    let needed = library_packages(bin);
     assert!(!needed.is_empty());
     for pkg in &needed {
         assert!(deps.contains(&pkg.as_str()), "{pkg} (a library xdplb loads) is not in Depends: {depends}");
     }
+}
+
+#[test]
+fn the_package_installs_checks_its_config_and_removes_cleanly() {
+    let deb = deb();
+    let depends = field(deb, "Depends");
+    let deps: Vec<&str> = depends.split(',').map(|d| d.split_whitespace().next().unwrap()).collect();
+    let s = Scratch::new(&deps);
+
+    s.dpkg(&["--install", deb.to_str().unwrap()]);
+    assert_eq!(s.status(), "ii", "installed and configured");
+    assert_eq!(s.calls(), ["systemctl daemon-reload"], "a first install reloads systemd and starts nothing");
+
+    files_are_where_the_unit_expects_them(&s);
+    let bin = s.path("/usr/bin/xdplb");
+    binary_needs_only_its_depends(&bin, &deps, &depends);
 
     // The installed binary accepts the installed example, with a bare environment.
     let conf = s.path("/etc/xdplb/xdplb.toml");
