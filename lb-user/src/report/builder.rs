@@ -11,7 +11,7 @@ use super::snapshot::{
     BackendState, BackendStatus, CheckSummary, FrontendStatus, InterfaceStatus, ServerStatus, Snapshot, Traffic,
 };
 use crate::{
-    config::{CheckCfg, CheckKind, Verify},
+    config::{CheckCfg, Verify},
     dataplane::{counters::Counters, flows::Sweep},
     health::Registry,
     model::Topology,
@@ -93,7 +93,7 @@ impl Builder {
             let mut b = BackendStatus {
                 name: pool.name.clone(),
                 check: check_summary(check),
-                verify_none: check.kind == CheckKind::Https && check.verify == Verify::None,
+                verify_none: check.kind.is_tls() && check.verify == Verify::None,
                 ..BackendStatus::default()
             };
             for s in &pool.servers {

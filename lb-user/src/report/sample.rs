@@ -26,7 +26,7 @@ fn https(path: &str, expect_string: Option<&str>) -> CheckSummary {
     CheckSummary {
         kind: CheckKind::Https,
         path: path.into(),
-        expect_status: 200,
+        expect_status: crate::config::ExpectStatus::one(200),
         expect_string: expect_string.map(Into::into),
         inter: Dur(std::time::Duration::from_secs(2)),
         rise: 2,
