@@ -303,7 +303,7 @@ impl Config {
 /// on this host reaches a loopback address without any (HAProxy serves it; xdplb needs the
 /// co-location connect hook, issue 11). The one place this refusal lives: lift it here when
 /// host-local binds are served.
-fn host_only_bind(b: Bind) -> Option<String> {
+pub fn host_only_bind(b: Bind) -> Option<String> {
     match b {
         Bind::Addr(a) if a.ip().is_loopback() => Some(format!(
             "{} is a loopback address: only clients on this host reach it, and their packets never cross an interface, so XDP would serve nothing; bind the address clients use (or \"*:{}\") and point local clients at it",

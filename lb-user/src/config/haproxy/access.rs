@@ -121,7 +121,20 @@ fn condition(words: &[String], unless: bool) -> Cond {
 /// The allowlist a frontend's rules amount to, or an error note per refusing rule when they
 /// are not plain source networks (every source could then connect).
 pub(super) fn allowlist(p: &Proxy, notes: &mut Notes) -> Vec<Parsed<Cidr>> {
-    let rules = &p.access_rules;
+    // HAProxy ignores `http-request` rules in a TCP-mode section (and warns at start): so does
+    // the translation, rather than refuse clients HAProxy lets in.
+    let (rules, ignored): (Vec<Rule>, Vec<Rule>) =
+        p.access_rules.iter().cloned().partition(|r| !r.http || p.mode_http.is_some());
+    for r in &ignored {
+        notes.warn(format!(
+            "line {}: `{}`: {} {} is in mode tcp, where HAProxy ignores http-request rules; not translated, so every source may connect, as with HAProxy",
+            r.line,
+            r.text,
+            p.kind.keyword(),
+            p.name
+        ));
+    }
+    let rules = rules.as_slice();
     if !rules.iter().any(|r| r.action == Action::Deny) {
         if let Some(first) = rules.first() {
             notes.info(format!(

@@ -46,11 +46,11 @@ pub struct ImportOptions<'a> {
     pub interfaces: Vec<String>,
     /// Resolves a server's host name to an IPv4 address; `None`: names are refused
     /// (`--no-resolve`).
-    pub resolve: Option<&'a Resolve>,
+    pub resolve: Option<&'a Resolve<'a>>,
 }
 
 /// A host name's IPv4 address, if it has one.
-pub type Resolve = dyn Fn(&str) -> Option<Ipv4Addr>;
+pub type Resolve<'a> = dyn Fn(&str) -> Option<Ipv4Addr> + 'a;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -232,7 +232,7 @@ backend pool
         assert_eq!(k.key, k.crt);
         assert_eq!((k.expect_status, k.expect_string.as_deref()), (ExpectStatus::HAPROXY_DEFAULT, None));
         for needle in [
-            "line 12: `mode http` in frontend web",
+            "line 12: `mode http` applies to frontend web",
             "line 19: `http-check expect rstring ^ok`: xdplb does not support regular expressions",
             "line 22: server c: \"etcd3.example\" resolved at import to 198.18.0.23",
             "line 23: `frobnicate on` not translated",

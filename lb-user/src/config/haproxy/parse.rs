@@ -385,12 +385,10 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Notes) -> Result<(), 
         return Ok(());
     }
     match (line.words[0].as_str(), line.word(1)) {
-        ("mode", Some("tcp")) => {}
-        ("mode", Some("http")) => notes.warn(format!(
-            "line {}: `mode http` in {}: xdplb is layer 4 only; it will forward TCP without HTTP processing",
-            line.no,
-            p.label()
-        )),
+        ("mode", Some("tcp")) => p.mode_http = None,
+        // Said only for the sections that are imported (see `translate`): a stats page's, or
+        // a `defaults`' that every section overrides, changes nothing.
+        ("mode", Some("http")) => p.mode_http = Some(line.no),
         ("bind", Some(addrs)) => {
             p.add_binds(addrs, line, notes);
             bind_options(line, notes);

@@ -137,6 +137,8 @@ pub(super) struct Proxy {
     /// them, in order: they become the frontend's `allow` (see `access`).
     pub(super) acls: Vec<super::access::Acl>,
     pub(super) access_rules: Vec<super::access::Rule>,
+    /// The line of `mode http`, when this section ends up in it (inherited from `defaults`).
+    pub(super) mode_http: Option<usize>,
 }
 
 /// What a proxy's `stats` lines say.

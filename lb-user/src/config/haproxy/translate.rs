@@ -40,9 +40,24 @@ pub(super) fn frontends(
             }
             continue;
         }
+        if let Some(line) = p.mode_http {
+            notes.warn(format!(
+                "line {line}: `mode http` applies to {} {}: xdplb is layer 4 only; it forwards TCP without HTTP processing",
+                p.kind.keyword(),
+                p.name
+            ));
+        }
         let allow = access::allowlist(p, notes);
         for (i, bind) in p.binds.iter().enumerate() {
             let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
+            if let Some(why) = bind.parse::<Bind>().ok().and_then(config::host_only_bind) {
+                notes.error(format!(
+                    "line {}: {} {}: bind {bind}: {why} (check-config refuses it until xdplb serves host-local clients)",
+                    p.line,
+                    p.kind.keyword(),
+                    p.name
+                ));
+            }
             out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone(), allow: allow.clone() });
         }
     }
@@ -64,7 +79,7 @@ struct Resolved {
 }
 
 /// Resolves a host name to an IPv4 address (`ImportOptions::resolve`).
-pub(super) type Resolver<'a> = Option<&'a super::Resolve>;
+pub(super) type Resolver<'a> = Option<&'a super::Resolve<'a>>;
 
 pub(super) fn backend(
     p: &Proxy,
