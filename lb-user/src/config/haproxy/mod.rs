@@ -314,6 +314,39 @@ listen api 198.18.0.10:6443
     }
 
     #[test]
+    fn access_rules_become_an_allowlist_only_when_they_are_plain_source_networks() {
+        let allow = |rules: &str| {
+            let cfg = format!(
+                "frontend f\n bind :2379\n{rules}\n default_backend b\nbackend b\n server s 198.18.0.21:2379\n"
+            );
+            let i = import(&cfg).unwrap();
+            let nets: Vec<String> = i.config.frontends[0].allow.iter().map(|c| c.text().to_owned()).collect();
+            (nets, i.errors().count())
+        };
+        let ok = |nets: &[&str]| (nets.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), 0);
+        assert_eq!(allow(" acl in src 10.1.2.3/8\n tcp-request connection reject unless in"), ok(&["10.0.0.0/8"]));
+        assert_eq!(allow(" tcp-request connection reject if !{ src 198.18.0.0/24 }"), ok(&["198.18.0.0/24"]));
+        assert_eq!(allow(" tcp-request content reject if ! { src 198.18.0.7 }"), ok(&["198.18.0.7/32"]));
+        assert_eq!(
+            allow(" acl a src 198.18.0.0/24\n tcp-request connection accept if a\n tcp-request connection reject"),
+            ok(&["198.18.0.0/24"])
+        );
+        // Nothing refused: nothing to translate, nothing lost.
+        assert_eq!(allow(" tcp-request connection accept if { src 198.18.0.0/24 }"), ok(&[]));
+        // What cannot be kept is an error, and nobody is shut out by a guess.
+        for lost in [
+            " acl a src 198.18.0.0/24\n acl b dst_port 2379\n tcp-request connection reject if !a || !b",
+            " acl a src_port 1024:65535\n tcp-request connection reject if !a",
+            " tcp-request connection reject if !nosuchacl",
+            " tcp-request connection reject if { src 198.18.0.0/24 }",
+            " acl a src 198.18.0.0/24\n tcp-request connection reject if !a\n tcp-request connection reject if !a",
+        ] {
+            let (nets, errors) = allow(lost);
+            assert!(nets.is_empty() && errors >= 1, "{lost}: {nets:?}, {errors} errors");
+        }
+    }
+
+    #[test]
     fn unchecked_servers_stay_unchecked() {
         let import = import("listen l\n bind :80\n server s 198.18.0.21:80\n").unwrap();
         let b = &import.config.backends[0];
