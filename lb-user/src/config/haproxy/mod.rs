@@ -347,6 +347,27 @@ listen api 198.18.0.10:6443
     }
 
     #[test]
+    fn check_connect_is_translated_and_a_second_sequence_is_said() {
+        let cfg = "listen l\n bind :6443\n option httpchk\n http-check connect port 6444 ssl sni api.lab\n http-check send meth GET uri /readyz\n server s 198.18.0.21:6443 check verify none\n";
+        let i = import(cfg).unwrap();
+        let k = &i.config.backends[0].check;
+        assert_eq!(
+            (k.kind, k.port, k.sni.as_deref(), k.path.as_str()),
+            (CheckKind::Https, Some(6444), Some("api.lab"), "/readyz")
+        );
+        assert_eq!(k.expect_status, ExpectStatus::HAPROXY_DEFAULT);
+        assert_eq!(i.errors().count(), 0, "{:#?}", i.notes);
+        let two = "listen l\n bind :80\n option httpchk\n http-check connect\n http-check send meth GET uri /a\n http-check connect\n http-check send meth GET uri /b\n server s 198.18.0.21:80 check\n";
+        let i = import(two).unwrap();
+        assert_eq!(i.config.backends[0].check.path, "/b");
+        assert!(has(&i.notes, "line 6: a second check sequence (the first `connect` is at line 4)"), "{:#?}", i.notes);
+        // A transport the check cannot keep is an error, not a plain HTTP check on a TLS port.
+        let lost =
+            "listen l\n bind :80\n option httpchk\n http-check connect proto h2\n server s 198.18.0.21:80 check\n";
+        assert_eq!(import(lost).unwrap().errors().count(), 1);
+    }
+
+    #[test]
     fn unchecked_servers_stay_unchecked() {
         let import = import("listen l\n bind :80\n server s 198.18.0.21:80\n").unwrap();
         let b = &import.config.backends[0];

@@ -548,6 +548,12 @@ fn http_check(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
 /// the check connects. Dropping `ssl` would send plain HTTP to a TLS port and take every server
 /// DOWN, so what is not translated here is an error.
 fn check_connect(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
+    if let Some(first) = &c.connect {
+        notes.warn(format!(
+            "line {}: a second check sequence (the first `connect` is at line {}): xdplb runs one connect and one request per check, so the last `connect`, `send` and `expect` are used and the others are not checked",
+            line.no, first.line
+        ));
+    }
     let mut connect = CheckConnect { line: line.no, ..CheckConnect::default() };
     let mut args = line.args(2).iter().map(String::as_str);
     while let Some(key) = args.next() {
