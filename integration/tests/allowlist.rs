@@ -23,6 +23,16 @@ fn reason(agent: &Agent, which: Reason) -> u64 {
     counters.reasons().unwrap().into_iter().find(|(r, _)| *r == which).map_or(0, |(_, n)| n)
 }
 
+/// The agent's `/metrics` (the lab's status page on its default address).
+fn metrics() -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect("127.0.0.1:8404").unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn allowlist_admits_listed_sources_and_drops_and_counts_the_rest() {
     let lab = Lab::one_arm_clients(2, 2).unwrap();
@@ -53,6 +63,19 @@ fn allowlist_admits_listed_sources_and_drops_and_counts_the_rest() {
     // The first SYN and its retransmission after 1 s, within the 2.5 s timeout.
     assert!((1..=3).contains(&dropped), "{dropped} SYNs counted as not_allowed");
     assert_eq!(reason(&agent, Reason::NewFlow) - flows_before, 5, "no flow for the unlisted client");
+    // The frontend counts them too (the lab's one frontend), and /metrics says so in HAProxy's
+    // name once its next snapshot is taken.
+    let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
+    let per_frontend: u64 = (0..lb_common::MAX_FRONTENDS).map(|id| counters.frontend(id).unwrap().denied).sum();
+    assert_eq!(per_frontend, dropped, "per frontend as per reason");
+    let want = format!("haproxy_frontend_denied_connections_total{{proxy=\"front\"}} {dropped}\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut shown = lab.lb.enter(metrics);
+    while !shown.contains(&want) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        shown = lab.lb.enter(metrics);
+    }
+    assert!(shown.contains(&want), "missing {want:?} in:\n{shown}");
 
     // The listed client still connects; then the list goes, and the other client gets in.
     lab.client.enter(|| connect(vip)).unwrap();

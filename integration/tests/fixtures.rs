@@ -400,5 +400,11 @@ fn allowlist_drops_and_counts_a_syn_from_an_unlisted_source_and_only_for_its_fro
         run(&mut l, &table);
         assert_eq!(l.reason(Reason::NotAllowed), 2);
         assert_eq!(l.reason(Reason::NewFlow), 3);
+        // Per frontend too (HAProxy's dcon): the etcd frontend's, and none for the other.
+        let denied = |name: &str| {
+            let id = l.topology.frontends.iter().find(|f| f.name == name).unwrap().id;
+            l.counters.frontend(id).unwrap().denied
+        };
+        assert_eq!((denied("etcd"), denied("api")), (2, 0));
     });
 }

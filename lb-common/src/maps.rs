@@ -482,6 +482,8 @@ pub struct TrafficStats {
     /// SYNs the server left unanswered until the client sent them again (a redispatch moved
     /// the flow; passive layer-4 observation, too).
     pub syn_unanswered: u64,
+    /// Frontends: SYNs dropped by the `allow` list (HAProxy's denied connections, `dcon`).
+    pub denied: u64,
 }
 
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
@@ -618,7 +620,7 @@ const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
-const _: () = assert!(size_of::<TrafficStats>() == 56);
+const _: () = assert!(size_of::<TrafficStats>() == 64);
 const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]

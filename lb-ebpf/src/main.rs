@@ -136,6 +136,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         return Ok(no_flow());
     }
     if !allow::admits(frontend, &key) {
+        stats::denied(frontend.frontend_id);
         return Ok((Reason::NotAllowed, xdp_action::XDP_DROP));
     }
     Ok(open_flow(&ingress, frontend))

@@ -86,6 +86,7 @@ impl Builder {
                 backend: f.backend.clone(),
                 traffic: traffic(&st, rate),
                 active_flows: sweep.active_by_frontend.get(&f.id).copied().unwrap_or(0),
+                denied: st.denied,
             });
         }
         for pool in &topo.pools {

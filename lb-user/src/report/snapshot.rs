@@ -56,6 +56,9 @@ pub struct FrontendStatus {
     pub traffic: Traffic,
     /// Flows open now (connection table).
     pub active_flows: u64,
+    /// SYNs the frontend's `allow` list refused (HAProxy's `dcon`).
+    #[serde(default)]
+    pub denied: u64,
 }
 
 /// A backend is UP while at least one of its servers takes new flows.
