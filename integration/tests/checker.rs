@@ -10,7 +10,7 @@ use std::{
 
 use integration::pki::{Ca, Leaf};
 use lb_user::{
-    config::{CheckCfg, CheckKind, Dur, Verify},
+    config::{CheckCfg, CheckKind, Dur, ExpectStatus, Verify},
     health::{
         check::{self, CheckSpec, Code},
         tls,
@@ -210,6 +210,27 @@ async fn every_result_code_with_verify_none() {
     drop(closed);
     let r = check::run(&spec(&c, addr)).await;
     assert_eq!(r.code, Code::L4Con, "{r:?}");
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+#[tokio::test]
+async fn a_tls_check_passes_on_the_handshake_and_a_status_range_as_haproxy_defaults() {
+    let p = pki();
+    let leaf = p.ca.server("etcd", &["127.0.0.1"]).unwrap();
+    let https = cfg(Verify::None, None, None);
+    // `check-ssl` without httpchk: the handshake is the check (HAProxy's L6OK), no request sent.
+    let tls = CheckCfg { kind: CheckKind::Tls, expect_string: None, ..https.clone() };
+    let r = check(Behaviour::HangAfterTls, &tls, &leaf, None).await;
+    assert_eq!((r.code, r.http_status), (Code::L6Ok, None), "{r:?}");
+    let r = check(Behaviour::HangAfterTcp, &tls, &leaf, None).await;
+    assert_eq!(r.code, Code::L6Tout, "TCP accepted, no TLS: {r:?}");
+
+    // HAProxy's default expectation, 2xx and 3xx: a redirect passes, a 404 does not.
+    let range = CheckCfg { expect_status: ExpectStatus::HAPROXY_DEFAULT, expect_string: None, ..https };
+    let r = check(Behaviour::Http(302, ""), &range, &leaf, None).await;
+    assert_eq!((r.code, r.http_status), (Code::L7Ok, Some(302)), "{r:?}");
+    let r = check(Behaviour::Http(404, ""), &range, &leaf, None).await;
+    assert_eq!((r.code, r.http_status), (Code::L7Sts, Some(404)), "{r:?}");
     let _ = std::fs::remove_dir_all(&p.dir);
 }
 

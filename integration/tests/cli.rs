@@ -36,7 +36,7 @@ fn the_seeds_haproxy_cfg_imports_to_a_valid_config() {
         "bind = \"*:16443\"",
         "path = \"/healthz\"",
         "expect_string = \"ok\"",
-        "expect_status = 200",
+        "expect_status = \"200-399\"",
         "inter = \"2s\"",
         "verify = \"none\"",
     ] {
@@ -54,7 +54,10 @@ fn haproxys_stats_page_and_its_password_are_imported() {
     );
     let (code, toml, notes) = xdplb(&["import-haproxy", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{notes}");
-    assert!(notes.contains("HAProxy's stats page becomes xdplb's status page on 0.0.0.0:8404"), "{notes}");
+    assert!(
+        notes.contains("HAProxy's stats page becomes xdplb's status page, /metrics and /status.json on 0.0.0.0:8404"),
+        "{notes}"
+    );
     assert!(toml.contains("stats_bind = \"0.0.0.0:8404\"") && toml.contains("stats_auth = \"admin:s3cret\""), "{toml}");
     assert!(!toml.contains("name = \"stats\""), "the stats page is no frontend: {toml}");
     // A public page with its password: accepted, and the password not printed.
@@ -65,6 +68,38 @@ fn haproxys_stats_page_and_its_password_are_imported() {
     for f in [cfg, file] {
         let _ = std::fs::remove_dir_all(f.parent().unwrap());
     }
+}
+
+#[test]
+fn import_refuses_a_translation_that_loses_traffic_unless_told_to_accept_it() {
+    // kubespray's node-local shape: a loopback bind XDP would never serve.
+    let cfg = tmp(
+        "haproxy.cfg",
+        "frontend local\n bind 127.0.0.1:6443\n mode tcp\n default_backend api\nbackend api\n option httpchk GET /healthz\n http-check connect ssl\n server a 198.18.0.21:6443 check verify none\n",
+    );
+    let out = cfg.with_file_name("imported.toml");
+    let (out_s, cfg_s) = (out.to_str().unwrap(), cfg.to_str().unwrap());
+    let (code, toml, notes) = xdplb(&["import-haproxy", cfg_s, "--iface", "eth0", "-o", out_s]);
+    assert_eq!(code, 2, "{notes}");
+    assert!(
+        notes.contains("error: line 1: frontend local: bind 127.0.0.1:6443: 127.0.0.1 is a loopback address"),
+        "{notes}"
+    );
+    assert!(notes.contains("1 error note above") && notes.contains("--accept-differences"), "{notes}");
+    assert!(toml.is_empty() && !out.exists(), "nothing written: {toml}");
+
+    let (code, _, notes) = xdplb(&["import-haproxy", cfg_s, "--iface", "eth0", "-o", out_s, "--accept-differences"]);
+    assert_eq!(code, 0, "{notes}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    // The error heads the file, before the notes that do not lose anything.
+    let (error, info) = (text.find("#   - error: line 1:").unwrap(), text.find("#   - info:").unwrap());
+    assert!(error < info, "{text}");
+    assert!(text.contains("interfaces = [\"eth0\"]") && text.contains("type = \"https\""), "{text}");
+    // check-config refuses what the note said, with the reason.
+    let (code, _, err) = xdplb(&["check-config", out_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("frontend[0] \"local\".bind = \"127.0.0.1:6443\": 127.0.0.1 is a loopback address"), "{err}");
+    let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
 }
 
 #[test]

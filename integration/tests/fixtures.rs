@@ -345,3 +345,66 @@ fn everything_that_is_not_ours_passes_untouched() {
         assert!(r.is_err(), "the kernel refuses a 13-byte frame");
     });
 }
+
+#[test]
+fn allowlist_drops_and_counts_a_syn_from_an_unlisted_source_and_only_for_its_frontend() {
+    const XDP_DROP: u32 = 1;
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let config = CONFIG.replace(
+            "bind = \"*:12379\"\nbackend = \"etcd\"\n",
+            "bind = \"*:12379\"\nbackend = \"etcd\"\nallow = [\"198.18.0.0/30\", \"198.18.5.0/24\"]\n",
+        );
+        assert_ne!(config, CONFIG);
+        let mut l = fx.load_config(&all_up, 1024, &config);
+        let listed = Tcp::new((CLIENT, 54000), ETCD, SYN);
+        let in_second_net = Tcp::new((Ipv4Addr::new(198, 18, 5, 77), 54001), ETCD, SYN);
+        let just_past_the_prefix = Tcp::new((Ipv4Addr::new(198, 18, 0, 4), 54002), ETCD, SYN);
+        let unlisted = Tcp::new((Ipv4Addr::new(198, 18, 0, 99), 54003), ETCD, SYN);
+        let to_a_frontend_without_a_list = Tcp::new((Ipv4Addr::new(198, 18, 0, 99), 54004), (VIP, 16443), SYN);
+        let mut ack_unlisted = Tcp::new((Ipv4Addr::new(198, 18, 0, 99), 54003), ETCD, ACK);
+        ack_unlisted.seq = 1001;
+        let table = [
+            open("SYN from 198.18.0.1, inside 198.18.0.0/30: a flow", &listed),
+            open("SYN from 198.18.5.77, inside the second network: a flow", &in_second_net),
+            Case::new(
+                "SYN from 198.18.0.4, one past the /30: dropped",
+                just_past_the_prefix.frame().into(),
+                XDP_DROP,
+                Out::Unchanged,
+            )
+            .counts(Reason::NotAllowed, 1)
+            .counts(Reason::NewFlow, 0),
+            Case::new("SYN from 198.18.0.99: dropped", unlisted.frame().into(), XDP_DROP, Out::Unchanged)
+                .counts(Reason::NotAllowed, 1),
+            Case::new(
+                "its ACK: no flow, so the kernel's as for any stray segment (not counted as not_allowed)",
+                ack_unlisted.frame().into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::NotAllowed, 0)
+            .counts(Reason::NoFlow, 1),
+            Case::new(
+                "the same source to a frontend without a list: a flow, to its server's port",
+                to_a_frontend_without_a_list.frame().into(),
+                XDP_TX,
+                exact_later(|s| {
+                    let mut t = s.flows.last().unwrap().forward(&to_a_frontend_without_a_list);
+                    t.dport = 6443;
+                    t.frame()
+                }),
+            )
+            .opens(),
+        ];
+        run(&mut l, &table);
+        assert_eq!(l.reason(Reason::NotAllowed), 2);
+        assert_eq!(l.reason(Reason::NewFlow), 3);
+        // Per frontend too (HAProxy's dcon): the etcd frontend's, and none for the other.
+        let denied = |name: &str| {
+            let id = l.topology.frontends.iter().find(|f| f.name == name).unwrap().id;
+            l.counters.frontend(id).unwrap().denied
+        };
+        assert_eq!((denied("etcd"), denied("api")), (2, 0));
+    });
+}

@@ -27,8 +27,9 @@ pub mod names {
     pub const SUSPICION_VERDICT: &str = "suspicion_verdict";
     pub const SERVER_FLOWS: &str = "server_flows";
     pub const RST_LIMIT: &str = "rst_limit";
+    pub const ALLOW: &str = "allow";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -49,6 +50,7 @@ pub mod names {
         SUSPICION_VERDICT,
         SERVER_FLOWS,
         RST_LIMIT,
+        ALLOW,
     ];
 }
 
@@ -89,6 +91,28 @@ pub const RST_PER_SEC: u64 = 10;
 /// Sources whose RST allowance is remembered (an LRU map: the quietest are forgotten first).
 pub const RST_LIMIT_SOURCES: u32 = 16384;
 
+/// Source networks a frontend's `allow` may list, and all frontends' together (the size of the
+/// `allow` LPM trie).
+pub const MAX_ALLOW_PER_FRONTEND: u32 = 256;
+pub const MAX_ALLOW: u32 = 4096;
+
+/// Key data of `allow`, an LPM trie: the frontend, then a source network. The prefix length of
+/// an entry is 32 (the whole frontend id) plus the network's prefix; a lookup uses 64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    /// Big-endian, so that the trie's bit order matches the whole id first.
+    pub frontend_id_be: u32,
+    pub addr: [u8; 4],
+}
+
+impl AllowKey {
+    /// Prefix length of an entry for a network of `prefix` bits.
+    pub const fn prefix_len(prefix: u8) -> u32 {
+        32 + prefix as u32
+    }
+}
+
 /// Key of `frontends`: the destination a client connects to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -107,7 +131,13 @@ pub struct Frontend {
     pub frontend_id: u32,
     /// Key of `backend_sets` and index of `rr_cursors`.
     pub pool_id: u32,
+    /// `FRONTEND_F_*` bits.
+    pub flags: u32,
 }
+
+/// The frontend has an allowlist in `allow`: a SYN from a source it does not list is dropped
+/// (`Reason::NotAllowed`). Without it, no lookup: frontends without `allow` pay nothing.
+pub const FRONTEND_F_ALLOWLIST: u32 = 1;
 
 /// Value of `backend_sets` (key: pool id, `u32`): the servers that may take new flows, as
 /// round-robin slots. The agent replaces the whole value in one update, which the kernel's hash
@@ -452,6 +482,8 @@ pub struct TrafficStats {
     /// SYNs the server left unanswered until the client sent them again (a redispatch moved
     /// the flow; passive layer-4 observation, too).
     pub syn_unanswered: u64,
+    /// Frontends: SYNs dropped by the `allow` list (HAProxy's denied connections, `dcon`).
+    pub denied: u64,
 }
 
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
@@ -530,6 +562,8 @@ counters! {
     /// A SYN found no server UP, and its source had used up its RSTs (`RST_BURST`, then
     /// `RST_PER_SEC`): dropped instead of answered.
     RstLimited = 16 => "rst_limited",
+    /// A SYN to a frontend with an `allow` list from a source it does not list: dropped.
+    NotAllowed = 17 => "not_allowed",
 }
 
 counters! {
@@ -575,7 +609,8 @@ counters! {
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
 const _: () = assert!(size_of::<FrontendKey>() == 8);
-const _: () = assert!(size_of::<Frontend>() == 8);
+const _: () = assert!(size_of::<Frontend>() == 12);
+const _: () = assert!(size_of::<AllowKey>() == 8);
 const _: () = assert!(size_of::<BackendSet>() == 8 + 6 * MAX_SLOTS);
 const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
@@ -585,7 +620,7 @@ const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
 const _: () = assert!(size_of::<Settings>() == 32);
 const _: () = assert!(size_of::<PortCursor>() == 8);
-const _: () = assert!(size_of::<TrafficStats>() == 56);
+const _: () = assert!(size_of::<TrafficStats>() == 64);
 const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
@@ -595,6 +630,7 @@ mod pod {
     // padding fields, so every bit pattern is a valid value.
     unsafe impl aya::Pod for FrontendKey {}
     unsafe impl aya::Pod for Frontend {}
+    unsafe impl aya::Pod for AllowKey {}
     unsafe impl aya::Pod for BackendSet {}
     unsafe impl aya::Pod for Server {}
     unsafe impl aya::Pod for FlowKey {}

@@ -1,7 +1,8 @@
 //! xdplb's XDP program: full-NAT TCP load balancing at the driver.
 //!
 //! Per packet: parse (`parse`, `options`), classify as a frontend packet, a reply of a tracked
-//! flow or anything else (`main`), open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
+//! flow or anything else (`main`), admit a SYN by its frontend's source allowlist (`allow`),
+//! open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
 //! (`nat`, `timestamps`), and send on (`forward`); a SYN that no server can take is answered with
 //! a RST (`reset`). Anything that is not ours goes to the kernel untouched. Counters live in
 //! `stats`.
@@ -12,6 +13,7 @@
 // Keys are passed to map helpers by reference on purpose: no copies on the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod allow;
 mod balance;
 mod conntrack;
 mod forward;
@@ -132,6 +134,10 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     }
     if !is_syn {
         return Ok(no_flow());
+    }
+    if !allow::admits(frontend, &key) {
+        stats::denied(frontend.frontend_id);
+        return Ok((Reason::NotAllowed, xdp_action::XDP_DROP));
     }
     Ok(open_flow(&ingress, frontend))
 }

@@ -2,14 +2,18 @@
 //! connection table's entries and the counters, which this program keeps.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, RstBucket, Server, Settings,
-    Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT,
-    MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, RstBucket, Server,
+    Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES,
+    EVENT_COUNT, MAX_ALLOW, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
 };
+
+/// Per frontend with an `allow` list: the source networks it admits (see `allow`).
+#[btf_map(name = "allow")]
+pub static ALLOW: LpmTrie<AllowKey, u32, { MAX_ALLOW as usize }> = LpmTrie::new();
 
 #[btf_map(name = "frontends")]
 pub static FRONTENDS: HashMap<FrontendKey, Frontend, { MAX_FRONTENDS as usize }> = HashMap::new();

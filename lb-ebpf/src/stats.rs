@@ -52,6 +52,14 @@ pub fn packet(frontend_id: u32, server_id: u32, to_server: bool, bytes: u64) {
     });
 }
 
+/// A SYN refused by `frontend_id`'s allow list.
+#[inline(always)]
+pub fn denied(frontend_id: u32) {
+    if let Some(p) = FRONTEND_STATS.get_ptr_mut(frontend_id) {
+        unsafe { (*p).denied += 1 };
+    }
+}
+
 /// The server answered a SYN with RST: passive layer-4 health observation.
 #[inline(always)]
 pub fn syn_rst(server_id: u32) {

@@ -42,12 +42,24 @@ pub enum Cmd {
     },
     /// Validate a configuration and print it with every default filled in.
     CheckConfig { file: PathBuf },
-    /// Translate an haproxy.cfg into xdplb's TOML (stdout); says what it could not translate.
+    /// Translate an haproxy.cfg into xdplb's TOML (stdout); says what it could not translate,
+    /// each note an error, warn or info. Exits 1 on any error unless --accept-differences.
     ImportHaproxy {
         file: PathBuf,
         /// Write the TOML here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Interface clients reach the frontends on (repeat for several): global.interfaces.
+        /// Default: the interface of the host's default route.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// Write the translation even when it behaves differently in a way that loses traffic,
+        /// health or access control (the error notes stay at the top of the file).
+        #[arg(long)]
+        accept_differences: bool,
+        /// Refuse server host names instead of resolving them now.
+        #[arg(long)]
+        no_resolve: bool,
     },
     /// The connection table of a running data path.
     Flows {
@@ -152,6 +164,47 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `xdplb import-haproxy`: the notes on stderr (errors first), the TOML on stdout or `output`;
+/// refused when a note is an error, unless the operator accepts the differences.
+fn import_haproxy(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    ifaces: Vec<String>,
+    accept_differences: bool,
+    no_resolve: bool,
+) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
+    let interfaces =
+        if ifaces.is_empty() { lb_user::host::netif::default_route_interface().into_iter().collect() } else { ifaces };
+    let resolve = |host: &str| -> Option<std::net::Ipv4Addr> {
+        use std::net::ToSocketAddrs;
+        (host, 0).to_socket_addrs().ok()?.find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        })
+    };
+    let opts = config::haproxy::ImportOptions { interfaces, resolve: if no_resolve { None } else { Some(&resolve) } };
+    let import = config::haproxy::import(&text, &opts).map_err(|e| Refused(format!("{}: {e}", file.display())))?;
+    for n in &import.notes {
+        eprintln!("xdplb import-haproxy: {}: {n}", file.display());
+    }
+    let errors = import.errors().count();
+    if errors > 0 && !accept_differences {
+        return Err(Refused(format!(
+            "{}: {errors} error note{} above: the translation would not behave like this haproxy.cfg; fix the haproxy.cfg or the TOML by hand, or pass --accept-differences to write it anyway",
+            file.display(),
+            if errors == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    let toml = config::haproxy::to_toml(&import);
+    match output {
+        Some(out) => std::fs::write(out, toml).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?,
+        None => print!("{toml}"),
+    }
+    Ok(())
+}
+
 pub fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Run { config, ifaces, xdp_mode, pin_dir, runtime_socket, state_file } => {
@@ -163,19 +216,8 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
                 })
         }
         Cmd::CheckConfig { file } => check_config(&file),
-        Cmd::ImportHaproxy { file, output } => {
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
-            let import = config::haproxy::import(&text).map_err(|e| Refused(format!("{}: {e}", file.display())))?;
-            for n in &import.notes {
-                eprintln!("xdplb import-haproxy: {}: {n}", file.display());
-            }
-            let toml = config::haproxy::to_toml(&import);
-            match output {
-                Some(out) => std::fs::write(&out, toml).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?,
-                None => print!("{toml}"),
-            }
-            Ok(())
+        Cmd::ImportHaproxy { file, output, ifaces, accept_differences, no_resolve } => {
+            import_haproxy(&file, output.as_deref(), ifaces, accept_differences, no_resolve)
         }
         Cmd::Flows { pin_dir, json } => {
             let flows = FlowTable::open_pinned(&pin_dir)

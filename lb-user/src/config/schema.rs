@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::units::{Bind, Dur, Parsed, PortRange, ServerAddr, UnitError};
+use super::units::{Bind, Cidr, Dur, ExpectStatus, Parsed, PortRange, ServerAddr, UnitError};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
 
@@ -198,6 +198,10 @@ pub struct FrontendCfg {
     /// `ADDR:PORT`, or `*:PORT` for every IPv4 address of the attached interfaces.
     pub bind: Parsed<Bind>,
     pub backend: String,
+    /// Source networks that may connect (`"10.0.0.0/8"`, `"198.18.0.7"`); SYNs from elsewhere
+    /// are dropped in XDP and counted (`not_allowed`). Empty or absent: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Parsed<Cidr>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -301,8 +305,9 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckCfg {
-    /// `https` (HAProxy's `check check-ssl` with `option httpchk`), `http`, `tcp` (connect
-    /// only), or `none` (servers count as UP).
+    /// `https` (HAProxy's `check check-ssl` with `option httpchk`), `http`, `tls` (connect and
+    /// TLS handshake: HAProxy's `check check-ssl` without httpchk, L6OK), `tcp` (connect only),
+    /// or `none` (servers count as UP).
     #[serde(rename = "type")]
     pub kind: CheckKind,
     /// Interval between checks while the server is UP (HAProxy `inter`).
@@ -323,8 +328,8 @@ pub struct CheckCfg {
     pub path: String,
     /// Host header; default the server's address.
     pub host: Option<String>,
-    /// Pass needs this HTTP status...
-    pub expect_status: u16,
+    /// Pass needs this HTTP status, or one in this range (`"200-399"`, HAProxy's default)...
+    pub expect_status: ExpectStatus,
     /// ...and, if set, this string in the body (`http-check expect string`).
     pub expect_string: Option<String>,
     /// `none` (HAProxy's `verify none`) or `required` (needs `ca_file`).
@@ -358,7 +363,7 @@ impl Default for CheckCfg {
             fall: 3,
             timeout: None,
             path: "/".into(),
-            expect_status: 200,
+            expect_status: ExpectStatus::one(200),
             expect_string: None,
             verify: Verify::Required,
             ca_file: None,
@@ -413,8 +418,16 @@ pub enum Observe {
 pub enum CheckKind {
     Https,
     Http,
+    Tls,
     Tcp,
     None,
+}
+
+impl CheckKind {
+    /// The check speaks TLS whatever else is set.
+    pub fn is_tls(self) -> bool {
+        matches!(self, CheckKind::Https | CheckKind::Tls)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

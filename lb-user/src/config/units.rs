@@ -31,6 +31,12 @@ pub enum UnitError {
     ServerIp { text: String, ip: Ipv4Addr },
     #[error("unknown XDP mode {0:?}: use auto, native or generic")]
     XdpMode(String),
+    #[error("{0:?} is not an IPv4 network: write it as \"10.0.0.0/8\" or \"198.18.0.7\" (one address)")]
+    Cidr(String),
+    #[error("{0:?} has bits set past its /{1}: write the network's first address, {2}/{1}")]
+    CidrHostBits(String, u8, Ipv4Addr),
+    #[error("{0:?} is not an HTTP status or range: write 200, or \"200-399\" (HAProxy's default: 2xx and 3xx)")]
+    Status(String),
 }
 
 /// A value written as text: kept as written (for messages, and to write the file back) and
@@ -268,5 +274,111 @@ impl FromStr for ServerAddr {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
         parse_server_addr(s).map(ServerAddr)
+    }
+}
+
+/// An IPv4 network, `ADDR/PREFIX` (a bare address is a /32), with no bits set past the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let bad = || UnitError::Cidr(s.into());
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        let net = Cidr {
+            addr: Ipv4Addr::from(u32::from(addr) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)),
+            prefix,
+        };
+        if net.addr != addr {
+            return Err(UnitError::CidrHostBits(s.into(), prefix, net.addr));
+        }
+        Ok(net)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The HTTP statuses a check accepts: one (`200`) or a range (`"200-399"`, HAProxy's default
+/// when no `http-check expect` is given). Written as a number when it is one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExpectStatus {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl ExpectStatus {
+    pub const fn one(status: u16) -> Self {
+        Self { first: status, last: status }
+    }
+    /// HAProxy's expectation when `http-check expect` is not given: 2xx and 3xx.
+    pub const HAPROXY_DEFAULT: Self = Self { first: 200, last: 399 };
+    pub fn accepts(&self, status: u16) -> bool {
+        (self.first..=self.last).contains(&status)
+    }
+}
+
+impl FromStr for ExpectStatus {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let bad = || UnitError::Status(s.into());
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(bad());
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl fmt::Display for ExpectStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumberOrText {
+            Number(u16),
+            Text(String),
+        }
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(Self::one(n)),
+            NumberOrText::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ExpectStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.serialize_str(&self.to_string())
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::HashSet, os::unix::fs::PermissionsExt, path::Path, time::
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-use super::{Bind, CheckCfg, CheckKind, Config, ServerAddr, Verify};
+use super::{Bind, CheckCfg, Config, ServerAddr, Verify};
 use crate::problems::Problems;
 
 impl Config {
@@ -106,8 +106,23 @@ impl Config {
                         }
                     }
                     binds.push((b, &f.name));
+                    if let Some(why) = host_only_bind(*b) {
+                        p.push(format!("{at}.bind = {:?}: {why}", f.bind.text()));
+                    }
                 }
                 Err(e) => p.push(format!("{at}.bind: {e}")),
+            }
+            if f.allow.len() > lb_common::MAX_ALLOW_PER_FRONTEND as usize {
+                p.push(format!(
+                    "{at}.allow: {} networks, at most {}; merge neighbouring ones into wider prefixes",
+                    f.allow.len(),
+                    lb_common::MAX_ALLOW_PER_FRONTEND
+                ));
+            }
+            for (j, net) in f.allow.iter().enumerate() {
+                if let Err(e) = net.value() {
+                    p.push(format!("{at}.allow[{j}]: {e}"));
+                }
             }
             if !backend_names.contains(f.backend.as_str()) {
                 p.push(format!(
@@ -208,8 +223,8 @@ impl CheckCfg {
         if self.error_limit == 0 {
             p.push(format!("{at}.error_limit = 0: use 1 or more (HAProxy's default is 10)"));
         }
-        if !(100..=599).contains(&self.expect_status) {
-            p.push(format!("{at}.expect_status = {}: use an HTTP status, 100-599", self.expect_status));
+        if !(100..=599).contains(&self.expect_status.first) || !(100..=599).contains(&self.expect_status.last) {
+            p.push(format!("{at}.expect_status = {}: use an HTTP status or range within 100-599", self.expect_status));
         }
         if !self.path.starts_with('/') {
             p.push(format!("{at}.path = {:?}: must start with \"/\"", self.path));
@@ -232,7 +247,7 @@ impl CheckCfg {
                 "{at}: verify = \"none\" with ca_file: certificates would not be checked against that CA; set verify = \"required\" to check them, or remove ca_file"
             ));
         }
-        if self.verify == Verify::Required && self.kind == CheckKind::Https && self.ca_file.is_none() {
+        if self.verify == Verify::Required && self.kind.is_tls() && self.ca_file.is_none() {
             p.push(format!(
                 "{at}: verify = \"required\" needs ca_file = \"/path/ca.pem\" (or verify = \"none\", like HAProxy's `verify none`)"
             ));
@@ -256,7 +271,7 @@ impl CheckCfg {
 
     /// What is allowed but weakens the checks, each with its place and how to do better.
     fn warnings(&self, at: &str, w: &mut Vec<String>) {
-        let tls = self.kind == CheckKind::Https || self.crt.is_some();
+        let tls = self.kind.is_tls() || self.crt.is_some();
         if tls && self.verify == Verify::None {
             w.push(format!(
                 "{at}: verify = \"none\" (HAProxy's `verify none`): the servers' certificates are not checked; set verify = \"required\" and ca_file"
@@ -281,6 +296,21 @@ impl Config {
             b.check.warnings(&format!("backend[{i}] {:?}.check", b.name), &mut w);
         }
         w
+    }
+}
+
+/// Why a bind cannot be served yet: XDP sees packets that arrive on an interface, and a client
+/// on this host reaches a loopback address without any (HAProxy serves it; xdplb needs the
+/// co-location connect hook, issue 11). The one place this refusal lives: lift it here when
+/// host-local binds are served.
+pub fn host_only_bind(b: Bind) -> Option<String> {
+    match b {
+        Bind::Addr(a) if a.ip().is_loopback() => Some(format!(
+            "{} is a loopback address: only clients on this host reach it, and their packets never cross an interface, so XDP would serve nothing; bind the address clients use (or \"*:{}\") and point local clients at it",
+            a.ip(),
+            a.port()
+        )),
+        _ => None,
     }
 }
 

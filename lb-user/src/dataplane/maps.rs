@@ -5,12 +5,15 @@
 use std::collections::HashSet;
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, MapError},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, DevMapHash, HashMap, MapData, MapError,
+    },
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    names, AllowKey, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST,
+    MAX_SOURCES, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -48,6 +51,7 @@ pub struct MapOwner {
     settings: Array<MapData, Settings>,
     tx_ports: DevMapHash<MapData>,
     suspicion_verdict: Array<MapData, SuspicionVerdict>,
+    allow: LpmTrie<MapData, AllowKey, u32>,
 }
 
 /// What the owner's maps hold, read back whole: what a failed change is rolled back to.
@@ -58,6 +62,8 @@ pub struct KernelState {
     /// Every valid server entry.
     pub servers: Vec<(u32, Server)>,
     pub settings: Settings,
+    /// The allowlists' entries: (prefix length, key), sorted.
+    pub allow: Vec<(u32, AllowKey)>,
 }
 
 impl MapOwner {
@@ -79,6 +85,7 @@ impl MapOwner {
             settings: open(dir, names::SETTINGS)?,
             tx_ports: open(dir, names::TX_PORTS)?,
             suspicion_verdict: open(dir, names::SUSPICION_VERDICT)?,
+            allow: open(dir, names::ALLOW)?,
         })
     }
 
@@ -98,7 +105,34 @@ impl MapOwner {
             }
         }
         let settings = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
-        Ok(KernelState { frontends, backend_sets, servers, settings })
+        let allow = self.allow_entries()?;
+        Ok(KernelState { frontends, backend_sets, servers, settings, allow })
+    }
+
+    fn allow_entries(&self) -> Result<Vec<(u32, AllowKey)>, MapsError> {
+        let mut out: Vec<(u32, AllowKey)> = self
+            .allow
+            .keys()
+            .map(|k| k.map(|k| (k.prefix_len(), k.data())))
+            .collect::<Result<_, _>>()
+            .map_err(at(names::ALLOW))?;
+        out.sort_by_key(|(len, k)| (k.frontend_id_be, k.addr, *len));
+        Ok(out)
+    }
+
+    /// Makes `allow` hold exactly `want`: new entries first, then the stale ones removed (a
+    /// frontend's flag is set only once its entries are in, see `apply`).
+    fn write_allow(&mut self, want: &[(u32, AllowKey)]) -> Result<(), MapsError> {
+        for (len, k) in want {
+            self.allow.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW))?;
+        }
+        let keep: HashSet<(u32, AllowKey)> = want.iter().copied().collect();
+        for (len, k) in self.allow_entries()? {
+            if !keep.contains(&(len, k)) {
+                self.allow.remove(&Key::new(len, k)).map_err(at(names::ALLOW))?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes the maps hold `old` again (after a change failed halfway), in the order `apply`
@@ -110,6 +144,7 @@ impl MapOwner {
         for (id, set) in &old.backend_sets {
             self.backend_sets.insert(id, set, 0).map_err(at(names::BACKEND_SETS))?;
         }
+        self.write_allow(&old.allow)?;
         for (k, v) in &old.frontends {
             self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
         }
@@ -158,6 +193,7 @@ impl MapOwner {
             settings: take(ebpf, names::SETTINGS)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
             suspicion_verdict: take(ebpf, names::SUSPICION_VERDICT)?,
+            allow: take(ebpf, names::ALLOW)?,
         })
     }
 
@@ -241,11 +277,25 @@ impl MapOwner {
         for pool in &topo.pools {
             self.set_pool(pool, is_up)?;
         }
+        // Allowlists before the frontends that use them. A frontend that loses its list keeps
+        // its entries until its flag is off: its stale entries go after the frontends.
+        let mut allow: Vec<(u32, AllowKey)> = Vec::new();
+        for f in &topo.frontends {
+            for net in &f.allow {
+                let key = AllowKey { frontend_id_be: f.id.to_be(), addr: net.addr.octets() };
+                allow.push((AllowKey::prefix_len(net.prefix), key));
+            }
+        }
+        for (len, k) in &allow {
+            self.allow.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW))?;
+        }
         let keys = frontend_keys(topo);
-        for (k, (frontend_id, pool_id)) in &keys {
-            let v = Frontend { frontend_id: *frontend_id, pool_id: *pool_id };
+        for (k, f) in &keys {
+            let flags = if f.allow.is_empty() { 0 } else { FRONTEND_F_ALLOWLIST };
+            let v = Frontend { frontend_id: f.id, pool_id: f.pool_id, flags };
             self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
         }
+        self.write_allow(&allow)?;
         let stale: Vec<FrontendKey> =
             self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
         for k in stale {

@@ -91,7 +91,7 @@ pub struct CheckSpec {
     pub timeout: Duration,
     pub path: String,
     pub host: String,
-    pub expect_status: u16,
+    pub expect_status: crate::config::ExpectStatus,
     pub expect_string: Option<String>,
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
@@ -133,7 +133,7 @@ async fn attempt(spec: &CheckSpec, deadline: tokio::time::Instant) -> (Code, Opt
     let _ = tcp.set_nodelay(true);
     match (spec.kind, &spec.tls) {
         (CheckKind::Tcp, None) => (Code::L4Ok, None, "connected".into()),
-        (CheckKind::Tcp, Some((config, name))) => match handshake(tcp, config, name, deadline).await {
+        (CheckKind::Tcp | CheckKind::Tls, Some((config, name))) => match handshake(tcp, config, name, deadline).await {
             Ok(_) => (Code::L6Ok, None, "TLS handshake done".into()),
             Err(e) => e,
         },
@@ -177,7 +177,7 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(r)) => r,
     };
     let http1::Response { status, body } = response;
-    if status != spec.expect_status {
+    if !spec.expect_status.accepts(status) {
         return (Code::L7Sts, Some(status), format!("HTTP status {status}, expected {}", spec.expect_status));
     }
     if let Some(want) = &spec.expect_string {

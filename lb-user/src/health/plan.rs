@@ -36,7 +36,7 @@ pub fn plans(topo: &Topology) -> Result<HashMap<u32, Plan>, Problems> {
         if check.kind == CheckKind::None {
             continue;
         }
-        let tls = if check.kind == CheckKind::Https
+        let tls = if check.kind.is_tls()
             || (check.kind == CheckKind::Tcp && (check.crt.is_some() || check.ca_file.is_some()))
         {
             match tls::client_config(check) {

@@ -78,7 +78,7 @@ pub fn config_problems(config: &Config) -> Problems {
     let mut p = Problems::default();
     for (i, b) in config.backends.iter().enumerate() {
         let c = &b.check;
-        let tls = c.kind == CheckKind::Https || (c.kind == CheckKind::Tcp && (c.crt.is_some() || c.ca_file.is_some()));
+        let tls = c.kind.is_tls() || (c.kind == CheckKind::Tcp && (c.crt.is_some() || c.ca_file.is_some()));
         if tls {
             if let Err(e) = client_config(c) {
                 p.push(format!("backend[{i}] {:?}.check: {e}", b.name));

@@ -55,3 +55,14 @@ pub fn source_for(dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
         std::net::SocketAddr::V6(other) => Err(route(io::Error::other(format!("unexpected {other}")))),
     }
 }
+
+/// The interface of the host's IPv4 default route (`/proc/net/route`), if there is one: where
+/// an imported configuration attaches unless told otherwise.
+pub fn default_route_interface() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let (iface, dest, mask) = (cols.next()?, cols.next()?, cols.nth(5)?);
+        (dest == "00000000" && mask == "00000000").then(|| iface.to_owned())
+    })
+}

@@ -33,6 +33,8 @@ pub struct FrontendEntry {
     pub backend: String,
     pub pool_id: u32,
     pub keys: Vec<FrontendKey>,
+    /// Source networks that may open flows (`allow`); empty: every source.
+    pub allow: Vec<crate::config::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +182,7 @@ impl Topology {
                 backend: f.backend.clone(),
                 pool_id: p_ids.get(&f.backend).copied().unwrap_or(0),
                 keys,
+                allow: f.allow.iter().filter_map(|c| c.get().copied()).collect(),
             });
         }
 
@@ -200,8 +203,8 @@ impl Topology {
 }
 
 /// Frontend keys of a topology, for diffing against the kernel's map.
-pub fn frontend_keys(t: &Topology) -> HashMap<FrontendKey, (u32, u32)> {
-    t.frontends.iter().flat_map(|f| f.keys.iter().map(move |k| (*k, (f.id, f.pool_id)))).collect()
+pub fn frontend_keys(t: &Topology) -> HashMap<FrontendKey, &FrontendEntry> {
+    t.frontends.iter().flat_map(|f| f.keys.iter().map(move |k| (*k, f))).collect()
 }
 
 /// The balancer addresses a server's flows leave from: the backend's `source` list, or the

@@ -11,7 +11,7 @@ use super::snapshot::{
     BackendState, BackendStatus, CheckSummary, FrontendStatus, InterfaceStatus, ServerStatus, Snapshot, Traffic,
 };
 use crate::{
-    config::{CheckCfg, CheckKind, Verify},
+    config::{CheckCfg, Verify},
     dataplane::{counters::Counters, flows::Sweep},
     health::Registry,
     model::Topology,
@@ -86,6 +86,7 @@ impl Builder {
                 backend: f.backend.clone(),
                 traffic: traffic(&st, rate),
                 active_flows: sweep.active_by_frontend.get(&f.id).copied().unwrap_or(0),
+                denied: st.denied,
             });
         }
         for pool in &topo.pools {
@@ -93,7 +94,7 @@ impl Builder {
             let mut b = BackendStatus {
                 name: pool.name.clone(),
                 check: check_summary(check),
-                verify_none: check.kind == CheckKind::Https && check.verify == Verify::None,
+                verify_none: check.kind.is_tls() && check.verify == Verify::None,
                 ..BackendStatus::default()
             };
             for s in &pool.servers {

@@ -69,12 +69,20 @@ const fn flow_metrics<T: Flows>(names: [&'static str; 4]) -> [Metric<T>; 4] {
 const AGENT: [&[Metric<Snapshot>]; 1] =
     [&[metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s))]];
 
-const FRONTEND: [&[Metric<FrontendStatus>]; 1] = [&flow_metrics([
-    "haproxy_frontend_current_sessions",
-    "haproxy_frontend_sessions_total",
-    "haproxy_frontend_bytes_in_total",
-    "haproxy_frontend_bytes_out_total",
-])];
+const FRONTEND: [&[Metric<FrontendStatus>]; 2] = [
+    &flow_metrics([
+        "haproxy_frontend_current_sessions",
+        "haproxy_frontend_sessions_total",
+        "haproxy_frontend_bytes_in_total",
+        "haproxy_frontend_bytes_out_total",
+    ]),
+    &[metric(
+        "haproxy_frontend_denied_connections_total",
+        Counter,
+        "Total number of incoming connections blocked on a listener (xdplb: SYNs refused by the allow list).",
+        Count(|f| f.denied),
+    )],
+];
 
 const BACKEND: [&[Metric<BackendStatus>]; 3] = [
     &[
@@ -301,6 +309,7 @@ mod tests {
             "haproxy_frontend_sessions_total",
             "haproxy_frontend_bytes_in_total",
             "haproxy_frontend_bytes_out_total",
+            "haproxy_frontend_denied_connections_total",
             "haproxy_backend_status",
             "haproxy_backend_active_servers",
             "haproxy_backend_backup_servers",

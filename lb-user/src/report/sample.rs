@@ -26,7 +26,7 @@ fn https(path: &str, expect_string: Option<&str>) -> CheckSummary {
     CheckSummary {
         kind: CheckKind::Https,
         path: path.into(),
-        expect_status: 200,
+        expect_status: crate::config::ExpectStatus::one(200),
         expect_string: expect_string.map(Into::into),
         inter: Dur(std::time::Duration::from_secs(2)),
         rise: 2,
@@ -89,6 +89,7 @@ pub fn snapshot() -> Snapshot {
                 backend: "etcd-cluster".into(),
                 traffic: traffic(5000, 12.0, 9_000_000, 8_000_000),
                 active_flows: 30,
+                denied: 2,
             },
             FrontendStatus {
                 name: "in-apiserver".into(),
@@ -96,6 +97,7 @@ pub fn snapshot() -> Snapshot {
                 backend: "apiserver-cluster".into(),
                 traffic: traffic(800, 0.3, 1_000, 2_000),
                 active_flows: 4,
+                denied: 0,
             },
         ],
         backends: vec![etcd, api],

@@ -56,6 +56,9 @@ pub struct FrontendStatus {
     pub traffic: Traffic,
     /// Flows open now (connection table).
     pub active_flows: u64,
+    /// SYNs the frontend's `allow` list refused (HAProxy's `dcon`).
+    #[serde(default)]
+    pub denied: u64,
 }
 
 /// A backend is UP while at least one of its servers takes new flows.
@@ -101,7 +104,7 @@ pub struct BackendStatus {
 pub struct CheckSummary {
     pub kind: CheckKind,
     pub path: String,
-    pub expect_status: u16,
+    pub expect_status: crate::config::ExpectStatus,
     pub expect_string: Option<String>,
     pub inter: Dur,
     pub rise: u32,
@@ -113,7 +116,7 @@ impl Default for CheckSummary {
         CheckSummary {
             kind: CheckKind::None,
             path: String::new(),
-            expect_status: 0,
+            expect_status: crate::config::ExpectStatus::one(0),
             expect_string: None,
             inter: Dur(std::time::Duration::ZERO),
             rise: 0,
@@ -130,6 +133,7 @@ impl fmt::Display for CheckSummary {
         match self.kind {
             CheckKind::None => f.write_str("no check"),
             CheckKind::Tcp => write!(f, "tcp connect, {timing}"),
+            CheckKind::Tls => write!(f, "tls handshake, {timing}"),
             CheckKind::Http | CheckKind::Https => {
                 let scheme = if self.kind == CheckKind::Https { "https" } else { "http" };
                 write!(f, "{scheme} GET {} expect {}", self.path, self.expect_status)?;

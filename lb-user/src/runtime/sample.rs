@@ -65,6 +65,7 @@ pub fn snapshot() -> Snapshot {
                 backend: "etcd-cluster".to_string(),
                 traffic: traffic(120, 2.4, 5_000, 9_000),
                 active_flows: 7,
+                denied: 4,
             },
             FrontendStatus {
                 name: "in-apiserver".to_string(),
@@ -72,6 +73,7 @@ pub fn snapshot() -> Snapshot {
                 backend: "apiserver-cluster".to_string(),
                 traffic: traffic(30, 0.4, 800, 1_600),
                 active_flows: 3,
+                denied: 0,
             },
         ],
         backends: vec![

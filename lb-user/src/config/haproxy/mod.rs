@@ -1,27 +1,56 @@
-//! Imports an haproxy.cfg into xdplb's configuration: frontends, backends, servers and their
-//! health checks. Where xdplb cannot do what HAProxy would, nothing is guessed: the line becomes
-//! a note for the operator. Only structural faults (a frontend sending to a backend that does not
-//! exist, a server without an address, nothing usable at all) are errors.
+//! Imports an haproxy.cfg into xdplb's configuration: frontends with their source allowlists,
+//! backends, servers and their health checks. Where xdplb cannot do what HAProxy would, nothing
+//! is guessed: the line becomes a note for the operator, with a severity (`notes`): an `error`
+//! when the result would lose traffic, health or access control, and `import-haproxy` then
+//! refuses unless told to accept the differences. Structural faults (a frontend sending to a
+//! backend that does not exist, a server without an address, nothing usable at all) stop the
+//! import.
 //!
 //! The import runs in stages, one file each: `lex` splits lines into words the way HAProxy
-//! does, `raw` holds the sections as written, `parse` reads directives into them, and
-//! `translate` turns them into xdplb's configuration with a note for every difference.
+//! does, `raw` holds the sections as written, `parse` reads directives into them, `access`
+//! turns ACL rules into allowlists, `translate` turns the rest into xdplb's configuration, and
+//! `host` fills in what the host decides (interfaces, addresses of names, NAT ports).
 
+mod access;
+mod host;
 mod lex;
+mod notes;
 mod parse;
 mod raw;
 mod translate;
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::Ipv4Addr};
+
+pub use notes::{Note, Severity};
 
 use crate::config::Config;
 
-/// A translated configuration and what could not be translated faithfully.
+/// A translated configuration and what could not be translated faithfully, errors first.
 #[derive(Debug, Clone)]
 pub struct Import {
     pub config: Config,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
+
+impl Import {
+    /// The notes that make `import-haproxy` refuse (unless `--accept-differences`).
+    pub fn errors(&self) -> impl Iterator<Item = &Note> {
+        self.notes.iter().filter(|n| n.severity == Severity::Error)
+    }
+}
+
+/// What the import takes from the host rather than from the haproxy.cfg.
+pub struct ImportOptions<'a> {
+    /// `global.interfaces` (`--iface`, or the host's default-route interface); empty: none
+    /// known, said in an error note (the shipped unit refuses a configuration without one).
+    pub interfaces: Vec<String>,
+    /// Resolves a server's host name to an IPv4 address; `None`: names are refused
+    /// (`--no-resolve`).
+    pub resolve: Option<&'a Resolve<'a>>,
+}
+
+/// A host name's IPv4 address, if it has one.
+pub type Resolve<'a> = dyn Fn(&str) -> Option<Ipv4Addr> + 'a;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -34,10 +63,10 @@ pub enum ImportError {
     #[error("line {line}: `server {name}` has no address; write it as `server {name} 198.18.0.21:2379 check`")]
     ServerWithoutAddress { line: usize, name: String },
     #[error("nothing to import: no frontend or listen section with a usable bind and backend{}", notes_suffix(.notes))]
-    NothingToImport { notes: Vec<String> },
+    NothingToImport { notes: Vec<Note> },
 }
 
-fn notes_suffix(notes: &[String]) -> String {
+fn notes_suffix(notes: &[Note]) -> String {
     notes.iter().fold(String::new(), |mut out, n| {
         let _ = write!(out, "\n  - {n}");
         out
@@ -46,26 +75,37 @@ fn notes_suffix(notes: &[String]) -> String {
 
 /// Translates `text` (an haproxy.cfg) into a `Config`, with a note for everything that is not
 /// translated or behaves differently in xdplb.
-pub fn import(text: &str) -> Result<Import, ImportError> {
-    let mut parser = parse::Parser::default();
+pub fn import(text: &str, opts: &ImportOptions) -> Result<Import, ImportError> {
+    let mut parser = parse::Parser::new(opts);
     for (i, raw) in text.lines().enumerate() {
         match lex::split_words(raw) {
             Ok(words) if words.is_empty() => {}
             Ok(words) => parser.line(&lex::Line { no: i + 1, words })?,
-            Err(why) => parser.notes.push(format!("line {}: {why}; line not translated", i + 1)),
+            Err(why) => parser.notes.warn(format!("line {}: {why}; line not translated", i + 1)),
         }
     }
     parser.finish()
 }
 
-/// The TOML text for `import.config`, headed by a comment saying it was imported and by the notes.
+/// The TOML text for `import.config`, headed by a comment saying it was imported and by the
+/// notes, errors first.
 pub fn to_toml(import: &Import) -> String {
     let mut out = String::from("# Imported from an haproxy.cfg by xdplb: review it before use.\n");
     if !import.notes.is_empty() {
-        out.push_str("#\n# Not translated, or translated with a difference:\n");
+        let errors = import.errors().count();
+        let _ = writeln!(
+            out,
+            "#\n# Not translated, or translated with a difference ({errors} error{}: {}):",
+            if errors == 1 { "" } else { "s" },
+            if errors == 0 {
+                "none loses traffic, health or access control"
+            } else {
+                "this file does NOT behave like the haproxy.cfg"
+            }
+        );
         for note in &import.notes {
             // TOML comments may not hold control characters; notes can quote input that does.
-            let clean: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let clean: String = note.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
             let _ = writeln!(out, "#   - {clean}");
         }
     }
@@ -84,7 +124,7 @@ mod tests {
     use std::{path::Path, time::Duration};
 
     use super::*;
-    use crate::config::{Balance, CheckKind, Dur, Observe, OnMarkedDown, Verify};
+    use crate::config::{Balance, CheckKind, Dur, ExpectStatus, Observe, OnMarkedDown, Verify};
     use lex::split_words;
 
     /// The seed's two blocks, verbatim: one copy, shared with the end-to-end tests.
@@ -116,8 +156,17 @@ backend pool
 \tfrobnicate on
 ";
 
-    fn has(notes: &[String], needle: &str) -> bool {
-        notes.iter().any(|n| n.contains(needle))
+    fn has(notes: &[Note], needle: &str) -> bool {
+        notes.iter().any(|n| n.text.contains(needle))
+    }
+
+    /// Names resolve as the test says, not as this host would.
+    fn test_resolve(host: &str) -> Option<std::net::Ipv4Addr> {
+        (host == "etcd3.example").then_some(std::net::Ipv4Addr::new(198, 18, 0, 23))
+    }
+
+    fn import(text: &str) -> Result<Import, ImportError> {
+        super::import(text, &ImportOptions { interfaces: vec!["eth0".into()], resolve: Some(&test_resolve) })
     }
 
     #[test]
@@ -136,13 +185,17 @@ backend pool
             let k = &b.check;
             assert_eq!(k.kind, CheckKind::Https);
             assert_eq!(k.verify, Verify::None);
-            assert_eq!((k.path.as_str(), k.expect_string.as_deref(), k.expect_status), (path, Some(string), 200));
+            assert_eq!(
+                (k.path.as_str(), k.expect_string.as_deref(), k.expect_status),
+                (path, Some(string), ExpectStatus::HAPROXY_DEFAULT)
+            );
             assert_eq!((k.inter, k.rise, k.fall), (Dur(Duration::from_secs(2)), 2, 3));
         }
         assert!(c.problems().is_empty(), "{}", c.problems());
         // Per backend, one note on HAProxy's status-blind `expect string` and one on redispatch
-        // (the seed has no `option redispatch`), and nothing else.
-        assert_eq!(import.notes.len(), 4, "{:#?}", import.notes);
+        // (the seed has no `option redispatch`), the interfaces, and nothing else; no error.
+        assert_eq!(import.notes.len(), 5, "{:#?}", import.notes);
+        assert_eq!(import.errors().count(), 0, "{:#?}", import.notes);
         assert!(has(&import.notes, "backend apiserver-cluster: no `option redispatch`"));
         assert!(c.backends.iter().all(|b| b.redispatch && b.retries == 3 && b.suspect_after == 3));
         assert!(has(
@@ -152,7 +205,7 @@ backend pool
 
         let text = to_toml(&import);
         assert!(text.starts_with("# Imported from an haproxy.cfg"), "{text}");
-        assert!(text.contains("#   - line 18: backend apiserver-cluster: "), "{text}");
+        assert!(text.contains("#   - info: line 18: backend apiserver-cluster: "), "{text}");
         let back = Config::parse(&text, Path::new("x.toml")).unwrap();
         assert_eq!(&back, c);
     }
@@ -165,7 +218,8 @@ backend pool
         assert_eq!(f, [("web", "*:8080"), ("web-2", "198.18.0.10:8443")]);
         let b = &c.backends[0];
         let servers: Vec<_> = b.servers.iter().map(|s| (s.name.as_str(), s.weight, s.backup)).collect();
-        assert_eq!(servers, [("a", 5, false), ("b", 1, true)]);
+        assert_eq!(servers, [("a", 5, false), ("b", 1, true), ("c", 1, false)]);
+        assert_eq!(b.servers[2].address.text(), "198.18.0.23:8080");
         assert_eq!(b.balance, Balance::Leastconn);
         let k = &b.check;
         assert_eq!(k.kind, CheckKind::Https);
@@ -176,11 +230,11 @@ backend pool
         assert_eq!(k.ca_file.as_deref(), Some(Path::new("/etc/xdplb/ca.pem")));
         assert_eq!(k.crt.as_deref(), Some(Path::new("/etc/xdplb/client.pem")));
         assert_eq!(k.key, k.crt);
-        assert_eq!((k.expect_status, k.expect_string.as_deref()), (200, None));
+        assert_eq!((k.expect_status, k.expect_string.as_deref()), (ExpectStatus::HAPROXY_DEFAULT, None));
         for needle in [
-            "line 12: `mode http` in frontend web",
+            "line 12: `mode http` applies to frontend web",
             "line 19: `http-check expect rstring ^ok`: xdplb does not support regular expressions",
-            "line 22: server c skipped: \"etcd3.example\" is not an IPv4 address",
+            "line 22: server c: \"etcd3.example\" resolved at import to 198.18.0.23",
             "line 23: `frobnicate on` not translated",
             "backend pool: servers disagree on `inter` (a and b)",
             "backend pool: HAProxy's `crt` is one PEM with certificate and key",
@@ -230,7 +284,7 @@ backend pool
         let k = check(" option httpchk GET /h HTTP/1.1\\r\\nHost:\\ etcd.local");
         assert_eq!((k.path.as_str(), k.host.as_deref(), k.kind), ("/h", Some("etcd.local"), CheckKind::Http));
         let k = check(" option httpchk\n http-check send meth GET uri /livez\n http-check expect status 204");
-        assert_eq!((k.path.as_str(), k.expect_status), ("/livez", 204));
+        assert_eq!((k.path.as_str(), k.expect_status), ("/livez", ExpectStatus::one(204)));
         assert_eq!(check(" option tcp-check").kind, CheckKind::Tcp);
         assert_eq!(check("").kind, CheckKind::Tcp);
     }
@@ -257,6 +311,60 @@ listen api 198.18.0.10:6443
         assert_eq!(k.sni.as_deref(), Some("kubernetes"));
         assert!(has(&import.notes, "servers disagree on `sni` (m1 and m2)"), "{:#?}", import.notes);
         assert!(c.problems().is_empty(), "{:?}", c.problems());
+    }
+
+    #[test]
+    fn access_rules_become_an_allowlist_only_when_they_are_plain_source_networks() {
+        let allow = |rules: &str| {
+            let cfg = format!(
+                "frontend f\n bind :2379\n{rules}\n default_backend b\nbackend b\n server s 198.18.0.21:2379\n"
+            );
+            let i = import(&cfg).unwrap();
+            let nets: Vec<String> = i.config.frontends[0].allow.iter().map(|c| c.text().to_owned()).collect();
+            (nets, i.errors().count())
+        };
+        let ok = |nets: &[&str]| (nets.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), 0);
+        assert_eq!(allow(" acl in src 10.1.2.3/8\n tcp-request connection reject unless in"), ok(&["10.0.0.0/8"]));
+        assert_eq!(allow(" tcp-request connection reject if !{ src 198.18.0.0/24 }"), ok(&["198.18.0.0/24"]));
+        assert_eq!(allow(" tcp-request content reject if ! { src 198.18.0.7 }"), ok(&["198.18.0.7/32"]));
+        assert_eq!(
+            allow(" acl a src 198.18.0.0/24\n tcp-request connection accept if a\n tcp-request connection reject"),
+            ok(&["198.18.0.0/24"])
+        );
+        // Nothing refused: nothing to translate, nothing lost.
+        assert_eq!(allow(" tcp-request connection accept if { src 198.18.0.0/24 }"), ok(&[]));
+        // What cannot be kept is an error, and nobody is shut out by a guess.
+        for lost in [
+            " acl a src 198.18.0.0/24\n acl b dst_port 2379\n tcp-request connection reject if !a || !b",
+            " acl a src_port 1024:65535\n tcp-request connection reject if !a",
+            " tcp-request connection reject if !nosuchacl",
+            " tcp-request connection reject if { src 198.18.0.0/24 }",
+            " acl a src 198.18.0.0/24\n tcp-request connection reject if !a\n tcp-request connection reject if !a",
+        ] {
+            let (nets, errors) = allow(lost);
+            assert!(nets.is_empty() && errors >= 1, "{lost}: {nets:?}, {errors} errors");
+        }
+    }
+
+    #[test]
+    fn check_connect_is_translated_and_a_second_sequence_is_said() {
+        let cfg = "listen l\n bind :6443\n option httpchk\n http-check connect port 6444 ssl sni api.lab\n http-check send meth GET uri /readyz\n server s 198.18.0.21:6443 check verify none\n";
+        let i = import(cfg).unwrap();
+        let k = &i.config.backends[0].check;
+        assert_eq!(
+            (k.kind, k.port, k.sni.as_deref(), k.path.as_str()),
+            (CheckKind::Https, Some(6444), Some("api.lab"), "/readyz")
+        );
+        assert_eq!(k.expect_status, ExpectStatus::HAPROXY_DEFAULT);
+        assert_eq!(i.errors().count(), 0, "{:#?}", i.notes);
+        let two = "listen l\n bind :80\n option httpchk\n http-check connect\n http-check send meth GET uri /a\n http-check connect\n http-check send meth GET uri /b\n server s 198.18.0.21:80 check\n";
+        let i = import(two).unwrap();
+        assert_eq!(i.config.backends[0].check.path, "/b");
+        assert!(has(&i.notes, "line 6: a second check sequence (the first `connect` is at line 4)"), "{:#?}", i.notes);
+        // A transport the check cannot keep is an error, not a plain HTTP check on a TLS port.
+        let lost =
+            "listen l\n bind :80\n option httpchk\n http-check connect proto h2\n server s 198.18.0.21:80 check\n";
+        assert_eq!(import(lost).unwrap().errors().count(), 1);
     }
 
     #[test]

@@ -4,16 +4,23 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::{
+    access, host,
     lex::Line,
-    raw::{GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, StatsPage, Target, OTHER_SECTIONS},
-    translate, Import, ImportError,
+    notes::Notes,
+    raw::{
+        CheckConnect, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, StatsPage, Target,
+        OTHER_SECTIONS,
+    },
+    translate, Import, ImportError, ImportOptions,
 };
-use crate::config::{self, Balance, Bind, Config, Dur, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify};
+use crate::config::{
+    self, Balance, Bind, Config, Dur, ExpectStatus, Global, InitialState, Observe, OnMarkedDown, UnitError, Verify,
+};
 
 /// Reads the configuration line by line, keeping the sections as written.
-#[derive(Default)]
-pub(super) struct Parser {
-    pub(super) notes: Vec<String>,
+pub(super) struct Parser<'a> {
+    opts: &'a ImportOptions<'a>,
+    pub(super) notes: Notes,
     global: GlobalOpts,
     /// The last `defaults` section: proxies after it start from it.
     defaults: Proxy,
@@ -22,7 +29,19 @@ pub(super) struct Parser {
     section: Section,
 }
 
-impl Parser {
+impl<'a> Parser<'a> {
+    pub(super) fn new(opts: &'a ImportOptions<'a>) -> Self {
+        Parser {
+            opts,
+            notes: Notes::default(),
+            global: GlobalOpts::default(),
+            defaults: Proxy::default(),
+            named_defaults: HashMap::new(),
+            proxies: Vec::new(),
+            section: Section::default(),
+        }
+    }
+
     #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
     pub(super) fn line(&mut self, line: &Line) -> Result<(), ImportError> {
         let keyword = line.words[0].as_str();
@@ -33,7 +52,11 @@ impl Parser {
             self.enter(Section::Global);
         } else if OTHER_SECTIONS.contains(&keyword) {
             self.enter(Section::Other);
-            self.notes.push(format!("line {}: section `{}` not translated", line.no, line.text()));
+            self.notes.info(format!(
+                "line {}: section `{}` not translated (nothing in it decides where flows go)",
+                line.no,
+                line.text()
+            ));
         } else {
             self.directive(line)?;
         }
@@ -43,7 +66,7 @@ impl Parser {
     fn directive(&mut self, line: &Line) -> Result<(), ImportError> {
         match self.section {
             Section::Outside => {
-                self.notes.push(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()));
+                self.notes.warn(format!("line {}: `{}` is outside any section; not translated", line.no, line.text()));
             }
             Section::Global => self.global.directive(line),
             Section::Other => {}
@@ -80,7 +103,7 @@ impl Parser {
             if kind.is_frontend() {
                 p.add_binds(addrs, line, &mut self.notes);
             } else {
-                self.notes.push(format!("line {}: `{addrs}` after the name not translated", line.no));
+                self.notes.warn(format!("line {}: `{addrs}` after the name not translated", line.no));
             }
         }
         if kind == Kind::Defaults {
@@ -99,7 +122,7 @@ impl Parser {
             if let Some(d) = self.named_defaults.get(name) {
                 return d.clone();
             }
-            self.notes.push(format!("line {}: no defaults section named {name:?}; `from {name}` ignored", line.no));
+            self.notes.warn(format!("line {}: no defaults section named {name:?}; `from {name}` ignored", line.no));
         }
         if kind == Kind::Defaults {
             Proxy::default()
@@ -129,16 +152,19 @@ impl Parser {
         self.take_stats_pages(&mut global);
         let known: Vec<String> = self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
         let frontends = translate::frontends(&self.proxies, &known, &mut self.notes)?;
+        for p in self.proxies.iter().filter(|p| p.kind == Kind::Backend) {
+            access::backend_rules(p, &mut self.notes);
+        }
         let mut backends = Vec::new();
         for p in self.proxies.iter().filter(|p| p.kind.is_backend()) {
-            backends.push(translate::backend(p, &self.global, &frontends, &mut self.notes));
+            backends.push(translate::backend(p, &self.global, &frontends, self.opts.resolve, &mut self.notes));
         }
-        // Notes in the order of the lines they are about.
-        self.notes.sort_by_key(|n| note_line(n));
         if frontends.is_empty() {
-            return Err(ImportError::NothingToImport { notes: self.notes });
+            return Err(ImportError::NothingToImport { notes: self.notes.sorted() });
         }
-        Ok(Import { config: Config { global, frontends, backends }, notes: self.notes })
+        let mut config = Config { global, frontends, backends };
+        host::fill_in(&mut config, &self.opts.interfaces, &mut self.notes);
+        Ok(Import { config, notes: self.notes.sorted() })
     }
 
     /// A proxy that serves HAProxy's stats page (and no servers) becomes xdplb's status page:
@@ -151,8 +177,8 @@ impl Parser {
                 return true;
             };
             if taken {
-                notes.push(format!(
-                    "line {}: {} {}: a second stats page; not translated",
+                notes.info(format!(
+                    "line {}: {} {}: a second stats page; not translated (xdplb serves one, global.stats_bind)",
                     page.line,
                     p.kind.keyword(),
                     p.name
@@ -170,8 +196,19 @@ impl Parser {
             if let Some((user, password)) = auth.filter(|(u, p)| !u.is_empty() && !p.is_empty()) {
                 global.stats_auth = Some(config::StatsAuth { user: user.into(), password: password.into() });
             }
-            notes.push(format!(
-                "line {}: {} {}: HAProxy's stats page becomes xdplb's status page on {} (global.stats_bind){}",
+            if global.stats_auth.is_none() && !global.stats_bind.ip().is_loopback() {
+                // HAProxy served it to anyone who reached it; so will xdplb, said and marked.
+                global.stats_unauthenticated = true;
+                notes.warn(format!(
+                    "line {}: {} {}: the stats page has no `stats auth`: xdplb's page on {} is open to anyone who reaches it, as HAProxy's was (global.stats_unauthenticated = true); set global.stats_auth to close it",
+                    p.line,
+                    p.kind.keyword(),
+                    p.name,
+                    global.stats_bind
+                ));
+            }
+            notes.info(format!(
+                "line {}: {} {}: section skipped; HAProxy's stats page becomes xdplb's status page, /metrics and /status.json on {} (global.stats_bind){}",
                 p.line,
                 p.kind.keyword(),
                 p.name,
@@ -181,12 +218,6 @@ impl Parser {
             false
         });
     }
-}
-
-/// The line a note is about (every note starts with `line N:`).
-fn note_line(note: &str) -> usize {
-    let digits = note.strip_prefix("line ").unwrap_or_default();
-    digits.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
 }
 
 /// The words after `frontend`/`backend`/`listen`/`defaults`: a name, `from DEFAULTS`, and (old
@@ -241,29 +272,32 @@ impl Proxy {
     }
 
     /// `bind ADDR[,ADDR...]`: each address becomes a frontend of its own.
-    fn add_binds(&mut self, addrs: &str, line: &Line, notes: &mut Vec<String>) {
+    fn add_binds(&mut self, addrs: &str, line: &Line, notes: &mut Notes) {
         for a in addrs.split(',') {
             match bind_address(a) {
                 Ok(b) => self.binds.push(b),
-                Err(why) => notes.push(format!("line {}: bind {a:?} skipped: {why}", line.no)),
+                Err(why) => notes.error(format!(
+                    "line {}: bind {a:?} skipped: {why}; clients connecting there would not be served",
+                    line.no
+                )),
             }
         }
     }
 
-    fn set_check_timeout(&mut self, line: &Line, notes: &mut Vec<String>) {
+    fn set_check_timeout(&mut self, line: &Line, notes: &mut Notes) {
         match line.word(2).map(str::parse::<Dur>) {
             Some(Ok(d)) => self.check.timeout = Some(d),
-            Some(Err(why)) => notes.push(format!("line {}: `timeout check`: {why}; not translated", line.no)),
-            None => notes.push(line.not_translated()),
+            Some(Err(why)) => notes.warn(format!("line {}: `timeout check`: {why}; not translated", line.no)),
+            None => notes.warn(line.not_translated()),
         }
     }
 
     /// `source ADDR[:PORT] [usesrc ...]`: only the address has an xdplb equivalent.
-    fn set_source(&mut self, line: &Line, notes: &mut Vec<String>) {
+    fn set_source(&mut self, line: &Line, notes: &mut Notes) {
         let addr = line.word(1).unwrap_or_default();
         let (ip, port) = addr.split_once(':').map_or((addr, None), |(i, p)| (i, Some(p)));
         let Ok(ip) = ip.parse::<Ipv4Addr>() else {
-            notes.push(format!("line {}: `{}`: not an IPv4 source address; not translated", line.no, line.text()));
+            notes.warn(format!("line {}: `{}`: not an IPv4 source address; not translated", line.no, line.text()));
             return;
         };
         // 0.0.0.0 means "the kernel's choice", which is also xdplb's default.
@@ -271,7 +305,7 @@ impl Proxy {
             self.source = vec![ip];
         }
         if port.is_some_and(|p| !p.is_empty() && p != "0") || line.words.len() > 2 {
-            notes.push(format!(
+            notes.warn(format!(
                 "line {}: `{}`: only the address is translated (xdplb takes source ports from global.nat_ports)",
                 line.no,
                 line.text()
@@ -340,35 +374,37 @@ const SILENT_OPTIONS: &[&str] = &[
 ];
 
 /// Protocol checks xdplb replaces with a TCP connect.
-const CONNECT_ONLY_CHECKS: &[&str] = &[
-    "ssl-hello-chk",
-    "mysql-check",
-    "pgsql-check",
-    "redis-check",
-    "smtpchk",
-    "ldap-check",
-    "spop-check",
-    "external-check",
-];
+const CONNECT_ONLY_CHECKS: &[&str] =
+    &["mysql-check", "pgsql-check", "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check"];
 
 #[expect(clippy::match_same_arms, reason = "one arm per directive: the match reads as the table of what is accepted")]
 #[expect(clippy::indexing_slicing, reason = "the lexer makes no line without a word")]
-fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
+fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Notes) -> Result<(), ImportError> {
     if let Some(note) = misplaced(p, line) {
-        notes.push(note);
+        notes.warn(note);
         return Ok(());
     }
     match (line.words[0].as_str(), line.word(1)) {
-        ("mode", Some("tcp")) => {}
-        ("mode", Some("http")) => notes.push(format!(
-            "line {}: `mode http` in {}: xdplb is layer 4 only; it will forward TCP without HTTP processing",
-            line.no,
-            p.label()
-        )),
+        ("mode", Some("tcp")) => p.mode_http = None,
+        // Said only for the sections that are imported (see `translate`): a stats page's, or
+        // a `defaults`' that every section overrides, changes nothing.
+        ("mode", Some("http")) => p.mode_http = Some(line.no),
         ("bind", Some(addrs)) => {
             p.add_binds(addrs, line, notes);
-            if line.words.len() > 2 {
-                notes.push(format!("line {}: bind options `{}` not translated", line.no, line.args(2).join(" ")));
+            bind_options(line, notes);
+        }
+        ("acl", Some(_)) => p.acls.push(access::Acl::parse(line)),
+        ("tcp-request" | "http-request", Some(_)) => {
+            if let Some(rule) = access::Rule::parse(line) {
+                p.access_rules.push(rule);
+            } else if line.words[0] == "http-request" {
+                notes.warn(format!(
+                    "line {}: `{}` not translated: xdplb forwards TCP and does not rewrite HTTP requests",
+                    line.no,
+                    line.text()
+                ));
+            } else if line.word(1) != Some("inspect-delay") {
+                notes.warn(line.not_translated());
             }
         }
         ("default_backend", Some(b)) => p.default_backend = Some((line.no, b.to_owned())),
@@ -377,7 +413,7 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
         ("balance", Some("leastconn")) => p.balance = Some(Balance::Leastconn),
         ("balance", Some("source")) => p.balance = Some(Balance::Source),
         ("balance", Some(_)) => {
-            notes.push(format!(
+            notes.warn(format!(
                 "line {}: `{}`: xdplb balances by roundrobin, leastconn or source (layer 4); roundrobin used",
                 line.no,
                 line.text()
@@ -390,15 +426,16 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
         ("retries", Some(n)) => match n.parse::<u8>() {
             Ok(n) => p.retries = Some((line.no, n)),
             Err(_) => {
-                notes.push(format!("line {}: `{}`: not a number of retries; not translated", line.no, line.text()));
+                notes.warn(format!("line {}: `{}`: not a number of retries; not translated", line.no, line.text()));
             }
         },
         ("option", Some(_)) => proxy_option(p, line, notes),
         ("no", Some("log")) => {}
         ("no", Some("option")) if line.word(2).is_some_and(|o| SILENT_OPTIONS.contains(&o)) => {}
         ("http-check", _) => http_check(&mut p.check, line, notes),
-        ("tcp-check", _) => notes.push(format!(
-            "line {}: `{}` not translated: xdplb's tcp check is a connect only",
+        ("tcp-check", Some("connect")) => check_connect(&mut p.check, line, notes),
+        ("tcp-check", _) => notes.warn(format!(
+            "line {}: `{}` not translated: xdplb's tcp check is a connect (and TLS handshake with ssl) only, weaker than this rule",
             line.no,
             line.text()
         )),
@@ -417,13 +454,13 @@ fn proxy_directive(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Resul
                 page.auth = line.word(2).map(str::to_owned);
             }
         }
-        ("use_backend" | "use-server", _) => notes.push(format!(
-            "line {}: `{}` not translated: xdplb sends every flow of a frontend to its default_backend",
+        ("use_backend" | "use-server", _) => notes.error(format!(
+            "line {}: `{}` not translated: xdplb sends every flow of a frontend to its default_backend, so flows this rule routes elsewhere would reach the wrong servers",
             line.no,
             line.text()
         )),
         (k, _) if SILENT_DIRECTIVES.contains(&k) => {}
-        _ => notes.push(line.not_translated()),
+        _ => notes.warn(line.not_translated()),
     }
     Ok(())
 }
@@ -445,22 +482,29 @@ fn misplaced(p: &Proxy, line: &Line) -> Option<String> {
     wrong.then(|| format!("line {}: `{}` has no effect in {}; not translated", line.no, line.text(), p.label()))
 }
 
-fn proxy_option(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) {
+fn proxy_option(p: &mut Proxy, line: &Line, notes: &mut Notes) {
     match line.word(1).unwrap_or_default() {
         "httpchk" => option_httpchk(&mut p.check, line, notes),
         "tcp-check" => p.check.http = false,
+        "ssl-hello-chk" => {
+            p.check.http = false;
+            p.check.ssl_hello = true;
+        }
         o if CONNECT_ONLY_CHECKS.contains(&o) => {
             p.check.http = false;
-            notes.push(format!("line {}: `option {o}`: xdplb's tcp check is a connect only", line.no));
+            notes.warn(format!(
+                "line {}: `option {o}`: xdplb's tcp check is a connect only: a server that accepts connections but fails the protocol stays UP",
+                line.no
+            ));
         }
         o if SILENT_OPTIONS.contains(&o) => {}
-        _ => notes.push(line.not_translated()),
+        _ => notes.warn(line.not_translated()),
     }
 }
 
 /// `option httpchk [[METHOD] URI [VERSION]]`; the version may carry headers the old way
 /// (`HTTP/1.1\r\nHost:\ etcd.local`).
-fn option_httpchk(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+fn option_httpchk(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
     c.http = true;
     let (method, uri, version) = match line.args(2) {
         [] => ("OPTIONS", None, None),
@@ -473,16 +517,16 @@ fn option_httpchk(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
     for header in version.map_or("", String::as_str).split("\r\n").skip(1).filter(|h| !h.is_empty()) {
         match header.split_once(':') {
             Some((name, value)) => check_header(c, name, value, line, notes),
-            None => notes.push(format!("line {}: check header {header:?} not translated", line.no)),
+            None => notes.warn(format!("line {}: check header {header:?} not translated", line.no)),
         }
     }
 }
 
-fn check_header(c: &mut ProxyCheck, name: &str, value: &str, line: &Line, notes: &mut Vec<String>) {
+fn check_header(c: &mut ProxyCheck, name: &str, value: &str, line: &Line, notes: &mut Notes) {
     if name.trim().eq_ignore_ascii_case("host") {
         c.host = Some(value.trim().to_owned());
     } else {
-        notes.push(format!(
+        notes.warn(format!(
             "line {}: check header `{}` not translated: xdplb sends Host, User-Agent, Accept and Connection only",
             line.no,
             name.trim()
@@ -490,17 +534,66 @@ fn check_header(c: &mut ProxyCheck, name: &str, value: &str, line: &Line, notes:
     }
 }
 
-fn http_check(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+fn http_check(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
     c.rules_line.get_or_insert(line.no);
     match line.word(1) {
         Some("send") => http_check_send(c, line, notes),
         Some("expect") => http_check_expect(c, line, notes),
-        _ => notes.push(line.not_translated()),
+        Some("connect") => check_connect(c, line, notes),
+        _ => notes.warn(line.not_translated()),
     }
 }
 
+/// `http-check connect [port N] [ssl] [sni NAME] ...` (and `tcp-check connect`): where and how
+/// the check connects. Dropping `ssl` would send plain HTTP to a TLS port and take every server
+/// DOWN, so what is not translated here is an error.
+fn check_connect(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
+    if let Some(first) = &c.connect {
+        notes.warn(format!(
+            "line {}: a second check sequence (the first `connect` is at line {}): xdplb runs one connect and one request per check, so the last `connect`, `send` and `expect` are used and the others are not checked",
+            line.no, first.line
+        ));
+    }
+    let mut connect = CheckConnect { line: line.no, ..CheckConnect::default() };
+    let mut args = line.args(2).iter().map(String::as_str);
+    while let Some(key) = args.next() {
+        match key {
+            "ssl" => connect.ssl = true,
+            "port" => match args.next().and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0) {
+                Some(port) => connect.port = Some(port),
+                None => {
+                    notes.error(format!(
+                        "line {}: `{}`: the port is not a number; the check would connect to the server's own port",
+                        line.no,
+                        line.text()
+                    ));
+                }
+            },
+            "sni" => match args.next().map(literal_sni) {
+                Some(Ok(name)) => connect.sni = Some(name),
+                Some(Err(why)) => notes.warn(format!("line {}: `connect sni`: {why}", line.no)),
+                None => notes.warn(format!("line {}: `connect sni` has no name; not translated", line.no)),
+            },
+            // Tuning with no effect on what the check proves.
+            "linger" | "default" => {}
+            "alpn" | "comment" => {
+                args.next();
+            }
+            other => {
+                notes.error(format!(
+                    "line {}: `{}`: `{other}` not translated; the check would not connect as HAProxy's does, and could mark servers DOWN (or UP) wrongly",
+                    line.no,
+                    line.text()
+                ));
+                break;
+            }
+        }
+    }
+    c.connect = Some(connect);
+}
+
 /// `http-check send meth M uri U [ver V] [hdr NAME VALUE]...`
-fn http_check_send(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+fn http_check_send(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
     let mut args = line.args(2).iter().map(String::as_str);
     while let Some(key) = args.next() {
         match (key, args.next()) {
@@ -510,10 +603,10 @@ fn http_check_send(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
             ("ver", Some(_)) => {}
             ("hdr", Some(name)) => match args.next() {
                 Some(value) => check_header(c, name, value, line, notes),
-                None => notes.push(format!("line {}: `hdr {name}` has no value; not translated", line.no)),
+                None => notes.warn(format!("line {}: `hdr {name}` has no value; not translated", line.no)),
             },
             (key, _) => {
-                notes.push(format!("line {}: `http-check send` from `{key}` on not translated", line.no));
+                notes.warn(format!("line {}: `http-check send` from `{key}` on not translated", line.no));
                 break;
             }
         }
@@ -525,8 +618,31 @@ fn http_check_send(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
 const EXPECT_PARAMS: &[&str] =
     &["min-recv", "comment", "on-success", "on-error", "status-code", "ok-status", "error-status", "tout-status"];
 
+/// `bind` options: TLS termination and PROXY-protocol acceptance change what the servers
+/// receive; the rest is socket tuning.
+fn bind_options(line: &Line, notes: &mut Notes) {
+    let opts = line.args(2);
+    if opts.is_empty() {
+        return;
+    }
+    if opts.iter().any(|o| o == "ssl" || o == "crt") {
+        notes.error(format!(
+            "line {}: `bind ... {}`: HAProxy terminates TLS here and sends plain TCP to the servers; xdplb forwards the client's TLS unchanged, so servers expecting plain traffic would fail every connection (terminate TLS on the servers, or keep a TLS proxy)",
+            line.no,
+            opts.join(" ")
+        ));
+    } else if opts.iter().any(|o| o == "accept-proxy") {
+        notes.error(format!(
+            "line {}: `bind ... accept-proxy`: the PROXY header clients send would reach the servers unread; configure the servers to accept it, or drop it upstream",
+            line.no
+        ));
+    } else {
+        notes.warn(format!("line {}: bind options `{}` not translated", line.no, opts.join(" ")));
+    }
+}
+
 /// `http-check expect [PARAMS] [!] MATCHER PATTERN`
-fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
+fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Notes) {
     let args = line.args(2);
     let mut i = 0;
     let mut negated = false;
@@ -536,7 +652,7 @@ fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
             i += 1;
         } else if EXPECT_PARAMS.contains(&word) {
             if word.ends_with("-status") {
-                notes.push(format!("line {}: `http-check expect {word}` not translated", line.no));
+                notes.warn(format!("line {}: `http-check expect {word}` not translated", line.no));
             }
             i += 2;
         } else {
@@ -546,43 +662,44 @@ fn http_check_expect(c: &mut ProxyCheck, line: &Line, notes: &mut Vec<String>) {
     let matcher = args.get(i).map(String::as_str);
     let pattern = args.get(i + 1);
     match (negated, matcher, pattern) {
-        (true, _, _) => notes.push(format!(
+        (true, _, _) => notes.warn(format!(
             "line {}: `{}`: negated expects are not supported; not translated",
             line.no,
             line.text()
         )),
         (false, Some("status"), Some(p)) => expect_status(c, p, line, notes),
         (false, Some("string"), Some(s)) => c.expect_string = Some(s.clone()),
-        (false, Some("rstring" | "rstatus"), _) => notes.push(format!(
+        (false, Some("rstring" | "rstatus"), _) => notes.warn(format!(
             "line {}: `{}`: xdplb does not support regular expressions; not translated",
             line.no,
             line.text()
         )),
-        _ => notes.push(line.not_translated()),
+        _ => notes.warn(line.not_translated()),
     }
 }
 
-/// xdplb expects one exact status; of a range or list (`200-399`, `200,204`) the first is used.
-fn expect_status(c: &mut ProxyCheck, pattern: &str, line: &Line, notes: &mut Vec<String>) {
-    let first = pattern.split(['-', ',']).next().unwrap_or_default();
-    match first.parse::<u16>() {
+/// A status or a range (`200`, `200-399`) is translated as is; of a list (`200,204`) the
+/// first is used.
+fn expect_status(c: &mut ProxyCheck, pattern: &str, line: &Line, notes: &mut Notes) {
+    let first = pattern.split(',').next().unwrap_or_default();
+    match first.parse::<ExpectStatus>() {
         Ok(status) => {
             c.expect_status = Some(status);
             if first != pattern {
-                notes.push(format!(
-                    "line {}: `expect status {pattern}`: xdplb expects exactly one status; {status} used",
+                notes.warn(format!(
+                    "line {}: `expect status {pattern}`: xdplb expects one status or range; {status} used, so servers answering the others go DOWN",
                     line.no
                 ));
             }
         }
-        Err(_) => notes.push(format!("line {}: `expect status {pattern}`: not a status; not translated", line.no)),
+        Err(_) => notes.warn(format!("line {}: `expect status {pattern}`: not a status; not translated", line.no)),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-fn add_server(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(), ImportError> {
+fn add_server(p: &mut Proxy, line: &Line, notes: &mut Notes) -> Result<(), ImportError> {
     let name = line.word(1).unwrap_or("NAME");
     let Some(addr) = line.word(2) else {
         return Err(ImportError::ServerWithoutAddress { line: line.no, name: name.to_owned() });
@@ -590,7 +707,9 @@ fn add_server(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(),
     let opts = server_options(line.args(3), line, &format!("server {name}"), notes);
     match server_address(addr) {
         Ok(target) => p.servers.push(RawServer { line: line.no, name: name.to_owned(), target, opts }),
-        Err(why) => notes.push(format!("line {}: server {name} skipped: {why}", line.no)),
+        Err(why) => {
+            notes.error(format!("line {}: server {name} skipped: {why}; the backend loses this server", line.no));
+        }
     }
     Ok(())
 }
@@ -600,7 +719,7 @@ fn add_server(p: &mut Proxy, line: &Line, notes: &mut Vec<String>) -> Result<(),
 pub(super) enum Untranslatable {
     #[error("{0:?} is IPv6; xdplb needs IPv4:PORT")]
     Ipv6(String),
-    #[error("{0:?} is not an IPv4 address (xdplb needs IPv4:PORT: resolve the name and write the address)")]
+    #[error("{0:?} is neither an IPv4 address nor a host name")]
     ServerName(String),
     #[error("port offset {0:?}: xdplb needs a fixed port")]
     PortOffset(String),
@@ -624,7 +743,7 @@ pub(super) enum Untranslatable {
     Unit(#[from] UnitError),
 }
 
-/// `IPv4:PORT` or a bare `IPv4`; xdplb has no resolver, so names and IPv6 are refused.
+/// `IPv4:PORT`, a bare `IPv4`, or a host name (resolved at translation); IPv6 is refused.
 fn server_address(s: &str) -> Result<Target, Untranslatable> {
     let s = s.strip_prefix("ipv4@").unwrap_or(s);
     let (host, port) = match s.rsplit_once(':') {
@@ -632,7 +751,20 @@ fn server_address(s: &str) -> Result<Target, Untranslatable> {
         Some((h, p)) => (h, Some(p)),
         None => (s, None),
     };
-    let ip: Ipv4Addr = host.parse().map_err(|_| Untranslatable::ServerName(host.into()))?;
+    let Ok(ip) = host.parse::<Ipv4Addr>() else {
+        let name_like = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !name_like {
+            return Err(Untranslatable::ServerName(host.into()));
+        }
+        let port = match port {
+            None | Some("") => None,
+            Some(p) if p.starts_with(['+', '-']) => return Err(Untranslatable::PortOffset(p.into())),
+            Some(p) => {
+                Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| Untranslatable::NotAPort(p.into()))?)
+            }
+        };
+        return Ok(Target::Name { host: host.into(), port });
+    };
     match port {
         None | Some("") => Ok(Target::NoPort(ip)),
         Some(p) if p.starts_with(['+', '-']) => Err(Untranslatable::PortOffset(p.into())),
@@ -666,13 +798,15 @@ enum Opt {
     Silent(usize),
     Untranslated(usize),
     Note(usize, String),
+    /// Dropping it loses traffic: an error note.
+    Error(usize, String),
     Unknown,
 }
 
 /// Server options (after a server's address, or on `default-server`). What xdplb has no
 /// equivalent for is gathered into one note per line.
 #[expect(clippy::indexing_slicing, reason = "`i` stays below `words.len()`, the loop's condition")]
-fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<String>) -> ServerOpts {
+fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Notes) -> ServerOpts {
     let mut opts = ServerOpts::default();
     let mut untranslated = Vec::new();
     let mut i = 0;
@@ -685,12 +819,16 @@ fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<Stri
                 n
             }
             Opt::Note(n, why) => {
-                notes.push(format!("line {}: {who}: {why}", line.no));
+                notes.warn(format!("line {}: {who}: {why}", line.no));
+                n
+            }
+            Opt::Error(n, why) => {
+                notes.error(format!("line {}: {who}: {why}", line.no));
                 n
             }
             Opt::Unknown => {
                 // Its arity is unknown, so the words after it cannot be read reliably.
-                notes.push(format!(
+                notes.warn(format!(
                     "line {}: {who}: unknown option `{kw}`; `{}` not translated",
                     line.no,
                     words[i..].join(" ")
@@ -701,7 +839,7 @@ fn server_options(words: &[String], line: &Line, who: &str, notes: &mut Vec<Stri
         i += used;
     }
     if !untranslated.is_empty() {
-        notes.push(format!("line {}: {who}: {} not translated", line.no, untranslated.join(", ")));
+        notes.warn(format!("line {}: {who}: {} not translated", line.no, untranslated.join(", ")));
     }
     opts
 }
@@ -850,9 +988,9 @@ fn server_flag(o: &mut ServerOpts, kw: &str) -> Option<Opt> {
         "ssl" => {
             // HAProxy's `ssl` also makes the checks use TLS.
             o.ssl = Some(true);
-            Opt::Note(
+            Opt::Error(
                 1,
-                "`ssl`: HAProxy encrypts the traffic to this server; xdplb forwards the client's TCP unchanged, so clients must speak TLS themselves (checks still use TLS)".into(),
+                "`ssl`: HAProxy encrypts the traffic to this server; xdplb forwards the client's TCP unchanged, so a server expecting TLS from clients that speak plain TCP to the balancer would fail every connection (checks still use TLS)".into(),
             )
         }
         "no-ssl" => set(&mut o.ssl, false),
@@ -861,6 +999,10 @@ fn server_flag(o: &mut ServerOpts, kw: &str) -> Option<Opt> {
         "disabled" => set(&mut o.disabled, true),
         "enabled" => set(&mut o.disabled, false),
         k if SILENT_FLAGS.contains(&k) => Opt::Silent(1),
+        k if k.starts_with("send-proxy") => Opt::Error(
+            1,
+            format!("`{k}`: HAProxy sends this server a PROXY header; xdplb forwards the client's bytes unchanged, so a server that requires the header would refuse every connection"),
+        ),
         k if NOTED_FLAGS.contains(&k) => Opt::Untranslated(1),
         _ => return None,
     })

@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
 };
 
-use crate::config::{Balance, Dur, InitialState, Observe, OnMarkedDown, Verify};
+use crate::config::{Balance, Dur, ExpectStatus, InitialState, Observe, OnMarkedDown, Verify};
 
 use super::lex::Line;
 
@@ -133,6 +133,12 @@ pub(super) struct Proxy {
     /// `stats enable|uri|auth|...`: this proxy serves HAProxy's stats page (xdplb's is
     /// `global.stats_bind`); the first `stats auth USER:PASSWORD` is kept.
     pub(super) stats: Option<StatsPage>,
+    /// `acl` lines and the access rules (`tcp-request connection`, `http-request`) that use
+    /// them, in order: they become the frontend's `allow` (see `access`).
+    pub(super) acls: Vec<super::access::Acl>,
+    pub(super) access_rules: Vec<super::access::Rule>,
+    /// The line of `mode http`, when this section ends up in it (inherited from `defaults`).
+    pub(super) mode_http: Option<usize>,
 }
 
 /// What a proxy's `stats` lines say.
@@ -151,11 +157,24 @@ pub(super) struct ProxyCheck {
     pub(super) method: Option<(usize, String)>,
     pub(super) path: Option<String>,
     pub(super) host: Option<String>,
-    pub(super) expect_status: Option<u16>,
+    pub(super) expect_status: Option<ExpectStatus>,
     pub(super) expect_string: Option<String>,
     pub(super) timeout: Option<Dur>,
     /// The first `http-check` line, for a note when `option httpchk` is off.
     pub(super) rules_line: Option<usize>,
+    /// `http-check connect` / `tcp-check connect`: how the check connects.
+    pub(super) connect: Option<CheckConnect>,
+    /// `option ssl-hello-chk`: HAProxy checks that the server answers a TLS hello.
+    pub(super) ssl_hello: bool,
+}
+
+/// `http-check connect [port N] [ssl] [sni NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CheckConnect {
+    pub(super) line: usize,
+    pub(super) port: Option<u16>,
+    pub(super) ssl: bool,
+    pub(super) sni: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,11 +185,16 @@ pub(super) struct RawServer {
     pub(super) opts: ServerOpts,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Target {
     Addr(SocketAddrV4),
     /// HAProxy then uses the port the client connected to.
     NoPort(Ipv4Addr),
+    /// A host name, resolved at translation (HAProxy resolves it when it starts).
+    Name {
+        host: String,
+        port: Option<u16>,
+    },
 }
 
 /// Server options as written on a `server` or `default-server` line; unset ones fall back to

@@ -2,26 +2,30 @@
 //! backend per HAProxy backend, and the per-server check settings HAProxy has folded into
 //! xdplb's per-backend ones, with a note wherever the result behaves differently.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::{
+    access,
+    notes::Notes,
     raw::{based, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, ServerOpts, Target},
     ImportError,
 };
-use crate::config::{self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, FrontendCfg, ServerCfg};
+use crate::config::{
+    self, AdminState, BackendCfg, Balance, Bind, CheckCfg, CheckKind, ExpectStatus, FrontendCfg, ServerCfg, Verify,
+};
 
 // Assembly
 
 pub(super) fn frontends(
     proxies: &[Proxy],
     known: &[String],
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Vec<FrontendCfg>, ImportError> {
     let mut out = Vec::new();
     for p in proxies.iter().filter(|p| p.kind.is_frontend()) {
         let Some((line, backend)) = frontend_target(p) else {
-            notes.push(format!(
-                "line {}: frontend {} has no default_backend; xdplb sends each frontend to one backend, so it is not imported",
+            notes.error(format!(
+                "line {}: frontend {} has no default_backend; xdplb sends each frontend to one backend, so it is not imported and its clients would not be served",
                 p.line, p.name
             ));
             continue;
@@ -32,13 +36,29 @@ pub(super) fn frontends(
         if p.binds.is_empty() {
             // A listen section without a bind is a backend only.
             if p.kind == Kind::Frontend {
-                notes.push(format!("line {}: frontend {} has no usable bind; not imported", p.line, p.name));
+                notes.info(format!("line {}: frontend {} has no usable bind; not imported", p.line, p.name));
             }
             continue;
         }
+        if let Some(line) = p.mode_http {
+            notes.warn(format!(
+                "line {line}: `mode http` applies to {} {}: xdplb is layer 4 only; it forwards TCP without HTTP processing",
+                p.kind.keyword(),
+                p.name
+            ));
+        }
+        let allow = access::allowlist(p, notes);
         for (i, bind) in p.binds.iter().enumerate() {
             let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
-            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone() });
+            if let Some(why) = bind.parse::<Bind>().ok().and_then(config::host_only_bind) {
+                notes.error(format!(
+                    "line {}: {} {}: bind {bind}: {why} (check-config refuses it until xdplb serves host-local clients)",
+                    p.line,
+                    p.kind.keyword(),
+                    p.name
+                ));
+            }
+            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone(), allow: allow.clone() });
         }
     }
     Ok(out)
@@ -56,20 +76,22 @@ fn frontend_target(p: &Proxy) -> Option<(usize, String)> {
 struct Resolved {
     server: ServerCfg,
     check: CheckCfg,
-    /// `check-ssl` without `option httpchk`: HAProxy checks the TLS handshake.
-    tls_connect: bool,
 }
+
+/// Resolves a host name to an IPv4 address (`ImportOptions::resolve`).
+pub(super) type Resolver<'a> = Option<&'a super::Resolve<'a>>;
 
 pub(super) fn backend(
     p: &Proxy,
     global: &GlobalOpts,
     frontends: &[FrontendCfg],
-    notes: &mut Vec<String>,
+    resolve: Resolver,
+    notes: &mut Notes,
 ) -> BackendCfg {
     let servers: Vec<Resolved> =
-        p.servers.iter().filter_map(|s| resolve_server(p, s, global, frontends, notes)).collect();
+        p.servers.iter().filter_map(|s| resolve_server(p, s, global, frontends, resolve, notes)).collect();
     if servers.is_empty() {
-        notes.push(format!(
+        notes.error(format!(
             "line {}: backend {}: no server xdplb can use; add one before loading this configuration",
             p.line, p.name
         ));
@@ -78,7 +100,7 @@ pub(super) fn backend(
     // HAProxy without `option redispatch` retries a refused connect on the same server; xdplb
     // moves it to the next one (in the data path, before the client sees anything): said once.
     if p.redispatch.is_none() {
-        notes.push(format!(
+        notes.info(format!(
             "backend {}: no `option redispatch`: xdplb moves a connection whose server refuses or ignores its SYN to the next server (up to `retries`, default 3); set `redispatch = false` to keep HAProxy's retry on the same server",
             p.name
         ));
@@ -101,33 +123,39 @@ fn resolve_server(
     s: &RawServer,
     global: &GlobalOpts,
     frontends: &[FrontendCfg],
-    notes: &mut Vec<String>,
+    resolve: Resolver,
+    notes: &mut Notes,
 ) -> Option<Resolved> {
     let opts = p.default_server.overlay(&s.opts);
-    let address = match s.target {
-        Target::Addr(a) => a,
-        Target::NoPort(ip) => {
-            let Some(port) = frontend_port(&p.name, frontends) else {
-                notes.push(format!(
-                    "line {}: server {} skipped: it has no port and its frontends do not share one; write IPv4:PORT",
-                    s.line, s.name
-                ));
-                return None;
-            };
-            notes.push(format!(
-                "line {}: server {} has no port; HAProxy uses the port the client connected to, so {port} is used",
+    let (ip, port) = match &s.target {
+        Target::Addr(a) => (*a.ip(), Some(a.port())),
+        Target::NoPort(ip) => (*ip, None),
+        Target::Name { host, port } => (resolve_name(s, host, resolve, notes)?, *port),
+    };
+    let port = if let Some(port) = port {
+        port
+    } else {
+        let Some(port) = frontend_port(&p.name, frontends) else {
+            notes.error(format!(
+                "line {}: server {} skipped: it has no port and its frontends do not share one; write IPv4:PORT, or the backend loses this server",
                 s.line, s.name
             ));
-            SocketAddrV4::new(ip, port)
-        }
+            return None;
+        };
+        notes.info(format!(
+            "line {}: server {} has no port; HAProxy uses the port the client connected to, so {port} is used",
+            s.line, s.name
+        ));
+        port
     };
+    let address = SocketAddrV4::new(ip, port);
     if let Err(why) = config::parse_server_addr(&address.to_string()) {
-        notes.push(format!("line {}: server {} skipped: {why}", s.line, s.name));
+        notes.error(format!("line {}: server {} skipped: {why}; the backend loses this server", s.line, s.name));
         return None;
     }
     let disabled = opts.disabled.unwrap_or(false);
     if disabled {
-        notes.push(format!(
+        notes.info(format!(
             "line {}: server {} is `disabled` in HAProxy: imported in maintenance (state = \"maint\")",
             s.line, s.name
         ));
@@ -142,8 +170,30 @@ fn resolve_server(
             state: if disabled { AdminState::Maint } else { AdminState::Ready },
         },
         check: server_check(&p.check, &opts, global),
-        tls_connect: !p.check.http && opts.check_ssl.or(opts.ssl).unwrap_or(false),
     })
+}
+
+/// A server's host name, resolved now: xdplb keeps addresses, not names.
+fn resolve_name(s: &RawServer, host: &str, resolve: Resolver, notes: &mut Notes) -> Option<Ipv4Addr> {
+    let Some(resolve) = resolve else {
+        notes.error(format!(
+            "line {}: server {} skipped: {host:?} is a host name and names are not resolved (--no-resolve); write its IPv4 address, or the backend loses this server",
+            s.line, s.name
+        ));
+        return None;
+    };
+    let Some(ip) = resolve(host) else {
+        notes.error(format!(
+            "line {}: server {} skipped: {host:?} does not resolve to an IPv4 address on this host; write its address, or the backend loses this server",
+            s.line, s.name
+        ));
+        return None;
+    };
+    notes.warn(format!(
+        "line {}: server {}: {host:?} resolved at import to {ip}; HAProxy resolves it at each start, xdplb keeps this address until the file is changed",
+        s.line, s.name
+    ));
+    Some(ip)
 }
 
 /// The one port all frontends of `backend` listen on, if they share one.
@@ -153,15 +203,24 @@ fn frontend_port(backend: &str, frontends: &[FrontendCfg]) -> Option<u16> {
     ports.all(|p| p == Some(first)).then_some(first)
 }
 
-/// The check HAProxy would run against one server.
+/// The check HAProxy would run against one server: TLS when the server says `check-ssl` (or
+/// `ssl`) or the check rules say `connect ssl`; with `option httpchk` an HTTP request on it,
+/// else the handshake alone (HAProxy's L6OK).
 fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg {
     let d = CheckCfg::default();
     let crt = o.crt.as_deref().map(|f| based(global.crt_base.as_ref(), f));
+    let connect = c.connect.clone().unwrap_or_default();
+    let tls_asked = o.check_ssl.or(o.ssl).unwrap_or(false) || connect.ssl;
+    // `option ssl-hello-chk` proves a TLS answer without checking a certificate: a handshake
+    // with verify none is the nearest xdplb check.
+    let hello_only = c.ssl_hello && !tls_asked;
+    let tls = tls_asked || c.ssl_hello;
     CheckCfg {
-        kind: match (c.http, o.check_ssl.or(o.ssl).unwrap_or(false)) {
+        kind: match (c.http, tls) {
             (true, true) => CheckKind::Https,
             (true, false) => CheckKind::Http,
-            (false, _) => CheckKind::Tcp,
+            (false, true) => CheckKind::Tls,
+            (false, false) => CheckKind::Tcp,
         },
         inter: o.inter.unwrap_or(d.inter),
         fastinter: o.fastinter,
@@ -171,11 +230,12 @@ fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg
         timeout: c.timeout,
         path: c.path.clone().unwrap_or(d.path),
         host: c.host.clone(),
-        expect_status: c.expect_status.unwrap_or(d.expect_status),
+        // Without `http-check expect`, HAProxy passes 2xx and 3xx.
+        expect_status: c.expect_status.unwrap_or(ExpectStatus::HAPROXY_DEFAULT),
         expect_string: c.expect_string.clone(),
-        verify: o.verify.unwrap_or(global.verify),
+        verify: if hello_only { Verify::None } else { o.verify.unwrap_or(global.verify) },
         ca_file: o.ca_file.as_deref().map(|f| based(global.ca_base.as_ref(), f)),
-        sni: o.check_sni.clone().or_else(|| o.sni.clone()),
+        sni: connect.sni.or_else(|| o.check_sni.clone()).or_else(|| o.sni.clone()),
         // HAProxy's `crt` is one PEM holding certificate and key.
         key: crt.clone(),
         crt,
@@ -183,13 +243,13 @@ fn server_check(c: &ProxyCheck, o: &ServerOpts, global: &GlobalOpts) -> CheckCfg
         on_marked_down: o.on_marked_down.unwrap_or(d.on_marked_down),
         observe: o.observe.unwrap_or(d.observe),
         error_limit: o.error_limit.unwrap_or(d.error_limit),
-        port: o.port,
+        port: connect.port.or(o.port),
     }
 }
 
 /// HAProxy checks per server, xdplb per backend: the checked servers' settings, the first
 /// server's where they disagree.
-fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &mut Vec<String>) -> CheckCfg {
+fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &mut Notes) -> CheckCfg {
     let checked: Vec<&Resolved> = servers.iter().filter(|r| r.server.check).collect();
     let mut cfg = if let Some(first) = checked.first() {
         first.check.clone()
@@ -202,13 +262,13 @@ fn backend_check(p: &Proxy, servers: &[Resolved], global: &GlobalOpts, notes: &m
     };
     if !checked.is_empty() {
         note_disagreements(p, &checked, notes);
-        note_check_differences(p, &cfg, &checked, notes);
+        note_check_differences(p, &cfg, notes);
     }
     clamp_timeout(p, &mut cfg, notes);
     cfg
 }
 
-fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>) {
+fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Notes) {
     type Same = fn(&CheckCfg, &CheckCfg) -> bool;
     let Some((first, rest)) = checked.split_first() else { return };
     let settings: [(&str, Same); 15] = [
@@ -230,7 +290,7 @@ fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>)
     ];
     for (setting, same) in settings {
         if let Some(other) = rest.iter().find(|r| !same(&first.check, &r.check)) {
-            notes.push(format!(
+            notes.warn(format!(
                 "line {}: backend {}: servers disagree on `{setting}` ({} and {}); xdplb has one check setting per backend, so {}'s is used",
                 p.line, p.name, first.server.name, other.server.name, first.server.name
             ));
@@ -239,32 +299,46 @@ fn note_disagreements(p: &Proxy, checked: &[&Resolved], notes: &mut Vec<String>)
 }
 
 /// Where the translated check behaves differently from HAProxy's.
-fn note_check_differences(p: &Proxy, cfg: &CheckCfg, checked: &[&Resolved], notes: &mut Vec<String>) {
+fn note_check_differences(p: &Proxy, cfg: &CheckCfg, notes: &mut Notes) {
     let http = matches!(cfg.kind, CheckKind::Http | CheckKind::Https);
     if let (true, Some((line, method))) = (http, &p.check.method) {
         if !method.eq_ignore_ascii_case("GET") {
-            notes.push(format!("line {line}: check method {method}: xdplb checks with GET"));
+            notes.info(format!("line {line}: check method {method}: xdplb checks with GET"));
         }
     }
     if let (true, Some(s), None) = (http, &cfg.expect_string, p.check.expect_status) {
-        notes.push(format!(
+        notes.info(format!(
             "line {}: backend {}: HAProxy's `http-check expect string {s}` ignores the status, so a server answering 500 with {s:?} in the body stays UP; xdplb requires status {} and the string",
             p.line, p.name, cfg.expect_status
         ));
     }
+    if let Some(c) = &p.check.connect {
+        notes.info(format!(
+            "line {}: backend {}: `connect{}{}{}` translated: the check uses {}{}{}",
+            c.line,
+            p.name,
+            c.port.map(|port| format!(" port {port}")).unwrap_or_default(),
+            if c.ssl { " ssl" } else { "" },
+            c.sni.as_deref().map(|s| format!(" sni {s}")).unwrap_or_default(),
+            if c.ssl { "TLS" } else { "plain TCP" },
+            c.port.map(|port| format!(" on port {port}")).unwrap_or_default(),
+            c.sni.as_deref().map(|s| format!(" with SNI {s}")).unwrap_or_default(),
+        ));
+    }
     if let (false, Some(line)) = (p.check.http, p.check.rules_line) {
-        notes.push(format!(
+        notes.warn(format!(
             "line {line}: http-check rules have no effect without `option httpchk` (HAProxy ignores them too); tcp check used"
         ));
     }
-    if checked.iter().any(|r| r.tls_connect) {
-        notes.push(format!(
-            "line {}: backend {}: `check-ssl` without `option httpchk`: HAProxy checks the TLS handshake, xdplb the TCP connect only",
+    if p.check.ssl_hello {
+        let how = if cfg.kind == CheckKind::Tls { "a TLS handshake (type = \"tls\")" } else { "a TCP connect only" };
+        notes.warn(format!(
+            "line {}: backend {}: `option ssl-hello-chk`: HAProxy sends a TLS hello and reads the answer; xdplb checks with {how}",
             p.line, p.name
         ));
     }
     if let Some(crt) = &cfg.crt {
-        notes.push(format!(
+        notes.info(format!(
             "line {}: backend {}: HAProxy's `crt` is one PEM with certificate and key; crt and key are both set to {}",
             p.line,
             p.name,
@@ -274,10 +348,10 @@ fn note_check_differences(p: &Proxy, cfg: &CheckCfg, checked: &[&Resolved], note
 }
 
 /// xdplb ends a check before the next is due; HAProxy lets a long `timeout check` run on.
-fn clamp_timeout(p: &Proxy, cfg: &mut CheckCfg, notes: &mut Vec<String>) {
+fn clamp_timeout(p: &Proxy, cfg: &mut CheckCfg, notes: &mut Notes) {
     if let Some(t) = cfg.timeout {
         if t > cfg.inter {
-            notes.push(format!(
+            notes.warn(format!(
                 "line {}: backend {}: `timeout check {t}` is longer than inter {}; xdplb ends each check before the next, so the timeout is {}",
                 p.line, p.name, cfg.inter, cfg.inter
             ));
