@@ -27,8 +27,9 @@ pub mod names {
     pub const SUSPICION_VERDICT: &str = "suspicion_verdict";
     pub const SERVER_FLOWS: &str = "server_flows";
     pub const RST_LIMIT: &str = "rst_limit";
+    pub const LOCAL_PEERS: &str = "local_peers";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -49,6 +50,7 @@ pub mod names {
         SUSPICION_VERDICT,
         SERVER_FLOWS,
         RST_LIMIT,
+        LOCAL_PEERS,
     ];
 }
 
@@ -88,6 +90,9 @@ pub const RST_BURST: u32 = 20;
 pub const RST_PER_SEC: u64 = 10;
 /// Sources whose RST allowance is remembered (an LRU map: the quietest are forgotten first).
 pub const RST_LIMIT_SOURCES: u32 = 16384;
+/// Local sockets whose dialled frontend is remembered for `getpeername()` (an LRU map keyed by
+/// socket cookie: the oldest connections are forgotten first).
+pub const LOCAL_PEER_SOCKETS: u32 = 65536;
 
 /// Key of `frontends`: the destination a client connects to.
 #[repr(C)]
@@ -383,6 +388,10 @@ pub struct Settings {
     /// Secret of the per-tuple timestamp clock (random, made once and kept in the pinned map):
     /// servers see `clock + hash(tuple, secret)`, never the balancer's uptime.
     pub ts_secret: [u32; 2],
+    /// The agent's network namespace (`SO_NETNS_COOKIE`): the connect hook, attached to a
+    /// cgroup whose processes may live in any namespace, acts only on sockets of this one.
+    /// 0: local clients are not served.
+    pub netns_cookie: u64,
 }
 
 /// Value of `port_cursors` (per CPU, per server): the next NAT tuple (index into the server's
@@ -452,6 +461,21 @@ pub struct TrafficStats {
     /// SYNs the server left unanswered until the client sent them again (a redispatch moved
     /// the flow; passive layer-4 observation, too).
     pub syn_unanswered: u64,
+    /// Connections from processes on the balancer host that the connect hook sent to a server
+    /// (also counted in `new_flows`; no packet of theirs meets XDP).
+    pub local_connections: u64,
+}
+
+/// Value of `local_peers` (an LRU hash keyed by socket cookie, `u64`): what a local socket
+/// dialled and the server the connect hook gave it, so that `getpeername()` says the former.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPeer {
+    pub frontend_addr: [u8; 4],
+    pub server_addr: [u8; 4],
+    /// Ports, network byte order.
+    pub frontend_port_be: u16,
+    pub server_port_be: u16,
 }
 
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
@@ -571,6 +595,8 @@ counters! {
     ServerSuspected = 13 => "server_suspected",
     /// A new flow's round-robin pick was a suspected server: the next one took it.
     SuspectSkipped = 14 => "suspect_skipped",
+    /// A local connect() to a frontend found no server to take it: refused (ECONNREFUSED).
+    LocalRefused = 15 => "local_refused",
 }
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
@@ -583,9 +609,10 @@ const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
-const _: () = assert!(size_of::<Settings>() == 32);
+const _: () = assert!(size_of::<Settings>() == 40);
 const _: () = assert!(size_of::<PortCursor>() == 8);
-const _: () = assert!(size_of::<TrafficStats>() == 56);
+const _: () = assert!(size_of::<TrafficStats>() == 64);
+const _: () = assert!(size_of::<LocalPeer>() == 12);
 const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
@@ -606,6 +633,7 @@ mod pod {
     unsafe impl aya::Pod for SuspicionVerdict {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for RstBucket {}
+    unsafe impl aya::Pod for LocalPeer {}
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! flow or anything else (`main`), open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
 //! (`nat`, `timestamps`), and send on (`forward`); a SYN that no server can take is answered with
 //! a RST (`reset`). Anything that is not ours goes to the kernel untouched. Counters live in
-//! `stats`.
+//! `stats`. Processes on the balancer host itself are balanced at connect() by the cgroup hooks
+//! in `sock`, on the same maps.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -22,6 +23,7 @@ mod parse;
 mod ports;
 mod redispatch;
 mod reset;
+mod sock;
 mod stats;
 mod suspicion;
 mod timestamps;
@@ -61,7 +63,10 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
     let is_reply = dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count;
-    let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+    // Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are the connect
+    // hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
+    let frontend =
+        if is_reply || key.dst_addr[0] == 127 { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }

@@ -138,6 +138,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
+    hook_local_clients(&mut ebpf, g, &topology)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
@@ -445,4 +446,45 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Attaches the connect hook for local clients (`dataplane::hook`) when `global.local_clients`
+/// says so. Without it only loopback frontends lose everything: a failure is fatal for them,
+/// a warning otherwise.
+fn hook_local_clients(ebpf: &mut aya::Ebpf, g: &Global, topology: &Topology) -> anyhow::Result<()> {
+    if !g.local_clients {
+        log::info!("local clients: not served (global.local_clients = false)");
+        return Ok(());
+    }
+    let hooked = match &g.local_clients_cgroup {
+        Some(path) => Ok(path.clone()),
+        None => dataplane::hook::cgroup2_root(),
+    }
+    .and_then(|cgroup| dataplane::hook::attach(ebpf, &g.pin_dir, &cgroup).map(|how| (cgroup, how)));
+    match hooked {
+        Ok((cgroup, how)) => {
+            let how = if how == dataplane::hook::Hooked::Adopted { "adopted" } else { "attached" };
+            log::info!("local clients: connect hook {how} on cgroup {}", cgroup.display());
+            Ok(())
+        }
+        Err(e) => {
+            let loopback: Vec<&str> = topology
+                .frontends
+                .iter()
+                .filter(|f| f.keys.iter().all(|k| k.addr[0] == 127))
+                .map(|f| f.name.as_str())
+                .collect();
+            if loopback.is_empty() {
+                log::warn!(
+                    "local clients: not served ({e}); processes on this host connecting to a frontend are refused"
+                );
+                Ok(())
+            } else {
+                Err(anyhow::Error::new(e).context(format!(
+                    "frontend(s) {} bind to a loopback address, which only the connect hook serves",
+                    loopback.join(", ")
+                )))
+            }
+        }
+    }
 }

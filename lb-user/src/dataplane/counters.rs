@@ -26,6 +26,7 @@ fn sum(a: TrafficStats, b: &TrafficStats) -> TrafficStats {
         new_flows: a.new_flows + b.new_flows,
         syn_rst: a.syn_rst + b.syn_rst,
         syn_unanswered: a.syn_unanswered + b.syn_unanswered,
+        local_connections: a.local_connections + b.local_connections,
     }
 }
 

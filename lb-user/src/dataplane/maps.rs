@@ -188,6 +188,16 @@ impl MapOwner {
         if g.translate_timestamps {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
+        let netns_cookie = if g.local_clients {
+            super::sys::netns_cookie().unwrap_or_else(|e| {
+                log::warn!(
+                    "cannot read this network namespace's cookie ({e}; Linux 5.14+): local clients are not served"
+                );
+                0
+            })
+        } else {
+            0
+        };
         let s = Settings {
             nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
@@ -195,6 +205,7 @@ impl MapOwner {
             no_ts_ports: g.no_timestamp_ports(),
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
+            netns_cookie,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }

@@ -161,6 +161,12 @@ impl Topology {
                     }
                     iface_addrs.clone()
                 }
+                Bind::Addr(a) if a.ip().is_loopback() => {
+                    if let Some(why) = loopback_unserved(&cfg.global) {
+                        problems.push(format!("{at}: bind {:?}: {why}", f.bind.text()));
+                    }
+                    vec![*a.ip()]
+                }
                 Bind::Addr(a) => {
                     if !local.contains(a.ip()) {
                         problems.push(format!(
@@ -171,6 +177,12 @@ impl Topology {
                     vec![*a.ip()]
                 }
             };
+            let mut addrs = addrs;
+            // `*:PORT` covers the loopback address too, as HAProxy's listener on 0.0.0.0 does:
+            // local clients dialling 127.0.0.1:PORT are the connect hook's.
+            if matches!(bind, Bind::Any(_)) && cfg.global.local_clients {
+                addrs.push(Ipv4Addr::LOCALHOST);
+            }
             let keys =
                 addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect();
             frontends.push(FrontendEntry {
@@ -197,6 +209,15 @@ impl Topology {
     pub fn servers(&self) -> impl Iterator<Item = (&Pool, &ServerEntry)> {
         self.pools.iter().flat_map(|p| p.servers.iter().map(move |s| (p, s)))
     }
+}
+
+/// Why a loopback bind (`127.0.0.1:PORT`) would serve nothing, or `None` when it is served: no
+/// packet to a loopback address crosses XDP, only the connect hook sees those connections. The
+/// one rule for configuration files and `import-haproxy` alike.
+pub fn loopback_unserved(g: &crate::config::Global) -> Option<&'static str> {
+    (!g.local_clients).then_some(
+        "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true (its connect hook); set it, or bind to an address of the attached interfaces",
+    )
 }
 
 /// Frontend keys of a topology, for diffing against the kernel's map.
@@ -312,7 +333,10 @@ mod tests {
         let t1 = Topology::resolve(&cfg(a), &eth0(), &FakeHost, None).unwrap();
         assert_eq!(
             t1.frontends[0].keys,
-            vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]
+            vec![
+                FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 },
+                FrontendKey { addr: [127, 0, 0, 1], port_be: 12379u16.to_be(), _pad: 0 },
+            ]
         );
         assert_eq!(t1.pools[0].servers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2]);
         // s1 removed, s3 added: s2 keeps id 2, s3 takes the free id 1.
