@@ -172,9 +172,20 @@ fn local_clients_are_balanced_by_the_connect_hook() {
     }
     // Counted per server, as local connections (and nothing crossed XDP for them).
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
-    let snap = status(&lab);
     let ids: Vec<u32> = (1..=6).collect();
-    assert_eq!(local_connections(&counters, &ids), 1200, "{:?}", snap.backends);
+    assert_eq!(local_connections(&counters, &ids), 1200);
+    // And shown per frontend on the status page (rebuilt every second).
+    let want = [("etcd-local", 300), ("etcd-host", 300), ("apiserver", 600)];
+    let start = Instant::now();
+    loop {
+        let snap = status(&lab);
+        let got: Vec<(String, u64)> = snap.frontends.iter().map(|f| (f.name.clone(), f.traffic.local_flows)).collect();
+        if want.iter().all(|(n, c)| got.contains(&((*n).to_string(), *c))) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "local connections on the page: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A client outside the hook's cgroup is not balanced: nothing listens on the frontend.
     let outside = sh(lab.lb.command(&client_bin()).arg(loopback.to_string()).arg("1")).unwrap();
