@@ -172,7 +172,8 @@ pub struct Server {
     pub pool_id: u32,
     /// `SERVER_F_*` bits.
     pub flags: u32,
-    /// How many of `snat_addrs` are valid (at least 1 for a valid server).
+    /// How many of `snat_addrs` are valid (at least 1 for a valid server, but 0 for a server on
+    /// this host, `SERVER_F_LOCAL`: it has no NAT tuples, so no flow is ever moved to it).
     pub snat_count: u32,
     /// The balancer's own addresses that flows to this server leave from (full NAT source);
     /// each gives the server a tuple space of its own.
@@ -181,6 +182,9 @@ pub struct Server {
 
 /// The entry is in use.
 pub const SERVER_F_VALID: u32 = 1;
+/// The server's address is one of the balancer host's own (a co-located etcd or apiserver):
+/// its flows are translated on the destination only (`FLOW_LOCAL`).
+pub const SERVER_F_LOCAL: u32 = 2;
 
 /// Key of `flows`, the connection table: a TCP 4-tuple as it appears in a received packet.
 /// Each flow has two entries: client->frontend and server->balancer (its reply direction).
@@ -265,6 +269,12 @@ pub const FLOW_SEEN_CLOSED_FIRST: u32 = 0x400;
 pub const FLOW_SYN_SACK: u32 = 0x1_0000;
 pub const FLOW_SYN_WSCALE: u32 = 0x2_0000;
 pub const FLOW_SYN_TS: u32 = 0x4_0000;
+/// Both sides: a flow to a server on the balancer host itself. Only the destination is
+/// translated (the server sees the client's own address): the kernel delivers the client's
+/// packets to the server, and the server's replies leave through the stack, where lb-ebpf's
+/// `egress` program gives them the frontend's address back. No NAT port, no timestamp
+/// translation, no redispatch.
+pub const FLOW_LOCAL: u32 = 0x8_0000;
 /// The other direction sent FIN / RST (copied there so that each entry tells the whole state).
 pub const FLOW_SEEN_PEER_FIN: u32 = 0x1000;
 pub const FLOW_SEEN_PEER_RST: u32 = 0x4000;

@@ -139,6 +139,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     hook_local_clients(&mut ebpf, g, &topology)?;
+    attach_egress(&mut ebpf, g, &ifaces, &topology)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
@@ -487,4 +488,41 @@ fn hook_local_clients(ebpf: &mut aya::Ebpf, g: &Global, topology: &Topology) -> 
             }
         }
     }
+}
+
+/// Attaches the egress program (`dataplane::hook::attach_egress`) to every interface: the replies
+/// of servers on this host leave through it. Without it only those servers lose their flows: a
+/// failure is fatal when the configuration has one, a warning otherwise.
+fn attach_egress(
+    ebpf: &mut aya::Ebpf,
+    g: &Global,
+    ifaces: &[crate::host::netif::Interface],
+    topology: &Topology,
+) -> anyhow::Result<()> {
+    let local: Vec<&str> = topology.servers().filter(|(_, s)| s.local).map(|(_, s)| s.name.as_str()).collect();
+    for i in ifaces {
+        match dataplane::hook::attach_egress(ebpf, &g.pin_dir, &i.name) {
+            Ok(adopted) => {
+                log::info!(
+                    "egress translation for servers on this host {} on {}",
+                    if adopted { "adopted" } else { "attached" },
+                    i.name
+                );
+            }
+            Err(e) if local.is_empty() => {
+                log::warn!(
+                    "cannot attach the egress program to {} ({e}): a server on this host would not be served",
+                    i.name
+                );
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "attaching the egress program to {} (tc, Linux 6.6+), which server(s) {} on this host need",
+                    i.name,
+                    local.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! The connect hook (lb-ebpf's `sock`): cgroup v2 `connect4` and `getpeername4` programs that
+//! The host-side programs (lb-ebpf's `sock` and `egress`). The connect hook: cgroup v2 `connect4` and `getpeername4` programs that
 //! balance connect()s made on this host, attached to a cgroup (by default the root of the
 //! cgroup v2 mount: every process), their links pinned beside the XDP ones and taken over by
 //! the next agent, program replaced in place (`bpf_link_update`), so local clients never meet
@@ -114,6 +114,56 @@ fn adopt(prog: &CgroupSockAddr, pin: &Path, cg_id: u64) -> std::io::Result<bool>
     let fd = prog.fd().map_err(std::io::Error::other)?;
     sys::link_update(link.as_fd(), fd.as_fd())?;
     Ok(true)
+}
+
+/// The tc egress program that translates the replies of servers on this host back (lb-ebpf's
+/// `egress`), on every attached interface; pinned and adopted as the hook is.
+pub const EGRESS: &str = "xdplb_egress";
+
+/// The pin of the egress link on `iface`.
+pub fn egress_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_egress_{iface}"))
+}
+
+/// Attaches the egress program to `iface` (TCX, Linux 6.6+), or adopts a pinned link there;
+/// true when adopted.
+pub fn attach_egress(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<bool, aya::programs::ProgramError> {
+    let prog = egress_program(ebpf);
+    let pin = egress_pin(pin_dir, iface);
+    if pin.exists() {
+        let adopted = || -> std::io::Result<()> {
+            let link = sys::obj_get(&pin)?;
+            let fd = prog.fd().map_err(std::io::Error::other)?;
+            sys::link_update(link.as_fd(), fd.as_fd())
+        };
+        match adopted() {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                log::warn!("cannot adopt the pinned link {} ({e}); attaching anew", pin.display());
+                let _ = fs::remove_file(&pin);
+            }
+        }
+    }
+    let id = prog.attach(iface, aya::programs::TcAttachType::Egress)?;
+    let pinned = || -> Result<_, Box<dyn std::error::Error>> { Ok(FdLink::try_from(prog.take_link(id)?)?.pin(&pin)?) };
+    if let Err(e) = pinned() {
+        log::warn!(
+            "cannot pin the egress link at {} ({e}): replies of servers on this host are translated only while the agent runs",
+            pin.display()
+        );
+    }
+    Ok(false)
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "the object is the one embedded at build time, which has this tc program; no input changes that"
+)]
+pub fn egress_program(ebpf: &mut Ebpf) -> &mut aya::programs::SchedClassifier {
+    ebpf.program_mut(EGRESS)
+        .expect("the embedded object has the egress program")
+        .try_into()
+        .expect("the egress program is a tc classifier")
 }
 
 #[expect(

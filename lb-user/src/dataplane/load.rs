@@ -60,6 +60,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     for (name, _) in super::hook::HOOKS {
         super::hook::program(&mut ebpf, name).load()?;
     }
+    super::hook::egress_program(&mut ebpf).load()?;
     Ok(ebpf)
 }
 

@@ -9,8 +9,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_LOCAL,
+    SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -233,7 +233,9 @@ impl MapOwner {
         for (pool, s) in topo.servers() {
             let mut snat_addrs = [[0; 4]; MAX_SOURCES];
             let mut snat_count = 0;
-            for (slot, a) in snat_addrs.iter_mut().zip(&s.source) {
+            // A server on this host takes no NAT tuple (see lb-common's `Server::snat_count`).
+            let source: &[std::net::Ipv4Addr] = if s.local { &[] } else { &s.source };
+            for (slot, a) in snat_addrs.iter_mut().zip(source) {
                 *slot = a.octets();
                 snat_count += 1;
             }
@@ -242,7 +244,7 @@ impl MapOwner {
                 port_be: s.addr.port().to_be(),
                 _pad: 0,
                 pool_id: pool.id,
-                flags: SERVER_F_VALID,
+                flags: SERVER_F_VALID | if s.local { SERVER_F_LOCAL } else { 0 },
                 snat_count,
                 snat_addrs,
             };

@@ -65,6 +65,9 @@ pub struct ServerEntry {
     pub check: bool,
     /// The administrative state the configuration gives it (the runtime API may override it).
     pub admin: AdminState,
+    /// Its address is one of this host's (a co-located server): its flows are translated on the
+    /// destination only, and its replies back on the way out (lb-common's `FLOW_LOCAL`).
+    pub local: bool,
 }
 
 /// What resolving needs from the host; a trait so tests can describe a host.
@@ -260,6 +263,7 @@ fn pool(
             backup: s.backup,
             check: s.check,
             admin: s.state,
+            local: local.contains(addr.ip()),
         });
     }
     Pool {
