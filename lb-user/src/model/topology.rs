@@ -164,12 +164,8 @@ impl Topology {
                     }
                     iface_addrs.clone()
                 }
-                Bind::Addr(a) if a.ip().is_loopback() => {
-                    if let Some(why) = loopback_unserved(&cfg.global) {
-                        problems.push(format!("{at}: bind {:?}: {why}", f.bind.text()));
-                    }
-                    vec![*a.ip()]
-                }
+                // Served by the connect hook (the configuration's own check says when not).
+                Bind::Addr(a) if a.ip().is_loopback() => vec![*a.ip()],
                 Bind::Addr(a) => {
                     if !local.contains(a.ip()) {
                         problems.push(format!(
@@ -212,15 +208,6 @@ impl Topology {
     pub fn servers(&self) -> impl Iterator<Item = (&Pool, &ServerEntry)> {
         self.pools.iter().flat_map(|p| p.servers.iter().map(move |s| (p, s)))
     }
-}
-
-/// Why a loopback bind (`127.0.0.1:PORT`) would serve nothing, or `None` when it is served: no
-/// packet to a loopback address crosses XDP, only the connect hook sees those connections. The
-/// one rule for configuration files and `import-haproxy` alike.
-pub fn loopback_unserved(g: &crate::config::Global) -> Option<&'static str> {
-    (!g.local_clients).then_some(
-        "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true (its connect hook); set it, or bind to an address of the attached interfaces",
-    )
 }
 
 /// Frontend keys of a topology, for diffing against the kernel's map.

@@ -38,7 +38,20 @@ pub(super) fn frontends(
         }
         for (i, bind) in p.binds.iter().enumerate() {
             let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
-            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone() });
+            let f = FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone() };
+            // HAProxy's listener on a loopback address served processes on its host; xdplb's
+            // connect hook does, unless the rule says it cannot (then check-config refuses it).
+            if let Some(b) = f.bind.get() {
+                match config::bind_unserved(b, &config::Global::default()) {
+                    None if matches!(b, Bind::Addr(a) if a.ip().is_loopback()) => notes.push(format!(
+                        "line {}: bind {bind}: only processes on this host reach it; xdplb serves them with its connect hook (global.local_clients)",
+                        p.line
+                    )),
+                    None => {}
+                    Some(why) => notes.push(format!("line {}: bind {bind}: {why}", p.line)),
+                }
+            }
+            out.push(f);
         }
     }
     Ok(out)
