@@ -5,8 +5,8 @@
 //! - `local-client [--cgroup DIR] ADDR:PORT COUNT`: COUNT connections one after another, each
 //!   reading the server's name line; one line each: `ok NAME PEER` (PEER: what getpeername()
 //!   said) or `err KIND MICROS MESSAGE` (KIND: `refused` for ECONNREFUSED, else `other`);
-//! - `local-client [--cgroup DIR] --rate SECS ADDR:PORT`: connect() and close as fast as one
-//!   thread goes for SECS seconds; prints `connects N SECS`.
+//! - `local-client [--cgroup DIR] --rate SECS ADDR:PORT...`: connect() and close as fast as one
+//!   thread goes for SECS seconds, to the addresses in turn; prints `connects N SECS`.
 
 use std::{
     io::{BufRead, BufReader},
@@ -15,7 +15,9 @@ use std::{
 };
 
 fn usage() -> ! {
-    eprintln!("usage: local-client [--cgroup DIR] ADDR:PORT COUNT | local-client [--cgroup DIR] --rate SECS ADDR:PORT");
+    eprintln!(
+        "usage: local-client [--cgroup DIR] ADDR:PORT COUNT | local-client [--cgroup DIR] --rate SECS ADDR:PORT..."
+    );
     std::process::exit(2);
 }
 
@@ -30,10 +32,13 @@ fn main() {
         args.drain(..2);
     }
     if args.first().map(String::as_str) == Some("--rate") {
-        let (Some(secs), Some(addr)) = (args.get(1), args.get(2)) else { usage() };
+        let Some(secs) = args.get(1) else { usage() };
         let secs: f64 = secs.parse().unwrap_or_else(|_| usage());
-        let addr: SocketAddr = addr.parse().unwrap_or_else(|_| usage());
-        rate(addr, Duration::from_secs_f64(secs));
+        let addrs: Vec<SocketAddr> = args[2..].iter().map(|a| a.parse().unwrap_or_else(|_| usage())).collect();
+        if addrs.is_empty() {
+            usage();
+        }
+        rate(&addrs, Duration::from_secs_f64(secs));
         return;
     }
     let (Some(addr), Some(count)) = (args.first(), args.get(1)) else { usage() };
@@ -63,11 +68,14 @@ fn once(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     Ok((name.trim().to_string(), peer))
 }
 
-fn rate(addr: SocketAddr, secs: Duration) {
+fn rate(addrs: &[SocketAddr], secs: Duration) {
     let start = Instant::now();
     let mut n = 0u64;
-    while start.elapsed() < secs {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+    for addr in addrs.iter().cycle() {
+        if start.elapsed() >= secs {
+            break;
+        }
+        match TcpStream::connect_timeout(addr, Duration::from_secs(5)) {
             Ok(s) => {
                 abort(s);
                 n += 1;
