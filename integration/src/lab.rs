@@ -138,6 +138,13 @@ impl Lab {
         Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, more_clients, vip: LB, backends, _infra: vec![sw] })
     }
 
+    /// Lets every backend receive XDP_TX/XDP_REDIRECT frames (a co-located lab runs xdplb on
+    /// the backends themselves): their switch ports get the pass program.
+    pub fn napi_backends(&self) -> Result<()> {
+        let sw = self._infra.last().ok_or_else(|| anyhow::anyhow!("no switch"))?;
+        (0..self.backends.len()).try_for_each(|i| napi_peer(sw, &format!("pb{i}")))
+    }
+
     /// Every client host: `client` first, then `more_clients`.
     pub fn clients(&self) -> Vec<&NetNs> {
         std::iter::once(&self.client).chain(self.more_clients.iter().map(|(ns, _)| ns)).collect()
