@@ -379,9 +379,11 @@ impl Agent {
             || a.stats_bind != b.stats_bind
             || a.stats_auth != b.stats_auth
             || a.runtime_sockets != b.runtime_sockets
+            || a.local_clients_cgroup != b.local_clients_cgroup
+            || (b.local_clients && !a.local_clients)
         {
             log::warn!(
-                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth and runtime_sockets take effect at the next restart"
+                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth, runtime_sockets, local_clients_cgroup and turning local_clients on take effect at the next restart"
             );
         }
         let checkpoint = self.registry.checkpoint();
