@@ -64,9 +64,12 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
         ("hook attached, to the frontend (balanced)", Some(&cgroup), &frontend),
     ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
-    for _ in 0..args.rounds {
-        for (i, (_, cg, to)) in ways.iter().enumerate() {
-            runs[i].push(rate(&lab, *cg, to, args.seconds)?);
+    // Each round starts with the next way: no way always runs first (or after the same one).
+    for round in 0..args.rounds {
+        for k in 0..ways.len() {
+            let i = (round + k) % ways.len();
+            let (_, cg, to) = ways[i];
+            runs[i].push(rate(&lab, cg, to, args.seconds)?);
         }
     }
     println!("\n### connect(): the connect hook's cost (one thread on the balancer, {} rounds)\n", args.rounds);
