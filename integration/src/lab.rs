@@ -138,6 +138,13 @@ impl Lab {
         Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, more_clients, vip: LB, backends, _infra: vec![sw] })
     }
 
+    /// Lets every backend receive XDP_TX/XDP_REDIRECT frames (a co-located lab runs xdplb on
+    /// the backends themselves): their switch ports get the pass program.
+    pub fn napi_backends(&self) -> Result<()> {
+        let sw = self._infra.last().ok_or_else(|| anyhow::anyhow!("no switch"))?;
+        (0..self.backends.len()).try_for_each(|i| napi_peer(sw, &format!("pb{i}")))
+    }
+
     /// Every client host: `client` first, then `more_clients`.
     pub fn clients(&self) -> Vec<&NetNs> {
         std::iter::once(&self.client).chain(self.more_clients.iter().map(|(ns, _)| ns)).collect()
@@ -196,20 +203,26 @@ impl Lab {
 
     fn start_server_on(&self, i: usize, server_bin: &str, ports: &[&str]) -> Result<()> {
         let b = &self.backends[i];
-        let mut args = vec![b.name.as_str()];
-        args.extend_from_slice(ports);
-        // Reaped with the namespace (NetNs::drop kills what runs in it).
-        let mut c = b.ns.spawn(server_bin, &args)?;
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        if let Ok(Some(status)) = c.try_wait() {
-            anyhow::bail!("lbtest-server on {} exited: {status}", b.name);
-        }
-        for p in ports {
-            let port = p.rsplit(':').next().unwrap_or(p).parse()?;
-            wait_listening(&b.ns, port)?;
-        }
-        Ok(())
+        serve(&b.ns, &b.name, server_bin, ports)
     }
+}
+
+/// Starts `lbtest-server NAME PORTS...` in `ns` (a backend, or the balancer itself for a
+/// co-located server) and waits until it listens on each port.
+pub fn serve(ns: &NetNs, name: &str, server_bin: &str, ports: &[&str]) -> Result<()> {
+    let mut args = vec![name];
+    args.extend_from_slice(ports);
+    // Reaped with the namespace (NetNs::drop kills what runs in it).
+    let mut c = ns.spawn(server_bin, &args)?;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    if let Ok(Some(status)) = c.try_wait() {
+        anyhow::bail!("lbtest-server {name} in {} exited: {status}", ns.name);
+    }
+    for p in ports {
+        let port = p.rsplit(':').next().unwrap_or(p).parse()?;
+        wait_listening(ns, port)?;
+    }
+    Ok(())
 }
 
 fn wait_listening(ns: &NetNs, port: u16) -> Result<()> {

@@ -3,6 +3,7 @@
 //! traffic helpers.
 
 pub mod agent;
+pub mod cgroup;
 pub mod churn;
 pub mod fixture;
 pub mod frames;

@@ -34,6 +34,10 @@ pub struct SeedLab {
     pub dir: PathBuf,
     /// Started last, once etcd and the stand-ins run.
     agent: Option<Agent>,
+    /// The co-located shape (`start_colocated`): one agent on each master, none on `lab.lb`,
+    /// their pin directories under this one (removed with the lab).
+    node_agents: Vec<Agent>,
+    node_pins: Option<PathBuf>,
     pub ca: PathBuf,
     /// etcdctl's client certificate and key.
     pub client: (PathBuf, PathBuf),
@@ -79,6 +83,42 @@ impl SeedLab {
         mode: &str,
         pin_dir: Option<&Path>,
     ) -> Result<SeedLab> {
+        let (mut me, toml) = Self::build(names, dir, standin_bin, None)?;
+        let agent = match pin_dir {
+            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
+            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
+        };
+        me.agent = Some(agent);
+        Ok(me)
+    }
+
+    /// The co-located shape (issue 11), as kubeadm's "load balancer on the control-plane nodes"
+    /// runs HAProxy: no balancer host; every master runs its etcd member, its apiserver
+    /// stand-in and its own xdplb (the same imported configuration, attached to its eth0), and
+    /// each stand-in reaches etcd through its own node's `127.0.0.1:12379` (the connect hook),
+    /// one of whose servers is the node itself (a local backend). Pins under `pin_dir/appN`.
+    pub fn start_colocated(
+        names: Names,
+        dir: &Path,
+        standin_bin: &Path,
+        mode: &str,
+        pin_dir: &Path,
+    ) -> Result<SeedLab> {
+        let (mut me, toml) = Self::build(names, dir, standin_bin, Some("127.0.0.1:12379"))?;
+        me.lab.napi_backends()?;
+        me.node_pins = Some(pin_dir.to_path_buf());
+        for b in &me.lab.backends {
+            let pins = pin_dir.join(&b.name);
+            let agent =
+                Agent::start_in(&b.ns, &toml, &["eth0".into()], mode, &dir.join(format!("agent-{}", b.name)), &pins)?;
+            me.node_agents.push(agent);
+        }
+        Ok(me)
+    }
+
+    /// The masters, etcd and the stand-ins running, certificates made, and xdplb's
+    /// configuration imported from the seed's haproxy.cfg; no agent yet.
+    fn build(names: Names, dir: &Path, standin_bin: &Path, standin_etcd: Option<&str>) -> Result<(SeedLab, String)> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir)?;
         let lab = Lab::one_arm_named(3, names)?;
@@ -98,6 +138,8 @@ impl SeedLab {
             lab,
             dir: dir.to_path_buf(),
             agent: None,
+            node_agents: Vec::new(),
+            node_pins: None,
             ca: ca_path,
             client,
             etcd: (0..3).map(|_| None).collect(),
@@ -118,6 +160,7 @@ impl SeedLab {
                         d.join("server-key.pem").to_str().unwrap(),
                     ])
                     .args(["--mode-file", d.join("apiserver.mode").to_str().unwrap(), "--name", &b.name])
+                    .args(standin_etcd.map(|e| ["--etcd", e]).into_iter().flatten())
                     .stdin(Stdio::null())
                     .stdout(fs::File::create(d.join("apiserver.log"))?)
                     .stderr(Stdio::inherit())
@@ -134,12 +177,7 @@ impl SeedLab {
         let toml = String::from_utf8(out.stdout)?;
         fs::write(dir.join("xdplb.toml"), &toml)?;
         fs::write(dir.join("import-notes.txt"), &out.stderr)?;
-        let agent = match pin_dir {
-            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
-            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
-        };
-        me.agent = Some(agent);
-        Ok(me)
+        Ok((me, toml))
     }
 
     /// Writes `DIR/lab`, a shell script a person uses to break and mend the masters:
@@ -222,6 +260,11 @@ impl SeedLab {
         Ok(())
     }
 
+    /// The pid of master `i`'s etcd, while it runs.
+    pub fn etcd_pid(&self, i: usize) -> Option<u32> {
+        self.etcd[i].as_ref().map(Child::id)
+    }
+
     /// SIGKILLs master `i`'s etcd.
     pub fn etcd_kill(&mut self, i: usize) {
         if let Some(mut c) = self.etcd[i].take() {
@@ -239,8 +282,14 @@ impl SeedLab {
 
     /// etcdctl through the balancer, from the client namespace, with the client certificate.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        let endpoint = format!("--endpoints=https://{}:{ETCD_FRONT}", self.lab.vip);
-        let mut c = self.lab.client.command("etcdctl");
+        self.etcdctl_from(&self.lab.client, &format!("{}:{ETCD_FRONT}", self.lab.vip), args)
+    }
+
+    /// etcdctl from `ns` to `endpoint` (`127.0.0.1:12379` on a co-located master: its own
+    /// load-balancer endpoint).
+    pub fn etcdctl_from(&self, ns: &NetNs, endpoint: &str, args: &[&str]) -> Result<String> {
+        let endpoint = format!("--endpoints=https://{endpoint}");
+        let mut c = ns.command("etcdctl");
         c.env("ETCDCTL_API", "3")
             .arg(endpoint)
             .arg(format!("--cacert={}", self.ca.display()))
@@ -252,10 +301,17 @@ impl SeedLab {
     }
 
     pub fn status(&self) -> Result<Snapshot> {
-        self.lab
-            .lb
-            .enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap()))
-            .map_err(anyhow::Error::msg)
+        self.status_in(&self.lab.lb)
+    }
+
+    /// The status page of the agent running in `ns` (a master's, in the co-located shape).
+    pub fn status_in(&self, ns: &NetNs) -> Result<Snapshot> {
+        ns.enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().unwrap())).map_err(anyhow::Error::msg)
+    }
+
+    /// The co-located agents, one per master.
+    pub fn node_agents(&self) -> &[Agent] {
+        &self.node_agents
     }
 
     pub fn server(&self, backend: &str, server: &str) -> Result<ServerStatus> {
@@ -299,6 +355,10 @@ impl SeedLab {
 impl Drop for SeedLab {
     fn drop(&mut self) {
         drop(self.agent.take());
+        self.node_agents.clear();
+        if let Some(dir) = &self.node_pins {
+            let _ = fs::remove_dir(dir);
+        }
         for i in 0..3 {
             self.etcd_kill(i);
         }

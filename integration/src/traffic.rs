@@ -236,3 +236,44 @@ fn open_once(addr: SocketAddr, read_timeout: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// `n` connections from `ns` to `addr`, one after another: how many each server took.
+pub fn spread(ns: &NetNs, addr: SocketAddr, n: usize) -> std::collections::HashMap<String, usize> {
+    ns.enter(|| {
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..n {
+            let (_s, name) = connect(addr).expect("connect through the balancer");
+            *counts.entry(name).or_default() += 1;
+        }
+        counts
+    })
+}
+
+/// `n` parallel echo transfers of `bytes` each from `ns` to `addr` (seeds from `seed`): each
+/// one's server, or its error.
+pub fn parallel_echo(ns: &NetNs, addr: SocketAddr, n: u64, bytes: usize, seed: u64) -> Vec<Result<String>> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let ns = ns.handle();
+            std::thread::spawn(move || ns.enter(|| echo_transfer(addr, bytes, seed + i)))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("transfer thread panicked")))).collect()
+}
+
+/// Waits until the connection table pinned under `pin_dir` is empty (every flow closed and its
+/// linger passed); fails with what is left after `within`.
+pub fn wait_table_empty(pin_dir: &std::path::Path, within: Duration) -> Result<()> {
+    let flows = lb_user::dataplane::flows::FlowTable::open_pinned(pin_dir)?;
+    let deadline = Instant::now() + within;
+    loop {
+        let n = flows.entries().len();
+        if n == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{n} connection table entries left: {:?}", flows.flows());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

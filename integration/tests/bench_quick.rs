@@ -30,5 +30,10 @@ fn the_quick_benchmark_runs_every_contender() {
         let (_, v) = failover.iter().find(|(k, _)| k.contains(c)).unwrap_or_else(|| panic!("failover: {c} missing"));
         assert!(v["connections"].as_u64().unwrap() > 0, "failover, {c}: {v}");
     }
+    let connect = json["connect"].as_object().expect("the connect section");
+    assert_eq!(connect.len(), 3, "{connect:?}");
+    for (way, v) in connect {
+        assert!(v["median"].as_f64().unwrap() > 0.0, "connect, {way}: {v}");
+    }
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/chart.png")).exists());
 }

@@ -46,6 +46,36 @@ fn the_seeds_haproxy_cfg_imports_to_a_valid_config() {
 }
 
 #[test]
+fn a_node_local_loopback_bind_is_imported_and_served_by_the_connect_hook() {
+    // kubespray's node-local load balancer: every node's kubelet dials 127.0.0.1:6443.
+    let cfg = tmp(
+        "haproxy.cfg",
+        "frontend kube_api_frontend\n  bind 127.0.0.1:6443\n  mode tcp\n  default_backend kube_api_backend\n\nbackend kube_api_backend\n  mode tcp\n  balance leastconn\n  server m1 198.18.0.21:6443 check\n  server m2 198.18.0.22:6443 check\n",
+    );
+    let (code, toml, notes) = xdplb(&["import-haproxy", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{notes}");
+    assert!(toml.contains("bind = \"127.0.0.1:6443\"") && toml.contains("local_clients = true"), "{toml}");
+    assert!(
+        notes.contains(
+            "bind 127.0.0.1:6443: only processes on this host reach it; xdplb serves them with its connect hook"
+        ),
+        "{notes}"
+    );
+    let file = tmp("imported.toml", &toml);
+    let (code, out, err) = xdplb(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("local_clients = true"), "{out}");
+    // Without the hook nothing would serve it: refused, with the reason.
+    let off = tmp("off.toml", &toml.replace("local_clients = true", "local_clients = false"));
+    let (code, _, err) = xdplb(&["check-config", off.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only processes on this host reach a loopback address"), "{err}");
+    for f in [cfg, file, off] {
+        let _ = std::fs::remove_dir_all(f.parent().unwrap());
+    }
+}
+
+#[test]
 fn haproxys_stats_page_and_its_password_are_imported() {
     let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-haproxy.cfg")).unwrap();
     let cfg = tmp(
@@ -72,17 +102,17 @@ fn haproxys_stats_page_and_its_password_are_imported() {
 
 #[test]
 fn import_refuses_a_translation_that_loses_traffic_unless_told_to_accept_it() {
-    // kubespray's node-local shape: a loopback bind XDP would never serve.
+    // TLS terminated by HAProxy: xdplb would hand the servers the client's TLS unchanged.
     let cfg = tmp(
         "haproxy.cfg",
-        "frontend local\n bind 127.0.0.1:6443\n mode tcp\n default_backend api\nbackend api\n option httpchk GET /healthz\n http-check connect ssl\n server a 198.18.0.21:6443 check verify none\n",
+        "frontend api\n bind *:6443 ssl crt /etc/haproxy/api.pem\n mode tcp\n default_backend api\nbackend api\n option httpchk GET /healthz\n http-check connect ssl\n server a 198.18.0.21:6443 check verify none\n",
     );
     let out = cfg.with_file_name("imported.toml");
     let (out_s, cfg_s) = (out.to_str().unwrap(), cfg.to_str().unwrap());
     let (code, toml, notes) = xdplb(&["import-haproxy", cfg_s, "--iface", "eth0", "-o", out_s]);
     assert_eq!(code, 2, "{notes}");
     assert!(
-        notes.contains("error: line 1: frontend local: bind 127.0.0.1:6443: 127.0.0.1 is a loopback address"),
+        notes.contains("error: line 2: `bind ... ssl crt /etc/haproxy/api.pem`: HAProxy terminates TLS here"),
         "{notes}"
     );
     assert!(notes.contains("1 error note above") && notes.contains("--accept-differences"), "{notes}");
@@ -92,13 +122,9 @@ fn import_refuses_a_translation_that_loses_traffic_unless_told_to_accept_it() {
     assert_eq!(code, 0, "{notes}");
     let text = std::fs::read_to_string(&out).unwrap();
     // The error heads the file, before the notes that do not lose anything.
-    let (error, info) = (text.find("#   - error: line 1:").unwrap(), text.find("#   - info:").unwrap());
+    let (error, info) = (text.find("#   - error: line 2:").unwrap(), text.find("#   - info:").unwrap());
     assert!(error < info, "{text}");
     assert!(text.contains("interfaces = [\"eth0\"]") && text.contains("type = \"https\""), "{text}");
-    // check-config refuses what the note said, with the reason.
-    let (code, _, err) = xdplb(&["check-config", out_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("frontend[0] \"local\".bind = \"127.0.0.1:6443\": 127.0.0.1 is a loopback address"), "{err}");
     let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
 }
 
@@ -224,6 +250,16 @@ fn broken_configs_are_refused_with_place_and_fix() {
         ("unknown backend", BASE.replace("backend = \"b\"", "backend = \"nope\""), "no [[backend]] named \"nope\""),
         ("weight too big", BASE.replace("2379\" }", "2379\", weight = 300 }"), "weight = 300"),
         ("bind inside NAT ports", BASE.replace("*:12379", "*:45000"), "inside global.nat_ports"),
+        (
+            "loopback bind without the connect hook",
+            BASE.replace("*:12379", "127.0.0.1:12379").replace("[global]\n", "[global]\nlocal_clients = false\n"),
+            "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true",
+        ),
+        (
+            "loopback server behind a frontend remote clients use",
+            BASE.replace("198.18.0.21:2379", "127.0.0.1:2379"),
+            "backend[0] \"b\".server[0] \"s\".address: 127.0.0.1:2379 is a loopback address, which the flows of remote clients to frontend \"f\" cannot reach",
+        ),
         (
             "bad duration",
             BASE.replace("name = \"b\"\n", "name = \"b\"\ncheck = { inter = \"2 parsecs\" }\n"),

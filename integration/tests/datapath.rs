@@ -3,7 +3,6 @@
 //! routed (client behind a router, two interfaces on the balancer, XDP_REDIRECT between them).
 
 use std::{
-    collections::HashMap,
     net::{SocketAddr, SocketAddrV4},
     time::{Duration, Instant},
 };
@@ -11,9 +10,8 @@ use std::{
 use integration::{
     agent::Agent,
     lab::{self, Lab},
-    traffic::{connect, echo_transfer, ping},
+    traffic::{connect, parallel_echo, ping, spread, wait_table_empty},
 };
-use lb_user::dataplane::flows::FlowTable;
 
 const PORT: u16 = 12379;
 const BACKEND_PORT: u16 = 2379;
@@ -31,43 +29,21 @@ fn scenario(lab: Lab, mode: &str) {
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
 
     // 300 sequential connections land 100/100/100.
-    let counts = lab.client.enter(|| {
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for _ in 0..300 {
-            let (_s, name) = connect(vip).expect("connect through the balancer");
-            *counts.entry(name).or_default() += 1;
-        }
-        counts
-    });
+    let counts = spread(&lab.client, vip, 300);
     for b in &lab.backends {
         assert_eq!(counts.get(&b.name), Some(&100), "round-robin split: {counts:?}");
     }
 
     // 32 parallel 16 MiB echo transfers arrive intact.
     let started = Instant::now();
-    let handles: Vec<_> = (0..32u64)
-        .map(|i| {
-            let ns = lab.client.handle();
-            std::thread::spawn(move || ns.enter(|| echo_transfer(vip, 16 << 20, 0x5eed + i)))
-        })
-        .collect();
-    let names: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let names = parallel_echo(&lab.client, vip, 32, 16 << 20, 0x5eed);
     for n in &names {
         assert!(n.is_ok(), "transfer failed: {n:?}");
     }
     eprintln!("32 x 16 MiB echoed through xdplb ({mode}) in {:?}", started.elapsed());
 
     // Once every connection has closed and the linger passed, the table is empty again.
-    let flows = FlowTable::open_pinned(agent.pin_dir()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n = flows.entries().len();
-        if n == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{n} connection table entries left: {:?}", flows.flows());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_table_empty(agent.pin_dir(), Duration::from_secs(15)).unwrap();
 
     // A server removed from the map gets no new flow; its open flows keep working.
     lab.client.enter(|| {

@@ -35,31 +35,32 @@ fn reload(socket: &std::path::Path) -> (bool, String) {
 fn a_reload_that_cannot_fit_the_maps_changes_nothing_and_fails() {
     let lab = Lab::one_arm(3).unwrap();
     lab.start_servers(env!("CARGO_BIN_EXE_lbtest-server"), 2379).unwrap();
-    // Two addresses on the balancer's interface: each `*:PORT` takes two frontend entries.
+    // Two addresses on the balancer's interface: each `*:PORT` takes three frontend entries
+    // (with 127.0.0.1, for local clients).
     lab.lb.ip(&["addr", "add", "198.18.0.11/24", "dev", "eth0"]).unwrap();
     let base = lab::config(&lab, 12379, 2379, "", &[]);
     let mut agent = Agent::start(&lab.lb, &base, &lab.lb_ifaces, "native").unwrap();
     let owner = MapOwner::open_pinned(agent.pin_dir()).unwrap();
     let before = owner.state().unwrap();
-    assert_eq!(before.frontends.len(), 2, "*:12379 on two addresses");
+    assert_eq!(before.frontends.len(), 3, "*:12379 on two addresses and 127.0.0.1");
 
-    // 128 more: 129 frontends, 258 entries.
+    // 128 more: 129 frontends, 387 entries.
     std::fs::write(&agent.config, with_frontends(&base, 128)).unwrap();
     let (ok, out) = reload(&agent.socket());
     assert!(!ok, "xdplb reload must fail: {out}");
-    assert!(out.contains("need 258 entries in the kernel's frontend map, which holds 256"), "{out}");
+    assert!(out.contains("need 387 entries in the kernel's frontend map, which holds 256"), "{out}");
     assert_eq!(owner.state().unwrap(), before, "nothing changed in the kernel");
     assert!(agent.log_text().contains("reload refused, still running the previous configuration"));
     // The old configuration runs on.
     let vip = SocketAddrV4::new(lab.vip, 12379).into();
     assert!(lab.client.enter(|| connect(vip)).is_ok());
 
-    // 99 more: 100 frontends, 200 entries: applied.
-    std::fs::write(&agent.config, with_frontends(&base, 99)).unwrap();
+    // 84 more: 85 frontends, 255 entries: applied.
+    std::fs::write(&agent.config, with_frontends(&base, 84)).unwrap();
     let (ok, out) = reload(&agent.socket());
     assert!(ok && out.starts_with("reloaded"), "{out}");
     let after = owner.state().unwrap();
-    assert_eq!(after.frontends.len(), 200);
+    assert_eq!(after.frontends.len(), 255);
     let extra = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 11), 20042).into();
     assert!(lab.client.enter(|| connect(extra)).is_ok(), "a new frontend on the second address serves");
     agent.wait_log("reloaded", 1, std::time::Duration::from_secs(1)).unwrap();

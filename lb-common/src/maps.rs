@@ -28,8 +28,9 @@ pub mod names {
     pub const SERVER_FLOWS: &str = "server_flows";
     pub const RST_LIMIT: &str = "rst_limit";
     pub const ALLOW: &str = "allow";
+    pub const LOCAL_PEERS: &str = "local_peers";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -51,6 +52,7 @@ pub mod names {
         SERVER_FLOWS,
         RST_LIMIT,
         ALLOW,
+        LOCAL_PEERS,
     ];
 }
 
@@ -90,6 +92,9 @@ pub const RST_BURST: u32 = 20;
 pub const RST_PER_SEC: u64 = 10;
 /// Sources whose RST allowance is remembered (an LRU map: the quietest are forgotten first).
 pub const RST_LIMIT_SOURCES: u32 = 16384;
+/// Local sockets whose dialled frontend is remembered for `getpeername()` (an LRU map keyed by
+/// socket cookie: the oldest connections are forgotten first).
+pub const LOCAL_PEER_SOCKETS: u32 = 65536;
 
 /// Source networks a frontend's `allow` may list, and all frontends' together (the size of the
 /// `allow` LPM trie).
@@ -197,7 +202,8 @@ pub struct Server {
     pub pool_id: u32,
     /// `SERVER_F_*` bits.
     pub flags: u32,
-    /// How many of `snat_addrs` are valid (at least 1 for a valid server).
+    /// How many of `snat_addrs` are valid (at least 1 for a valid server, but 0 for a server on
+    /// this host, `SERVER_F_LOCAL`: it has no NAT tuples, so no flow is ever moved to it).
     pub snat_count: u32,
     /// The balancer's own addresses that flows to this server leave from (full NAT source);
     /// each gives the server a tuple space of its own.
@@ -206,6 +212,9 @@ pub struct Server {
 
 /// The entry is in use.
 pub const SERVER_F_VALID: u32 = 1;
+/// The server's address is one of the balancer host's own (a co-located etcd or apiserver):
+/// its flows are translated on the destination only (`FLOW_LOCAL`).
+pub const SERVER_F_LOCAL: u32 = 2;
 
 /// Key of `flows`, the connection table: a TCP 4-tuple as it appears in a received packet.
 /// Each flow has two entries: client->frontend and server->balancer (its reply direction).
@@ -290,6 +299,12 @@ pub const FLOW_SEEN_CLOSED_FIRST: u32 = 0x400;
 pub const FLOW_SYN_SACK: u32 = 0x1_0000;
 pub const FLOW_SYN_WSCALE: u32 = 0x2_0000;
 pub const FLOW_SYN_TS: u32 = 0x4_0000;
+/// Both sides: a flow to a server on the balancer host itself. Only the destination is
+/// translated (the server sees the client's own address): the kernel delivers the client's
+/// packets to the server, and the server's replies leave through the stack, where lb-ebpf's
+/// `egress` program gives them the frontend's address back. No NAT port, no timestamp
+/// translation, no redispatch.
+pub const FLOW_LOCAL: u32 = 0x8_0000;
 /// The other direction sent FIN / RST (copied there so that each entry tells the whole state).
 pub const FLOW_SEEN_PEER_FIN: u32 = 0x1000;
 pub const FLOW_SEEN_PEER_RST: u32 = 0x4000;
@@ -413,6 +428,10 @@ pub struct Settings {
     /// Secret of the per-tuple timestamp clock (random, made once and kept in the pinned map):
     /// servers see `clock + hash(tuple, secret)`, never the balancer's uptime.
     pub ts_secret: [u32; 2],
+    /// The agent's network namespace (`SO_NETNS_COOKIE`): the connect hook, attached to a
+    /// cgroup whose processes may live in any namespace, acts only on sockets of this one.
+    /// 0: local clients are not served.
+    pub netns_cookie: u64,
 }
 
 /// Value of `port_cursors` (per CPU, per server): the next NAT tuple (index into the server's
@@ -484,6 +503,21 @@ pub struct TrafficStats {
     pub syn_unanswered: u64,
     /// Frontends: SYNs dropped by the `allow` list (HAProxy's denied connections, `dcon`).
     pub denied: u64,
+    /// Connections from processes on the balancer host that the connect hook sent to a server
+    /// (also counted in `new_flows`; no packet of theirs meets XDP).
+    pub local_connections: u64,
+}
+
+/// Value of `local_peers` (an LRU hash keyed by socket cookie, `u64`): what a local socket
+/// dialled and the server the connect hook gave it, so that `getpeername()` says the former.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPeer {
+    pub frontend_addr: [u8; 4],
+    pub server_addr: [u8; 4],
+    /// Ports, network byte order.
+    pub frontend_port_be: u16,
+    pub server_port_be: u16,
 }
 
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
@@ -605,6 +639,8 @@ counters! {
     ServerSuspected = 13 => "server_suspected",
     /// A new flow's round-robin pick was a suspected server: the next one took it.
     SuspectSkipped = 14 => "suspect_skipped",
+    /// A local connect() to a frontend found no server to take it: refused (ECONNREFUSED).
+    LocalRefused = 15 => "local_refused",
 }
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
@@ -618,9 +654,10 @@ const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
-const _: () = assert!(size_of::<Settings>() == 32);
+const _: () = assert!(size_of::<Settings>() == 40);
 const _: () = assert!(size_of::<PortCursor>() == 8);
-const _: () = assert!(size_of::<TrafficStats>() == 64);
+const _: () = assert!(size_of::<TrafficStats>() == 72);
+const _: () = assert!(size_of::<LocalPeer>() == 12);
 const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
@@ -642,6 +679,7 @@ mod pod {
     unsafe impl aya::Pod for SuspicionVerdict {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for RstBucket {}
+    unsafe impl aya::Pod for LocalPeer {}
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{Flow, NextHop, Reason, NEXT_HOP_REFRESH_NS};
+use lb_common::{Flow, NextHop, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
 
 use crate::{
     maps::{FIB_PARAMS, NEXT_HOPS, TX_PORTS},
@@ -35,6 +35,10 @@ pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (
 /// A packet already addressed to `flow`'s server: its MACs and the way out.
 #[inline(always)]
 pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, reason: Reason) -> (Reason, u32) {
+    // A server on this host: the kernel delivers it (the FIB would say "local", not a hop).
+    if flow.seen & FLOW_LOCAL != 0 {
+        return (reason, xdp_action::XDP_PASS);
+    }
     let Some(hop) = NEXT_HOPS.get_ptr_mut(flow.server_id) else { return (Reason::FibFailed, xdp_action::XDP_PASS) };
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };

@@ -5,7 +5,9 @@
 //! open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
 //! (`nat`, `timestamps`), and send on (`forward`); a SYN that no server can take is answered with
 //! a RST (`reset`). Anything that is not ours goes to the kernel untouched. Counters live in
-//! `stats`.
+//! `stats`. Processes on the balancer host itself are balanced at connect() by the cgroup hooks
+//! in `sock`, on the same maps; a server on the host itself gets its replies translated back
+//! by the tc egress program in `egress`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -16,6 +18,7 @@
 mod allow;
 mod balance;
 mod conntrack;
+mod egress;
 mod forward;
 mod maps;
 mod nat;
@@ -24,14 +27,16 @@ mod parse;
 mod ports;
 mod redispatch;
 mod reset;
+mod sock;
 mod stats;
 mod suspicion;
 mod timestamps;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
-    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
-    FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_LOCAL,
+    FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE,
+    TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -63,7 +68,10 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
     let is_reply = dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count;
-    let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+    // Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are the connect
+    // hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
+    let frontend =
+        if is_reply || key.dst_addr[0] == 127 { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }
@@ -103,7 +111,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
             if !(is_syn && f.is_closed()) {
                 let mut flow = flow;
                 // The client's SYN again, and its server never answered: the next server.
-                if is_syn && half_open && pkt.seq() == f.isn {
+                if is_syn && half_open && pkt.seq() == f.isn && f.seen & FLOW_LOCAL == 0 {
                     let server = redispatch::unanswered(&ingress, flow);
                     let silent = f.server_id;
                     if !server.is_null()
@@ -236,8 +244,11 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, key.src_addr) else {
         return reset::no_backend(ctx, settings);
     };
-    let translating = settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0;
-    let Some(tuple) = ports::allocate(server_id, server, settings, now, translating) else {
+    // A server on this host: the client's own tuple (`ports::tuple`), no timestamp
+    // translation, the destination translated only (`FLOW_LOCAL`).
+    let translating =
+        settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0 && server.flags & SERVER_F_LOCAL == 0;
+    let Some(tuple) = ports::tuple(server_id, server, settings, now, translating, key) else {
         return (Reason::NoNatPort, xdp_action::XDP_DROP);
     };
     let reply_key = tuple.reply_key;
@@ -284,6 +295,9 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     reply_entry.next_hop_ifindex = ctx.ingress_ifindex() as u32;
     reply_entry.ts_off = ts_off;
     reply_entry.ts_last = syn_ts;
+    if server.flags & SERVER_F_LOCAL != 0 {
+        reply_entry.seen = FLOW_LOCAL;
+    }
     reply_entry.created_ns = now;
     reply_entry.last_seen_ns = now;
     forward_entry.new_src_addr = reply_key.dst_addr;
@@ -303,7 +317,8 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     forward_entry.seen = pkt.tcp_flags & 0xff
         | if opts.sack { FLOW_SYN_SACK } else { 0 }
         | if opts.wscale.is_some() { FLOW_SYN_WSCALE } else { 0 }
-        | if opts.ts_at != 0 { FLOW_SYN_TS } else { 0 };
+        | if opts.ts_at != 0 { FLOW_SYN_TS } else { 0 }
+        | reply_entry.seen & FLOW_LOCAL;
     forward_entry.syn_mss = opts.mss;
     forward_entry.isn = pkt.seq();
     forward_entry.seq_end = pkt.seq_end();

@@ -6,9 +6,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, RstBucket, Server,
-    Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES,
-    EVENT_COUNT, MAX_ALLOW, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, LocalPeer, NextHop, OptionsFound, PortCursor,
+    RstBucket, Server, Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES,
+    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, LOCAL_PEER_SOCKETS, MAX_ALLOW, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS,
+    MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
 };
 
 /// Per frontend with an `allow` list: the source networks it admits (see `allow`).
@@ -92,6 +93,10 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 /// Per source address: the RSTs it may still be answered with (see `reset`).
 #[btf_map(name = "rst_limit")]
 pub static RST_LIMIT: LruHashMap<[u8; 4], RstBucket, { RST_LIMIT_SOURCES as usize }> = LruHashMap::new();
+
+/// Per local socket (cookie): the frontend it dialled, for `getpeername()` (see `sock`).
+#[btf_map(name = "local_peers")]
+pub static LOCAL_PEERS: LruHashMap<u64, LocalPeer, { LOCAL_PEER_SOCKETS as usize }> = LruHashMap::new();
 
 #[btf_map(name = "reason_stats")]
 pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();

@@ -16,7 +16,7 @@ use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     tcp::{syn_tsval, tuple_hash, PreviousOnTuple, PREVIOUS_FLOW, PREVIOUS_LAST},
     Event, Flow, FlowKey, PortCursor, Server, Settings, FLOW_SEEN_TS, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES,
-    PORT_BLOCK,
+    PORT_BLOCK, SERVER_F_LOCAL,
 };
 
 use crate::{
@@ -71,8 +71,33 @@ impl Tuple {
     }
 }
 
+/// The backend-side tuple of a new flow whose SYN has `client` as its key: a NAT tuple
+/// (`allocate`), or for a server on this host (`SERVER_F_LOCAL`) the client's own, only the
+/// destination being translated (see lb-common's `FLOW_LOCAL`).
+#[inline(always)]
+pub fn tuple(
+    server_id: u32,
+    server: &Server,
+    settings: &Settings,
+    now: u64,
+    timestamps: bool,
+    client: &FlowKey,
+) -> Option<Tuple> {
+    if server.flags & SERVER_F_LOCAL == 0 {
+        return allocate(server_id, server, settings, now, timestamps);
+    }
+    let reply_key = FlowKey {
+        src_addr: server.addr,
+        dst_addr: client.src_addr,
+        src_port_be: server.port_be,
+        dst_port_be: client.src_port_be,
+    };
+    Some(Tuple { reply_key, previous: core::ptr::null_mut(), previous_half_open: false })
+}
+
 /// `timestamps`: the SYN's timestamps are translated; it takes a tuple from the ports for such
-/// SYNs, otherwise from the ports for SYNs without (`Settings::no_ts_ports`).
+/// SYNs, otherwise from the ports for SYNs without (`Settings::no_ts_ports`). A server on this
+/// host has none (`None`): see `tuple`.
 #[inline(always)]
 pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, timestamps: bool) -> Option<Tuple> {
     let sources = server.snat_count;

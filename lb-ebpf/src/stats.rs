@@ -75,3 +75,13 @@ pub fn syn_unanswered(server_id: u32) {
         unsafe { (*p).syn_unanswered += 1 };
     }
 }
+
+/// A local connect() to frontend `frontend_id` was sent to server `server_id` (the connect
+/// hook): a new flow that XDP never sees.
+#[inline(always)]
+pub fn local_connection(frontend_id: u32, server_id: u32) {
+    traffic(frontend_id, server_id, |s| {
+        s.new_flows += 1;
+        s.local_connections += 1;
+    });
+}

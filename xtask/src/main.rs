@@ -217,8 +217,8 @@ fn main() -> Result<()> {
             require_root("cargo xtask run")?;
             setup::all()?;
             let bin = build(false)?;
-            if args.is_empty() {
-                run(Command::new(bin.join("xdplb-lab")).env("XDPLB_BIN", bin.join("xdplb")))
+            if args.is_empty() || args == ["--colocated"] {
+                run(Command::new(bin.join("xdplb-lab")).args(&args).env("XDPLB_BIN", bin.join("xdplb")))
             } else {
                 run(Command::new(bin.join("xdplb")).arg("run").args(&args))
             }

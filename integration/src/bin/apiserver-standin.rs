@@ -30,6 +30,10 @@ struct Args {
     /// Name reported in every answer.
     #[arg(long, default_value = "apiserver")]
     name: String,
+    /// etcd's address as a co-located apiserver is given it (its node's load-balancer endpoint,
+    /// `127.0.0.1:12379`): `/readyz` then answers ok only while a connection to it opens.
+    #[arg(long)]
+    etcd: Option<String>,
 }
 
 fn mode(p: &PathBuf) -> String {
@@ -51,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     println!("apiserver-standin {} on {}", a.name, a.listen);
     loop {
         let (tcp, _) = listener.accept().await?;
-        let (acceptor, mode_now, name) = (acceptor.clone(), mode(&a.mode_file), a.name.clone());
+        let (acceptor, mode_now, name, etcd) = (acceptor.clone(), mode(&a.mode_file), a.name.clone(), a.etcd.clone());
         tokio::spawn(async move {
             if mode_now == "hang" {
                 let _keep = tcp;
@@ -63,7 +67,15 @@ async fn main() -> anyhow::Result<()> {
             let Ok(n) = s.read(&mut buf).await else { return };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let etcd_ok = match (&etcd, path.as_str()) {
+                (Some(addr), "/readyz") => {
+                    let dial = tokio::net::TcpStream::connect(addr.as_str());
+                    matches!(tokio::time::timeout(Duration::from_secs(1), dial).await, Ok(Ok(_)))
+                }
+                _ => true,
+            };
             let (status, body) = match (mode_now.as_str(), path.as_str()) {
+                (_, "/readyz") if !etcd_ok => (500, "[-]etcd failed: no connection\nreadyz check failed\n".to_string()),
                 ("fail", "/healthz" | "/readyz" | "/livez") => {
                     (500, "[+]ping ok\n[-]etcd failed: reason withheld\nhealthz check failed: ok\n".to_string())
                 }

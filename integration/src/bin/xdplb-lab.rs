@@ -28,21 +28,13 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let standin = std::env::current_exe()?.with_file_name("apiserver-standin");
+    if std::env::args().nth(1).as_deref() == Some("--colocated") {
+        return colocated(&standin);
+    }
     println!("xdplb lab: building the seed's cluster in network namespaces (198.18.0.0/24)...");
     let lab = SeedLab::start_pinned(Names::Fixed("xdplb-lab"), DIR.as_ref(), &standin, "auto", Some(PINS.as_ref()))?;
     let ctl = lab.write_control_script()?;
-    print!("waiting for the health checks");
-    for _ in 0..60 {
-        let snap = lab.status()?;
-        if snap.backends.iter().all(|b| b.servers.iter().all(|s| s.state == ServerState::Up)) {
-            break;
-        }
-        print!(".");
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    println!();
+    wait_checks(&|| lab.status().is_ok_and(|s| all_up(&s)))?;
     let xdplb = integration::agent::xdplb_bin()?;
     let (lb, cl) = (lab.lab.lb.name.clone(), lab.lab.client.name.clone());
     let etcdctl = format!(
@@ -70,6 +62,56 @@ fn main() -> Result<()> {
         ctl = ctl.display(),
         log = PathBuf::from(DIR).join("agent/agent.log").display(),
     );
+    run_until_stopped(lab)
+}
+
+/// `--colocated`: xdplb on every master, local clients through `127.0.0.1:12379`.
+fn colocated(standin: &std::path::Path) -> Result<()> {
+    println!(
+        "xdplb lab, co-located: etcd, an apiserver stand-in and xdplb on each of three masters (198.18.0.21-23)..."
+    );
+    let lab = SeedLab::start_colocated(Names::Fixed("xdplb-colo"), DIR.as_ref(), standin, "auto", PINS.as_ref())?;
+    wait_checks(&|| lab.lab.backends.iter().all(|b| lab.status_in(&b.ns).is_ok_and(|s| all_up(&s))))?;
+    let xdplb = integration::agent::xdplb_bin()?;
+    for b in &lab.lab.backends {
+        println!("\n== {} ({}) ==", b.name, b.ns.name);
+        print!("{}", lb_user::report::table::table(&lab.status_in(&b.ns)?));
+    }
+    let app1 = &lab.lab.backends[0].ns.name;
+    println!(
+        "\nEach master balances its own clients: etcdctl and the apiserver stand-in dial 127.0.0.1:12379 (the\
+         \nconnect hook), remote clients dial the master's address through XDP, and the master's own etcd member\
+         \nis one of the servers (a local backend).\n\
+         \n  ip netns exec {app1} env ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:12379 --cacert={DIR}/ca.pem --cert={DIR}/etcdctl.pem --key={DIR}/etcdctl-key.pem put greeting hello\
+         \n  nsenter --net=/run/netns/{app1} {xdplb} status      # LOCAL counts the connect hook's connections\
+         \n  ip netns exec {app1} curl -sk https://127.0.0.1:6443/readyz   # the stand-in reaches etcd through 127.0.0.1:12379\n\
+         \nCtrl-C stops the lab and removes its namespaces, links, pins and processes."
+    );
+    run_until_stopped(lab)
+}
+
+fn all_up(s: &lb_user::report::snapshot::Snapshot) -> bool {
+    s.backends.iter().all(|b| b.servers.iter().all(|s| s.state == ServerState::Up))
+}
+
+/// Waits (at most 30 s, dots meanwhile) until `up` says every server is UP.
+fn wait_checks(up: &dyn Fn() -> bool) -> Result<()> {
+    use std::io::Write;
+    print!("waiting for the health checks");
+    for _ in 0..60 {
+        if up() {
+            break;
+        }
+        print!(".");
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!();
+    Ok(())
+}
+
+/// Runs until Ctrl-C, then removes everything the lab made.
+fn run_until_stopped(lab: SeedLab) -> Result<()> {
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }

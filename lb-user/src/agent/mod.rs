@@ -138,6 +138,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
+    hook_local_clients(&mut ebpf, g, &topology)?;
+    attach_egress(&mut ebpf, g, &ifaces, &topology)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
@@ -377,9 +379,11 @@ impl Agent {
             || a.stats_bind != b.stats_bind
             || a.stats_auth != b.stats_auth
             || a.runtime_sockets != b.runtime_sockets
+            || a.local_clients_cgroup != b.local_clients_cgroup
+            || (b.local_clients && !a.local_clients)
         {
             log::warn!(
-                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth and runtime_sockets take effect at the next restart"
+                "reload: interfaces, xdp_mode, pin_dir, max_flows, stats_bind, stats_auth, runtime_sockets, local_clients_cgroup and turning local_clients on take effect at the next restart"
             );
         }
         let checkpoint = self.registry.checkpoint();
@@ -443,6 +447,84 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
     }
     for line in HostChanges::open(pin_dir).undo().context("restoring the kernel settings xdplb changed")? {
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// Attaches the connect hook for local clients (`dataplane::hook`) when `global.local_clients`
+/// says so. Without it only loopback frontends lose everything: a failure is fatal for them,
+/// a warning otherwise.
+fn hook_local_clients(ebpf: &mut aya::Ebpf, g: &Global, topology: &Topology) -> anyhow::Result<()> {
+    if !g.local_clients {
+        log::info!("local clients: not served (global.local_clients = false)");
+        return Ok(());
+    }
+    let hooked = match &g.local_clients_cgroup {
+        Some(path) => Ok(path.clone()),
+        None => dataplane::hook::cgroup2_root(),
+    }
+    .and_then(|cgroup| dataplane::hook::attach(ebpf, &g.pin_dir, &cgroup).map(|how| (cgroup, how)));
+    match hooked {
+        Ok((cgroup, how)) => {
+            let how = if how == dataplane::hook::Hooked::Adopted { "adopted" } else { "attached" };
+            log::info!("local clients: connect hook {how} on cgroup {}", cgroup.display());
+            Ok(())
+        }
+        Err(e) => {
+            let loopback: Vec<&str> = topology
+                .frontends
+                .iter()
+                .filter(|f| f.keys.iter().all(|k| k.addr[0] == 127))
+                .map(|f| f.name.as_str())
+                .collect();
+            if loopback.is_empty() {
+                log::warn!(
+                    "local clients: not served ({e}); processes on this host connecting to a frontend are refused"
+                );
+                Ok(())
+            } else {
+                Err(anyhow::Error::new(e).context(format!(
+                    "frontend(s) {} bind to a loopback address, which only the connect hook serves",
+                    loopback.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+/// Attaches the egress program (`dataplane::hook::attach_egress`) to every interface: the replies
+/// of servers on this host leave through it. Without it only those servers lose their flows: a
+/// failure is fatal when the configuration has one, a warning otherwise.
+fn attach_egress(
+    ebpf: &mut aya::Ebpf,
+    g: &Global,
+    ifaces: &[crate::host::netif::Interface],
+    topology: &Topology,
+) -> anyhow::Result<()> {
+    let local: Vec<&str> = topology.servers().filter(|(_, s)| s.local).map(|(_, s)| s.name.as_str()).collect();
+    for i in ifaces {
+        match dataplane::hook::attach_egress(ebpf, &g.pin_dir, &i.name) {
+            Ok(adopted) => {
+                log::info!(
+                    "egress translation for servers on this host {} on {}",
+                    if adopted { "adopted" } else { "attached" },
+                    i.name
+                );
+            }
+            Err(e) if local.is_empty() => {
+                log::warn!(
+                    "cannot attach the egress program to {} ({e}): a server on this host would not be served",
+                    i.name
+                );
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "attaching the egress program to {} (tc, Linux 6.6+), which server(s) {} on this host need",
+                    i.name,
+                    local.join(", ")
+                )));
+            }
+        }
     }
     Ok(())
 }

@@ -74,6 +74,14 @@ pub struct Global {
     pub runtime_sockets: Vec<RuntimeSocketCfg>,
     /// Where server states set by hand are kept across reloads and restarts.
     pub state_file: PathBuf,
+    /// Balance connect()s that processes on this host make to a frontend (kubelet, etcdctl, a
+    /// co-located apiserver), with a cgroup v2 connect hook: HAProxy's listener served them.
+    /// Loopback binds (`127.0.0.1:PORT`) are served only this way.
+    pub local_clients: bool,
+    /// The cgroup (v2) whose processes the connect hook serves, with every cgroup below it;
+    /// default the root of the cgroup v2 mount (every process of the host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_clients_cgroup: Option<PathBuf>,
 }
 
 impl Global {
@@ -107,6 +115,8 @@ impl Default for Global {
             runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
             runtime_sockets: Vec::new(),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
+            local_clients: true,
+            local_clients_cgroup: None,
         }
     }
 }

@@ -95,6 +95,9 @@ impl Config {
                             g.nat_ports.last
                         ));
                     }
+                    if let Some(why) = bind_unserved(b, g) {
+                        p.push(format!("{at}.bind: {:?}: {why}", f.bind.text()));
+                    }
                     for (other, name) in &binds {
                         let clash = other.port() == b.port()
                             && (matches!(other, Bind::Any(_)) || matches!(b, Bind::Any(_)) || *other == b);
@@ -106,9 +109,6 @@ impl Config {
                         }
                     }
                     binds.push((b, &f.name));
-                    if let Some(why) = host_only_bind(*b) {
-                        p.push(format!("{at}.bind = {:?}: {why}", f.bind.text()));
-                    }
                 }
                 Err(e) => p.push(format!("{at}.bind: {e}")),
             }
@@ -166,6 +166,17 @@ impl Config {
                         if !addrs.insert(a) {
                             p.push(format!("{at}.address: {a} is listed twice in this backend"));
                         }
+                        if a.ip().is_loopback() {
+                            let remote = self.frontends.iter().filter(|f| f.backend == b.name).find(|f| {
+                                f.bind.get().is_some_and(|bind| !matches!(bind, Bind::Addr(x) if x.ip().is_loopback()))
+                            });
+                            if let Some(f) = remote {
+                                p.push(format!(
+                                    "{at}.address: {a} is a loopback address, which the flows of remote clients to frontend {:?} cannot reach (the kernel drops packets for 127/8 that come from a wire); give the server's address on this host's interface, or use this backend from loopback binds only",
+                                    f.name
+                                ));
+                            }
+                        }
                     }
                     Err(e) => p.push(format!("{at}.address: {e}")),
                 }
@@ -183,6 +194,16 @@ impl Config {
         }
         p
     }
+}
+
+/// Why xdplb would serve nothing on `bind`, or `None`. The one rule for configuration files
+/// and `import-haproxy` alike: no packet to a loopback address crosses XDP, only the connect
+/// hook (`global.local_clients`) sees connections to one.
+pub fn bind_unserved(bind: &Bind, g: &super::Global) -> Option<&'static str> {
+    let loopback = matches!(bind, Bind::Addr(a) if a.ip().is_loopback());
+    (loopback && !g.local_clients).then_some(
+        "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true (its connect hook); set it, or bind to an address of the attached interfaces",
+    )
 }
 
 impl CheckCfg {
@@ -296,21 +317,6 @@ impl Config {
             b.check.warnings(&format!("backend[{i}] {:?}.check", b.name), &mut w);
         }
         w
-    }
-}
-
-/// Why a bind cannot be served yet: XDP sees packets that arrive on an interface, and a client
-/// on this host reaches a loopback address without any (HAProxy serves it; xdplb needs the
-/// co-location connect hook, issue 11). The one place this refusal lives: lift it here when
-/// host-local binds are served.
-pub fn host_only_bind(b: Bind) -> Option<String> {
-    match b {
-        Bind::Addr(a) if a.ip().is_loopback() => Some(format!(
-            "{} is a loopback address: only clients on this host reach it, and their packets never cross an interface, so XDP would serve nothing; bind the address clients use (or \"*:{}\") and point local clients at it",
-            a.ip(),
-            a.port()
-        )),
-        _ => None,
     }
 }
 

@@ -27,6 +27,7 @@ fn sum(a: TrafficStats, b: &TrafficStats) -> TrafficStats {
         syn_rst: a.syn_rst + b.syn_rst,
         syn_unanswered: a.syn_unanswered + b.syn_unanswered,
         denied: a.denied + b.denied,
+        local_connections: a.local_connections + b.local_connections,
     }
 }
 

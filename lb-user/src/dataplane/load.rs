@@ -57,6 +57,10 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     program(&mut ebpf).load()?;
+    for (name, _) in super::hook::HOOKS {
+        super::hook::program(&mut ebpf, name).load()?;
+    }
+    super::hook::egress_program(&mut ebpf).load()?;
     Ok(ebpf)
 }
 

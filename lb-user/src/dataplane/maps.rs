@@ -13,7 +13,7 @@ use aya::{
 };
 use lb_common::{
     names, AllowKey, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST,
-    MAX_SOURCES, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -224,6 +224,16 @@ impl MapOwner {
         if g.translate_timestamps {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
+        let netns_cookie = if g.local_clients {
+            super::sys::netns_cookie().unwrap_or_else(|e| {
+                log::warn!(
+                    "cannot read this network namespace's cookie ({e}; Linux 5.14+): local clients are not served"
+                );
+                0
+            })
+        } else {
+            0
+        };
         let s = Settings {
             nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
@@ -231,6 +241,7 @@ impl MapOwner {
             no_ts_ports: g.no_timestamp_ports(),
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
+            netns_cookie,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }
@@ -258,7 +269,9 @@ impl MapOwner {
         for (pool, s) in topo.servers() {
             let mut snat_addrs = [[0; 4]; MAX_SOURCES];
             let mut snat_count = 0;
-            for (slot, a) in snat_addrs.iter_mut().zip(&s.source) {
+            // A server on this host takes no NAT tuple (see lb-common's `Server::snat_count`).
+            let source: &[std::net::Ipv4Addr] = if s.local { &[] } else { &s.source };
+            for (slot, a) in snat_addrs.iter_mut().zip(source) {
                 *slot = a.octets();
                 snat_count += 1;
             }
@@ -267,7 +280,7 @@ impl MapOwner {
                 port_be: s.addr.port().to_be(),
                 _pad: 0,
                 pool_id: pool.id,
-                flags: SERVER_F_VALID,
+                flags: SERVER_F_VALID | if s.local { SERVER_F_LOCAL } else { 0 },
                 snat_count,
                 snat_addrs,
             };

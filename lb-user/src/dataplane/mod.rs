@@ -1,17 +1,18 @@
 //! The kernel side as the agent sees it: loading the XDP program and pinning its maps (`load`,
 //! `pins`), attaching it (`attach`), the one writer of the maps the configuration decides
 //! (`maps`), the connection table (`flows`), its sweep on a thread of its own (`sweeper`) and the
-//! counters (`counters`); `sys` holds the raw
+//! counters (`counters`), the connect hook for local clients (`hook`); `sys` holds the raw
 //! map operations aya lacks (the agent's only `unsafe`).
 
 pub mod attach;
 pub mod counters;
 pub mod flows;
+pub mod hook;
 pub mod load;
 pub mod maps;
 pub mod pins;
 pub mod sweeper;
-mod sys;
+pub(crate) mod sys;
 
 pub use attach::{attach, link_pin, Attached};
 pub use load::{load, program, DataplaneError, LoadOptions, EBPF_OBJECT, PROGRAM};

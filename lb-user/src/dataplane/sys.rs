@@ -93,3 +93,87 @@ pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Re
         return Ok((keys.into_iter().zip(values).collect(), next));
     }
 }
+
+/// Calls bpf(2) with `attr` (a bpf_attr prefix the kernel zero-checks the rest of); the
+/// return value, or the error.
+///
+/// # Safety
+/// `attr` must be the variant of bpf_attr that `cmd` reads, and every pointer in it must be
+/// valid for what the kernel reads or writes there.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: as the caller promised.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), std::mem::size_of::<T>()) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Opens a pinned BPF object (here: a link) at `path` (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // The obj variant: pathname (pointer), bpf_fd, file_flags.
+    let mut attr: [u64; 2] = [c.as_ptr() as u64, 0];
+    // SAFETY: the kernel reads a NUL-terminated path from `c`, which outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr)? };
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `link` run `prog` instead of its program, in one step (`BPF_LINK_UPDATE`).
+pub fn link_update(link: std::os::fd::BorrowedFd<'_>, prog: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    // The link_update variant: link_fd, new_prog_fd, flags, old_prog_fd.
+    let mut attr: [u32; 4] = [link.as_raw_fd().unsigned_abs(), prog.as_raw_fd().unsigned_abs(), 0, 0];
+    // SAFETY: no pointers; the descriptors are borrowed for the call.
+    unsafe { bpf(BPF_LINK_UPDATE, &mut attr)? };
+    Ok(())
+}
+
+/// The id of the cgroup a cgroup link is attached to (`BPF_OBJ_GET_INFO_BY_FD`), or `None` when
+/// `link` is not a cgroup link.
+pub fn link_cgroup_id(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_CGROUP: u64 = 3;
+    // struct bpf_link_info's start: type, id (u32 each), prog_id (u32, padded), then the cgroup
+    // variant: cgroup_id (u64), attach_type. The kernel fills what fits in the length given.
+    let mut info = [0u64; 4];
+    let mut attr: [u64; 2] = [
+        u64::from(link.as_raw_fd().unsigned_abs()) | ((std::mem::size_of_val(&info) as u64) << 32),
+        info.as_mut_ptr() as u64,
+    ];
+    // SAFETY: the info_by_fd variant: bpf_fd, info_len (u32 each), info (pointer); the kernel
+    // writes at most info_len bytes into `info`, which holds that many and outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(((info[0] & u64::from(u32::MAX)) == BPF_LINK_TYPE_CGROUP).then_some(info[2]))
+}
+
+/// This process's network namespace cookie (`SO_NETNS_COOKIE`, Linux 5.14+): what the connect
+/// hook compares a socket's namespace with.
+pub fn netns_cookie() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    // Unbound: it only names the namespace it was made in.
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let mut cookie = 0u64;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>()).map_err(std::io::Error::other)?;
+    // SAFETY: a valid socket, and a u64 with its size given for the kernel to write into.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}

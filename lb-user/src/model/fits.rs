@@ -1,6 +1,7 @@
 //! Whether a topology fits the kernel's maps: checked before anything is written, at start and
 //! at every reload, so that a configuration too big for the data path is refused whole instead
-//! of half applied. `*:PORT` takes one frontend entry per address of the attached interfaces.
+//! of half applied. `*:PORT` takes one frontend entry per address of the attached interfaces,
+//! and one for 127.0.0.1 when local clients are served.
 
 use std::collections::HashSet;
 
@@ -17,7 +18,7 @@ impl Topology {
         if keys.len() > MAX_FRONTENDS as usize {
             let wildcards = self.frontends.iter().filter(|f| f.bind.starts_with('*')).count();
             p.push(format!(
-                "{} frontend(s) need {} entries in the kernel's frontend map, which holds {MAX_FRONTENDS} ({wildcards} bind to `*:PORT`, one entry per address of the attached interfaces); bind some to one address, or serve fewer",
+                "{} frontend(s) need {} entries in the kernel's frontend map, which holds {MAX_FRONTENDS} ({wildcards} bind to `*:PORT`, one entry per address of the attached interfaces, and one for 127.0.0.1 with local_clients); bind some to one address, or serve fewer",
                 self.frontends.len(),
                 keys.len()
             ));

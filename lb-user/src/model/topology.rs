@@ -67,6 +67,9 @@ pub struct ServerEntry {
     pub check: bool,
     /// The administrative state the configuration gives it (the runtime API may override it).
     pub admin: AdminState,
+    /// Its address is one of this host's (a co-located server): its flows are translated on the
+    /// destination only, and its replies back on the way out (lb-common's `FLOW_LOCAL`).
+    pub local: bool,
 }
 
 /// What resolving needs from the host; a trait so tests can describe a host.
@@ -163,6 +166,8 @@ impl Topology {
                     }
                     iface_addrs.clone()
                 }
+                // Served by the connect hook (the configuration's own check says when not).
+                Bind::Addr(a) if a.ip().is_loopback() => vec![*a.ip()],
                 Bind::Addr(a) => {
                     if !local.contains(a.ip()) {
                         problems.push(format!(
@@ -173,6 +178,12 @@ impl Topology {
                     vec![*a.ip()]
                 }
             };
+            let mut addrs = addrs;
+            // `*:PORT` covers the loopback address too, as HAProxy's listener on 0.0.0.0 does:
+            // local clients dialling 127.0.0.1:PORT are the connect hook's.
+            if matches!(bind, Bind::Any(_)) && cfg.global.local_clients {
+                addrs.push(Ipv4Addr::LOCALHOST);
+            }
             let keys =
                 addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect();
             frontends.push(FrontendEntry {
@@ -242,6 +253,7 @@ fn pool(
             backup: s.backup,
             check: s.check,
             admin: s.state,
+            local: local.contains(addr.ip()),
         });
     }
     Pool {
@@ -315,7 +327,10 @@ mod tests {
         let t1 = Topology::resolve(&cfg(a), &eth0(), &FakeHost, None).unwrap();
         assert_eq!(
             t1.frontends[0].keys,
-            vec![FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 }]
+            vec![
+                FrontendKey { addr: [198, 18, 0, 10], port_be: 12379u16.to_be(), _pad: 0 },
+                FrontendKey { addr: [127, 0, 0, 1], port_be: 12379u16.to_be(), _pad: 0 },
+            ]
         );
         assert_eq!(t1.pools[0].servers.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2]);
         // s1 removed, s3 added: s2 keeps id 2, s3 takes the free id 1.

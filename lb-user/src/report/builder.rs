@@ -27,7 +27,13 @@ pub struct Builder {
 }
 
 fn traffic(s: &lb_common::TrafficStats, rate: f64) -> Traffic {
-    Traffic { total_flows: s.new_flows, new_flows_per_s: rate, bytes_in: s.bytes_in, bytes_out: s.bytes_out }
+    Traffic {
+        total_flows: s.new_flows,
+        new_flows_per_s: rate,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        local_flows: s.local_connections,
+    }
 }
 
 fn check_summary(c: &CheckCfg) -> CheckSummary {
@@ -114,6 +120,7 @@ impl Builder {
                 b.traffic.new_flows_per_s += rate;
                 b.traffic.bytes_in += st.bytes_in;
                 b.traffic.bytes_out += st.bytes_out;
+                b.traffic.local_flows += st.local_connections;
                 b.servers.push(ServerStatus {
                     name: s.name.clone(),
                     address: s.addr,

@@ -131,14 +131,15 @@ fn frontend(f: &FrontendStatus) -> Markup {
     let t = &f.traffic;
     html! {
         table.px {
-            tr.title { th colspan="8" { (f.name) " " span.ck { "frontend" } } }
+            tr.title { th colspan="9" { (f.name) " " span.ck { "frontend" } } }
             tr.hdr {
-                th {} th { "Bind" } th { "Backend" } th { "Rate" } th { "Total" } th { "Cur" }
+                th {} th { "Bind" } th { "Backend" } th { "Rate" } th { "Total" }
+                th title="of the total, connections from processes on this host" { "Local" } th { "Cur" }
                 th { "Bytes In" } th { "Bytes Out" }
             }
             tr.frontend {
                 td.l { "Frontend" } td.l { (f.bind) } td.l { (f.backend) } td { (fmt_rate(t.new_flows_per_s)) }
-                td { (t.total_flows) } td { (f.active_flows) } (bytes(t.bytes_in)) (bytes(t.bytes_out))
+                td { (t.total_flows) } td { (t.local_flows) } td { (f.active_flows) } (bytes(t.bytes_in)) (bytes(t.bytes_out))
             }
         }
     }
@@ -151,7 +152,7 @@ fn backend(b: &BackendStatus) -> Markup {
     html! {
         @if b.verify_none { p.warn { "\u{26a0} " (b.name) ": " (VERIFY_NONE_WARNING) } }
         table.px {
-            tr.title { th colspan="15" {
+            tr.title { th colspan="16" {
                 (b.name) " "
                 span.ck {
                     "backend \u{2014} " b { (b.status) } ", " (b.active_up) " active, " (b.backup_up)
@@ -159,11 +160,12 @@ fn backend(b: &BackendStatus) -> Markup {
                 }
             } }
             tr.hdr {
-                th rowspan="2" { "Name" } th colspan="3" { "Flows" } th colspan="2" { "Bytes" } th { "Errors" }
+                th rowspan="2" { "Name" } th colspan="4" { "Flows" } th colspan="2" { "Bytes" } th { "Errors" }
                 th colspan="8" { "Server" }
             }
             tr.hdr {
-                th { "Cur" } th { "Rate" } th { "Total" } th { "In" } th { "Out" }
+                th { "Cur" } th { "Rate" } th { "Total" }
+                th title="of the total, connections from processes on this host" { "Local" } th { "In" } th { "Out" }
                 th title="SYNs answered by RST or never answered" { "Obs" }
                 th { "Status" } th { "LastChk" } th { "Wght" } th { "Act" } th { "Bck" }
                 th title="failed checks" { "Chk" } th title="UP to DOWN transitions" { "Dwn" }
@@ -173,6 +175,7 @@ fn backend(b: &BackendStatus) -> Markup {
             // The total row, like HAProxy's "Backend" line.
             tr.total {
                 td.l { "Backend" } td { (b.active_flows) } td { (fmt_rate(t.new_flows_per_s)) } td { (t.total_flows) }
+                td { (t.local_flows) }
                 (bytes(t.bytes_in)) (bytes(t.bytes_out)) td { (observed) }
                 td class=(status_class) { (b.status) } td {} td { (b.weight) } td { (b.active_up) }
                 td { (b.backup_up) } td {} td {} td { (human_time(b.downtime_s)) }
@@ -187,7 +190,7 @@ fn server(v: &ServerStatus) -> Markup {
     html! {
         tr class=(row_class(v.state, v.backup)) {
             td.l title=(v.address) { (v.name) }
-            td { (v.active_flows) } td { (fmt_rate(t.new_flows_per_s)) } td { (t.total_flows) }
+            td { (v.active_flows) } td { (fmt_rate(t.new_flows_per_s)) } td { (t.total_flows) } td { (t.local_flows) }
             (bytes(t.bytes_in)) (bytes(t.bytes_out)) td { (v.observed_errors) }
             td.l { (human_time(v.since_s)) " " (v.status()) @if v.suspected { " (suspected)" } }
             @match &v.last_check {

@@ -56,13 +56,19 @@ macro_rules! flows {
 }
 flows!(FrontendStatus, BackendStatus, ServerStatus);
 
-/// The four flow metrics each kind of subject has, under its own names.
-const fn flow_metrics<T: Flows>(names: [&'static str; 4]) -> [Metric<T>; 4] {
+/// The flow metrics each kind of subject has, under its own names (the last is xdplb's own).
+const fn flow_metrics<T: Flows>(names: [&'static str; 5]) -> [Metric<T>; 5] {
     [
         metric(names[0], Gauge, "Current number of active flows.", Count(Flows::active_flows)),
         metric(names[1], Counter, "Total number of flows.", Count(|t| t.traffic().total_flows)),
         metric(names[2], Counter, "Current total of incoming bytes.", Count(|t| t.traffic().bytes_in)),
         metric(names[3], Counter, "Current total of outgoing bytes.", Count(|t| t.traffic().bytes_out)),
+        metric(
+            names[4],
+            Counter,
+            "Of the total flows, connections from processes on the balancer host (connect hook).",
+            Count(|t| t.traffic().local_flows),
+        ),
     ]
 }
 
@@ -75,6 +81,7 @@ const FRONTEND: [&[Metric<FrontendStatus>]; 2] = [
         "haproxy_frontend_sessions_total",
         "haproxy_frontend_bytes_in_total",
         "haproxy_frontend_bytes_out_total",
+        "xdplb_frontend_local_connections_total",
     ]),
     &[metric(
         "haproxy_frontend_denied_connections_total",
@@ -110,6 +117,7 @@ const BACKEND: [&[Metric<BackendStatus>]; 3] = [
         "haproxy_backend_sessions_total",
         "haproxy_backend_bytes_in_total",
         "haproxy_backend_bytes_out_total",
+        "xdplb_backend_local_connections_total",
     ]),
     &[metric(
         "haproxy_backend_downtime_seconds_total",
@@ -140,6 +148,7 @@ const SERVER: [&[Metric<ServerStatus>]; 3] = [
         "haproxy_server_sessions_total",
         "haproxy_server_bytes_in_total",
         "haproxy_server_bytes_out_total",
+        "xdplb_server_local_connections_total",
     ]),
     &[
         metric(
@@ -331,6 +340,9 @@ mod tests {
             "haproxy_server_check_status",
             "xdplb_server_observed_errors_total",
             "xdplb_server_suspected",
+            "xdplb_frontend_local_connections_total",
+            "xdplb_backend_local_connections_total",
+            "xdplb_server_local_connections_total",
             "xdplb_packets_total",
             "xdplb_events_total",
         ] {

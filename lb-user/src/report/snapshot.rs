@@ -209,6 +209,9 @@ pub struct Traffic {
     /// Client -> server and server -> client, IP bytes.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Of `total_flows`, connections made by processes on the balancer host (the connect hook).
+    #[serde(default)]
+    pub local_flows: u64,
 }
 
 /// Builders for the sample snapshots the renderers' tests use.
@@ -217,7 +220,7 @@ pub(crate) mod sample {
     use super::*;
 
     pub fn traffic(total: u64, rate: f64, bin: u64, bout: u64) -> Traffic {
-        Traffic { total_flows: total, new_flows_per_s: rate, bytes_in: bin, bytes_out: bout }
+        Traffic { total_flows: total, new_flows_per_s: rate, bytes_in: bin, bytes_out: bout, local_flows: 0 }
     }
 
     #[expect(clippy::unnecessary_wraps, reason = "a server's last check is an Option; samples pass it as is")]

@@ -148,6 +148,7 @@ pub fn table(s: &Snapshot) -> String {
             "ACT/BCK",
             "CUR",
             "TOTAL",
+            "LOCAL",
             "RATE",
             "CHKFAIL",
             "DOWNS",
@@ -162,6 +163,7 @@ pub fn table(s: &Snapshot) -> String {
                 (if v.backup { "bck" } else { "act" }).to_string(),
                 v.active_flows.to_string(),
                 v.traffic.total_flows.to_string(),
+                v.traffic.local_flows.to_string(),
                 fmt_rate(v.traffic.new_flows_per_s),
                 v.check_failures.to_string(),
                 v.down_transitions.to_string(),
@@ -171,7 +173,8 @@ pub fn table(s: &Snapshot) -> String {
     }
     if !s.frontends.is_empty() {
         o.push_str("\nfrontends\n");
-        let mut table = Table::new(&["NAME", "BIND", "BACKEND", "CUR", "TOTAL", "RATE", "BYTES IN", "BYTES OUT"]);
+        let mut table =
+            Table::new(&["NAME", "BIND", "BACKEND", "CUR", "TOTAL", "LOCAL", "RATE", "BYTES IN", "BYTES OUT"]);
         for f in &s.frontends {
             table.row(vec![
                 term(&f.name),
@@ -179,6 +182,7 @@ pub fn table(s: &Snapshot) -> String {
                 term(&f.backend),
                 f.active_flows.to_string(),
                 f.traffic.total_flows.to_string(),
+                f.traffic.local_flows.to_string(),
                 fmt_rate(f.traffic.new_flows_per_s),
                 human_bytes(f.traffic.bytes_in),
                 human_bytes(f.traffic.bytes_out),
@@ -275,9 +279,9 @@ mod tests {
         let mut blocks = 0;
         for (i, l) in lines.iter().enumerate() {
             let ncols = if l.starts_with("NAME ") && l.contains("  ADDRESS") {
-                11
+                12
             } else if l.starts_with("NAME ") && l.contains("  BIND") {
-                8
+                9
             } else {
                 continue;
             };

@@ -11,6 +11,8 @@
 //!   (`clients.rs`).
 //! - `failover`: a server killed or cut off under clients opening connections, HAProxy beside
 //!   xdplb with the seed's check settings (`failover.rs`).
+//! - `connect`: connect()s per second of a process on the balancer host with and without the
+//!   connect hook (`connect.rs`).
 //!
 //! Results: a Markdown table on stdout and JSON under target/bench/.
 
@@ -25,6 +27,7 @@ use std::{
 };
 
 mod clients;
+mod connect;
 mod failover;
 
 use anyhow::{bail, Context, Result};
@@ -40,8 +43,8 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk, clients, failover (default all).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover")]
+    /// Which benchmarks: prog, wrk, clients, failover, connect (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,connect")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -578,6 +581,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "failover") {
         report.insert("failover".into(), failover::bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "connect") {
+        report.insert("connect".into(), connect::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;

@@ -50,15 +50,25 @@ pub(super) fn frontends(
         let allow = access::allowlist(p, notes);
         for (i, bind) in p.binds.iter().enumerate() {
             let name = if i == 0 { p.name.clone() } else { format!("{}-{}", p.name, i + 1) };
-            if let Some(why) = bind.parse::<Bind>().ok().and_then(config::host_only_bind) {
-                notes.error(format!(
-                    "line {}: {} {}: bind {bind}: {why} (check-config refuses it until xdplb serves host-local clients)",
-                    p.line,
-                    p.kind.keyword(),
-                    p.name
-                ));
+            let f = FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone(), allow: allow.clone() };
+            // HAProxy's listener on a loopback address served processes on its host; xdplb's
+            // connect hook does, unless the rule says it cannot (then check-config refuses it).
+            if let Some(b) = f.bind.get() {
+                match config::bind_unserved(b, &config::Global::default()) {
+                    None if matches!(b, Bind::Addr(a) if a.ip().is_loopback()) => notes.info(format!(
+                        "line {}: bind {bind}: only processes on this host reach it; xdplb serves them with its connect hook (global.local_clients)",
+                        p.line
+                    )),
+                    None => {}
+                    Some(why) => notes.error(format!(
+                        "line {}: {} {}: bind {bind}: {why}",
+                        p.line,
+                        p.kind.keyword(),
+                        p.name
+                    )),
+                }
             }
-            out.push(FrontendCfg { name, bind: bind.as_str().into(), backend: backend.clone(), allow: allow.clone() });
+            out.push(f);
         }
     }
     Ok(out)

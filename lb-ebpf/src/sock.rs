@@ -1,0 +1,101 @@
+//! Local clients: processes on the balancer host connect() to a frontend, and their packets
+//! never cross XDP (they leave from the host's own stack, or go over loopback). A cgroup v2
+//! `connect4` hook balances them at connect() time instead, with the same backend sets, the
+//! same round-robin cursors and the same suspicion as XDP (`balance::pick`): the socket is
+//! simply connected to the server, so there is no NAT and no per-packet cost. `getpeername4`
+//! gives the application back the frontend address it dialled (from `local_peers`, keyed by
+//! socket cookie), as Cilium's socket load balancing does.
+//!
+//! A hook on a cgroup sees the sockets of every network namespace its processes live in: it
+//! acts only in the agent's own (`Settings::netns_cookie`).
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
+    },
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use lb_common::{Event, LocalPeer};
+
+use crate::{balance, maps, stats};
+
+/// The connect goes on (with whatever address the hook left in it).
+const PROCEED: i32 = 1;
+/// The connect fails, with the error `bpf_set_retval` gave (EPERM without one).
+const REJECT: i32 = 0;
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const ECONNREFUSED: i32 = 111;
+
+#[cgroup_sock_addr(connect4)]
+pub fn xdplb_connect4(ctx: SockAddrContext) -> i32 {
+    connect4(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn xdplb_getpeername4(ctx: SockAddrContext) -> i32 {
+    getpeername4(&ctx);
+    // getpeername hooks may only return 1.
+    PROCEED
+}
+
+#[inline(always)]
+fn connect4(ctx: &SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    let (ty, proto) = unsafe { ((*sa).type_, (*sa).protocol) };
+    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
+        return PROCEED;
+    }
+    let Some(settings) = maps::settings() else { return PROCEED };
+    let ours = settings.netns_cookie;
+    if ours == 0 || unsafe { bpf_get_netns_cookie(sa as *mut c_void) } != ours {
+        return PROCEED;
+    }
+    // user_ip4 holds the address in wire order, user_port the port in wire order in its low
+    // 16 bits: the frontend key's own layout.
+    let addr = unsafe { (*sa).user_ip4 }.to_ne_bytes();
+    let port_be = unsafe { (*sa).user_port } as u16;
+    let Some(frontend) = maps::frontend(addr, port_be) else { return PROCEED };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The client's address for `balance source`: every local client is this host.
+    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, addr) else {
+        stats::event(Event::LocalRefused);
+        // HAProxy's listener with no server left closes at once; a refused connect is the
+        // local equivalent (the default for a rejecting hook would be EPERM).
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+        return REJECT;
+    };
+    let peer = LocalPeer {
+        frontend_addr: addr,
+        server_addr: server.addr,
+        frontend_port_be: port_be,
+        server_port_be: server.port_be,
+    };
+    let cookie = unsafe { bpf_get_socket_cookie(sa as *mut c_void) };
+    // Without the entry only getpeername() is wrong (it names the server): connect anyway.
+    let _ = maps::LOCAL_PEERS.insert(&cookie, &peer, 0);
+    unsafe {
+        (*sa).user_ip4 = u32::from_ne_bytes(server.addr);
+        (*sa).user_port = server.port_be as u32;
+    }
+    stats::local_connection(frontend.frontend_id, server_id);
+    PROCEED
+}
+
+#[inline(always)]
+fn getpeername4(ctx: &SockAddrContext) {
+    let sa = ctx.sock_addr;
+    let cookie = unsafe { bpf_get_socket_cookie(sa as *mut c_void) };
+    let Some(peer) = (unsafe { maps::LOCAL_PEERS.get(&cookie) }) else { return };
+    let (addr, port_be) = unsafe { ((*sa).user_ip4.to_ne_bytes(), (*sa).user_port as u16) };
+    // Only the connection the hook made (a socket reused for another connect() is not).
+    if addr == peer.server_addr && port_be == peer.server_port_be {
+        unsafe {
+            (*sa).user_ip4 = u32::from_ne_bytes(peer.frontend_addr);
+            (*sa).user_port = peer.frontend_port_be as u32;
+        }
+    }
+}
