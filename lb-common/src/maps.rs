@@ -383,6 +383,11 @@ pub struct Settings {
     /// Secret of the per-tuple timestamp clock (random, made once and kept in the pinned map):
     /// servers see `clock + hash(tuple, secret)`, never the balancer's uptime.
     pub ts_secret: [u32; 2],
+    /// Where replies come back: every NAT port of the balancers that share flows (this one
+    /// allocates only from `nat_port_first`.., its share; a peer's flows taken over after a
+    /// failover come back on the peer's share). Without peers, the same as this one's.
+    pub reply_port_first: u32,
+    pub reply_port_count: u32,
 }
 
 /// Value of `port_cursors` (per CPU, per server): the next NAT tuple (index into the server's
@@ -583,7 +588,7 @@ const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
-const _: () = assert!(size_of::<Settings>() == 32);
+const _: () = assert!(size_of::<Settings>() == 40);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 56);
 const _: () = assert!(size_of::<RstBucket>() == 16);

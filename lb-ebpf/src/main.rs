@@ -60,7 +60,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
 
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
-    let is_reply = dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count;
+    let is_reply = dport.wrapping_sub(settings.reply_port_first) < settings.reply_port_count;
     let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));

@@ -23,6 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The runtime API is tested the way operators use it; the unit is checked by systemd.
     ("socat", "socat"),
     ("systemd-analyze", "systemd"),
+    // Two balancers behind a VIP: the HA tests and `cargo xtask run -- --ha`.
+    ("keepalived", "keepalived"),
 ];
 
 /// What the benchmark adds (its quick run is part of `cargo xtask test`): the HTTP server on

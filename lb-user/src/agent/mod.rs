@@ -31,13 +31,18 @@ use crate::{
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{limits, service, sysctl::HostChanges},
+    host::{
+        addrwatch::{self, AddrChange},
+        limits, netif, service,
+        sysctl::HostChanges,
+    },
     model::Topology,
     report::{
         builder,
         snapshot::{InterfaceStatus, Snapshot},
     },
     runtime::Overrides,
+    sync::{FlowEvent, Sync},
 };
 
 /// How late a server's check may be before the watchdog is no longer pinged.
@@ -67,6 +72,11 @@ struct Agent {
     overrides: Overrides,
     /// What the agent changed on the host, recorded for `xdplb detach`.
     host: HostChanges,
+    /// Frontend addresses that came or went since the start (a VIP moving, an address added).
+    address_changes: u64,
+    /// Flow sync with peer balancers (`global.sync`), and where the data path's flow reports
+    /// go for it.
+    sync: Option<(Sync, tokio::sync::mpsc::Sender<FlowEvent>)>,
 }
 
 /// A server the data path suspected: when (its clock, to answer it), and when the agent saw it
@@ -119,6 +129,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     })
     .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
+    // Subscribed before the frontends are written, so no address change after it is missed.
+    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel(64);
+    addrwatch::spawn(addr_tx).context("watching the host's addresses (netlink)")?;
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
     let (mut registry, mut events) = Registry::new();
@@ -136,6 +149,27 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let flows = FlowTable::take(&mut ebpf)?;
     let sweeper =
         Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
+    let sync = match &g.sync {
+        None => None,
+        Some(cfg) => {
+            let secret =
+                crate::config::sync_key(&cfg.key_file).map_err(|e| Refused(format!("global.sync.key_file: {e}")))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(64 * 1024);
+            let s = Sync::start(cfg, &secret, &topology, sweeper.handle(), rx)
+                .await
+                .with_context(|| format!("starting the flow sync on {} (global.sync.listen)", cfg.listen))?;
+            let (first, count, _) = g.own_nat_ports();
+            log::info!(
+                "flow sync: node {} of {}, listening on {}, peers {}; NAT ports {first}-{} are this node's share",
+                cfg.node,
+                cfg.nodes(),
+                cfg.listen,
+                cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                first + count.saturating_sub(1)
+            );
+            Some((s, tx))
+        }
+    };
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
@@ -159,7 +193,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         suspicion: HashMap::new(),
         overrides,
         host,
+        address_changes: 0,
+        sync,
     };
+    // Addresses may have changed between resolving the configuration and subscribing.
+    agent.rebind(None);
     agent.publish();
     log::info!(
         "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}, status on http://{}/",
@@ -201,6 +239,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = hup.recv() => { agent.reload(); }
             Some(req) = runtime_rx.recv() => agent.request(req),
             Some(ev) = events.recv() => agent.on_check(ev)?,
+            Some(change) = addr_rx.recv() => {
+                // A VIP move comes as a burst (address, then routes): take what is queued too.
+                let mut changes = vec![change];
+                while let Ok(more) = addr_rx.try_recv() {
+                    changes.push(more);
+                }
+                agent.rebind(Some(&changes));
+            }
             _ = observe.tick() => agent.observe(),
             _ = refresh.tick() => agent.publish(),
             _ = watchdog.tick(), if watchdog_every.is_some() => {
@@ -340,9 +386,55 @@ impl Agent {
         }
     }
 
+    /// Re-keys the frontends for the addresses on the attached interfaces now: a `*:PORT`
+    /// covers an address added later and no longer one removed. A floating address bound
+    /// explicitly (a keepalived VIP) is keyed all along; its arrival and departure are logged.
+    fn rebind(&mut self, why: Option<&[AddrChange]>) {
+        for c in why.unwrap_or_default() {
+            let Some(std::net::IpAddr::V4(addr)) = c.addr else { continue };
+            let names = self.topology.bound_to(addr);
+            if names.is_empty() {
+                continue;
+            }
+            self.address_changes += 1;
+            if c.added {
+                log::info!(
+                    "Frontend(s) {}: {addr} arrived on this host (served; flows shared by peers continue)",
+                    names.join(", ")
+                );
+            } else {
+                log::warn!("Frontend(s) {}: {addr} left this host (another balancer serves it now)", names.join(", "));
+            }
+        }
+        let iface_addrs: Vec<std::net::Ipv4Addr> =
+            self.global.interfaces.iter().filter_map(|n| netif::interface(n).ok()).flat_map(|i| i.addrs).collect();
+        let changes = self.topology.rebind(&iface_addrs);
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.owner.set_frontends(&self.topology) {
+            log::error!("cannot update the frontends after an address change: {e}");
+        }
+        for (frontend, addr, added) in changes {
+            self.address_changes += 1;
+            if added {
+                log::info!("Frontend {frontend}: now serving {addr} (the address was added to an attached interface)");
+            } else {
+                log::warn!("Frontend {frontend}: no longer serving {addr} (the address was removed)");
+            }
+        }
+        self.publish();
+    }
+
     fn publish(&mut self) {
         self.last_sweep = self.sweeper.last();
-        let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
+        let mut snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
+        snap.address_changes = self.address_changes;
+        if let Some((sync, _)) = &self.sync {
+            let st = sync.snapshot();
+            snap.sync = st.counters();
+            snap.sync_peers_up = st.peers_up();
+        }
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
     }
 
@@ -406,6 +498,12 @@ impl Agent {
             topology.servers().count()
         );
         self.sweeper.set(b.gc_interval.0, timeouts(b));
+        if let Some((sync, _)) = &self.sync {
+            sync.set_topology(&topology);
+        }
+        if a.sync != b.sync {
+            log::warn!("reload: global.sync takes effect at the next restart");
+        }
         self.global = global;
         self.topology = topology;
         self.publish();

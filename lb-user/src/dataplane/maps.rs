@@ -188,11 +188,14 @@ impl MapOwner {
         if g.translate_timestamps {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
+        let (own_first, own_count, own_no_ts) = g.own_nat_ports();
         let s = Settings {
-            nat_port_first: u32::from(g.nat_ports.first),
-            nat_port_count: g.nat_ports.count(),
+            nat_port_first: own_first,
+            nat_port_count: own_count,
+            reply_port_first: u32::from(g.nat_ports.first),
+            reply_port_count: g.nat_ports.count(),
             flags,
-            no_ts_ports: g.no_timestamp_ports(),
+            no_ts_ports: own_no_ts,
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
         };
@@ -241,16 +244,7 @@ impl MapOwner {
         for pool in &topo.pools {
             self.set_pool(pool, is_up)?;
         }
-        let keys = frontend_keys(topo);
-        for (k, (frontend_id, pool_id)) in &keys {
-            let v = Frontend { frontend_id: *frontend_id, pool_id: *pool_id };
-            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
-        }
-        let stale: Vec<FrontendKey> =
-            self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
-        for k in stale {
-            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
-        }
+        self.set_frontends(topo)?;
         let pools: HashSet<u32> = topo.pools.iter().map(|p| p.id).collect();
         let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !pools.contains(k)).collect();
         for k in stale {
@@ -264,6 +258,22 @@ impl MapOwner {
             if old.flags & SERVER_F_VALID != 0 {
                 self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel's frontend map hold exactly `topo`'s keys (new ones first, then the
+    /// stale removed): what an address that came or went changes.
+    pub fn set_frontends(&mut self, topo: &Topology) -> Result<(), MapsError> {
+        let keys = frontend_keys(topo);
+        for (k, (frontend_id, pool_id)) in &keys {
+            let v = Frontend { frontend_id: *frontend_id, pool_id: *pool_id };
+            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
+        }
+        let stale: Vec<FrontendKey> =
+            self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
+        for k in stale {
+            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
         }
         Ok(())
     }

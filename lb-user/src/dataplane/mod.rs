@@ -12,6 +12,7 @@ pub mod maps;
 pub mod pins;
 pub mod sweeper;
 mod sys;
+pub use sys::{pod_bytes, pod_read};
 
 pub use attach::{attach, link_pin, Attached};
 pub use load::{load, program, DataplaneError, LoadOptions, EBPF_OBJECT, PROGRAM};

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::flows::{monotonic_ns, FlowTable, Sweep, Timeouts};
+use super::flows::{monotonic_ns, FlowPair, FlowTable, Installed, Sweep, Timeouts};
 
 /// Entries one tick of the sweep reads at most: a table of millions is swept over several
 /// ticks, none of which keeps the thread (or a core) long.
@@ -27,6 +27,11 @@ enum Order {
         every: Duration,
         timeouts: Timeouts,
     },
+    /// Flows a peer balancer handles (`sync`): install them, or remove those it saw end.
+    Install(Vec<FlowPair>, tokio::sync::oneshot::Sender<Installed>),
+    Remove(Vec<FlowPair>, tokio::sync::oneshot::Sender<usize>),
+    /// Every established flow, for a peer that needs them all.
+    Dump(tokio::sync::oneshot::Sender<Vec<FlowPair>>),
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +69,15 @@ impl Sweeper {
                         }
                     }
                     Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Ok(Order::Install(pairs, done)) => {
+                        let _ = done.send(table.install(&pairs, monotonic_ns()));
+                    }
+                    Ok(Order::Remove(pairs, done)) => {
+                        let _ = done.send(table.remove_pairs(&pairs));
+                    }
+                    Ok(Order::Dump(done)) => {
+                        let _ = done.send(table.established_pairs());
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         next = Instant::now() + every;
                         if slices == 0 {
@@ -122,8 +136,46 @@ impl Sweeper {
         let _ = self.orders.send(Order::RemoveServer { id, label, why, done });
     }
 
+    /// A handle for the flow sync with peer balancers, which installs and reads flows through
+    /// this thread (the table's one owner).
+    pub fn handle(&self) -> FlowsHandle {
+        FlowsHandle { orders: self.orders.clone() }
+    }
+
     /// New sweep interval and timeouts (a reload).
     pub fn set(&self, every: Duration, timeouts: Timeouts) {
         let _ = self.orders.send(Order::Settings { every, timeouts });
+    }
+}
+
+/// What the flow sync may ask of the table's owner (see `Sweeper::handle`).
+#[derive(Clone)]
+pub struct FlowsHandle {
+    orders: mpsc::Sender<Order>,
+}
+
+impl FlowsHandle {
+    pub async fn install(&self, pairs: Vec<FlowPair>) -> Installed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Install(pairs, tx)).is_err() {
+            return Installed::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn remove(&self, pairs: Vec<FlowPair>) -> usize {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Remove(pairs, tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn dump(&self) -> Vec<FlowPair> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Dump(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 }

@@ -192,6 +192,19 @@ const PACKETS: [&[Metric<Snapshot>]; 1] = [&[
         "What the XDP program did besides verdicts: timestamp translation, NAT ports, TCP tracking.",
         ByLabel("event", |s| s.events.clone()),
     ),
+    metric(
+        "xdplb_frontend_address_changes_total",
+        Counter,
+        "Frontend addresses that came to or left this host (a keepalived VIP moving).",
+        Count(|s| s.address_changes),
+    ),
+    metric(
+        "xdplb_sync_total",
+        Counter,
+        "Flow sync with peer balancers: messages and flows sent, received, installed, dropped (by reason).",
+        ByLabel("what", |s| s.sync.clone()),
+    ),
+    metric("xdplb_sync_peers_up", Gauge, "Peer balancers heard of in the last 3 s.", Count(|s| s.sync_peers_up)),
 ]];
 
 #[expect(clippy::cast_precision_loss, reason = "one check's milliseconds are far below 2^52")]

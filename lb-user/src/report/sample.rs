@@ -101,5 +101,8 @@ pub fn snapshot() -> Snapshot {
         backends: vec![etcd, api],
         reasons: vec![("passed".into(), 100), ("forwarded".into(), 5000), ("dropped".into(), 3)],
         events: vec![("ts_translated".into(), 40), ("port_reused".into(), 7)],
+        address_changes: 0,
+        sync: vec![],
+        sync_peers_up: 0,
     }
 }

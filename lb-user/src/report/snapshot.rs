@@ -32,6 +32,15 @@ pub struct Snapshot {
     /// Data path events (`ts_translated`, `port_reused`, `rst_out_of_window`, ...).
     #[serde(default)]
     pub events: Vec<(String, u64)>,
+    /// Frontend addresses that came or went since the start (a VIP moving here or away).
+    #[serde(default)]
+    pub address_changes: u64,
+    /// Flow sync with peer balancers: counters by name (`flows_installed`, `dropped_bad_mac`, ...).
+    #[serde(default)]
+    pub sync: Vec<(String, u64)>,
+    /// Peers heard of in the last seconds.
+    #[serde(default)]
+    pub sync_peers_up: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -104,5 +104,8 @@ pub fn snapshot() -> Snapshot {
         ],
         reasons: vec![],
         events: vec![],
+        address_changes: 0,
+        sync: vec![],
+        sync_peers_up: 0,
     }
 }
