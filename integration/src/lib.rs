@@ -6,6 +6,7 @@ pub mod agent;
 pub mod churn;
 pub mod fixture;
 pub mod frames;
+pub mod ha;
 pub mod hostile;
 pub mod lab;
 pub mod netns;

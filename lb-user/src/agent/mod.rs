@@ -390,6 +390,7 @@ impl Agent {
     /// covers an address added later and no longer one removed. A floating address bound
     /// explicitly (a keepalived VIP) is keyed all along; its arrival and departure are logged.
     fn rebind(&mut self, why: Option<&[AddrChange]>) {
+        let counted_before = self.address_changes;
         for c in why.unwrap_or_default() {
             let Some(std::net::IpAddr::V4(addr)) = c.addr else { continue };
             let names = self.topology.bound_to(addr);
@@ -410,6 +411,9 @@ impl Agent {
             self.global.interfaces.iter().filter_map(|n| netif::interface(n).ok()).flat_map(|i| i.addrs).collect();
         let changes = self.topology.rebind(&iface_addrs);
         if changes.is_empty() {
+            if self.address_changes != counted_before {
+                self.publish();
+            }
             return;
         }
         if let Err(e) = self.owner.set_frontends(&self.topology) {

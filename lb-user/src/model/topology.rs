@@ -93,7 +93,7 @@ impl Host for System {
         crate::host::netif::source_for(dst)
     }
     fn nonlocal_bind(&self) -> bool {
-        crate::host::sysctl::read("net.ipv4.ip_nonlocal_bind").is_ok_and(|v| v.trim() == "1")
+        crate::host::sysctl::read("net/ipv4/ip_nonlocal_bind").is_ok_and(|v| v.trim() == "1")
     }
 }
 

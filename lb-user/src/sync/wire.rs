@@ -14,8 +14,8 @@ pub const MAGIC: [u8; 4] = *b"XLBS";
 pub const VERSION: u8 = 1;
 /// One datagram never exceeds this (below a 1500-byte MTU with IP and UDP headers).
 pub const MAX_DATAGRAM: usize = 1400;
-const HEADER: usize = 36;
-const MAC: usize = 32;
+pub const HEADER: usize = 36;
+pub const MAC: usize = 32;
 const KEY: usize = size_of::<FlowKey>();
 const ENTRY: usize = size_of::<Flow>();
 /// A flow: both keys and both entries.
@@ -123,9 +123,15 @@ pub fn encode(key: &Key, h: &Header, flows: &[FlowPair]) -> Vec<u8> {
         out.extend_from_slice(bytes_of(&f.server_key));
         out.extend_from_slice(bytes_of(&f.server));
     }
-    let tag = hmac::sign(&key.0, &out);
-    out.extend_from_slice(tag.as_ref());
-    out
+    seal(key, out)
+}
+
+/// `body` with its MAC appended (what `encode` sends; tests use it to make messages that are
+/// authentic but wrong inside).
+pub fn seal(key: &Key, mut body: Vec<u8>) -> Vec<u8> {
+    let tag = hmac::sign(&key.0, &body);
+    body.extend_from_slice(tag.as_ref());
+    body
 }
 
 fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
@@ -217,9 +223,7 @@ mod tests {
         // Signed with the right key, but wrong inside.
         let resign = |mut b: Vec<u8>| {
             b.truncate(b.len() - MAC);
-            let tag = hmac::sign(&key.0, &b);
-            b.extend_from_slice(tag.as_ref());
-            b
+            seal(&key, b)
         };
         let mut v = good.clone();
         v[4] = VERSION + 1;
