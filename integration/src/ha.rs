@@ -58,17 +58,25 @@ impl Keepalived {
         let log = fs::File::create(dir.join("keepalived.log"))?;
         let child = ns
             .command("keepalived")
-            .args(["--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp"])
-            .arg(format!("--use-file={}", conf.display()))
-            .arg(format!("--pid={}", dir.join("keepalived.pid").display()))
-            .arg(format!("--vrrp_pid={}", dir.join("vrrp.pid").display()))
-            .arg(format!("--checkers_pid={}", dir.join("checkers.pid").display()))
+            .args(Self::args(dir))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting keepalived (cargo xtask setup installs it)")?;
         Ok(Keepalived { child, dir: dir.to_path_buf() })
+    }
+
+    /// keepalived's arguments for the files in `dir`: in the foreground, logging to the console,
+    /// VRRP only, pid files of its own (several run on one machine).
+    pub fn args(dir: &Path) -> Vec<String> {
+        let mut a: Vec<String> =
+            ["--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp"].map(String::from).to_vec();
+        a.push(format!("--use-file={}", dir.join("keepalived.conf").display()));
+        a.push(format!("--pid={}", dir.join("keepalived.pid").display()));
+        a.push(format!("--vrrp_pid={}", dir.join("vrrp.pid").display()));
+        a.push(format!("--checkers_pid={}", dir.join("checkers.pid").display()));
+        a
     }
 
     /// SIGKILL to keepalived and its VRRP process, as a crash: no goodbye advert, the VIP stays

@@ -395,9 +395,13 @@ fn sync_problems(cfg: &Config, sync: &super::SyncCfg, p: &mut Problems) {
     for (i, b) in cfg.backends.iter().enumerate() {
         if b.source.is_empty() || b.source.iter().any(|a| !floating.contains(a)) {
             p.push(format!(
-                "backend[{i}] {:?}.source: with global.sync, servers must see flows come from an address that moves with the VIP (one of {}), or their replies miss the new master after a failover; set source = [\"VIP\"]",
+                "backend[{i}] {:?}.source: with global.sync, servers must see flows come from an address that moves with the VIP ({}), or their replies miss the new master after a failover; set source = [\"VIP\"]",
                 b.name,
-                if floating.is_empty() { "none: bind a frontend to the VIP, or list it in global.sync.floating".to_owned() } else { floating.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
+                if floating.is_empty() {
+                    "which none is known to: bind a frontend to the VIP, or list it in global.sync.floating".to_owned()
+                } else {
+                    floating.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                }
             ));
         }
     }

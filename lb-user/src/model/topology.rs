@@ -21,6 +21,9 @@ use crate::{
 pub struct Topology {
     pub frontends: Vec<FrontendEntry>,
     pub pools: Vec<Pool>,
+    /// Addresses that move between balancers (`global.sync.floating`): a `*:PORT` frontend
+    /// covers them all along, like an explicit bind to a VIP (see `covered`).
+    pub floating: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,9 +105,13 @@ impl Host for System {
 /// host: its packets reach this one only once the VIP's ARP says so, and then the data path
 /// must already know the frontend (keepalived announces the VIP the moment it adds it, before
 /// any agent could react), or the kernel would answer them with RST.
-fn covered(bind: Bind, iface_addrs: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+fn covered(bind: Bind, iface_addrs: &[Ipv4Addr], floating: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     match bind {
-        Bind::Any(_) => iface_addrs.to_vec(),
+        Bind::Any(_) => {
+            let mut all = iface_addrs.to_vec();
+            all.extend(floating.iter().filter(|a| !iface_addrs.contains(a)));
+            all
+        }
         Bind::Addr(a) => vec![*a.ip()],
     }
 }
@@ -173,6 +180,7 @@ impl Topology {
         let iface_addrs: Vec<Ipv4Addr> = ifaces.iter().flat_map(|i| i.addrs.iter().copied()).collect();
         let local = host.local_addrs();
         let nonlocal = host.nonlocal_bind();
+        let floating: Vec<Ipv4Addr> = cfg.global.sync.as_ref().map(|s| s.floating.clone()).unwrap_or_default();
         let mut frontends = Vec::new();
         for f in &cfg.frontends {
             let at = format!("frontend {:?}", f.name);
@@ -189,7 +197,7 @@ impl Topology {
                 )),
                 _ => {}
             }
-            let keys = keys_of(bind, &covered(bind, &iface_addrs));
+            let keys = keys_of(bind, &covered(bind, &iface_addrs, &floating));
             frontends.push(FrontendEntry {
                 name: f.name.clone(),
                 id: f_ids[&f.name],
@@ -206,7 +214,7 @@ impl Topology {
             .iter()
             .map(|b| pool(b, p_ids[&b.name], &s_ids, host, &local, nonlocal, &mut problems))
             .collect();
-        let topology = Topology { frontends, pools };
+        let topology = Topology { frontends, pools, floating };
         problems.extend(topology.fits().iter().map(str::to_owned));
         problems.into_result(topology)
     }
@@ -217,7 +225,7 @@ impl Topology {
     pub fn rebind(&mut self, iface_addrs: &[Ipv4Addr]) -> Vec<(String, SocketAddrV4, bool)> {
         let mut changes = Vec::new();
         for f in &mut self.frontends {
-            let keys = keys_of(f.want, &covered(f.want, iface_addrs));
+            let keys = keys_of(f.want, &covered(f.want, iface_addrs, &self.floating));
             let addr = |k: &FrontendKey| SocketAddrV4::new(k.addr.into(), f.want.port());
             changes.extend(keys.iter().filter(|k| !f.keys.contains(k)).map(|k| (f.name.clone(), addr(k), true)));
             changes.extend(f.keys.iter().filter(|k| !keys.contains(k)).map(|k| (f.name.clone(), addr(k), false)));
