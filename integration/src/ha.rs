@@ -25,8 +25,9 @@ use rustls::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    lab::{Lab, HA_VIP, LB, LB2},
-    netns::NetNs,
+    agent::{xdplb_bin, Agent},
+    lab::{Lab, Names, HA_VIP, LB, LB2},
+    netns::{unique, NetNs},
     pki::{Ca, Leaf},
     traffic::Pattern,
 };
@@ -39,6 +40,9 @@ pub fn vrrp_failover() -> Duration {
     Duration::from_secs_f64(3.0 * ADVERT_S + (256.0 - 100.0) / 256.0 * ADVERT_S)
 }
 pub const SYNC_PORT: u16 = 7946;
+/// The VIP's frontend port and the servers' port.
+pub const PORT: u16 = 12379;
+pub const BACKEND_PORT: u16 = 2379;
 /// The name every backend's certificate carries (the clients verify it).
 pub const TLS_NAME: &str = "etcd.lab";
 
@@ -166,41 +170,41 @@ pub fn write_key(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The port of the plain-HTTP frontend the benchmark adds (`XdplbOpts::http`), and the
+/// servers' (nginx).
+pub const HTTP_PORT: u16 = 8080;
+
 /// One balancer's configuration: the VIP frontend on `port`, servers checked by TCP, flows
-/// leaving from the VIP, and flow sync with the other balancer.
-pub fn config(lab: &Lab, node: u32, port: u16, backend_port: u16, key: &Path, extra_sync: &str) -> String {
-    let (me, peer) = if node == 1 { (LB, LB2) } else { (LB2, LB) };
-    let servers: Vec<String> = lab
-        .backends
-        .iter()
-        .map(|b| format!("  {{ name = \"{}\", address = \"{}:{backend_port}\" }},", b.name, b.addr))
-        .collect();
+/// leaving from the VIP, and (`node` > 0) flow sync with the other balancer.
+pub fn config(lab: &Lab, node: u32, port: u16, backend_port: u16, key: &Path, o: &XdplbOpts) -> String {
+    let (me, peer) = if node == 2 { (LB2, LB) } else { (LB, LB2) };
+    let servers = |port: u16| -> String {
+        lab.backends
+            .iter()
+            .map(|b| format!("  {{ name = \"{}\", address = \"{}:{port}\" }},\n", b.name, b.addr))
+            .collect()
+    };
+    let sync = if o.sync {
+        format!(
+            "[global.sync]\nnode = {node}\nlisten = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\nkey_file = \"{}\"\n{}\n",
+            key.display(),
+            o.extra_sync
+        )
+    } else {
+        String::new()
+    };
+    let check = "check = { type = \"tcp\", inter = \"500ms\", rise = 1, fall = 2, timeout = \"400ms\" }";
+    let http = if o.http {
+        format!(
+            "[[frontend]]\nname = \"web\"\nbind = \"{HA_VIP}:{HTTP_PORT}\"\nbackend = \"web\"\n\n[[backend]]\nname = \"web\"\nsource = [\"{HA_VIP}\"]\n{check}\nserver = [\n{}]\n",
+            servers(80)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"[global]
-gc_interval = "200ms"
-
-[global.sync]
-node = {node}
-listen = "{me}:{SYNC_PORT}"
-peers = ["{peer}:{SYNC_PORT}"]
-key_file = "{key}"
-{extra_sync}
-
-[[frontend]]
-name = "etcd"
-bind = "{HA_VIP}:{port}"
-backend = "etcd"
-
-[[backend]]
-name = "etcd"
-source = ["{HA_VIP}"]
-check = {{ type = "tcp", inter = "500ms", rise = 1, fall = 2, timeout = "400ms" }}
-server = [
-{}
-]
-"#,
-        servers.join("\n"),
-        key = key.display()
+        "[global]\ngc_interval = \"200ms\"\n\n{sync}[[frontend]]\nname = \"etcd\"\nbind = \"{HA_VIP}:{port}\"\nbackend = \"etcd\"\n\n[[backend]]\nname = \"etcd\"\nsource = [\"{HA_VIP}\"]\n{check}\nserver = [\n{}]\n\n{http}",
+        servers(backend_port)
     )
 }
 
@@ -358,4 +362,257 @@ pub fn probe(
         std::thread::sleep(every);
     }
     out
+}
+
+/// What runs on the two balancers.
+pub enum Balancers {
+    Xdplb(XdplbOpts),
+    /// HAProxy 2.6 in TCP mode on both (the seed's way), `bind VIP:PORT` under ip_nonlocal_bind.
+    Haproxy,
+}
+
+/// xdplb on the balancers.
+#[derive(Default)]
+pub struct XdplbOpts {
+    /// On both, sharing flows; otherwise on the first only, without `[global.sync]` (the
+    /// second's keepalived then gives the VIP up: its agent does not answer).
+    pub sync: bool,
+    /// More `[global.sync]` keys.
+    pub extra_sync: String,
+    /// A plain-HTTP frontend on `HTTP_PORT` to the servers' port 80 (the benchmark's nginx).
+    pub http: bool,
+}
+
+impl Balancers {
+    /// xdplb on both balancers, sharing flows.
+    pub fn xdplb() -> Balancers {
+        Balancers::Xdplb(XdplbOpts { sync: true, ..XdplbOpts::default() })
+    }
+}
+
+/// Two balancers behind a VIP with keepalived, three TLS servers, the VIP on the first.
+pub struct Pair {
+    pub lab: Lab,
+    pub lb2: NetNs,
+    pub ca: Ca,
+    pub dir: PathBuf,
+    /// xdplb on each balancer (empty with HAProxy).
+    pub agents: Vec<Agent>,
+    haproxies: Vec<Child>,
+    /// The master's keepalived (a failover takes it).
+    pub k1: Option<Keepalived>,
+    _k2: Keepalived,
+    _servers: Vec<TlsEcho>,
+}
+
+/// HAProxy in TCP mode in front of the lab's servers, on the VIP, checking them as the tests'
+/// xdplb does.
+pub fn haproxy_cfg(lab: &Lab) -> String {
+    let servers: Vec<String> = lab
+        .backends
+        .iter()
+        .map(|b| format!("    server {} {}:{BACKEND_PORT} check inter 500ms rise 1 fall 2", b.name, b.addr))
+        .collect();
+    format!(
+        "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\nfrontend etcd\n    bind {HA_VIP}:{PORT}\n    default_backend etcd\n\nbackend etcd\n    balance roundrobin\n{}\n",
+        servers.join("\n")
+    )
+}
+
+impl Pair {
+    pub fn start(balancers: &Balancers) -> Result<Pair> {
+        let (lab, lb2) = Lab::one_arm_ha(3, Names::Unique)?;
+        // As HAProxy users run it: the backup binds the VIP it does not hold yet.
+        for ns in [&lab.lb, &lb2] {
+            ns.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
+        }
+        let ca = Ca::new("xdplb ha lab")?;
+        let leaf = ca.server(TLS_NAME, &[TLS_NAME])?;
+        let servers =
+            lab.backends.iter().map(|b| TlsEcho::start(&b.ns, BACKEND_PORT, &b.name, &leaf)).collect::<Result<_>>()?;
+        let dir = std::env::temp_dir().join(unique("xdplb-ha-"));
+        let key = write_key(&dir)?;
+        let (mut agents, mut haproxies) = (Vec::new(), Vec::new());
+        let track = match balancers {
+            Balancers::Xdplb(o) => {
+                let nodes: &[(u32, &NetNs)] = if o.sync { &[(1, &lab.lb), (2, &lb2)] } else { &[(1, &lab.lb)] };
+                for &(node, ns) in nodes {
+                    let cfg = config(&lab, node, PORT, BACKEND_PORT, &key, o);
+                    agents.push(Agent::start(ns, &cfg, &["eth0".to_string()], "native")?);
+                }
+                // A host whose agent does not answer gives the VIP up.
+                format!("{} status --stats 127.0.0.1:8404", xdplb_bin()?)
+            }
+            Balancers::Haproxy => {
+                let cfg = dir.join("haproxy.cfg");
+                fs::write(&cfg, haproxy_cfg(&lab))?;
+                for ns in [&lab.lb, &lb2] {
+                    let log = fs::File::create(dir.join(format!("haproxy-{}.log", ns.name)))?;
+                    haproxies.push(
+                        ns.command("haproxy")
+                            .args(["-db", "-f"])
+                            .arg(&cfg)
+                            .stdin(Stdio::null())
+                            .stdout(Stdio::null())
+                            .stderr(log)
+                            .spawn()
+                            .context("starting haproxy")?,
+                    );
+                }
+                "/bin/true".to_string()
+            }
+        };
+        let k1 = Keepalived::start(&lab.lb, &dir.join("k1"), 150, "eth0", HA_VIP, &track)?;
+        let k2 = Keepalived::start(&lb2, &dir.join("k2"), 100, "eth0", HA_VIP, &track)?;
+        wait_holds(&lab.lb, HA_VIP, Duration::from_secs(15)).with_context(|| format!("keepalived:\n{}", k1.log()))?;
+        Ok(Pair { lab, lb2, ca, dir, agents, haproxies, k1: Some(k1), _k2: k2, _servers: servers })
+    }
+
+    /// The status snapshot of balancer `n` (1 or 2) with xdplb.
+    pub fn status(&self, n: usize) -> Result<lb_user::report::snapshot::Snapshot> {
+        let ns = if n == 1 { &self.lab.lb } else { &self.lb2 };
+        ns.enter(|| lb_user::report::http::fetch("127.0.0.1:8404".parse().expect("an address")))
+            .map_err(|e| anyhow::anyhow!("status of balancer {n}: {e}"))
+    }
+
+    /// What the data path of each balancer counted (`xdplb stats`), for a failure's report.
+    pub fn data_path_report(&self) -> String {
+        let mut out = String::new();
+        for (ns, a) in [&self.lab.lb, &self.lb2].into_iter().zip(&self.agents) {
+            let stats = xdplb_bin()
+                .ok()
+                .and_then(|bin| ns.command(&bin).arg("stats").arg("--pin-dir").arg(a.pin_dir()).output().ok());
+            let text = stats.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            out.push_str(&format!(
+                "--- {} data path ---\n{text}\n--- {} agent ---\n{}\n",
+                ns.name,
+                ns.name,
+                a.log_text()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for h in &mut self.haproxies {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How the master fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// keepalived is SIGKILLed and the VIP taken off the host (a host that died).
+    KeepalivedKilled,
+    /// The master's link goes down.
+    LinkDown,
+}
+
+/// What a failover did to the clients.
+#[derive(Debug)]
+pub struct FailoverResult {
+    pub streams: Vec<StreamResult>,
+    pub probes: Vec<Probe>,
+    /// When the master failed, and when the VIP was on the other balancer.
+    pub t0: Instant,
+    pub t1: Instant,
+    /// Flows the peer had installed before the failure (xdplb).
+    pub installed: u64,
+}
+
+impl FailoverResult {
+    pub fn survived(&self) -> usize {
+        self.streams.iter().filter(|r| r.error.is_none()).count()
+    }
+
+    /// New connections that ended after the failure.
+    pub fn after(&self) -> Vec<&Probe> {
+        self.probes.iter().filter(|p| p.done >= self.t0).collect()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.after().iter().filter(|p| p.result.is_err()).count()
+    }
+
+    pub fn vrrp(&self) -> Duration {
+        self.t1.duration_since(self.t0)
+    }
+
+    /// From the VIP's arrival to the first new connection completed on the new master.
+    pub fn served(&self) -> Option<Duration> {
+        self.after()
+            .iter()
+            .filter(|p| p.result.is_ok() && p.done >= self.t1)
+            .map(|p| p.done.duration_since(self.t1))
+            .min()
+    }
+
+    pub fn line(&self, what: &str) -> String {
+        format!(
+            "{what}: flows survived: {}/{}, new connections failed during failover: {} of {}, VIP served after: {} s (VRRP moved it after {:.2} s; the peer had {} flows installed; {} bytes verified)",
+            self.survived(),
+            self.streams.len(),
+            self.failed(),
+            self.after().len(),
+            self.served().map_or("never".into(), |d| format!("{:.3}", d.as_secs_f64())),
+            self.vrrp().as_secs_f64(),
+            self.installed,
+            self.streams.iter().map(|r| r.bytes_verified).sum::<u64>()
+        )
+    }
+}
+
+/// `streams` watch-like TLS streams and a stream of new connections through the VIP; the
+/// master fails `how`; the VIP moves; everything runs `after` more, then stops.
+pub fn failover(p: &mut Pair, how: Failure, streams: usize, after: Duration) -> Result<FailoverResult> {
+    let mut k1 = p.k1.take().context("the master's keepalived was taken already")?;
+    let p = &*p;
+    let cfg = client_config(&p.ca)?;
+    let vip = SocketAddrV4::new(HA_VIP, PORT);
+    let (stop, stop_probe) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 0..streams {
+            let (tls, server) = tls_connect(&p.lab.client, vip, &cfg, Duration::from_secs(3))?;
+            let stop = &stop;
+            // Watch-like: quiet for most of a second or more, then data.
+            let quiet = Duration::from_millis(700 + 30 * i as u64);
+            handles.push(s.spawn(move || watch_stream(tls, server, i as u64 + 1, quiet, stop)));
+        }
+        // With xdplb, the peer knows every stream before the master fails.
+        let start = Instant::now();
+        let mut installed = 0;
+        while p.agents.len() == 2 && start.elapsed() < Duration::from_secs(10) {
+            installed = p.status(2)?.sync.iter().find(|(k, _)| k == "flows_installed").map_or(0, |(_, v)| *v);
+            if installed >= streams as u64 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let prober = s
+            .spawn(|| probe(&p.lab.client, vip, &cfg, Duration::from_millis(100), Duration::from_secs(5), &stop_probe));
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = Instant::now();
+        match how {
+            Failure::KeepalivedKilled => {
+                k1.kill9();
+                p.lab.lb.ip(&["addr", "del", &format!("{HA_VIP}/24"), "dev", "eth0"])?;
+            }
+            Failure::LinkDown => {
+                p.lab.lb.ip(&["link", "set", "eth0", "down"])?;
+            }
+        }
+        let t1 = wait_holds(&p.lb2, HA_VIP, Duration::from_secs(10))?;
+        std::thread::sleep(after);
+        stop.store(true, Ordering::Relaxed);
+        stop_probe.store(true, Ordering::Relaxed);
+        let streams = handles.into_iter().map(|h| h.join().expect("a stream thread")).collect();
+        let probes = prober.join().expect("the prober");
+        Ok(FailoverResult { streams, probes, t0, t1, installed })
+    })
 }

@@ -5,25 +5,20 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use integration::{
-    agent::{xdplb_bin, Agent},
-    ha::{self, client_config, probe, tls_connect, wait_holds, watch_stream, Keepalived, TlsEcho, TLS_NAME},
-    lab::{self, Lab, Names, HA_VIP, LB, LB2},
-    netns::{unique, NetNs},
-    pki::Ca,
+    agent::Agent,
+    ha::{self, Balancers, Failure, Pair, BACKEND_PORT, PORT},
+    lab::{self, Lab, HA_VIP, LB, LB2},
+    netns::NetNs,
 };
 use lb_user::{
     report::snapshot::Snapshot,
     sync::wire::{self, Header, Key, Kind},
 };
 
-const PORT: u16 = 12379;
-const BACKEND_PORT: u16 = 2379;
 const STREAMS: usize = 20;
 
 fn status(ns: &NetNs) -> Snapshot {
@@ -34,148 +29,30 @@ fn sync_counter(s: &Snapshot, name: &str) -> u64 {
     s.sync.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
 }
 
-/// Two balancers with xdplb and keepalived, three TLS servers, the VIP on the first.
-struct Pair {
-    lab: Lab,
-    lb2: NetNs,
-    ca: Ca,
-    dir: PathBuf,
-    a1: Agent,
-    a2: Agent,
-    /// The master's keepalived (taken by a test that kills it).
-    k1: Option<Keepalived>,
-    _k2: Keepalived,
-    _servers: Vec<TlsEcho>,
-}
-
-impl Pair {
-    fn new(extra_sync: &str) -> Pair {
-        let (lab, lb2) = Lab::one_arm_ha(3, Names::Unique).unwrap();
-        // As HAProxy users run it: the backup may bind the VIP it does not hold yet.
-        for ns in [&lab.lb, &lb2] {
-            ns.sysctl("net.ipv4.ip_nonlocal_bind", "1").unwrap();
-        }
-        let ca = Ca::new("xdplb ha lab").unwrap();
-        let leaf = ca.server(TLS_NAME, &[TLS_NAME]).unwrap();
-        let servers =
-            lab.backends.iter().map(|b| TlsEcho::start(&b.ns, BACKEND_PORT, &b.name, &leaf).unwrap()).collect();
-        let dir = std::env::temp_dir().join(unique("xdplb-ha-"));
-        let key = ha::write_key(&dir).unwrap();
-        let a1 =
-            Agent::start(&lab.lb, &ha::config(&lab, 1, PORT, BACKEND_PORT, &key, extra_sync), &lab.lb_ifaces, "native")
-                .unwrap();
-        let a2 =
-            Agent::start(&lb2, &ha::config(&lab, 2, PORT, BACKEND_PORT, &key, extra_sync), &["eth0".into()], "native")
-                .unwrap();
-        // A host whose agent does not answer gives the VIP up.
-        let track = format!("{} status --stats 127.0.0.1:8404", xdplb_bin().unwrap());
-        let k1 = Keepalived::start(&lab.lb, &dir.join("k1"), 150, "eth0", HA_VIP, &track).unwrap();
-        let k2 = Keepalived::start(&lb2, &dir.join("k2"), 100, "eth0", HA_VIP, &track).unwrap();
-        wait_holds(&lab.lb, HA_VIP, Duration::from_secs(15))
-            .unwrap_or_else(|e| panic!("{e}\n--- keepalived 1 ---\n{}", k1.log()));
-        Pair { lab, lb2, ca, dir, a1, a2, k1: Some(k1), _k2: k2, _servers: servers }
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let k1 = self.k1.as_ref().map(Keepalived::log).unwrap_or_default();
-            eprintln!("--- keepalived lb1 ---\n{k1}\n--- agent lb2 ---\n{}", self.a2.log_text());
-            for (ns, a) in [(&self.lab.lb, &self.a1), (&self.lb2, &self.a2)] {
-                let stats = ns.command(&xdplb_bin().unwrap()).arg("stats").arg("--pin-dir").arg(a.pin_dir()).output();
-                eprintln!(
-                    "--- {} data path ---\n{}",
-                    ns.name,
-                    stats.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
-                );
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Failure {
-    /// keepalived is SIGKILLed and the VIP taken off the host (a host that died).
-    KeepalivedKilled,
-    /// The master's link goes down.
-    LinkDown,
-}
-
 fn failover(how: Failure) {
-    let mut p = Pair::new("refresh = \"1s\"");
-    let mut k1 = p.k1.take().unwrap();
-    let p = p;
-    let cfg = client_config(&p.ca).unwrap();
-    let vip = SocketAddrV4::new(HA_VIP, PORT);
-    let stop = AtomicBool::new(false);
-    let stop_probe = AtomicBool::new(false);
-    let (streams, probes, t0, t1, installed) = std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for i in 0..STREAMS {
-            let (tls, server) = tls_connect(&p.lab.client, vip, &cfg, Duration::from_secs(3)).unwrap();
-            let stop = &stop;
-            // Watch-like: quiet for most of a second or more, then data.
-            let quiet = Duration::from_millis(700 + 30 * i as u64);
-            handles.push(s.spawn(move || watch_stream(tls, server, i as u64 + 1, quiet, stop)));
-        }
-        // The peer knows every stream before the master fails.
-        let start = Instant::now();
-        let installed = loop {
-            let n = sync_counter(&status(&p.lb2), "flows_installed");
-            if n >= STREAMS as u64 || start.elapsed() > Duration::from_secs(10) {
-                break n;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let prober = s
-            .spawn(|| probe(&p.lab.client, vip, &cfg, Duration::from_millis(100), Duration::from_secs(5), &stop_probe));
-        std::thread::sleep(Duration::from_secs(1));
-        let t0 = Instant::now();
-        match how {
-            Failure::KeepalivedKilled => {
-                k1.kill9();
-                p.lab.lb.ip(&["addr", "del", &format!("{HA_VIP}/24"), "dev", "eth0"]).unwrap();
-            }
-            Failure::LinkDown => {
-                p.lab.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
-            }
-        }
-        let t1 = wait_holds(&p.lb2, HA_VIP, Duration::from_secs(10)).unwrap();
-        // Every stream exchanges data at least twice more on the new master.
-        std::thread::sleep(Duration::from_secs(4));
-        stop.store(true, Ordering::Relaxed);
-        stop_probe.store(true, Ordering::Relaxed);
-        let streams: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        (streams, prober.join().unwrap(), t0, t1, installed)
-    });
-    let survived = streams.iter().filter(|r| r.error.is_none()).count();
-    let after: Vec<_> = probes.iter().filter(|p| p.done >= t0).collect();
-    let failed = after.iter().filter(|p| p.result.is_err()).count();
-    // Served: the first new connection that completed on the new master, after the VIP came.
-    let served = after.iter().filter(|p| p.result.is_ok() && p.done >= t1).map(|p| p.done.duration_since(t1)).min();
-    let vrrp = t1.duration_since(t0);
-    println!(
-        "{how:?}: flows survived: {survived}/{STREAMS}, new connections failed during failover: {failed} of {}, VIP served after: {} s (VRRP moved it after {:.2} s; the peer had {installed} flows installed; {} bytes verified)",
-        after.len(),
-        served.map_or("never".into(), |d| format!("{:.3}", d.as_secs_f64())),
-        vrrp.as_secs_f64(),
-        streams.iter().map(|r| r.bytes_verified).sum::<u64>()
-    );
+    let mut p = Pair::start(&Balancers::Xdplb(ha::XdplbOpts {
+        sync: true,
+        extra_sync: "refresh = \"1s\"".into(),
+        http: false,
+    }))
+    .unwrap();
+    let r = ha::failover(&mut p, how, STREAMS, Duration::from_secs(4)).unwrap();
+    println!("{}", r.line(&format!("{how:?}")));
+    let report = || p.data_path_report();
+    let streams = &r.streams;
     let errors: Vec<_> =
         streams.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.server))).collect();
-    assert!(errors.is_empty(), "streams that died: {errors:?}");
+    assert!(errors.is_empty(), "streams that died: {errors:?}\n{}", report());
     assert!(streams.iter().all(|r| r.exchanges >= 4), "{streams:?}");
     // The promise: new connections work again within the VRRP failover time plus 1 s, and
     // none tried after that fails.
-    let served = served.expect("no new connection succeeded after the VIP moved");
+    let served = r.served().expect("no new connection succeeded after the VIP moved");
     assert!(served <= Duration::from_secs(1), "first new connection served {served:?} after the VIP moved");
-    let late: Vec<_> = after.iter().filter(|p| p.result.is_err() && p.started > t1 + Duration::from_secs(1)).collect();
+    let late: Vec<_> =
+        r.after().into_iter().filter(|p| p.result.is_err() && p.started > r.t1 + Duration::from_secs(1)).collect();
     assert!(late.is_empty(), "new connections failed after the VIP moved: {late:?}");
-    let s2 = status(&p.lb2);
-    assert!(s2.address_changes >= 1, "the VIP's arrival is counted on the new master");
-    assert!(p.a2.log_text().contains("arrived on this host"), "{}", p.a2.log_text());
+    assert!(p.status(2).unwrap().address_changes >= 1, "the VIP's arrival is counted on the new master");
+    assert!(p.agents[1].log_text().contains("arrived on this host"), "{}", p.agents[1].log_text());
 }
 
 #[test]
@@ -241,7 +118,7 @@ fn a_vip_bound_before_it_arrives_is_served_the_moment_it_does() {
 
 #[test]
 fn bad_sync_messages_are_dropped_and_counted_and_the_agent_keeps_running() {
-    let p = Pair::new("");
+    let p = Pair::start(&Balancers::xdplb()).unwrap();
     let key = Key::new(b"lab-secret-0123456789abcdef");
     let wrong_key = Key::new(b"not-the-lab-secret-at-all");
     let header = Header { kind: Kind::Hello, node: 2, session: 7, seq: 1, fingerprint: 0 };
@@ -286,7 +163,6 @@ fn bad_sync_messages_are_dropped_and_counted_and_the_agent_keeps_running() {
     let s = status(&p.lab.lb);
     assert_eq!(s.sync_peers_up, 1, "{:?}", s.sync);
     assert!(sync_counter(&s, "messages_received") > sync_counter(&after, "messages_received"));
-    let _ = &p.a1;
 }
 
 /// A flow a peer balancer synced, under BPF_PROG_TEST_RUN: installed without the peer's way back

@@ -113,7 +113,7 @@ fn default_sync_rate() -> u32 {
 }
 
 fn default_sync_refresh() -> Dur {
-    Dur(Duration::from_secs(60))
+    Dur(Duration::from_mins(1))
 }
 
 impl SyncCfg {

@@ -104,12 +104,13 @@ pub type SharedStats = Arc<Mutex<SyncStats>>;
 /// A hash of the ids flows carry (frontends, pools, servers by name): peers install each
 /// other's flows only when theirs match.
 pub fn fingerprint(t: &Topology) -> u64 {
+    use std::fmt::Write;
     let mut text = String::new();
     for f in &t.frontends {
-        text.push_str(&format!("f {} {} {}\n", f.name, f.id, f.pool_id));
+        let _ = writeln!(text, "f {} {} {}", f.name, f.id, f.pool_id);
     }
     for (p, s) in t.servers() {
-        text.push_str(&format!("s {} {} {} {} {}\n", p.name, p.id, s.name, s.id, s.addr));
+        let _ = writeln!(text, "s {} {} {} {} {}", p.name, p.id, s.name, s.id, s.addr);
     }
     let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     d.as_ref().iter().take(8).fold(0u64, |acc, b| acc << 8 | u64::from(*b))
@@ -298,12 +299,9 @@ impl Task {
             SocketAddr::V4(a) => self.cfg.peers.iter().find(|p| p.ip() == a.ip()).copied(),
             SocketAddr::V6(_) => None,
         };
-        let peer = match known {
-            Some(p) => p,
-            None => {
-                self.drop_counted("unknown_peer");
-                return;
-            }
+        let Some(peer) = known else {
+            self.drop_counted("unknown_peer");
+            return;
         };
         let m = match wire::decode(&self.key, datagram) {
             Ok(m) => m,

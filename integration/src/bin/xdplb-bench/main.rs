@@ -26,6 +26,7 @@ use std::{
 
 mod clients;
 mod failover;
+mod ha;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -40,8 +41,8 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk, clients, failover (default all).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover")]
+    /// Which benchmarks: prog, wrk, clients, failover, ha (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,ha")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -578,6 +579,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "failover") {
         report.insert("failover".into(), failover::bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "ha") {
+        report.insert("ha".into(), ha::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;
