@@ -6,7 +6,10 @@
 )]
 
 mod install;
+mod manpage;
+mod package;
 mod setup;
+mod stage;
 
 use std::{
     path::{Path, PathBuf},
@@ -51,11 +54,18 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Release build, then /usr/local/bin/xdplb, /etc/xdplb/xdplb.toml (an example; an
-    /// existing one is kept) and the systemd unit xdplb.service.
+    /// existing one is kept), the systemd unit xdplb.service, the man page and the docs.
     Install {
         /// Install under this folder instead of / (for packaging).
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+    /// Release build, then a Debian package (target/package/xdplb_VERSION_ARCH.deb) of what
+    /// `install` lays out, under /usr: `apt install ./xdplb_*.deb` on a host without Rust.
+    Package {
+        /// Folder for the .deb and its staging tree.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Undo `install`: stop the service, detach the data path, remove the binary and the unit
     /// (the configuration in /etc/xdplb stays).
@@ -200,6 +210,11 @@ fn main() -> Result<()> {
             setup::all()?;
             let bin = build(true)?;
             install::install(&bin, &root)
+        }
+        Cmd::Package { out } => {
+            setup::all()?;
+            let bin = build(true)?;
+            package::package(&bin, &out.unwrap_or_else(|| workspace().join("target/package"))).map(|_| ())
         }
         Cmd::Uninstall { root } => install::uninstall(&root),
         Cmd::Run { args } => {

@@ -23,7 +23,12 @@ const PACKAGES: &[(&str, &str)] = &[
     // The runtime API is tested the way operators use it; the unit is checked by systemd.
     ("socat", "socat"),
     ("systemd-analyze", "systemd"),
-    // Two balancers behind a VIP: the HA tests and `cargo xtask run -- --ha`.
+    // `cargo xtask package` and its test: the package's dependencies, its build, its checks.
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("dpkg-deb", "dpkg"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    // Two balancers behind a VIP: the HA tests, `cargo xtask run -- --ha`, the example's check.
     ("keepalived", "keepalived"),
 ];
 
