@@ -6,7 +6,7 @@
 use std::{
     fs,
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener as StdListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -19,8 +19,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
-    ClientConfig, RootCertStore, ServerConfig, StreamOwned,
+    pki_types::{pem::PemObject, CertificateDer, ServerName},
+    ClientConfig, RootCertStore, StreamOwned,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -216,16 +216,8 @@ pub struct TlsEcho {
 
 impl TlsEcho {
     pub fn start(ns: &NetNs, port: u16, name: &str, leaf: &Leaf) -> Result<TlsEcho> {
-        let listener = ns.enter(|| StdListener::bind(SocketAddr::from(([0, 0, 0, 0], port))))?;
-        listener.set_nonblocking(true)?;
-        let certs = CertificateDer::pem_slice_iter(leaf.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = ns.tcp_listener(port)?;
+        let acceptor = leaf.acceptor()?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let name = format!("{name}\n");
         runtime.spawn(async move {
