@@ -254,6 +254,17 @@ pub enum Balance {
     Source,
 }
 
+impl Balance {
+    /// HAProxy's name, as `balance` takes it and `show stat`'s `algo` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Roundrobin => "roundrobin",
+            Balance::Leastconn => "leastconn",
+            Balance::Source => "source",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerCfg {

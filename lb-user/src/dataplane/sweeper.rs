@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::flows::{monotonic_ns, FlowTable, Sweep, Timeouts};
+use super::flows::{monotonic_ns, FlowTable, FlowView, Sweep, Timeouts};
+
+/// Turns the open flows into an answer (`show sess`), on the sweep's thread.
+pub type FlowReport = Box<dyn FnOnce(Vec<FlowView>) -> String + Send>;
 
 /// Entries one tick of the sweep reads at most: a table of millions is swept over several
 /// ticks, none of which keeps the thread (or a core) long.
@@ -26,6 +29,11 @@ enum Order {
     Settings {
         every: Duration,
         timeouts: Timeouts,
+    },
+    /// List the open flows and answer with `report` of them (`show sess`).
+    List {
+        report: FlowReport,
+        done: tokio::sync::oneshot::Sender<String>,
     },
 }
 
@@ -64,6 +72,9 @@ impl Sweeper {
                         }
                     }
                     Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Ok(Order::List { report, done }) => {
+                        let _ = done.send(report(table.flows()));
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         next = Instant::now() + every;
                         if slices == 0 {
@@ -120,6 +131,12 @@ impl Sweeper {
         done: Option<tokio::sync::oneshot::Sender<String>>,
     ) {
         let _ = self.orders.send(Order::RemoveServer { id, label, why, done });
+    }
+
+    /// Answers `done` with `report` of the open flows, read by the sweep's thread (the table's
+    /// one owner) between two slices.
+    pub fn list(&self, report: FlowReport, done: tokio::sync::oneshot::Sender<String>) {
+        let _ = self.orders.send(Order::List { report, done });
     }
 
     /// New sweep interval and timeouts (a reload).
