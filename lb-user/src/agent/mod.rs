@@ -267,20 +267,26 @@ impl Agent {
             return Ok(());
         };
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
+        let label = format!("{}/{}", pool.name, server.name);
+        let (backend, check) = (pool.name.as_str(), result.code.name());
         match t {
+            // HAProxy's levels: DOWN a warning, UP a notice (journald priority 5).
             Transition::Down => log::warn!(
+                server = label.as_str(), backend, check, state = "DOWN";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
             Transition::Up => log::info!(
+                priority = 5, server = label.as_str(), backend, check, state = "UP";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
         }
         if active + backup == 0 {
-            log::error!("backend '{}' has no server available!", pool.name);
+            // An outage: crit (HAProxy sends it at emerg).
+            log::error!(priority = 2, backend; "backend '{}' has no server available!", pool.name);
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
             let label = format!("{}/{}", pool.name, server.name);

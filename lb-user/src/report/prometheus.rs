@@ -75,6 +75,14 @@ fn per_state(states: &[&str], current: &str) -> Vec<(String, u64)> {
 /// HAProxy's exporter's frontend and backend states.
 const PROXY_STATES: [&str; 2] = ["DOWN", "UP"];
 
+/// How many of a backend's servers are in each of HAProxy's server states.
+fn servers_by_state(b: &BackendStatus) -> Vec<(String, u64)> {
+    SERVER_STATES
+        .iter()
+        .map(|st| ((*st).to_owned(), b.servers.iter().filter(|v| v.state.flow_word() == *st).count() as u64))
+        .collect()
+}
+
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -86,6 +94,16 @@ const AGENT: [&[Metric<Snapshot>]; 1] = [&[
         Gauge,
         "CPUs the XDP program runs on (HAProxy: started threads).",
         Count(|_| std::thread::available_parallelism().map_or(1, |n| n.get() as u64)),
+    ),
+    metric("haproxy_process_nbproc", Gauge, "Number of processes: one agent.", Count(|_| 1)),
+    metric("haproxy_process_relative_process_id", Gauge, "Relative process id: one agent.", Count(|_| 1)),
+    metric(
+        "haproxy_process_max_fds",
+        Gauge,
+        "Maximum number of open file descriptors.",
+        Count(|_| {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+        }),
     ),
     metric(
         "haproxy_process_uptime_seconds",
@@ -155,14 +173,35 @@ const BACKEND: [&[Metric<BackendStatus>]; 3] = [
         ),
         metric("haproxy_backend_weight", Gauge, "Sum of the weights of the servers taking flows.", Count(|b| b.weight)),
         metric(
+            "haproxy_backend_uweight",
+            Gauge,
+            "Sum of the user weights of the servers taking flows.",
+            Count(|b| b.weight),
+        ),
+        metric(
             "haproxy_backend_agg_server_status",
             Gauge,
             "Backend's aggregated gauge of servers' status.",
+            ByLabel("state", servers_by_state),
+        ),
+        // HAProxy 2.6 keeps the deprecated name beside it, with the same series.
+        metric(
+            "haproxy_backend_agg_server_check_status",
+            Gauge,
+            "Backend's aggregated gauge of servers' state check status.",
+            ByLabel("state", servers_by_state),
+        ),
+        metric(
+            "haproxy_backend_agg_check_status",
+            Gauge,
+            "Backend's aggregated gauge of servers' last check status.",
             ByLabel("state", |b| {
-                SERVER_STATES
+                CHECK_STATES
                     .iter()
                     .map(|st| {
-                        ((*st).to_owned(), b.servers.iter().filter(|v| v.state.flow_word() == *st).count() as u64)
+                        let n =
+                            b.servers.iter().filter(|v| v.last_check.as_ref().is_some_and(|c| c.code.name() == *st));
+                        ((*st).to_owned(), n.count() as u64)
                     })
                     .collect()
             }),

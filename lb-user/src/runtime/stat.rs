@@ -13,9 +13,11 @@ use crate::report::snapshot::{BackendStatus, ServerState, ServerStatus, Snapshot
 
 // show stat
 
-/// HAProxy 2.6's fixed `show stat` columns (`enum stat_field`, up to `ST_F_TOTAL_FIELDS`).
+/// HAProxy 2.6's fixed `show stat` columns (`enum stat_field`, up to `ST_F_TOTAL_FIELDS`), as
+/// Debian's 2.6.12 prints them (its backports added `agg_server_status` and `agg_check_status`;
+/// the lab test compares the header with that HAProxy's).
 #[rustfmt::skip]
-const STAT_FIELDS: [&str; 101] = [
+const STAT_FIELDS: [&str; 103] = [
     "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq",
     "dresp", "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight", "act", "bck",
     "chkfail", "chkdown", "lastchg", "downtime", "qlimit", "pid", "iid", "sid", "throttle",
@@ -28,19 +30,21 @@ const STAT_FIELDS: [&str; 101] = [
     "addr", "cookie", "mode", "algo", "conn_rate", "conn_rate_max", "conn_tot", "intercepted",
     "dcon", "dses", "wrew", "connect", "reuse", "cache_lookups", "cache_hits", "srv_icur",
     "src_ilim", "qtime_max", "ctime_max", "rtime_max", "ttime_max", "eint", "idle_conn_cur",
-    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_check_status",
+    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_status",
+    "agg_server_check_status", "agg_check_status",
 ];
 
 /// The stats modules' columns HAProxy 2.6 appends after its `-` marker when built with OpenSSL
-/// (Debian's and the official images' builds): SSL then HTTP/2. xdplb terminates neither, so
-/// their cells stay empty; the names keep the header identical for parsers keyed on it.
+/// (Debian's and the official images' builds): SSL, HTTP/2, then HTTP/1. xdplb terminates none,
+/// so their cells stay empty; the names keep the header identical for parsers keyed on it.
 #[rustfmt::skip]
-const STAT_MODULE_FIELDS: [&str; 16] = [
+const STAT_MODULE_FIELDS: [&str; 24] = [
     "ssl_sess", "ssl_reused_sess", "ssl_failed_handshake", "h2_headers_rcvd", "h2_data_rcvd",
     "h2_settings_rcvd", "h2_rst_stream_rcvd", "h2_goaway_rcvd",
     "h2_detected_conn_protocol_errors", "h2_detected_strm_protocol_errors", "h2_rst_stream_resp",
     "h2_goaway_resp", "h2_open_connections", "h2_backend_open_streams", "h2_total_connections",
-    "h2_backend_total_streams",
+    "h2_backend_total_streams", "h1_open_connections", "h1_open_streams", "h1_total_connections",
+    "h1_total_streams", "h1_bytes_in", "h1_bytes_out", "h1_spliced_bytes_in", "h1_spliced_bytes_out",
 ];
 
 /// Indexes into [`STAT_FIELDS`] of the columns xdplb fills.
@@ -313,8 +317,8 @@ mod tests {
     fn show_stat_header_is_haproxy_26() {
         let out = show_stat(&snapshot(), &StatFilter::ALL);
         assert_eq!(out.lines().next(), Some(HAPROXY_26_HEADER));
-        // 101 fixed columns, HAProxy's `-` marker, 16 module columns.
-        assert_eq!(HAPROXY_26_HEADER.matches(',').count(), 118);
+        // 103 fixed columns, HAProxy's `-` marker, 24 module columns.
+        assert_eq!(HAPROXY_26_HEADER.matches(',').count(), 128);
     }
 
     #[test]
