@@ -14,12 +14,13 @@ use core::intrinsics::{atomic_and, atomic_or, AtomicOrdering};
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     tcp::{after, in_window, MAX_WINDOW},
-    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_OVER, FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED,
-    FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED, FLOW_EVENT_ESTABLISHED, FLOW_OVER,
+    FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
-    balance,
+    balance, flow_events,
     maps::{FLOWS, SYN_FLOWS},
     parse::Packet,
     stats, suspicion,
@@ -76,11 +77,12 @@ pub fn promote(key: &FlowKey, flow: *mut Flow, pkt: &Packet) -> Result<*mut Flow
     mark(&mut server.seen, FLOW_SEEN_ESTABLISHED);
     // Insert before remove: a lookup on another CPU finds the flow in one table or the other.
     // The values are copied by the helper straight from the half-open entries.
-    FLOWS.insert(&peer_key, server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
-    if FLOWS.insert(key, client, BPF_ANY as u64).is_err() {
+    FLOWS.insert(&peer_key, &*server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
+    if FLOWS.insert(key, &*client, BPF_ANY as u64).is_err() {
         let _ = FLOWS.remove(&peer_key);
         return Err(NotPromoted::Table);
     }
+    flow_events::send(FLOW_EVENT_ESTABLISHED, &*client, &*server);
     let _ = SYN_FLOWS.remove(&peer_key);
     let _ = SYN_FLOWS.remove(key);
     FLOWS.get_ptr_mut(key).ok_or(NotPromoted::Table)
@@ -194,19 +196,21 @@ fn judge_close(f: &mut Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
     }
     // Over: a RST, or this FIN after the peer's.
     if accepted & TCP_RST != 0 || (accepted & TCP_FIN != 0 && f.seen & FLOW_SEEN_PEER_FIN != 0) {
-        let client = if f.direction == FLOW_DIR_CLIENT { f } else { peer };
-        over(client);
+        let (client, server) = if f.direction == FLOW_DIR_CLIENT { (f, peer) } else { (peer, f) };
+        over(client, server);
     }
     accepted
 }
 
-/// The flow whose client side is `client` is over: its server has one open flow less, counted
-/// once whichever packet (on whichever CPU) gets here first.
+/// The flow whose entries are `client` and `server` is over: its server has one open flow less,
+/// counted (and the end sent as a flow event) once, whichever packet (on whichever CPU) gets
+/// here first.
 #[inline(always)]
-fn over(client: &mut Flow) {
+fn over(client: &mut Flow, server: &Flow) {
     let before = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.seen, FLOW_OVER) };
     if before & FLOW_OVER == 0 {
         balance::ended(client.server_id);
+        flow_events::send(FLOW_EVENT_CLOSED, client, server);
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod balance;
 mod conntrack;
+mod flow_events;
 mod forward;
 mod maps;
 mod nat;

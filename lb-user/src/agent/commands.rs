@@ -78,7 +78,7 @@ impl Agent {
     }
 
     /// What `show sess` names the data path's frontend and server ids by.
-    fn session_names(&self) -> runtime::sess::Names {
+    pub(super) fn session_names(&self) -> runtime::sess::Names {
         let mut names = runtime::sess::Names::default();
         for f in &self.topology.frontends {
             names.frontends.insert(f.id, (f.name.clone(), f.backend.clone()));

@@ -25,6 +25,7 @@ use crate::{
     dataplane::{
         self,
         counters::Counters,
+        flow_events::FlowEvents,
         flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
         maps::MapOwner,
         sweeper::Sweeper,
@@ -36,8 +37,9 @@ use crate::{
     report::{
         builder,
         snapshot::{InterfaceStatus, Snapshot},
+        tcplog::TcpLog,
     },
-    runtime::Overrides,
+    runtime::{self, Overrides},
 };
 
 /// How late a server's check may be before the watchdog is no longer pinged.
@@ -59,6 +61,8 @@ struct Agent {
     registry: Registry,
     status: builder::Builder,
     shared: Arc<RwLock<Snapshot>>,
+    /// What the per-connection log names frontend and server ids by.
+    names: Arc<RwLock<runtime::sess::Names>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
     /// Per server, what the data path's suspicion said last (see `observe_suspicion`).
@@ -134,14 +138,27 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
-    let sweeper =
-        Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
+    let (expired_tx, expired_rx) = std::sync::mpsc::channel();
+    let sweeper = Sweeper::spawn(flows, g.gc_interval.0, timeouts(g), expired_tx)
+        .context("starting the connection table's sweep")?;
+    sweeper.set(g.gc_interval.0, timeouts(g), g.tcplog);
+    // The per-connection log: the data path's flow events (sent only while `tcplog` is on)
+    // and the sweep's expiries, one line per connection.
+    let shared = Arc::new(RwLock::new(Snapshot::default()));
+    let names = Arc::new(RwLock::new(runtime::sess::Names::default()));
+    let mut tcplog = TcpLog::new(names.clone(), shared.clone());
+    FlowEvents::take(&mut ebpf)?
+        .spawn(expired_rx, move |e| {
+            if let Some(line) = tcplog.event(e) {
+                log::info!(target: "tcplog", "{line}");
+            }
+        })
+        .context("starting the per-connection log")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
-    let shared = Arc::new(RwLock::new(Snapshot::default()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
     let mut agent = Agent {
@@ -154,6 +171,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         counters,
         registry,
         shared,
+        names,
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
         suspicion: HashMap::new(),
@@ -350,6 +368,7 @@ impl Agent {
         self.last_sweep = self.sweeper.last();
         let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
+        *self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.session_names();
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
@@ -411,7 +430,7 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
-        self.sweeper.set(b.gc_interval.0, timeouts(b));
+        self.sweeper.set(b.gc_interval.0, timeouts(b), b.tcplog);
         self.global = global;
         self.topology = topology;
         self.publish();

@@ -74,6 +74,12 @@ pub struct Global {
     pub runtime_sockets: Vec<RuntimeSocketCfg>,
     /// Where server states set by hand are kept across reloads and restarts.
     pub state_file: PathBuf,
+    /// A log line per connection in HAProxy's `option tcplog` format, from the data path's
+    /// flow events (off: the data path sends none).
+    pub tcplog: bool,
+    /// Flow events each CPU may send per second (two per connection); beyond, they are dropped
+    /// and counted (`flow_event_dropped`), and those connections are not logged.
+    pub tcplog_rate: u32,
 }
 
 impl Global {
@@ -107,6 +113,8 @@ impl Default for Global {
             runtime_socket: PathBuf::from("/run/xdplb/xdplb.sock"),
             runtime_sockets: Vec::new(),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
+            tcplog: false,
+            tcplog_rate: 2000,
         }
     }
 }

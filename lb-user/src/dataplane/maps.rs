@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{
     names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    SETTINGS_F_FLOW_EVENTS, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -188,6 +188,9 @@ impl MapOwner {
         if g.translate_timestamps {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
+        if g.tcplog {
+            flags |= SETTINGS_F_FLOW_EVENTS;
+        }
         let s = Settings {
             nat_port_first: u32::from(g.nat_ports.first),
             nat_port_count: g.nat_ports.count(),
@@ -195,6 +198,8 @@ impl MapOwner {
             no_ts_ports: g.no_timestamp_ports(),
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
+            flow_events_per_s: g.tcplog_rate,
+            _pad: 0,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }

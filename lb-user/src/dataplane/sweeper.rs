@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_common::FlowEvent;
+
 use super::flows::{monotonic_ns, FlowTable, FlowView, Sweep, Timeouts};
 
 /// Turns the open flows into an answer (`show sess`), on the sweep's thread.
@@ -29,6 +31,7 @@ enum Order {
     Settings {
         every: Duration,
         timeouts: Timeouts,
+        tcplog: bool,
     },
     /// List the open flows and answer with `report` of them (`show sess`).
     List {
@@ -52,8 +55,14 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Starts the sweep of `table` every `every`.
-    pub fn spawn(mut table: FlowTable, every: Duration, timeouts: Timeouts) -> std::io::Result<Sweeper> {
+    /// Starts the sweep of `table` every `every`; flows it expires without a packet having ended
+    /// them go to `expired` when `table.report_expired` (the per-connection log).
+    pub fn spawn(
+        mut table: FlowTable,
+        every: Duration,
+        timeouts: Timeouts,
+        expired: mpsc::Sender<FlowEvent>,
+    ) -> std::io::Result<Sweeper> {
         let (orders, rx) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let out = shared.clone();
@@ -71,7 +80,10 @@ impl Sweeper {
                             let _ = done.send(String::new());
                         }
                     }
-                    Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Ok(Order::Settings { every: e, timeouts: t, tcplog }) => {
+                        (every, timeouts) = (e, t);
+                        table.report_expired = tcplog;
+                    }
                     Ok(Order::List { report, done }) => {
                         let _ = done.send(report(table.flows()));
                     }
@@ -81,7 +93,10 @@ impl Sweeper {
                             pass_started = Instant::now();
                         }
                         slices += 1;
-                        if let Some(s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                        if let Some(mut s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                            for e in std::mem::take(&mut s.expired) {
+                                let _ = expired.send(e);
+                            }
                             if slices > 1 {
                                 log::info!(
                                     "conntrack: swept {} flow(s) in {:?}, {slices} slices of at most {SLICE} entries, one per {every:?}",
@@ -139,8 +154,8 @@ impl Sweeper {
         let _ = self.orders.send(Order::List { report, done });
     }
 
-    /// New sweep interval and timeouts (a reload).
-    pub fn set(&self, every: Duration, timeouts: Timeouts) {
-        let _ = self.orders.send(Order::Settings { every, timeouts });
+    /// New sweep interval, timeouts and whether expired flows are reported (a reload).
+    pub fn set(&self, every: Duration, timeouts: Timeouts, tcplog: bool) {
+        let _ = self.orders.send(Order::Settings { every, timeouts, tcplog });
     }
 }

@@ -93,3 +93,14 @@ pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Re
         return Ok((keys.into_iter().zip(values).collect(), next));
     }
 }
+
+/// A record of the `flow_events` ring buffer as the `FlowEvent` the data path wrote (`None` if
+/// it is shorter: not one of ours).
+pub fn flow_event(bytes: &[u8]) -> Option<lb_common::FlowEvent> {
+    if bytes.len() < size_of::<lb_common::FlowEvent>() {
+        return None;
+    }
+    // SAFETY: the length was checked; FlowEvent is `#[repr(C)]` plain integers and byte arrays
+    // (aya::Pod), so any bytes are a valid value; the read does not assume alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<lb_common::FlowEvent>()) })
+}
