@@ -5,22 +5,38 @@
 //! not send (over the rate, or the ring full) is counted, never waited for.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lb_common::{Event, Flow, FlowEvent, SETTINGS_F_FLOW_EVENTS};
+use lb_common::{Event, Flow, FlowEvent, FLOW_DIR_CLIENT, SETTINGS_F_FLOW_EVENTS};
 
 use crate::{
+    conntrack,
     maps::{settings, FLOW_EVENTS, FLOW_EVENT_WINDOW},
     stats,
 };
 
-/// Sends a `kind` event of the flow whose entries are `client` and `server`.
+/// The flow whose entry `flow` is (either side) just completed its handshake, or ended
+/// (`kind`): sent with both entries, the client side's first. Called once per packet at most,
+/// after the connection table's work, so that the verifier meets it in few states.
 #[inline(never)]
-pub fn send(kind: u32, client: &Flow, server: &Flow) {
+pub fn flow_changed(kind: u32, flow: *mut Flow) {
     let Some(s) = settings() else { return };
     if s.flags & SETTINGS_F_FLOW_EVENTS == 0 {
         return;
     }
+    let f = unsafe { &*flow };
+    let Some((peer, _)) = conntrack::peer_of(f) else { return };
+    let peer = unsafe { &*peer };
+    if f.direction == FLOW_DIR_CLIENT {
+        send(s.flow_events_per_s, kind, f, peer);
+    } else {
+        send(s.flow_events_per_s, kind, peer, f);
+    }
+}
+
+/// Sends a `kind` event of the flow whose entries are `client` and `server`.
+#[inline(always)]
+fn send(per_s: u32, kind: u32, client: &Flow, server: &Flow) {
     let now = unsafe { bpf_ktime_get_ns() };
-    if !within_rate(s.flow_events_per_s, now) {
+    if !within_rate(per_s, now) {
         stats::event(Event::FlowEventDropped);
         return;
     }
