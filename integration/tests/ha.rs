@@ -30,12 +30,8 @@ fn sync_counter(s: &Snapshot, name: &str) -> u64 {
 }
 
 fn failover(how: Failure) {
-    let mut p = Pair::start(&Balancers::Xdplb(ha::XdplbOpts {
-        sync: true,
-        extra_sync: "refresh = \"1s\"".into(),
-        http: false,
-    }))
-    .unwrap();
+    // The default refresh (60 s): the streams reach the peer by the data path's flow events.
+    let mut p = Pair::start(&Balancers::xdplb()).unwrap();
     let r = ha::failover(&mut p, how, STREAMS, Duration::from_secs(4)).unwrap();
     println!("{}", r.line(&format!("{how:?}")));
     let report = || p.data_path_report();

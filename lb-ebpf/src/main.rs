@@ -14,6 +14,7 @@
 
 mod balance;
 mod conntrack;
+mod flow_events;
 mod forward;
 mod maps;
 mod nat;
@@ -28,8 +29,9 @@ mod timestamps;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
-    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED,
-    FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
+    FLOW_EVENT_ESTABLISHED, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE,
+    SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -186,14 +188,19 @@ fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
     let mut flow = flow;
     if half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK {
         match conntrack::promote(key, flow, pkt) {
-            Ok(f) => flow = f,
+            Ok(f) => {
+                flow = f;
+                flow_events::flow_changed(FLOW_EVENT_ESTABLISHED, f);
+            }
             Err(NotPromoted::NotAcked) => stats::event(Event::AckNotPromoting),
             Err(NotPromoted::Table) => {}
         }
     }
     let f = unsafe { &mut *flow };
     let translate = f.ts_off != 0 && opts.ts_at != 0;
-    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if conntrack::observe(flow, pkt, opts.wscale, translate, now) {
+        flow_events::flow_changed(FLOW_EVENT_CLOSED, flow);
+    }
     if translate {
         if let Some(sent) = timestamps::to_server(ctx, opts.ts_at, f) {
             f.ts_last = sent;
@@ -211,7 +218,9 @@ fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
     let (pkt, opts, now) = (&pkt, &i.opts, i.now);
     let f = unsafe { &*flow };
     let translate = f.ts_off != 0 && opts.ts_at != 0;
-    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if conntrack::observe(flow, pkt, opts.wscale, translate, now) {
+        flow_events::flow_changed(FLOW_EVENT_CLOSED, flow);
+    }
     if translate {
         timestamps::to_client(ctx, opts.ts_at, f);
     }

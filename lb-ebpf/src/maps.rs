@@ -2,13 +2,13 @@
 //! connection table's entries and the counters, which this program keeps.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     BackendSet, Flow, FlowKey, Frontend, FrontendKey, NextHop, OptionsFound, PortCursor, RstBucket, Server, Settings,
     Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT,
-    MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    FLOW_EVENTS_RING_BYTES, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
 };
 
 #[btf_map(name = "frontends")]
@@ -88,6 +88,16 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 /// Per source address: the RSTs it may still be answered with (see `reset`).
 #[btf_map(name = "rst_limit")]
 pub static RST_LIMIT: LruHashMap<[u8; 4], RstBucket, { RST_LIMIT_SOURCES as usize }> = LruHashMap::new();
+
+/// Flow events for the agent (`FlowEvent`s), when it asked for them. Declared with a value of
+/// no size: a ring buffer has none, and libbpf (bpftool) refuses one whose BTF value type has a
+/// size; records are reserved as `FlowEvent`s (`flow_events`).
+#[btf_map(name = "flow_events")]
+pub static FLOW_EVENTS: RingBuf<[u8; 0], { FLOW_EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+/// Per CPU: the second flow events are being counted in (its start) and how many were sent.
+#[btf_map(name = "flow_event_window")]
+pub static FLOW_EVENT_WINDOW: PerCpuArray<[u64; 2], 1> = PerCpuArray::new();
 
 #[btf_map(name = "reason_stats")]
 pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();

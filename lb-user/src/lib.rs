@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod health;
 pub mod host;
 pub mod http1;
+pub mod logging;
 pub mod model;
 pub mod problems;
 pub mod report;

@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
     time::Duration,
 };
 
@@ -25,6 +28,7 @@ use crate::{
     dataplane::{
         self,
         counters::Counters,
+        flow_events::FlowEvents,
         flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
         maps::MapOwner,
         sweeper::Sweeper,
@@ -40,13 +44,19 @@ use crate::{
     report::{
         builder,
         snapshot::{InterfaceStatus, Snapshot},
+        tcplog::TcpLog,
     },
-    runtime::Overrides,
+    runtime::{self, Overrides},
     sync::{FlowEvent, Sync},
 };
 
 /// How late a server's check may be before the watchdog is no longer pinged.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+
+/// The sweep reports the flows it expires: to the per-connection log, and to the peers.
+fn reports_expired(g: &Global) -> bool {
+    g.tcplog || g.sync.is_some()
+}
 
 fn timeouts(g: &Global) -> Timeouts {
     Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0, time_wait: g.server_time_wait.0 }
@@ -64,6 +74,8 @@ struct Agent {
     registry: Registry,
     status: builder::Builder,
     shared: Arc<RwLock<Snapshot>>,
+    /// What the per-connection log names frontend and server ids by.
+    names: Arc<RwLock<runtime::sess::Names>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
     /// Per server, what the data path's suspicion said last (see `observe_suspicion`).
@@ -77,6 +89,8 @@ struct Agent {
     /// Flow sync with peer balancers (`global.sync`), and where the data path's flow reports
     /// go for it.
     sync: Option<(Sync, tokio::sync::mpsc::Sender<FlowEvent>)>,
+    /// Whether flow events make per-connection log lines (`tcplog`, changed by a reload).
+    tcplog_on: Arc<AtomicBool>,
 }
 
 /// A server the data path suspected: when (its clock, to answer it), and when the agent saw it
@@ -147,8 +161,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
-    let sweeper =
-        Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
+    let (expired_tx, expired_rx) = std::sync::mpsc::channel();
+    let sweeper = Sweeper::spawn(flows, g.gc_interval.0, timeouts(g), expired_tx)
+        .context("starting the connection table's sweep")?;
+    sweeper.set(g.gc_interval.0, timeouts(g), reports_expired(g));
     let sync = match &g.sync {
         None => None,
         Some(cfg) => {
@@ -170,12 +186,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Some((s, tx))
         }
     };
+    // The data path's flow events (sent only while the log or the sync wants them) and the
+    // sweep's expiries: one line per connection when `tcplog` is on, and to the peers.
+    let shared = Arc::new(RwLock::new(Snapshot::default()));
+    let names = Arc::new(RwLock::new(runtime::sess::Names::default()));
+    let mut tcplog = TcpLog::new(names.clone(), shared.clone());
+    let tcplog_on = Arc::new(AtomicBool::new(g.tcplog));
+    let (log_on, to_peers) = (tcplog_on.clone(), sync.as_ref().map(|(_, tx)| tx.clone()));
+    FlowEvents::take(&mut ebpf)?
+        .spawn(expired_rx, move |e| {
+            if log_on.load(Ordering::Relaxed) {
+                if let Some(line) = tcplog.event(e) {
+                    log::info!(target: "tcplog", "{line}");
+                }
+            }
+            if let Some(tx) = &to_peers {
+                // A full queue drops the event: the next refresh sends the flow again.
+                let _ = tx.try_send(FlowEvent::from(e));
+            }
+        })
+        .context("starting the flow events' reader")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
-    let shared = Arc::new(RwLock::new(Snapshot::default()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
     let mut agent = Agent {
@@ -188,6 +223,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         counters,
         registry,
         shared,
+        names,
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
         suspicion: HashMap::new(),
@@ -195,6 +231,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         host,
         address_changes: 0,
         sync,
+        tcplog_on,
     };
     // Addresses may have changed between resolving the configuration and subscribing.
     agent.rebind(None);
@@ -313,20 +350,26 @@ impl Agent {
             return Ok(());
         };
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
+        let label = format!("{}/{}", pool.name, server.name);
+        let (backend, check) = (pool.name.as_str(), result.code.name());
         match t {
+            // HAProxy's levels: DOWN a warning, UP a notice (journald priority 5).
             Transition::Down => log::warn!(
+                server = label.as_str(), backend, check, state = "DOWN";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
             Transition::Up => log::info!(
+                priority = 5, server = label.as_str(), backend, check, state = "UP";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
         }
         if active + backup == 0 {
-            log::error!("backend '{}' has no server available!", pool.name);
+            // An outage: crit (HAProxy sends it at emerg).
+            log::error!(priority = 2, backend; "backend '{}' has no server available!", pool.name);
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
             let label = format!("{}/{}", pool.name, server.name);
@@ -440,6 +483,7 @@ impl Agent {
             snap.sync_peers_up = st.peers_up();
         }
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
+        *self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.session_names();
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
@@ -501,7 +545,8 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
-        self.sweeper.set(b.gc_interval.0, timeouts(b));
+        self.sweeper.set(b.gc_interval.0, timeouts(b), reports_expired(b));
+        self.tcplog_on.store(b.tcplog, Ordering::Relaxed);
         if let Some((sync, _)) = &self.sync {
             sync.set_topology(&topology);
         }

@@ -78,6 +78,12 @@ pub struct Global {
     /// established flows survive a failover.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncCfg>,
+    /// A log line per connection in HAProxy's `option tcplog` format, from the data path's
+    /// flow events (off: the data path sends none).
+    pub tcplog: bool,
+    /// Flow events each CPU may send per second (two per connection); beyond, they are dropped
+    /// and counted (`flow_event_dropped`), and those connections are not logged.
+    pub tcplog_rate: u32,
 }
 
 /// `[global.sync]`: the balancers that share flows, and how.
@@ -129,6 +135,14 @@ impl Global {
         self.no_timestamp_ports.unwrap_or(self.nat_ports.count() / 4)
     }
 
+    /// Flow events each CPU may send a second: what the per-connection log allows, or what the
+    /// flow sync sends at most (`max_messages_per_sec` datagrams of 5 flows), the larger.
+    pub fn flow_events_per_s(&self) -> u32 {
+        let log = if self.tcplog { self.tcplog_rate } else { 0 };
+        let sync = self.sync.as_ref().map_or(0, |s| s.max_messages_per_sec.saturating_mul(5));
+        log.max(sync)
+    }
+
     /// The NAT ports this balancer allocates from: all of `nat_ports`, or with peers its own
     /// share (node N of M takes the N-th M-th), and how many of them are for SYNs without
     /// timestamps.
@@ -169,6 +183,8 @@ impl Default for Global {
             runtime_sockets: Vec::new(),
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
             sync: None,
+            tcplog: false,
+            tcplog_rate: 2000,
         }
     }
 }
@@ -314,6 +330,17 @@ pub enum Balance {
     Leastconn,
     /// By a hash of the client's address: one client, one server, while that server is UP.
     Source,
+}
+
+impl Balance {
+    /// HAProxy's name, as `balance` takes it and `show stat`'s `algo` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Roundrobin => "roundrobin",
+            Balance::Leastconn => "leastconn",
+            Balance::Source => "source",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -17,6 +17,9 @@ impl Config {
         if g.max_flows == 0 || g.max_flows > 8_000_000 {
             p.push(format!("global.max_flows = {}: use 1 to 8000000", g.max_flows));
         }
+        if g.tcplog && g.tcplog_rate == 0 {
+            p.push("global.tcplog_rate = 0 with tcplog = true would log nothing: use 1 or more flow events a second per CPU (two per connection), or tcplog = false".to_string());
+        }
         if g.max_half_open == 0 || g.max_half_open > 8_000_000 {
             p.push(format!("global.max_half_open = {}: use 1 to 8000000", g.max_half_open));
         }

@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
-    MAX_SERVERS, TCP_FIN,
+    names, Flow, FlowEvent, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_EXPIRED,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, MAX_SERVERS, TCP_FIN,
 };
 use serde::Serialize;
 
@@ -141,6 +141,8 @@ pub struct FlowTable {
     pass: Option<Pass>,
     /// Batch reads failed once (a kernel without them): the sweep reads entry by entry.
     no_batch: bool,
+    /// Sweeps report the flows they expire (`Sweep::expired`): the per-connection log is on.
+    pub report_expired: bool,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -152,6 +154,9 @@ pub struct Sweep {
     pub active_by_server: HashMap<u32, u64>,
     pub active_by_frontend: HashMap<u32, u64>,
     pub unanswered_by_server: HashMap<u32, u64>,
+    /// Flows it removed that no packet had ended (`FLOW_EVENT_EXPIRED`), when asked for them
+    /// (`FlowTable::report_expired`): the per-connection log's last word on them.
+    pub expired: Vec<FlowEvent>,
 }
 
 pub(super) type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
@@ -166,6 +171,7 @@ impl FlowTable {
             open_counts: take(ebpf, names::SERVER_FLOWS)?,
             pass: None,
             no_batch: false,
+            report_expired: false,
         })
     }
 
@@ -180,6 +186,7 @@ impl FlowTable {
             open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
             pass: None,
             no_batch: false,
+            report_expired: false,
         })
     }
 
@@ -373,6 +380,19 @@ impl FlowTable {
             doomed.push((flow.peer_key(), flow.created_ns));
             doomed.push((key, flow.created_ns));
             result.removed += 1;
+            if self.report_expired && state != FlowState::Closed {
+                let server_key = flow.peer_key();
+                let (client, server) = (*flow, peer);
+                result.expired.push(FlowEvent {
+                    kind: FLOW_EVENT_EXPIRED,
+                    time_ns: now,
+                    client_key: key,
+                    server_key,
+                    client,
+                    server,
+                    ..FlowEvent::default()
+                });
+            }
             // A handshake that timed out: the server never answered the SYN.
             if state == FlowState::SynSent && peer.packets == 0 {
                 *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;

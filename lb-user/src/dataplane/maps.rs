@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{
     names, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, MAX_SOURCES, SERVER_F_VALID,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    SETTINGS_F_FLOW_EVENTS, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -188,6 +188,10 @@ impl MapOwner {
         if g.translate_timestamps {
             flags |= SETTINGS_F_TS_TRANSLATE;
         }
+        // Flow events feed the per-connection log and the flow sync with peer balancers.
+        if g.tcplog || g.sync.is_some() {
+            flags |= SETTINGS_F_FLOW_EVENTS;
+        }
         let (own_first, own_count, own_no_ts) = g.own_nat_ports();
         let s = Settings {
             nat_port_first: own_first,
@@ -198,6 +202,8 @@ impl MapOwner {
             no_ts_ports: own_no_ts,
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
+            flow_events_per_s: g.flow_events_per_s(),
+            _pad: 0,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }

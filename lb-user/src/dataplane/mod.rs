@@ -6,6 +6,7 @@
 
 pub mod attach;
 pub mod counters;
+pub mod flow_events;
 pub mod flows;
 pub mod load;
 pub mod maps;

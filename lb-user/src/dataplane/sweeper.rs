@@ -9,7 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::flows::{monotonic_ns, FlowPair, FlowTable, Installed, Sweep, Timeouts};
+use lb_common::FlowEvent;
+
+use super::flows::{monotonic_ns, FlowPair, FlowTable, FlowView, Installed, Sweep, Timeouts};
+
+/// Turns the open flows into an answer (`show sess`), on the sweep's thread.
+pub type FlowReport = Box<dyn FnOnce(Vec<FlowView>) -> String + Send>;
 
 /// Entries one tick of the sweep reads at most: a table of millions is swept over several
 /// ticks, none of which keeps the thread (or a core) long.
@@ -26,6 +31,12 @@ enum Order {
     Settings {
         every: Duration,
         timeouts: Timeouts,
+        report_expired: bool,
+    },
+    /// List the open flows and answer with `report` of them (`show sess`).
+    List {
+        report: FlowReport,
+        done: tokio::sync::oneshot::Sender<String>,
     },
     /// Flows a peer balancer handles (`sync`): install them, or remove those it saw end.
     Install(Vec<FlowPair>, tokio::sync::oneshot::Sender<Installed>),
@@ -49,8 +60,14 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Starts the sweep of `table` every `every`.
-    pub fn spawn(mut table: FlowTable, every: Duration, timeouts: Timeouts) -> std::io::Result<Sweeper> {
+    /// Starts the sweep of `table` every `every`; flows it expires without a packet having ended
+    /// them go to `expired` when `table.report_expired` (the per-connection log).
+    pub fn spawn(
+        mut table: FlowTable,
+        every: Duration,
+        timeouts: Timeouts,
+        expired: mpsc::Sender<FlowEvent>,
+    ) -> std::io::Result<Sweeper> {
         let (orders, rx) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let out = shared.clone();
@@ -68,7 +85,13 @@ impl Sweeper {
                             let _ = done.send(String::new());
                         }
                     }
-                    Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Ok(Order::Settings { every: e, timeouts: t, report_expired }) => {
+                        (every, timeouts) = (e, t);
+                        table.report_expired = report_expired;
+                    }
+                    Ok(Order::List { report, done }) => {
+                        let _ = done.send(report(table.flows()));
+                    }
                     Ok(Order::Install(pairs, done)) => {
                         let _ = done.send(table.install(&pairs, monotonic_ns()));
                     }
@@ -84,7 +107,10 @@ impl Sweeper {
                             pass_started = Instant::now();
                         }
                         slices += 1;
-                        if let Some(s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                        if let Some(mut s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                            for e in std::mem::take(&mut s.expired) {
+                                let _ = expired.send(e);
+                            }
                             if slices > 1 {
                                 log::info!(
                                     "conntrack: swept {} flow(s) in {:?}, {slices} slices of at most {SLICE} entries, one per {every:?}",
@@ -142,9 +168,15 @@ impl Sweeper {
         FlowsHandle { orders: self.orders.clone() }
     }
 
-    /// New sweep interval and timeouts (a reload).
-    pub fn set(&self, every: Duration, timeouts: Timeouts) {
-        let _ = self.orders.send(Order::Settings { every, timeouts });
+    /// Answers `done` with `report` of the open flows, read by the sweep's thread (the table's
+    /// one owner) between two slices.
+    pub fn list(&self, report: FlowReport, done: tokio::sync::oneshot::Sender<String>) {
+        let _ = self.orders.send(Order::List { report, done });
+    }
+
+    /// New sweep interval, timeouts and whether expired flows are reported (per-connection log, flow sync; a reload).
+    pub fn set(&self, every: Duration, timeouts: Timeouts, report_expired: bool) {
+        let _ = self.orders.send(Order::Settings { every, timeouts, report_expired });
     }
 }
 

@@ -67,6 +67,8 @@ pub struct ServerEntry {
     /// The balancer addresses its flows leave from (at least one).
     pub source: Vec<Ipv4Addr>,
     pub weight: u32,
+    /// The weight the configuration gives it (`weight` may be set by hand; `N%` is of this).
+    pub initial_weight: u32,
     pub backup: bool,
     /// Health-checked (HAProxy's `check`); unchecked servers count as UP.
     pub check: bool,
@@ -291,6 +293,7 @@ fn pool(
             addr,
             source,
             weight: s.weight,
+            initial_weight: s.weight,
             backup: s.backup,
             check: s.check,
             admin: s.state,

@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::config::{Balance, Dur};
 pub use crate::{
     config::CheckKind,
     dataplane::Attached,
@@ -96,6 +96,9 @@ pub struct BackendStatus {
     /// HAProxy's backend weight: the weights of the active servers taking flows, or of the
     /// backups when no active server does (backups only take flows then).
     pub weight: u64,
+    /// How it picks a server for a new flow (HAProxy's `algo`).
+    #[serde(default)]
+    pub balance: Balance,
     pub traffic: Traffic,
     pub active_flows: u64,
     /// Seconds the backend has had no server UP, in total.
@@ -162,6 +165,9 @@ pub struct ServerStatus {
     pub since_s: u64,
     pub last_check: Option<CheckView>,
     pub weight: u32,
+    /// The configured weight (`get weight`'s `initial`).
+    #[serde(default)]
+    pub initial_weight: u32,
     pub backup: bool,
     /// Checks that failed, in total (HAProxy `chkfail`).
     pub check_failures: u64,
@@ -247,6 +253,7 @@ pub(crate) mod sample {
             since_s: 42,
             last_check: check(Code::L7Ok, Some(200), 3, "OK"),
             weight: 1,
+            initial_weight: 1,
             backup: false,
             check_failures: 0,
             down_transitions: 0,

@@ -31,6 +31,19 @@ pub enum FlowEvent {
     Closed(FlowPair),
 }
 
+impl From<&lb_common::FlowEvent> for FlowEvent {
+    /// A flow established is sent to the peers; one ended (by a packet, or expired by the sweep)
+    /// is removed from theirs.
+    fn from(e: &lb_common::FlowEvent) -> FlowEvent {
+        let pair = FlowPair { client_key: e.client_key, client: e.client, server_key: e.server_key, server: e.server };
+        if e.kind == lb_common::FLOW_EVENT_ESTABLISHED {
+            FlowEvent::Opened(pair)
+        } else {
+            FlowEvent::Closed(pair)
+        }
+    }
+}
+
 /// Flows waiting to be sent, at most (beyond, they wait for the next refresh; counted).
 const QUEUE_LIMIT: usize = 1 << 20;
 const HELLO_EVERY: Duration = Duration::from_secs(1);
