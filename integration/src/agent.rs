@@ -25,6 +25,11 @@ pub fn xdplb_bin() -> Result<String> {
     anyhow::bail!("XDPLB_BIN is not set: run the tests with `cargo xtask test`, which builds xdplb and sets it")
 }
 
+/// Where an agent under a (fake) journal sends its entries.
+struct Journal {
+    socket: PathBuf,
+}
+
 pub struct Agent {
     child: Child,
     pub dir: PathBuf,
@@ -60,8 +65,29 @@ impl Agent {
         Self::adopt(ns, config, ifaces, mode, dir, pin_dir)
     }
 
+    /// Starts an agent as systemd runs it with its stderr in the journal: `JOURNAL_STREAM` names
+    /// the log file, and the agent's native journal socket is `socket` (the test's own).
+    pub fn start_under_journal(ns: &NetNs, config: &str, ifaces: &[String], socket: &Path) -> Result<Agent> {
+        let id = unique("xdplb-test-");
+        let journal = Journal { socket: socket.to_path_buf() };
+        let (dir, pin_dir) = (std::env::temp_dir().join(&id), PathBuf::from("/sys/fs/bpf").join(&id));
+        Self::spawn(ns, config, ifaces, "native", &dir, &pin_dir, Some(&journal))
+    }
+
     /// Starts an agent on a pin directory a previous agent left (restart, upgrade).
     pub fn adopt(ns: &NetNs, config: &str, ifaces: &[String], mode: &str, dir: &Path, pin_dir: &Path) -> Result<Agent> {
+        Self::spawn(ns, config, ifaces, mode, dir, pin_dir, None)
+    }
+
+    fn spawn(
+        ns: &NetNs,
+        config: &str,
+        ifaces: &[String],
+        mode: &str,
+        dir: &Path,
+        pin_dir: &Path,
+        journal: Option<&Journal>,
+    ) -> Result<Agent> {
         let _ = fs::remove_dir_all(dir);
         let (dir, pin_dir) = (dir.to_path_buf(), pin_dir.to_path_buf());
         fs::create_dir_all(&dir)?;
@@ -79,15 +105,25 @@ impl Agent {
         for i in ifaces {
             cmd.args(["--iface", i]);
         }
+        let stderr = fs::File::create(&log)?;
+        if let Some(j) = journal {
+            use std::os::unix::fs::MetadataExt;
+            let meta = stderr.metadata()?;
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+            cmd.env("XDPLB_JOURNAL_SOCKET", &j.socket);
+        }
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("agent.out"))?)
-            .stderr(fs::File::create(&log)?)
+            .stderr(stderr)
             .spawn()
             .context("starting xdplb")?;
         let mut agent = Agent { child, dir, pin_dir, config: cfg, log };
-        agent.wait_log("ready:", 1, Duration::from_secs(30))?;
+        // Under a journal, "ready:" goes to the journal's socket: the test waits for it there.
+        if journal.is_none() {
+            agent.wait_log("ready:", 1, Duration::from_secs(30))?;
+        }
         Ok(agent)
     }
 
@@ -178,4 +214,17 @@ impl Drop for Agent {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One line to a runtime API socket through `socat`, as operators script it; the answer.
+pub fn socat(socket: &Path, line: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("socat");
+    c.args(["-t", "2", "stdio"]).arg(format!("unix-connect:{}", socket.display()));
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("socat (Debian package socat)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{line}");
+    }
+    child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }

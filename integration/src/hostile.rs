@@ -5,16 +5,11 @@
 //! 100 ms). It counts the checks it answers, with their times.
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
-use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
-    ServerConfig,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{netns::NetNs, pki::Leaf};
@@ -59,16 +54,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// Serves TLS with `leaf` on `port` of every address of `ns`.
     pub fn start(ns: &NetNs, port: u16, leaf: &Leaf) -> Result<Endpoint> {
-        let listener = ns.enter(|| StdListener::bind(SocketAddr::from(([0, 0, 0, 0], port))))?;
-        listener.set_nonblocking(true)?;
-        let certs = CertificateDer::pem_slice_iter(leaf.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = ns.tcp_listener(port)?;
+        let acceptor = leaf.acceptor()?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let reply = Arc::new(Mutex::new(Reply::Good));
         let checks = Arc::new(Mutex::new(Vec::new()));

@@ -15,7 +15,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::netns::{veth, NetNs};
 
@@ -23,6 +23,9 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const ROUTED_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const ROUTED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// Two balancers (`one_arm_ha`): the second one's address, and the VIP keepalived moves.
+pub const LB2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+pub const HA_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 pub fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 21 + i as u8)
@@ -143,6 +146,21 @@ impl Lab {
     pub fn napi_backends(&self) -> Result<()> {
         let sw = self._infra.last().ok_or_else(|| anyhow::anyhow!("no switch"))?;
         (0..self.backends.len()).try_for_each(|i| napi_peer(sw, &format!("pb{i}")))
+    }
+
+    /// One-arm with a second balancer `lb2` at 198.18.0.11 on the same segment, and `vip` set to
+    /// 198.18.0.100, which neither holds yet (keepalived moves it; see `ha`). Both balancers
+    /// send their sync and VRRP packets with whole checksums (they cross the other's XDP).
+    pub fn one_arm_ha(n: usize, names: Names) -> Result<(Lab, NetNs)> {
+        let mut lab = Self::one_arm_with(n, 1, names)?;
+        let lb2 = names.ns("lb2")?;
+        let sw = lab._infra.first().context("the switch")?;
+        plug(sw, "plb2", &lb2, "eth0", &format!("{LB2}/24"))?;
+        napi_peer(sw, "plb2")?;
+        sw_checksums(&lab.lb, "eth0")?;
+        sw_checksums(&lb2, "eth0")?;
+        lab.vip = HA_VIP;
+        Ok((lab, lb2))
     }
 
     /// Every client host: `client` first, then `more_clients`.

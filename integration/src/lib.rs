@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod churn;
 pub mod fixture;
 pub mod frames;
+pub mod ha;
 pub mod hostile;
 pub mod lab;
 pub mod netns;

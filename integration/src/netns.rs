@@ -119,6 +119,14 @@ impl NsHandle {
 }
 
 impl NetNs {
+    /// A non-blocking TCP listener on `port` of every address of the namespace (for a server
+    /// the test process runs itself).
+    pub fn tcp_listener(&self, port: u16) -> Result<std::net::TcpListener> {
+        let l = self.enter(|| std::net::TcpListener::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }
+
     /// SIGKILLs every process in the namespace (and only those).
     pub fn kill_all(&self) {
         if let Ok(pids) = sh(Command::new("ip").args(["netns", "pids", &self.name])) {

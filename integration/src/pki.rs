@@ -109,3 +109,18 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes())?;
     Ok(())
 }
+
+impl Leaf {
+    /// A TLS acceptor serving this certificate (the tests' TLS servers).
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(self.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(self.key.as_bytes())?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
+}

@@ -17,7 +17,8 @@ use lb_user::report::snapshot::{ServerState, ServerStatus, Snapshot};
 
 use crate::{
     agent::{xdplb_bin, Agent},
-    lab::{backend_addr, Lab, Names, LB},
+    ha::{self, Keepalived},
+    lab::{backend_addr, Lab, Names, HA_VIP, LB, LB2},
     netns::{sh, NetNs},
     pki::Ca,
 };
@@ -44,6 +45,39 @@ pub struct SeedLab {
     etcd: Vec<Option<Child>>,
     standins: Vec<Child>,
     standin_bin: PathBuf,
+    /// The second balancer and keepalived on both (`start_ha`).
+    pub ha: Option<HaPart>,
+}
+
+/// Two balancers behind a VIP: the second one's namespace and agent, keepalived on both.
+pub struct HaPart {
+    pub lb2: NetNs,
+    pub agent2: Agent,
+    pub keepalived: Vec<Keepalived>,
+}
+
+/// The imported configuration made ready for two balancers sharing flows: servers see flows
+/// come from the VIP (so their replies follow it), and `[global.sync]` names the peer.
+fn ha_toml(toml: &str, node: u32, key: &Path) -> String {
+    let mut out = String::new();
+    let mut in_backend = false;
+    for line in toml.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("[[") || line.starts_with('[') {
+            in_backend = line == "[[backend]]";
+        } else if in_backend && line.starts_with("name = ") {
+            out.push_str(&format!("source = [\"{HA_VIP}\"]\n"));
+            in_backend = false;
+        }
+    }
+    let (me, peer) = if node == 1 { (LB, LB2) } else { (LB2, LB) };
+    out.push_str(&format!(
+        "\n[global.sync]\nnode = {node}\nlisten = \"{me}:{port}\"\npeers = [\"{peer}:{port}\"]\nkey_file = \"{}\"\nfloating = [\"{HA_VIP}\"]\n",
+        key.display(),
+        port = ha::SYNC_PORT
+    ));
+    out
 }
 
 fn master_dir(dir: &Path, i: usize) -> PathBuf {
@@ -83,12 +117,37 @@ impl SeedLab {
         mode: &str,
         pin_dir: Option<&Path>,
     ) -> Result<SeedLab> {
-        let (mut me, toml) = Self::build(names, dir, standin_bin, None)?;
+        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, None)?;
         let agent = match pin_dir {
             Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
             None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
         };
         me.agent = Some(agent);
+        Ok(me)
+    }
+
+    /// The seed's cluster behind two balancers (198.18.0.10 and .11) sharing the VIP
+    /// 198.18.0.100 with real keepalived (the first is master), xdplb on both sharing flows.
+    pub fn start_ha(names: Names, dir: &Path, standin_bin: &Path, mode: &str, pin_dir: &Path) -> Result<SeedLab> {
+        let (lab, lb2) = Lab::one_arm_ha(3, names)?;
+        for ns in [&lab.lb, &lb2] {
+            // As HAProxy users run it: the backup binds the VIP it does not hold yet.
+            ns.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
+        }
+        let (mut me, imported) = Self::build(lab, dir, standin_bin, None)?;
+        let key = ha::write_key(dir)?;
+        let (toml, toml2) = (ha_toml(&imported, 1, &key), ha_toml(&imported, 2, &key));
+        fs::write(dir.join("xdplb.toml"), &toml)?;
+        fs::write(dir.join("xdplb-2.toml"), &toml2)?;
+        let pins2 = PathBuf::from(format!("{}-2", pin_dir.display()));
+        let agent2 = Agent::start_in(&lb2, &toml2, &["eth0".to_string()], mode, &dir.join("agent-2"), &pins2)?;
+        me.agent = Some(Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pin_dir)?);
+        // keepalived last, once both agents answer: its track script asks them.
+        let track = format!("{} status --stats 127.0.0.1:8404", xdplb_bin()?);
+        let k1 = Keepalived::start(&me.lab.lb, &dir.join("keepalived-1"), 150, "eth0", HA_VIP, &track)?;
+        let k2 = Keepalived::start(&lb2, &dir.join("keepalived-2"), 100, "eth0", HA_VIP, &track)?;
+        ha::wait_holds(&me.lab.lb, HA_VIP, Duration::from_secs(15))?;
+        me.ha = Some(HaPart { lb2, agent2, keepalived: vec![k1, k2] });
         Ok(me)
     }
 
@@ -104,7 +163,7 @@ impl SeedLab {
         mode: &str,
         pin_dir: &Path,
     ) -> Result<SeedLab> {
-        let (mut me, toml) = Self::build(names, dir, standin_bin, Some("127.0.0.1:12379"))?;
+        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, Some("127.0.0.1:12379"))?;
         me.lab.napi_backends()?;
         me.node_pins = Some(pin_dir.to_path_buf());
         for b in &me.lab.backends {
@@ -118,20 +177,19 @@ impl SeedLab {
 
     /// The masters, etcd and the stand-ins running, certificates made, and xdplb's
     /// configuration imported from the seed's haproxy.cfg; no agent yet.
-    fn build(names: Names, dir: &Path, standin_bin: &Path, standin_etcd: Option<&str>) -> Result<(SeedLab, String)> {
+    fn build(lab: Lab, dir: &Path, standin_bin: &Path, standin_etcd: Option<&str>) -> Result<(SeedLab, String)> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir)?;
-        let lab = Lab::one_arm_named(3, names)?;
         let ca = Ca::new("xdplb lab CA")?;
         let ca_path = ca.write(dir)?;
         let client = ca.client("etcdctl")?.write(dir, "etcdctl")?;
         let checker = ca.client("xdplb-health-check")?.write_combined(dir, "xdplb-check")?;
-        let lb = LB.to_string();
+        let (lb, lb2, vip) = (LB.to_string(), LB2.to_string(), HA_VIP.to_string());
         for (i, b) in lab.backends.iter().enumerate() {
             let d = master_dir(dir, i);
             let addr = b.addr.to_string();
-            // The balancer's address is in every server certificate, as the seed says it must be.
-            ca.server(&b.name, &[&addr, &lb, "127.0.0.1", "localhost"])?.write(&d, "server")?;
+            // The balancers' addresses are in every server certificate, as the seed says they must be.
+            ca.server(&b.name, &[&addr, &lb, &lb2, &vip, "127.0.0.1", "localhost"])?.write(&d, "server")?;
             ca.peer(&b.name, &[&addr])?.write(&d, "peer")?;
         }
         let mut me = SeedLab {
@@ -140,6 +198,7 @@ impl SeedLab {
             agent: None,
             node_agents: Vec::new(),
             node_pins: None,
+            ha: None,
             ca: ca_path,
             client,
             etcd: (0..3).map(|_| None).collect(),
@@ -204,11 +263,44 @@ impl SeedLab {
              *) echo \"usage: $0 etcd stop|start N | apiserver ok|fail|hang N   (N = 1, 2, 3)\" >&2; exit 2 ;;\nesac\n",
             n1 = nss[0], n2 = nss[1], n3 = nss[2], dir = self.dir.display(),
         );
+        let script = match &self.ha {
+            None => script,
+            Some(ha) => self.ha_commands(&script, ha),
+        };
         let path = self.dir.join("lab");
         fs::write(&path, script)?;
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(path)
+    }
+
+    /// The control script's commands for two balancers: `lab failover` stops keepalived on the
+    /// balancer that holds the VIP (gracefully: it gives the VIP up at once), `lab keepalived
+    /// start N` starts it again on balancer N (1 or 2), `lab vip` says who holds it.
+    fn ha_commands(&self, script: &str, ha: &HaPart) -> String {
+        let nss = [self.lab.lb.name.clone(), ha.lb2.name.clone()];
+        let start = |i: usize| {
+            let d = self.dir.join(format!("keepalived-{}", i + 1));
+            format!(
+                "nsenter --net=/run/netns/{} -- keepalived {} >>{}/keepalived.log 2>&1 </dev/null &",
+                nss[i],
+                Keepalived::args(&d).join(" "),
+                d.display()
+            )
+        };
+        let ha_cases = format!(
+            "\"vip \") for n in 1 2; do b=$(lb $n); ip -n $b -4 -o addr show | grep -q ' {vip}/' && echo \"balancer $n ($b) holds {vip}\"; done; true ;;\n\
+             \"failover \") for n in 1 2; do b=$(lb $n); if ip -n $b -4 -o addr show | grep -q ' {vip}/'; then kill $(cat {dir}/keepalived-$n/keepalived.pid); echo \"keepalived stopped on balancer $n: the VIP moves to the other (lab keepalived start $n brings it back)\"; fi; done ;;\n\
+             \"keepalived start\") case $3 in 1) {s1} ;; 2) {s2} ;; *) echo 'balancer 1 or 2' >&2; exit 2 ;; esac; echo \"keepalived started on balancer $3\" ;;\n",
+            vip = HA_VIP,
+            dir = self.dir.display(),
+            s1 = start(0),
+            s2 = start(1),
+        );
+        let lb_fn = format!("lb() {{ case $1 in 1) echo {};; 2) echo {};; esac; }}\n", nss[0], nss[1]);
+        script
+            .replacen("case \"$1 $2\" in\n", &format!("{lb_fn}case \"$1 $2\" in\n{ha_cases}"), 1)
+            .replace("usage: $0 etcd", "usage: $0 vip | failover | keepalived start 1|2 | etcd")
     }
 
     pub fn agent(&mut self) -> &mut Agent {
@@ -354,6 +446,7 @@ impl SeedLab {
 
 impl Drop for SeedLab {
     fn drop(&mut self) {
+        drop(self.ha.take());
         drop(self.agent.take());
         self.node_agents.clear();
         if let Some(dir) = &self.node_pins {

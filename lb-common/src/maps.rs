@@ -29,6 +29,9 @@ pub mod names {
     pub const RST_LIMIT: &str = "rst_limit";
     pub const ALLOW: &str = "allow";
     pub const LOCAL_PEERS: &str = "local_peers";
+    /// The ring buffer of flow events (`FlowEvent`). Not pinned: each program has its own,
+    /// read by the agent that loaded it.
+    pub const FLOW_EVENTS: &str = "flow_events";
     /// Every map the agent pins, in a stable order.
     pub const ALL: [&str; 22] = [
         FRONTENDS,
@@ -432,6 +435,15 @@ pub struct Settings {
     /// cgroup whose processes may live in any namespace, acts only on sockets of this one.
     /// 0: local clients are not served.
     pub netns_cookie: u64,
+    /// Where replies come back: every NAT port of the balancers that share flows (this one
+    /// allocates only from `nat_port_first`.., its share; a peer's flows taken over after a
+    /// failover come back on the peer's share). Without peers, the same as this one's.
+    pub reply_port_first: u32,
+    pub reply_port_count: u32,
+    /// Flow events (`SETTINGS_F_FLOW_EVENTS`) each CPU may send per second; beyond, they are
+    /// dropped and counted (`Event::FlowEventDropped`).
+    pub flow_events_per_s: u32,
+    pub _pad: u32,
 }
 
 /// Value of `port_cursors` (per CPU, per server): the next NAT tuple (index into the server's
@@ -479,6 +491,38 @@ impl RstBucket {
 pub const SETTINGS_F_RST_NO_BACKEND: u32 = 1;
 /// Translate TCP timestamps per flow (see `Flow::ts_off`); off, they pass untouched.
 pub const SETTINGS_F_TS_TRANSLATE: u32 = 2;
+/// Send flow events (`FlowEvent`) to the `flow_events` ring buffer; off, the data path pays
+/// one flag test per flow opened or closed.
+pub const SETTINGS_F_FLOW_EVENTS: u32 = 4;
+
+/// `FlowEvent::kind`: the handshake completed (the client acknowledged the server's SYN-ACK).
+pub const FLOW_EVENT_ESTABLISHED: u32 = 1;
+/// A packet ended the flow: a RST either way, or the second FIN.
+pub const FLOW_EVENT_CLOSED: u32 = 2;
+/// The agent's sweep removed a flow no packet ended (idle, or its handshake never completed):
+/// made by the agent, never sent by the data path.
+pub const FLOW_EVENT_EXPIRED: u32 = 3;
+/// Bytes of the `flow_events` ring buffer (a power of two, whole pages): about a thousand
+/// events between two reads of the agent.
+pub const FLOW_EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// One record of the `flow_events` ring buffer: a flow's two entries as the connection table
+/// has them at the event, with their keys, so that a reader can log the flow (per-connection
+/// log) or install it as is in another balancer's table (flow state sync).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// `FLOW_EVENT_*`.
+    pub kind: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` at the event (`CLOCK_MONOTONIC`).
+    pub time_ns: u64,
+    /// The client side's key (client -> frontend) and the server side's (server -> NAT source).
+    pub client_key: FlowKey,
+    pub server_key: FlowKey,
+    pub client: Flow,
+    pub server: Flow,
+}
 
 /// Value of `sweep` (an array with one entry), written by the connection table's owner: non-zero
 /// while it removes flows. A packet that then finds no flow may belong to one the sweep is putting
@@ -641,6 +685,9 @@ counters! {
     SuspectSkipped = 14 => "suspect_skipped",
     /// A local connect() to a frontend found no server to take it: refused (ECONNREFUSED).
     LocalRefused = 15 => "local_refused",
+    /// A flow event was not sent: over the rate (`Settings::flow_events_per_s`) or the ring
+    /// buffer full (the agent reads too slowly).
+    FlowEventDropped = 16 => "flow_event_dropped",
 }
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.
@@ -654,7 +701,8 @@ const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
-const _: () = assert!(size_of::<Settings>() == 40);
+const _: () = assert!(size_of::<Settings>() == 56);
+const _: () = assert!(size_of::<FlowEvent>() == 16 + 2 * 12 + 2 * 104);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 72);
 const _: () = assert!(size_of::<LocalPeer>() == 12);
@@ -680,6 +728,7 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for RstBucket {}
     unsafe impl aya::Pod for LocalPeer {}
+    unsafe impl aya::Pod for FlowEvent {}
 }
 
 #[cfg(test)]

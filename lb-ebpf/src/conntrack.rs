@@ -76,8 +76,8 @@ pub fn promote(key: &FlowKey, flow: *mut Flow, pkt: &Packet) -> Result<*mut Flow
     mark(&mut server.seen, FLOW_SEEN_ESTABLISHED);
     // Insert before remove: a lookup on another CPU finds the flow in one table or the other.
     // The values are copied by the helper straight from the half-open entries.
-    FLOWS.insert(&peer_key, server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
-    if FLOWS.insert(key, client, BPF_ANY as u64).is_err() {
+    FLOWS.insert(&peer_key, &*server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
+    if FLOWS.insert(key, &*client, BPF_ANY as u64).is_err() {
         let _ = FLOWS.remove(&peer_key);
         return Err(NotPromoted::Table);
     }
@@ -103,9 +103,9 @@ fn unmark(seen: *mut u32, bits: u32) {
 /// A FIN or RST counts only inside the window the peer advertised; it is then passed on to the
 /// peer's entry too, so that either entry tells whether the flow is over. `wscale` is the
 /// option of a SYN (see `options`), `ts` whether the packet carries timestamps that are being
-/// translated.
+/// translated. True when this packet ended the flow (the first to: see `over`).
 #[inline(always)]
-pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now: u64) {
+pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now: u64) -> bool {
     let f = unsafe { &mut *flow };
     let flags = pkt.tcp_flags & 0xff;
     let mut bits = flags & !(TCP_FIN | TCP_RST);
@@ -114,10 +114,12 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now
     // A RST carries no data, and a FIN outside the window is not believed: neither moves the
     // sequence space.
     let mut moves = flags & TCP_RST == 0;
+    let mut ended = false;
     if flags & (TCP_FIN | TCP_RST) != 0 {
         let accepted = judge_close(f, pkt, seq, flags);
+        ended = accepted & ENDED != 0;
         moves &= flags & TCP_FIN == 0 || accepted & TCP_FIN != 0;
-        bits |= accepted;
+        bits |= accepted & !ENDED;
     }
     // This side's sequence space: its SYN starts it; later segments push its end forward (by
     // at most a plausible amount, so that one injected segment cannot move the window away).
@@ -151,6 +153,7 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now
     f.packets += 1;
     f.bytes += pkt.ip_len as u64;
     stats::packet(f.frontend_id, f.server_id, f.direction == FLOW_DIR_CLIENT, pkt.ip_len as u64);
+    ended
 }
 
 /// Whether this FIN/RST closes (half of) the flow: the `seen` bits to record for it. Marks the
@@ -195,19 +198,26 @@ fn judge_close(f: &mut Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
     // Over: a RST, or this FIN after the peer's.
     if accepted & TCP_RST != 0 || (accepted & TCP_FIN != 0 && f.seen & FLOW_SEEN_PEER_FIN != 0) {
         let client = if f.direction == FLOW_DIR_CLIENT { f } else { peer };
-        over(client);
+        if over(client) {
+            accepted |= ENDED;
+        }
     }
     accepted
 }
 
+/// In `judge_close`'s answer (never a `seen` bit): this packet ended the flow.
+const ENDED: u32 = 1 << 31;
+
 /// The flow whose client side is `client` is over: its server has one open flow less, counted
-/// once whichever packet (on whichever CPU) gets here first.
+/// once whichever packet (on whichever CPU) gets here first. Whether this one did.
 #[inline(always)]
-fn over(client: &mut Flow) {
+fn over(client: &mut Flow) -> bool {
     let before = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.seen, FLOW_OVER) };
     if before & FLOW_OVER == 0 {
         balance::ended(client.server_id);
+        return true;
     }
+    false
 }
 
 /// A client retransmitting the SYN of a half-open flow after its own RST (it answered a stale

@@ -1,6 +1,6 @@
 //! Sending a rewritten packet on: towards the server through the kernel's FIB (its answer cached
 //! per server, so a new flow costs no FIB lookup), back to the client through the next hop
-//! recorded at SYN time. Same interface:
+//! recorded at SYN time (or, for a flow a peer balancer synced, the FIB's answer, once). Same interface:
 //! XDP_TX; another: XDP_REDIRECT through `tx_ports`. When the kernel has no neighbour entry yet,
 //! the rewritten packet goes to the kernel, which resolves the neighbour and forwards it (the
 //! agent enables forwarding and accept_local on the attached interfaces for this).
@@ -54,9 +54,21 @@ pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, 
 }
 
 /// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.
-/// The helper's 64-byte parameters live in per-CPU scratch space, not on the 512-byte stack.
 #[inline(always)]
 fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHop, now: u64) -> Result<(), Reason> {
+    let fib = fib_lookup(ctx, pkt, flow)?;
+    hop.dst_mac = fib.dmac;
+    hop.src_mac = fib.smac;
+    hop.ifindex = fib.ifindex;
+    hop.addr = flow.new_dst_addr;
+    hop.checked_ns = now;
+    Ok(())
+}
+
+/// The kernel's FIB (and neighbour table) answer for a packet rewritten by `flow`. The helper's
+/// 64-byte parameters live in per-CPU scratch space, not on the 512-byte stack.
+#[inline(always)]
+fn fib_lookup(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> Result<&'static FibParams, Reason> {
     let fib = FIB_PARAMS.get_ptr_mut(0).ok_or(Reason::FibFailed)?;
     let fib = unsafe {
         core::ptr::write_bytes(fib, 0, 1);
@@ -73,14 +85,7 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHo
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.new_dst_addr);
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            hop.dst_mac = fib.dmac;
-            hop.src_mac = fib.smac;
-            hop.ifindex = fib.ifindex;
-            hop.addr = flow.new_dst_addr;
-            hop.checked_ns = now;
-            Ok(())
-        }
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(fib),
         // The kernel forwards the rewritten packet and resolves the neighbour meanwhile.
         BPF_FIB_LKUP_RET_NO_NEIGH => Err(Reason::NoNeighbour),
         _ => Err(Reason::FibFailed),
@@ -90,8 +95,19 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHo
 /// Server -> client: rewrite, then back to the MAC and interface the SYN came from.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
-    let flow = unsafe { &*flow };
+    let flow = unsafe { &mut *flow };
     nat::rewrite(pkt, flow);
+    // A flow a peer balancer synced has no way back recorded on this host yet: the FIB's, once.
+    if flow.next_hop_ifindex == 0 {
+        match fib_lookup(ctx, pkt, flow) {
+            Ok(fib) => {
+                flow.next_hop_dst_mac = fib.dmac;
+                flow.next_hop_src_mac = fib.smac;
+                flow.next_hop_ifindex = fib.ifindex;
+            }
+            Err(reason) => return (reason, xdp_action::XDP_PASS),
+        }
+    }
     let eth = unsafe { &mut *pkt.eth };
     eth.dst_addr = flow.next_hop_dst_mac;
     eth.src_addr = flow.next_hop_src_mac;

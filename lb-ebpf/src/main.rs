@@ -19,6 +19,7 @@ mod allow;
 mod balance;
 mod conntrack;
 mod egress;
+mod flow_events;
 mod forward;
 mod maps;
 mod nat;
@@ -34,9 +35,9 @@ mod timestamps;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
-    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_LOCAL,
-    FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE,
-    TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
+    FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE,
+    SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -67,7 +68,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
 
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
-    let is_reply = dport.wrapping_sub(settings.nat_port_first) < settings.nat_port_count;
+    let is_reply = dport.wrapping_sub(settings.reply_port_first) < settings.reply_port_count;
     // Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are the connect
     // hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
     let frontend =
@@ -200,14 +201,19 @@ fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
     let mut flow = flow;
     if half_open && pkt.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK {
         match conntrack::promote(key, flow, pkt) {
-            Ok(f) => flow = f,
+            Ok(f) => {
+                flow = f;
+                flow_events::flow_changed(FLOW_EVENT_ESTABLISHED, f);
+            }
             Err(NotPromoted::NotAcked) => stats::event(Event::AckNotPromoting),
             Err(NotPromoted::Table) => {}
         }
     }
     let f = unsafe { &mut *flow };
     let translate = f.ts_off != 0 && opts.ts_at != 0;
-    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if conntrack::observe(flow, pkt, opts.wscale, translate, now) {
+        flow_events::flow_changed(FLOW_EVENT_CLOSED, flow);
+    }
     if translate {
         if let Some(sent) = timestamps::to_server(ctx, opts.ts_at, f) {
             f.ts_last = sent;
@@ -225,7 +231,9 @@ fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
     let (pkt, opts, now) = (&pkt, &i.opts, i.now);
     let f = unsafe { &*flow };
     let translate = f.ts_off != 0 && opts.ts_at != 0;
-    conntrack::observe(flow, pkt, opts.wscale, translate, now);
+    if conntrack::observe(flow, pkt, opts.wscale, translate, now) {
+        flow_events::flow_changed(FLOW_EVENT_CLOSED, flow);
+    }
     if translate {
         timestamps::to_client(ctx, opts.ts_at, f);
     }

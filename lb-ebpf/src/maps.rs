@@ -2,14 +2,14 @@
 //! connection table's entries and the counters, which this program keeps.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, LocalPeer, NextHop, OptionsFound, PortCursor,
     RstBucket, Server, Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, LOCAL_PEER_SOCKETS, MAX_ALLOW, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS,
-    MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, FLOW_EVENTS_RING_BYTES, LOCAL_PEER_SOCKETS, MAX_ALLOW, MAX_FRONTENDS,
+    MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
 };
 
 /// Per frontend with an `allow` list: the source networks it admits (see `allow`).
@@ -97,6 +97,16 @@ pub static RST_LIMIT: LruHashMap<[u8; 4], RstBucket, { RST_LIMIT_SOURCES as usiz
 /// Per local socket (cookie): the frontend it dialled, for `getpeername()` (see `sock`).
 #[btf_map(name = "local_peers")]
 pub static LOCAL_PEERS: LruHashMap<u64, LocalPeer, { LOCAL_PEER_SOCKETS as usize }> = LruHashMap::new();
+
+/// Flow events for the agent (`FlowEvent`s), when it asked for them. Declared with a value of
+/// no size: a ring buffer has none, and libbpf (bpftool) refuses one whose BTF value type has a
+/// size; records are reserved as `FlowEvent`s (`flow_events`).
+#[btf_map(name = "flow_events")]
+pub static FLOW_EVENTS: RingBuf<[u8; 0], { FLOW_EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+/// Per CPU: the second flow events are being counted in (its start) and how many were sent.
+#[btf_map(name = "flow_event_window")]
+pub static FLOW_EVENT_WINDOW: PerCpuArray<[u64; 2], 1> = PerCpuArray::new();
 
 #[btf_map(name = "reason_stats")]
 pub static REASON_STATS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();

@@ -8,7 +8,7 @@ use clap::Parser;
 use lb_user::agent::Refused;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    lb_user::logging::init();
     let cli = cli::Cli::parse();
     match cli::dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,

@@ -73,13 +73,17 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
-    /// Set up, build, and run: with no arguments a lab in network namespaces; with arguments,
-    /// `xdplb run ARGS` on this host (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
+    /// Set up, build, and run: with no arguments a lab in network namespaces (`-- --ha`: two
+    /// balancers behind a keepalived VIP); with other arguments, `xdplb run ARGS` on this host
+    /// (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
     Run {
         #[arg(last = true)]
         args: Vec<String>,
     },
 }
+
+/// What `cargo xtask run -- FLAGS` hands to the lab rather than to `xdplb run`.
+const LAB_FLAGS: &[&str] = &["--ha", "--colocated"];
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -217,7 +221,8 @@ fn main() -> Result<()> {
             require_root("cargo xtask run")?;
             setup::all()?;
             let bin = build(false)?;
-            if args.is_empty() || args == ["--colocated"] {
+            // The lab's own flags; anything else is for `xdplb run`.
+            if args.iter().all(|a| LAB_FLAGS.contains(&a.as_str())) {
                 run(Command::new(bin.join("xdplb-lab")).args(&args).env("XDPLB_BIN", bin.join("xdplb")))
             } else {
                 run(Command::new(bin.join("xdplb")).arg("run").args(&args))

@@ -28,7 +28,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("strip", "binutils"),
     ("lintian", "lintian"),
-    // The keepalived example is checked by keepalived itself.
+    // Two balancers behind a VIP: the HA tests, `cargo xtask run -- --ha`, the example's check.
     ("keepalived", "keepalived"),
 ];
 

@@ -1,7 +1,9 @@
 //! `cargo xtask run` with no arguments: the seed's cluster in network namespaces (198.18.0.0/24):
 //! a client, the balancer running xdplb, and three masters each running a real etcd member and a
-//! kube-apiserver stand-in, until Ctrl-C. Everything it made is removed when it stops, and a run
-//! after a crash first removes what the crashed one left (the names are fixed).
+//! kube-apiserver stand-in, until Ctrl-C. `cargo xtask run -- --ha`: two balancers sharing the
+//! VIP 198.18.0.100 with real keepalived, xdplb on both sharing flows; `-- --colocated`: xdplb
+//! on every master. Everything it made is removed when it stops, and a run after a crash first
+//! removes what the crashed one left (the names are fixed).
 
 use std::{
     path::PathBuf,
@@ -28,17 +30,28 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let standin = std::env::current_exe()?.with_file_name("apiserver-standin");
-    if std::env::args().nth(1).as_deref() == Some("--colocated") {
-        return colocated(&standin);
-    }
+    let ha = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--ha") => true,
+        Some("--colocated") => return colocated(&standin),
+        Some(other) => {
+            anyhow::bail!("xdplb-lab: unknown argument {other:?} (the lab takes --ha, --colocated, or nothing)")
+        }
+    };
     println!("xdplb lab: building the seed's cluster in network namespaces (198.18.0.0/24)...");
-    let lab = SeedLab::start_pinned(Names::Fixed("xdplb-lab"), DIR.as_ref(), &standin, "auto", Some(PINS.as_ref()))?;
+    let names = Names::Fixed("xdplb-lab");
+    let lab = if ha {
+        SeedLab::start_ha(names, DIR.as_ref(), &standin, "auto", PINS.as_ref())?
+    } else {
+        SeedLab::start_pinned(names, DIR.as_ref(), &standin, "auto", Some(PINS.as_ref()))?
+    };
     let ctl = lab.write_control_script()?;
     wait_checks(&|| lab.status().is_ok_and(|s| all_up(&s)))?;
     let xdplb = integration::agent::xdplb_bin()?;
     let (lb, cl) = (lab.lab.lb.name.clone(), lab.lab.client.name.clone());
+    let front = if ha { integration::lab::HA_VIP } else { integration::lab::LB };
     let etcdctl = format!(
-        "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://198.18.0.10:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",
+        "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://{front}:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",
         d = DIR
     );
     print!("{}", lb_user::report::table::table(&lab.status()?));
@@ -62,6 +75,13 @@ fn main() -> Result<()> {
         ctl = ctl.display(),
         log = PathBuf::from(DIR).join("agent/agent.log").display(),
     );
+    if let Some(h) = &lab.ha {
+        println!(
+            "\nTwo balancers: {lb} 198.18.0.10 (keepalived master) and {lb2} 198.18.0.11, the VIP 198.18.0.100 on the master,\nxdplb on both sharing flows (second config {DIR}/xdplb-2.toml, log {DIR}/agent-2/agent.log). Fail over and back:\n  {ctl} vip                      # who holds the VIP\n  {ctl} failover                 # stop keepalived on the VIP's holder: the other takes it, open flows go on\n  {ctl} keepalived start 1       # the first balancer takes it back (higher priority)\n  ip netns exec {lb2} curl -s 127.0.0.1:8404/metrics | grep xdplb_sync",
+            lb2 = h.lb2.name,
+            ctl = ctl.display(),
+        );
+    }
     run_until_stopped(lab)
 }
 

@@ -24,6 +24,11 @@ impl Agent {
             }
             return;
         }
+        if let Ok(Command::ShowSess) = runtime::parse(&req.line) {
+            let names = self.session_names();
+            self.sweeper.list(Box::new(move |flows| runtime::sess::show_sess(flows, &names)), req.reply);
+            return;
+        }
         let answer = self.execute(&req.line);
         let _ = req.reply.send(answer);
     }
@@ -39,13 +44,20 @@ impl Agent {
             return runtime::socket::read(&cmd, &snap);
         }
         match cmd {
-            Command::Help | Command::Noop | Command::ShowInfo | Command::ShowStat | Command::ShowServersState(_) => {
-                String::new()
-            }
+            Command::Help
+            | Command::Noop
+            | Command::ShowInfo
+            | Command::ShowStat(_)
+            | Command::ShowServersState(_)
+            | Command::GetWeight { .. }
+            | Command::ShowSess => String::new(),
             Command::Reload => self.reload(),
             Command::SetState { backend, server, state } => self.by_hand(&backend, &server, |o| o.state = Some(state)),
             Command::SetWeight { backend, server, weight } => {
-                self.by_hand(&backend, &server, |o| o.weight = Some(weight))
+                let Some(initial) = self.initial_weight(&backend, &server) else {
+                    return self.server_id(&backend, &server).err().unwrap_or(Refusal::NoSuchServer).to_string();
+                };
+                self.by_hand(&backend, &server, |o| o.weight = Some(weight.of(initial)))
             }
             Command::Health { backend, server, enabled } => {
                 self.by_hand(&backend, &server, |o| o.health_disabled = Some(!enabled))
@@ -58,6 +70,23 @@ impl Agent {
                 }
             },
         }
+    }
+
+    /// The weight the configuration gives a server (`set weight N%` is a share of it).
+    fn initial_weight(&self, backend: &str, server: &str) -> Option<u32> {
+        self.topology.pool(backend)?.servers.iter().find(|s| s.name == server).map(|s| s.initial_weight)
+    }
+
+    /// What `show sess` names the data path's frontend and server ids by.
+    pub(super) fn session_names(&self) -> runtime::sess::Names {
+        let mut names = runtime::sess::Names::default();
+        for f in &self.topology.frontends {
+            names.frontends.insert(f.id, (f.name.clone(), f.backend.clone()));
+        }
+        for (_, s) in self.topology.servers() {
+            names.servers.insert(s.id, s.name.clone());
+        }
+        names
     }
 
     fn server_id(&self, backend: &str, server: &str) -> Result<u32, Refusal> {

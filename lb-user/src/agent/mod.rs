@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
     time::Duration,
 };
 
@@ -25,23 +28,35 @@ use crate::{
     dataplane::{
         self,
         counters::Counters,
+        flow_events::FlowEvents,
         flows::{monotonic_ns, FlowTable, Sweep, Timeouts},
         maps::MapOwner,
         sweeper::Sweeper,
         LoadOptions,
     },
     health::{self, state::Transition, Registry},
-    host::{limits, service, sysctl::HostChanges},
+    host::{
+        addrwatch::{self, AddrChange},
+        limits, netif, service,
+        sysctl::HostChanges,
+    },
     model::Topology,
     report::{
         builder,
         snapshot::{InterfaceStatus, Snapshot},
+        tcplog::TcpLog,
     },
-    runtime::Overrides,
+    runtime::{self, Overrides},
+    sync::{FlowEvent, Sync},
 };
 
 /// How late a server's check may be before the watchdog is no longer pinged.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+
+/// The sweep reports the flows it expires: to the per-connection log, and to the peers.
+fn reports_expired(g: &Global) -> bool {
+    g.tcplog || g.sync.is_some()
+}
 
 fn timeouts(g: &Global) -> Timeouts {
     Timeouts { idle: g.idle_timeout.0, syn: g.syn_timeout.0, linger: g.close_linger.0, time_wait: g.server_time_wait.0 }
@@ -59,6 +74,8 @@ struct Agent {
     registry: Registry,
     status: builder::Builder,
     shared: Arc<RwLock<Snapshot>>,
+    /// What the per-connection log names frontend and server ids by.
+    names: Arc<RwLock<runtime::sess::Names>>,
     last_sweep: Sweep,
     syn_rst_seen: HashMap<u32, u64>,
     /// Per server, what the data path's suspicion said last (see `observe_suspicion`).
@@ -67,6 +84,13 @@ struct Agent {
     overrides: Overrides,
     /// What the agent changed on the host, recorded for `xdplb detach`.
     host: HostChanges,
+    /// Frontend addresses that came or went since the start (a VIP moving, an address added).
+    address_changes: u64,
+    /// Flow sync with peer balancers (`global.sync`), and where the data path's flow reports
+    /// go for it.
+    sync: Option<(Sync, tokio::sync::mpsc::Sender<FlowEvent>)>,
+    /// Whether flow events make per-connection log lines (`tcplog`, changed by a reload).
+    tcplog_on: Arc<AtomicBool>,
 }
 
 /// A server the data path suspected: when (its clock, to answer it), and when the agent saw it
@@ -119,6 +143,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     })
     .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
+    // Subscribed before the frontends are written, so no address change after it is missed.
+    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel(64);
+    addrwatch::spawn(addr_tx).context("watching the host's addresses (netlink)")?;
     owner.write_settings(g)?;
     owner.write_tx_ports(&ifaces)?;
     let (mut registry, mut events) = Registry::new();
@@ -134,8 +161,51 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     apply_overrides(&overrides, &mut topology, &mut registry);
     owner.apply(&topology, &|id| registry.is_up(id))?;
     let flows = FlowTable::take(&mut ebpf)?;
-    let sweeper =
-        Sweeper::spawn(flows, g.gc_interval.0, timeouts(g)).context("starting the connection table's sweep")?;
+    let (expired_tx, expired_rx) = std::sync::mpsc::channel();
+    let sweeper = Sweeper::spawn(flows, g.gc_interval.0, timeouts(g), expired_tx)
+        .context("starting the connection table's sweep")?;
+    sweeper.set(g.gc_interval.0, timeouts(g), reports_expired(g));
+    let sync = match &g.sync {
+        None => None,
+        Some(cfg) => {
+            let secret =
+                crate::config::sync_key(&cfg.key_file).map_err(|e| Refused(format!("global.sync.key_file: {e}")))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(64 * 1024);
+            let s = Sync::start(cfg, &secret, &topology, sweeper.handle(), rx)
+                .await
+                .with_context(|| format!("starting the flow sync on {} (global.sync.listen)", cfg.listen))?;
+            let (first, count, _) = g.own_nat_ports();
+            log::info!(
+                "flow sync: node {} of {}, listening on {}, peers {}; NAT ports {first}-{} are this node's share",
+                cfg.node,
+                cfg.nodes(),
+                cfg.listen,
+                cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                first + count.saturating_sub(1)
+            );
+            Some((s, tx))
+        }
+    };
+    // The data path's flow events (sent only while the log or the sync wants them) and the
+    // sweep's expiries: one line per connection when `tcplog` is on, and to the peers.
+    let shared = Arc::new(RwLock::new(Snapshot::default()));
+    let names = Arc::new(RwLock::new(runtime::sess::Names::default()));
+    let mut tcplog = TcpLog::new(names.clone(), shared.clone());
+    let tcplog_on = Arc::new(AtomicBool::new(g.tcplog));
+    let (log_on, to_peers) = (tcplog_on.clone(), sync.as_ref().map(|(_, tx)| tx.clone()));
+    FlowEvents::take(&mut ebpf)?
+        .spawn(expired_rx, move |e| {
+            if log_on.load(Ordering::Relaxed) {
+                if let Some(line) = tcplog.event(e) {
+                    log::info!(target: "tcplog", "{line}");
+                }
+            }
+            if let Some(tx) = &to_peers {
+                // A full queue drops the event: the next refresh sends the flow again.
+                let _ = tx.try_send(FlowEvent::from(e));
+            }
+        })
+        .context("starting the flow events' reader")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
     hook_local_clients(&mut ebpf, g, &topology)?;
@@ -143,7 +213,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     new_pins.armed = false;
     let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
 
-    let shared = Arc::new(RwLock::new(Snapshot::default()));
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
     let mut agent = Agent {
@@ -156,12 +225,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         counters,
         registry,
         shared,
+        names,
         last_sweep: Sweep::default(),
         syn_rst_seen: HashMap::new(),
         suspicion: HashMap::new(),
         overrides,
         host,
+        address_changes: 0,
+        sync,
+        tcplog_on,
     };
+    // Addresses may have changed between resolving the configuration and subscribing.
+    agent.rebind(None);
     agent.publish();
     log::info!(
         "ready: {} frontend(s), {} server(s), maps pinned under {}, XDP {}, status on http://{}/",
@@ -203,6 +278,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = hup.recv() => { agent.reload(); }
             Some(req) = runtime_rx.recv() => agent.request(req),
             Some(ev) = events.recv() => agent.on_check(ev)?,
+            Some(change) = addr_rx.recv() => {
+                // A VIP move comes as a burst (address, then routes): take what is queued too.
+                let mut changes = vec![change];
+                while let Ok(more) = addr_rx.try_recv() {
+                    changes.push(more);
+                }
+                agent.rebind(Some(&changes));
+            }
             _ = observe.tick() => agent.observe(),
             _ = refresh.tick() => agent.publish(),
             _ = watchdog.tick(), if watchdog_every.is_some() => {
@@ -269,20 +352,26 @@ impl Agent {
             return Ok(());
         };
         let line = health::transition_line(&pool.name, &server.name, t, result, active, backup);
+        let label = format!("{}/{}", pool.name, server.name);
+        let (backend, check) = (pool.name.as_str(), result.code.name());
         match t {
+            // HAProxy's levels: DOWN a warning, UP a notice (journald priority 5).
             Transition::Down => log::warn!(
+                server = label.as_str(), backend, check, state = "DOWN";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
             Transition::Up => log::info!(
+                priority = 5, server = label.as_str(), backend, check, state = "UP";
                 "{line} Kernel set updated {}us after the decision ({}us to apply).",
                 latency.as_micros(),
                 applying.as_micros()
             ),
         }
         if active + backup == 0 {
-            log::error!("backend '{}' has no server available!", pool.name);
+            // An outage: crit (HAProxy sends it at emerg).
+            log::error!(priority = 2, backend; "backend '{}' has no server available!", pool.name);
         }
         if t == Transition::Down && view.on_marked_down == OnMarkedDown::ShutdownSessions {
             let label = format!("{}/{}", pool.name, server.name);
@@ -342,10 +431,61 @@ impl Agent {
         }
     }
 
+    /// Re-keys the frontends for the addresses on the attached interfaces now: a `*:PORT`
+    /// covers an address added later and no longer one removed. A floating address bound
+    /// explicitly (a keepalived VIP) is keyed all along; its arrival and departure are logged.
+    fn rebind(&mut self, why: Option<&[AddrChange]>) {
+        let counted_before = self.address_changes;
+        for c in why.unwrap_or_default() {
+            let Some(std::net::IpAddr::V4(addr)) = c.addr else { continue };
+            let names = self.topology.bound_to(addr);
+            if names.is_empty() {
+                continue;
+            }
+            self.address_changes += 1;
+            if c.added {
+                log::info!(
+                    "Frontend(s) {}: {addr} arrived on this host (served; flows shared by peers continue)",
+                    names.join(", ")
+                );
+            } else {
+                log::warn!("Frontend(s) {}: {addr} left this host (another balancer serves it now)", names.join(", "));
+            }
+        }
+        let iface_addrs: Vec<std::net::Ipv4Addr> =
+            self.global.interfaces.iter().filter_map(|n| netif::interface(n).ok()).flat_map(|i| i.addrs).collect();
+        let changes = self.topology.rebind(&iface_addrs);
+        if changes.is_empty() {
+            if self.address_changes != counted_before {
+                self.publish();
+            }
+            return;
+        }
+        if let Err(e) = self.owner.set_frontends(&self.topology) {
+            log::error!("cannot update the frontends after an address change: {e}");
+        }
+        for (frontend, addr, added) in changes {
+            self.address_changes += 1;
+            if added {
+                log::info!("Frontend {frontend}: now serving {addr} (the address was added to an attached interface)");
+            } else {
+                log::warn!("Frontend {frontend}: no longer serving {addr} (the address was removed)");
+            }
+        }
+        self.publish();
+    }
+
     fn publish(&mut self) {
         self.last_sweep = self.sweeper.last();
-        let snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
+        let mut snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
+        snap.address_changes = self.address_changes;
+        if let Some((sync, _)) = &self.sync {
+            let st = sync.snapshot();
+            snap.sync = st.counters();
+            snap.sync_peers_up = st.peers_up();
+        }
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
+        *self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.session_names();
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what
@@ -409,7 +549,14 @@ impl Agent {
             topology.frontends.len(),
             topology.servers().count()
         );
-        self.sweeper.set(b.gc_interval.0, timeouts(b));
+        self.sweeper.set(b.gc_interval.0, timeouts(b), reports_expired(b));
+        self.tcplog_on.store(b.tcplog, Ordering::Relaxed);
+        if let Some((sync, _)) = &self.sync {
+            sync.set_topology(&topology);
+        }
+        if a.sync != b.sync {
+            log::warn!("reload: global.sync takes effect at the next restart");
+        }
         self.global = global;
         self.topology = topology;
         self.publish();

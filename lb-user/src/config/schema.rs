@@ -82,12 +82,87 @@ pub struct Global {
     /// default the root of the cgroup v2 mount (every process of the host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_clients_cgroup: Option<PathBuf>,
+    /// Flow state shared with peer balancers (two or three behind a keepalived VIP), so that
+    /// established flows survive a failover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncCfg>,
+    /// A log line per connection in HAProxy's `option tcplog` format, from the data path's
+    /// flow events (off: the data path sends none).
+    pub tcplog: bool,
+    /// Flow events each CPU may send per second (two per connection); beyond, they are dropped
+    /// and counted (`flow_event_dropped`), and those connections are not logged.
+    pub tcplog_rate: u32,
+}
+
+/// `[global.sync]`: the balancers that share flows, and how.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncCfg {
+    /// This balancer's number among the peers, 1 to (peers + 1): it allocates NAT ports only
+    /// from its own share of `nat_ports`, so peers never pick the same backend-side tuple.
+    pub node: u32,
+    /// Where this balancer receives its peers' messages (UDP; an address of its own, not the VIP).
+    pub listen: std::net::SocketAddrV4,
+    /// The other balancers' `listen` addresses.
+    pub peers: Vec<std::net::SocketAddrV4>,
+    /// The shared secret (at least 16 bytes; owner-only readable) that authenticates messages
+    /// (HMAC-SHA256). The same file on every peer.
+    pub key_file: PathBuf,
+    /// Addresses that move between the balancers (keepalived VIPs). Servers must see flows come
+    /// from one of them, or their replies would not follow a failover. Default: the addresses
+    /// frontends bind explicitly (`bind = "VIP:PORT"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating: Vec<Ipv4Addr>,
+    /// Messages per second sent to each peer at most (flows beyond it wait for the next dump).
+    #[serde(default = "default_sync_rate")]
+    pub max_messages_per_sec: u32,
+    /// How often every flow is sent again (peers forget flows they do not hear of for
+    /// `idle_timeout`, and one that was away catches up at once when it returns).
+    #[serde(default = "default_sync_refresh")]
+    pub refresh: Dur,
+}
+
+fn default_sync_rate() -> u32 {
+    5000
+}
+
+fn default_sync_refresh() -> Dur {
+    Dur(Duration::from_mins(1))
+}
+
+impl SyncCfg {
+    /// How many balancers share the NAT ports.
+    pub fn nodes(&self) -> u32 {
+        u32::try_from(self.peers.len()).unwrap_or(u32::MAX).saturating_add(1)
+    }
 }
 
 impl Global {
     /// `no_timestamp_ports`, or its default: a quarter of `nat_ports`.
     pub fn no_timestamp_ports(&self) -> u32 {
         self.no_timestamp_ports.unwrap_or(self.nat_ports.count() / 4)
+    }
+
+    /// Flow events each CPU may send a second: what the per-connection log allows, or what the
+    /// flow sync sends at most (`max_messages_per_sec` datagrams of 5 flows), the larger.
+    pub fn flow_events_per_s(&self) -> u32 {
+        let log = if self.tcplog { self.tcplog_rate } else { 0 };
+        let sync = self.sync.as_ref().map_or(0, |s| s.max_messages_per_sec.saturating_mul(5));
+        log.max(sync)
+    }
+
+    /// The NAT ports this balancer allocates from: all of `nat_ports`, or with peers its own
+    /// share (node N of M takes the N-th M-th), and how many of them are for SYNs without
+    /// timestamps.
+    pub fn own_nat_ports(&self) -> (u32, u32, u32) {
+        let (first, count) = (u32::from(self.nat_ports.first), self.nat_ports.count());
+        match &self.sync {
+            Some(s) if s.nodes() > 1 && (1..=s.nodes()).contains(&s.node) => {
+                let share = count / s.nodes();
+                (first + (s.node - 1) * share, share, self.no_timestamp_ports() / s.nodes())
+            }
+            _ => (first, count, self.no_timestamp_ports()),
+        }
     }
 }
 
@@ -117,6 +192,9 @@ impl Default for Global {
             state_file: PathBuf::from("/var/lib/xdplb/server-state.json"),
             local_clients: true,
             local_clients_cgroup: None,
+            sync: None,
+            tcplog: false,
+            tcplog_rate: 2000,
         }
     }
 }
@@ -266,6 +344,17 @@ pub enum Balance {
     Leastconn,
     /// By a hash of the client's address: one client, one server, while that server is UP.
     Source,
+}
+
+impl Balance {
+    /// HAProxy's name, as `balance` takes it and `show stat`'s `algo` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Roundrobin => "roundrobin",
+            Balance::Leastconn => "leastconn",
+            Balance::Source => "source",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -17,6 +17,9 @@ impl Config {
         if g.max_flows == 0 || g.max_flows > 8_000_000 {
             p.push(format!("global.max_flows = {}: use 1 to 8000000", g.max_flows));
         }
+        if g.tcplog && g.tcplog_rate == 0 {
+            p.push("global.tcplog_rate = 0 with tcplog = true would log nothing: use 1 or more flow events a second per CPU (two per connection), or tcplog = false".to_string());
+        }
         if g.max_half_open == 0 || g.max_half_open > 8_000_000 {
             p.push(format!("global.max_half_open = {}: use 1 to 8000000", g.max_half_open));
         }
@@ -44,6 +47,9 @@ impl Config {
         }
         if g.close_linger.0 < Duration::from_millis(100) {
             p.push("global.close_linger: use at least \"100ms\" (the last ACKs of a close need it)");
+        }
+        if let Some(sync) = &g.sync {
+            sync_problems(self, sync, &mut p);
         }
         let mut paths = HashSet::from([&g.runtime_socket]);
         for (i, sock) in g.runtime_sockets.iter().enumerate() {
@@ -371,6 +377,90 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
         .key_provider
         .load_private_key(key.clone_key())
         .map_err(|e| PemError::Content { path: path.to_owned(), what: format!("not a usable private key: {e}") })?;
+    Ok(key)
+}
+
+/// `[global.sync]`: node numbers, addresses, the key, and servers that see a floating source.
+fn sync_problems(cfg: &Config, sync: &super::SyncCfg, p: &mut Problems) {
+    let nodes = sync.nodes();
+    if sync.peers.is_empty() {
+        p.push("global.sync.peers: name the other balancers' sync addresses (\"ADDR:PORT\"), or remove [global.sync]");
+    }
+    if !(1..=nodes).contains(&sync.node) {
+        p.push(format!(
+            "global.sync.node = {}: use 1 to {nodes} (one number per balancer: this one and its {} peer(s)), a different one on each",
+            sync.node,
+            sync.peers.len()
+        ));
+    }
+    if sync.peers.contains(&sync.listen) {
+        p.push(format!("global.sync.peers: {} is this balancer's own listen address", sync.listen));
+    }
+    let nat = cfg.global.nat_ports;
+    if nat.count() / nodes < 2 * lb_common::PORT_BLOCK {
+        p.push(format!(
+            "global.nat_ports: {} port(s) shared by {nodes} balancers leave each too few; widen the range",
+            nat.count()
+        ));
+    }
+    if (nat.first..=nat.last).contains(&sync.listen.port()) {
+        p.push(format!("global.sync.listen: port {} is one of global.nat_ports; pick one outside", sync.listen.port()));
+    }
+    if sync.max_messages_per_sec == 0 {
+        p.push("global.sync.max_messages_per_sec: use at least 1");
+    }
+    if sync.refresh.0 < Duration::from_secs(1) || sync.refresh.0 >= cfg.global.idle_timeout.0 {
+        p.push(format!(
+            "global.sync.refresh: use at least \"1s\" and less than global.idle_timeout ({:?}), or peers forget quiet flows",
+            cfg.global.idle_timeout.0
+        ));
+    }
+    if let Err(e) = sync_key(&sync.key_file) {
+        p.push(format!("global.sync.key_file: {e}"));
+    }
+    // Servers answer the address the flow came from: unless it moves with the VIP, their
+    // replies go to the old master after a failover, and the flows die anyway.
+    let floating: Vec<std::net::Ipv4Addr> = if sync.floating.is_empty() {
+        cfg.frontends
+            .iter()
+            .filter_map(|f| match f.bind.get() {
+                Some(Bind::Addr(a)) => Some(*a.ip()),
+                _ => None,
+            })
+            .collect()
+    } else {
+        sync.floating.clone()
+    };
+    for (i, b) in cfg.backends.iter().enumerate() {
+        if b.source.is_empty() || b.source.iter().any(|a| !floating.contains(a)) {
+            p.push(format!(
+                "backend[{i}] {:?}.source: with global.sync, servers must see flows come from an address that moves with the VIP ({}), or their replies miss the new master after a failover; set source = [\"VIP\"]",
+                b.name,
+                if floating.is_empty() {
+                    "which none is known to: bind a frontend to the VIP, or list it in global.sync.floating".to_owned()
+                } else {
+                    floating.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+    }
+}
+
+/// The shared secret of `[global.sync]`: at least 16 bytes, readable by its owner only.
+pub fn sync_key(path: &Path) -> Result<Vec<u8>, PemError> {
+    let meta = std::fs::metadata(path).map_err(|source| PemError::Read { path: path.to_owned(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PemError::KeyExposed { path: path.to_owned(), mode });
+    }
+    let key = std::fs::read(path).map_err(|source| PemError::Read { path: path.to_owned(), source })?;
+    let key: Vec<u8> = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(PemError::Content {
+            path: path.to_owned(),
+            what: format!("{} byte(s): use at least 16 (e.g. head -c 32 /dev/urandom | base64 > FILE)", key.len()),
+        });
+    }
     Ok(key)
 }
 

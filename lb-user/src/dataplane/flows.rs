@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN,
-    MAX_SERVERS, TCP_FIN,
+    names, Flow, FlowEvent, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_EXPIRED,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, MAX_SERVERS, TCP_FIN,
 };
 use serde::Serialize;
 
@@ -141,6 +141,8 @@ pub struct FlowTable {
     pass: Option<Pass>,
     /// Batch reads failed once (a kernel without them): the sweep reads entry by entry.
     no_batch: bool,
+    /// Sweeps report the flows they expire (`Sweep::expired`): the per-connection log is on.
+    pub report_expired: bool,
 }
 
 /// What a sweep saw: flows in the table, flows removed, and per server and frontend the open
@@ -152,6 +154,9 @@ pub struct Sweep {
     pub active_by_server: HashMap<u32, u64>,
     pub active_by_frontend: HashMap<u32, u64>,
     pub unanswered_by_server: HashMap<u32, u64>,
+    /// Flows it removed that no packet had ended (`FLOW_EVENT_EXPIRED`), when asked for them
+    /// (`FlowTable::report_expired`): the per-connection log's last word on them.
+    pub expired: Vec<FlowEvent>,
 }
 
 pub(super) type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
@@ -166,6 +171,7 @@ impl FlowTable {
             open_counts: take(ebpf, names::SERVER_FLOWS)?,
             pass: None,
             no_batch: false,
+            report_expired: false,
         })
     }
 
@@ -180,6 +186,7 @@ impl FlowTable {
             open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
             pass: None,
             no_batch: false,
+            report_expired: false,
         })
     }
 
@@ -373,6 +380,19 @@ impl FlowTable {
             doomed.push((flow.peer_key(), flow.created_ns));
             doomed.push((key, flow.created_ns));
             result.removed += 1;
+            if self.report_expired && state != FlowState::Closed {
+                let server_key = flow.peer_key();
+                let (client, server) = (*flow, peer);
+                result.expired.push(FlowEvent {
+                    kind: FLOW_EVENT_EXPIRED,
+                    time_ns: now,
+                    client_key: key,
+                    server_key,
+                    client,
+                    server,
+                    ..FlowEvent::default()
+                });
+            }
             // A handshake that timed out: the server never answered the SYN.
             if state == FlowState::SynSent && peer.packets == 0 {
                 *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
@@ -413,6 +433,115 @@ impl FlowTable {
         }
         self.remove_all(&doomed);
         n
+    }
+}
+
+/// One flow as peers share it: both entries, as the kernel holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowPair {
+    pub client_key: FlowKey,
+    pub client: Flow,
+    pub server_key: FlowKey,
+    pub server: Flow,
+}
+
+impl FlowPair {
+    /// The flow made anew on this host: one creation time for both halves (how the sweep pairs
+    /// them), this host's clock, and no way back to the client recorded yet (the data path asks
+    /// the FIB at its first reply: the peer's MACs and interface mean nothing here).
+    fn here(&self, now: u64) -> (Flow, Flow) {
+        let (mut c, mut s) = (self.client, self.server);
+        for f in [&mut c, &mut s] {
+            f.created_ns = now;
+            f.last_seen_ns = now;
+        }
+        s.next_hop_dst_mac = [0; 6];
+        s.next_hop_src_mac = [0; 6];
+        s.next_hop_ifindex = 0;
+        (c, s)
+    }
+
+    /// Whether `local` (this host's entry under one of the pair's keys) is the same flow: the
+    /// same rewrite, so not a newer flow that took the tuple since.
+    fn same(&self, local: &Flow) -> bool {
+        let f = if local.direction == FLOW_DIR_CLIENT { &self.client } else { &self.server };
+        local.new_src_addr == f.new_src_addr
+            && local.new_dst_addr == f.new_dst_addr
+            && local.new_src_port_be == f.new_src_port_be
+            && local.new_dst_port_be == f.new_dst_port_be
+    }
+}
+
+/// What installing a peer's flows did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    pub new: usize,
+    /// Already known here: only kept from expiring (this host's own state of it is newer).
+    pub refreshed: usize,
+    pub failed: usize,
+}
+
+impl FlowTable {
+    /// Every established flow that is not over, both halves (what a peer needs to take over).
+    pub fn established_pairs(&self) -> Vec<FlowPair> {
+        let entries: HashMap<FlowKey, Flow> = self.map.iter().filter_map(Result::ok).collect();
+        entries
+            .iter()
+            .filter(|(_, c)| c.direction == FLOW_DIR_CLIENT && c.seen & FLOW_SEEN_ESTABLISHED != 0 && !c.is_closed())
+            .filter_map(|(k, c)| {
+                let server_key = c.peer_key();
+                let s = entries.get(&server_key).filter(|s| s.created_ns == c.created_ns)?;
+                Some(FlowPair { client_key: *k, client: *c, server_key, server: *s })
+            })
+            .collect()
+    }
+
+    /// Installs flows a peer balancer handles, so that this host's data path knows them when a
+    /// floating address moves here. A flow already known is only kept from expiring: this
+    /// host's state of it (after a failover, the live one) is never overwritten.
+    pub fn install(&mut self, pairs: &[FlowPair], now: u64) -> Installed {
+        let mut out = Installed::default();
+        for p in pairs {
+            match self.map.get(&p.client_key, 0) {
+                Ok(local) if p.same(&local) => {
+                    for key in [p.client_key, p.server_key] {
+                        if let Ok(mut f) = self.map.get(&key, 0) {
+                            f.last_seen_ns = f.last_seen_ns.max(now);
+                            let _ = self.map.insert(key, f, 2); // BPF_EXIST
+                        }
+                    }
+                    out.refreshed += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let (c, s) = p.here(now);
+            // The reply half first: a packet that finds the client half can always go back.
+            let ok = self.map.insert(p.server_key, s, 0).is_ok() && self.map.insert(p.client_key, c, 0).is_ok();
+            if ok {
+                out.new += 1;
+            } else {
+                let _ = self.map.remove(&p.server_key);
+                out.failed += 1;
+            }
+        }
+        out
+    }
+
+    /// Removes flows a peer saw end, where this host holds the same flow (not a newer one on
+    /// the tuple). Returns how many went.
+    pub fn remove_pairs(&mut self, pairs: &[FlowPair]) -> usize {
+        let mut doomed = Vec::new();
+        for p in pairs {
+            if let Ok(local) = self.map.get(&p.client_key, 0) {
+                if p.same(&local) {
+                    doomed.push((p.client_key, local.created_ns));
+                    doomed.push((p.server_key, local.created_ns));
+                }
+            }
+        }
+        self.remove_all(&doomed);
+        doomed.len() / 2
     }
 }
 

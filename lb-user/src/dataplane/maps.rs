@@ -13,7 +13,8 @@ use aya::{
 };
 use lb_common::{
     names, AllowKey, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST,
-    MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_FLOW_EVENTS, SETTINGS_F_RST_NO_BACKEND,
+    SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -234,14 +235,23 @@ impl MapOwner {
         } else {
             0
         };
+        // Flow events feed the per-connection log and the flow sync with peer balancers.
+        if g.tcplog || g.sync.is_some() {
+            flags |= SETTINGS_F_FLOW_EVENTS;
+        }
+        let (own_first, own_count, own_no_ts) = g.own_nat_ports();
         let s = Settings {
-            nat_port_first: u32::from(g.nat_ports.first),
-            nat_port_count: g.nat_ports.count(),
+            nat_port_first: own_first,
+            nat_port_count: own_count,
+            reply_port_first: u32::from(g.nat_ports.first),
+            reply_port_count: g.nat_ports.count(),
             flags,
-            no_ts_ports: g.no_timestamp_ports(),
+            no_ts_ports: own_no_ts,
             time_wait_ns: u64::try_from(g.server_time_wait.0.as_nanos()).unwrap_or(u64::MAX),
             ts_secret,
             netns_cookie,
+            flow_events_per_s: g.flow_events_per_s(),
+            _pad: 0,
         };
         self.settings.set(0, s, 0).map_err(at(names::SETTINGS))
     }
@@ -290,6 +300,27 @@ impl MapOwner {
         for pool in &topo.pools {
             self.set_pool(pool, is_up)?;
         }
+        self.set_frontends(topo)?;
+        let pools: HashSet<u32> = topo.pools.iter().map(|p| p.id).collect();
+        let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !pools.contains(k)).collect();
+        for k in stale {
+            self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
+        }
+        for id in 1..lb_common::MAX_SERVERS {
+            if live_servers.contains(&id) {
+                continue;
+            }
+            let old = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
+            if old.flags & SERVER_F_VALID != 0 {
+                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel's frontend map hold exactly `topo`'s keys (new ones first, then the
+    /// stale removed): what an address that came or went changes.
+    pub fn set_frontends(&mut self, topo: &Topology) -> Result<(), MapsError> {
         // Allowlists before the frontends that use them. A frontend that loses its list keeps
         // its entries until its flag is off: its stale entries go after the frontends.
         let mut allow: Vec<(u32, AllowKey)> = Vec::new();
@@ -313,20 +344,6 @@ impl MapOwner {
             self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
         for k in stale {
             self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
-        }
-        let pools: HashSet<u32> = topo.pools.iter().map(|p| p.id).collect();
-        let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !pools.contains(k)).collect();
-        for k in stale {
-            self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
-        }
-        for id in 1..lb_common::MAX_SERVERS {
-            if live_servers.contains(&id) {
-                continue;
-            }
-            let old = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
-            if old.flags & SERVER_F_VALID != 0 {
-                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
-            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 pub mod attach;
 pub mod counters;
+pub mod flow_events;
 pub mod flows;
 pub mod hook;
 pub mod load;
@@ -13,6 +14,7 @@ pub mod maps;
 pub mod pins;
 pub mod sweeper;
 pub(crate) mod sys;
+pub use sys::{pod_bytes, pod_read};
 
 pub use attach::{attach, link_pin, Attached};
 pub use load::{load, program, DataplaneError, LoadOptions, EBPF_OBJECT, PROGRAM};

@@ -9,7 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::flows::{monotonic_ns, FlowTable, Sweep, Timeouts};
+use lb_common::FlowEvent;
+
+use super::flows::{monotonic_ns, FlowPair, FlowTable, FlowView, Installed, Sweep, Timeouts};
+
+/// Turns the open flows into an answer (`show sess`), on the sweep's thread.
+pub type FlowReport = Box<dyn FnOnce(Vec<FlowView>) -> String + Send>;
 
 /// Entries one tick of the sweep reads at most: a table of millions is swept over several
 /// ticks, none of which keeps the thread (or a core) long.
@@ -26,7 +31,18 @@ enum Order {
     Settings {
         every: Duration,
         timeouts: Timeouts,
+        report_expired: bool,
     },
+    /// List the open flows and answer with `report` of them (`show sess`).
+    List {
+        report: FlowReport,
+        done: tokio::sync::oneshot::Sender<String>,
+    },
+    /// Flows a peer balancer handles (`sync`): install them, or remove those it saw end.
+    Install(Vec<FlowPair>, tokio::sync::oneshot::Sender<Installed>),
+    Remove(Vec<FlowPair>, tokio::sync::oneshot::Sender<usize>),
+    /// Every established flow, for a peer that needs them all.
+    Dump(tokio::sync::oneshot::Sender<Vec<FlowPair>>),
 }
 
 #[derive(Debug, Default)]
@@ -44,8 +60,14 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Starts the sweep of `table` every `every`.
-    pub fn spawn(mut table: FlowTable, every: Duration, timeouts: Timeouts) -> std::io::Result<Sweeper> {
+    /// Starts the sweep of `table` every `every`; flows it expires without a packet having ended
+    /// them go to `expired` when `table.report_expired` (the per-connection log).
+    pub fn spawn(
+        mut table: FlowTable,
+        every: Duration,
+        timeouts: Timeouts,
+        expired: mpsc::Sender<FlowEvent>,
+    ) -> std::io::Result<Sweeper> {
         let (orders, rx) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let out = shared.clone();
@@ -63,14 +85,32 @@ impl Sweeper {
                             let _ = done.send(String::new());
                         }
                     }
-                    Ok(Order::Settings { every: e, timeouts: t }) => (every, timeouts) = (e, t),
+                    Ok(Order::Settings { every: e, timeouts: t, report_expired }) => {
+                        (every, timeouts) = (e, t);
+                        table.report_expired = report_expired;
+                    }
+                    Ok(Order::List { report, done }) => {
+                        let _ = done.send(report(table.flows()));
+                    }
+                    Ok(Order::Install(pairs, done)) => {
+                        let _ = done.send(table.install(&pairs, monotonic_ns()));
+                    }
+                    Ok(Order::Remove(pairs, done)) => {
+                        let _ = done.send(table.remove_pairs(&pairs));
+                    }
+                    Ok(Order::Dump(done)) => {
+                        let _ = done.send(table.established_pairs());
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         next = Instant::now() + every;
                         if slices == 0 {
                             pass_started = Instant::now();
                         }
                         slices += 1;
-                        if let Some(s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                        if let Some(mut s) = table.sweep_step(monotonic_ns(), &timeouts, SLICE) {
+                            for e in std::mem::take(&mut s.expired) {
+                                let _ = expired.send(e);
+                            }
                             if slices > 1 {
                                 log::info!(
                                     "conntrack: swept {} flow(s) in {:?}, {slices} slices of at most {SLICE} entries, one per {every:?}",
@@ -122,8 +162,52 @@ impl Sweeper {
         let _ = self.orders.send(Order::RemoveServer { id, label, why, done });
     }
 
-    /// New sweep interval and timeouts (a reload).
-    pub fn set(&self, every: Duration, timeouts: Timeouts) {
-        let _ = self.orders.send(Order::Settings { every, timeouts });
+    /// A handle for the flow sync with peer balancers, which installs and reads flows through
+    /// this thread (the table's one owner).
+    pub fn handle(&self) -> FlowsHandle {
+        FlowsHandle { orders: self.orders.clone() }
+    }
+
+    /// Answers `done` with `report` of the open flows, read by the sweep's thread (the table's
+    /// one owner) between two slices.
+    pub fn list(&self, report: FlowReport, done: tokio::sync::oneshot::Sender<String>) {
+        let _ = self.orders.send(Order::List { report, done });
+    }
+
+    /// New sweep interval, timeouts and whether expired flows are reported (per-connection log, flow sync; a reload).
+    pub fn set(&self, every: Duration, timeouts: Timeouts, report_expired: bool) {
+        let _ = self.orders.send(Order::Settings { every, timeouts, report_expired });
+    }
+}
+
+/// What the flow sync may ask of the table's owner (see `Sweeper::handle`).
+#[derive(Clone)]
+pub struct FlowsHandle {
+    orders: mpsc::Sender<Order>,
+}
+
+impl FlowsHandle {
+    pub async fn install(&self, pairs: Vec<FlowPair>) -> Installed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Install(pairs, tx)).is_err() {
+            return Installed::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn remove(&self, pairs: Vec<FlowPair>) -> usize {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Remove(pairs, tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn dump(&self) -> Vec<FlowPair> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.orders.send(Order::Dump(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 }

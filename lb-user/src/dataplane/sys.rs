@@ -177,3 +177,19 @@ pub fn netns_cookie() -> std::io::Result<u64> {
     }
     Ok(cookie)
 }
+
+/// The bytes of a map type as the kernel stores them (the sync protocol sends entries as they
+/// are; `lb_common` asserts their layouts, without implicit padding).
+pub fn pod_bytes<T: aya::Pod>(v: &T) -> &[u8] {
+    // SAFETY: `T: Pod` is plain old data without padding; the slice covers exactly `*v`.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
+}
+
+/// A map type read from the front of `b`, if it holds one.
+pub fn pod_read<T: aya::Pod>(b: &[u8]) -> Option<T> {
+    if b.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: bounds checked above; any bit pattern is a valid `T: Pod`; the read is unaligned.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}

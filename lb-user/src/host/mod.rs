@@ -2,6 +2,7 @@
 //! settings (`sysctl`), and living as a service: the lock, privileges, systemd (`service`), open files
 //! (`limits`), who holds an address (`sockets`).
 
+pub mod addrwatch;
 pub mod limits;
 pub mod netif;
 pub mod service;

@@ -21,6 +21,11 @@ use crate::{
 pub struct Topology {
     pub frontends: Vec<FrontendEntry>,
     pub pools: Vec<Pool>,
+    /// Addresses that move between balancers (`global.sync.floating`): a `*:PORT` frontend
+    /// covers them all along, like an explicit bind to a VIP (see `covered`).
+    pub floating: Vec<Ipv4Addr>,
+    /// `*:PORT` frontends also cover 127.0.0.1 (`global.local_clients`: the connect hook's).
+    pub loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +37,10 @@ pub struct FrontendEntry {
     /// The backend's name and id.
     pub backend: String,
     pub pool_id: u32,
+    /// What the bind asks for; `keys` is what it covers on the host now (see `rebind`).
+    pub want: Bind,
+    /// The kernel's frontend keys: one per address the bind covers that is on the host now.
+    /// Empty for a floating address (a keepalived VIP) held by another host.
     pub keys: Vec<FrontendKey>,
     /// Source networks that may open flows (`allow`); empty: every source.
     pub allow: Vec<crate::config::Cidr>,
@@ -62,6 +71,8 @@ pub struct ServerEntry {
     /// The balancer addresses its flows leave from (at least one).
     pub source: Vec<Ipv4Addr>,
     pub weight: u32,
+    /// The weight the configuration gives it (`weight` may be set by hand; `N%` is of this).
+    pub initial_weight: u32,
     pub backup: bool,
     /// Health-checked (HAProxy's `check`); unchecked servers count as UP.
     pub check: bool,
@@ -78,6 +89,9 @@ pub trait Host {
     fn local_addrs(&self) -> Vec<Ipv4Addr>;
     /// The local address the kernel routes from towards `dst`.
     fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError>;
+    /// `net.ipv4.ip_nonlocal_bind`: addresses not (yet) on this host may be bound, as HAProxy
+    /// users do for a keepalived VIP on the backup host.
+    fn nonlocal_bind(&self) -> bool;
 }
 
 /// The real host.
@@ -90,6 +104,34 @@ impl Host for System {
     fn source_for(&self, dst: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
         crate::host::netif::source_for(dst)
     }
+    fn nonlocal_bind(&self) -> bool {
+        crate::host::sysctl::read("net/ipv4/ip_nonlocal_bind").is_ok_and(|v| v.trim() == "1")
+    }
+}
+
+/// The addresses a bind covers on the host now: for `*:PORT` those of the attached interfaces.
+/// `ADDR:PORT` is always keyed, also while a floating ADDR (a keepalived VIP) is on another
+/// host: its packets reach this one only once the VIP's ARP says so, and then the data path
+/// must already know the frontend (keepalived announces the VIP the moment it adds it, before
+/// any agent could react), or the kernel would answer them with RST.
+fn covered(bind: Bind, iface_addrs: &[Ipv4Addr], floating: &[Ipv4Addr], loopback: bool) -> Vec<Ipv4Addr> {
+    match bind {
+        Bind::Any(_) => {
+            let mut all = iface_addrs.to_vec();
+            all.extend(floating.iter().filter(|a| !iface_addrs.contains(a)));
+            // `*:PORT` covers the loopback address too, as HAProxy's listener on 0.0.0.0 does:
+            // local clients dialling 127.0.0.1:PORT are the connect hook's.
+            if loopback {
+                all.push(Ipv4Addr::LOCALHOST);
+            }
+            all
+        }
+        Bind::Addr(a) => vec![*a.ip()],
+    }
+}
+
+fn keys_of(bind: Bind, addrs: &[Ipv4Addr]) -> Vec<FrontendKey> {
+    addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect()
 }
 
 /// Keeps ids stable by name: an existing name keeps its id, a new one gets the lowest free id.
@@ -151,56 +193,71 @@ impl Topology {
 
         let iface_addrs: Vec<Ipv4Addr> = ifaces.iter().flat_map(|i| i.addrs.iter().copied()).collect();
         let local = host.local_addrs();
+        let nonlocal = host.nonlocal_bind();
+        let floating: Vec<Ipv4Addr> = cfg.global.sync.as_ref().map(|s| s.floating.clone()).unwrap_or_default();
+        let loopback = cfg.global.local_clients;
         let mut frontends = Vec::new();
         for f in &cfg.frontends {
             let at = format!("frontend {:?}", f.name);
             let Some(&bind) = f.bind.get() else { continue };
-            let addrs = match bind {
-                Bind::Any(_) => {
-                    if iface_addrs.is_empty() {
-                        problems.push(format!(
-                            "{at}: bind {:?} means every IPv4 address of the attached interfaces ({}), and they have none; add an address or bind to one",
-                            f.bind.text(),
-                            ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                    iface_addrs.clone()
-                }
-                // Served by the connect hook (the configuration's own check says when not).
-                Bind::Addr(a) if a.ip().is_loopback() => vec![*a.ip()],
-                Bind::Addr(a) => {
-                    if !local.contains(a.ip()) {
-                        problems.push(format!(
-                            "{at}: bind address {} is not an address of this host; add it (ip addr add {}/32 dev IFACE) or bind to \"*:{}\"",
-                            a.ip(), a.ip(), a.port()
-                        ));
-                    }
-                    vec![*a.ip()]
-                }
-            };
-            let mut addrs = addrs;
-            // `*:PORT` covers the loopback address too, as HAProxy's listener on 0.0.0.0 does:
-            // local clients dialling 127.0.0.1:PORT are the connect hook's.
-            if matches!(bind, Bind::Any(_)) && cfg.global.local_clients {
-                addrs.push(Ipv4Addr::LOCALHOST);
+            match bind {
+                Bind::Any(_) if iface_addrs.is_empty() => problems.push(format!(
+                    "{at}: bind {:?} means every IPv4 address of the attached interfaces ({}), and they have none; add an address or bind to one",
+                    f.bind.text(),
+                    ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+                // A loopback bind is the connect hook's (the configuration's own check says when not).
+                Bind::Addr(a) if !a.ip().is_loopback() && !local.contains(a.ip()) && !nonlocal => problems.push(format!(
+                    "{at}: bind address {} is not an address of this host; add it (ip addr add {}/32 dev IFACE), bind to \"*:{}\", or, for a floating address such as a keepalived VIP, set net.ipv4.ip_nonlocal_bind=1 (as for HAProxy): it is then served whenever it is on this host",
+                    a.ip(), a.ip(), a.port()
+                )),
+                _ => {}
             }
-            let keys =
-                addrs.iter().map(|a| FrontendKey { addr: a.octets(), port_be: bind.port().to_be(), _pad: 0 }).collect();
+            let keys = keys_of(bind, &covered(bind, &iface_addrs, &floating, loopback));
             frontends.push(FrontendEntry {
                 name: f.name.clone(),
                 id: f_ids[&f.name],
                 bind: f.bind.text().to_owned(),
                 backend: f.backend.clone(),
                 pool_id: p_ids.get(&f.backend).copied().unwrap_or(0),
+                want: bind,
                 keys,
                 allow: f.allow.iter().filter_map(|c| c.get().copied()).collect(),
             });
         }
 
-        let pools = cfg.backends.iter().map(|b| pool(b, p_ids[&b.name], &s_ids, host, &local, &mut problems)).collect();
-        let topology = Topology { frontends, pools };
+        let pools = cfg
+            .backends
+            .iter()
+            .map(|b| pool(b, p_ids[&b.name], &s_ids, host, &local, nonlocal, &mut problems))
+            .collect();
+        let topology = Topology { frontends, pools, floating, loopback };
         problems.extend(topology.fits().iter().map(str::to_owned));
         problems.into_result(topology)
+    }
+
+    /// The frontends' keys for the addresses on the attached interfaces now (`*:PORT` covers
+    /// an address added later, and no longer one removed). Returns what changed, as
+    /// (frontend name, address, added).
+    pub fn rebind(&mut self, iface_addrs: &[Ipv4Addr]) -> Vec<(String, SocketAddrV4, bool)> {
+        let mut changes = Vec::new();
+        for f in &mut self.frontends {
+            let keys = keys_of(f.want, &covered(f.want, iface_addrs, &self.floating, self.loopback));
+            let addr = |k: &FrontendKey| SocketAddrV4::new(k.addr.into(), f.want.port());
+            changes.extend(keys.iter().filter(|k| !f.keys.contains(k)).map(|k| (f.name.clone(), addr(k), true)));
+            changes.extend(f.keys.iter().filter(|k| !keys.contains(k)).map(|k| (f.name.clone(), addr(k), false)));
+            f.keys = keys;
+        }
+        changes
+    }
+
+    /// Frontends bound to `addr` explicitly (`bind = "ADDR:PORT"`), by name.
+    pub fn bound_to(&self, addr: Ipv4Addr) -> Vec<&str> {
+        self.frontends
+            .iter()
+            .filter(|f| matches!(f.want, Bind::Addr(a) if *a.ip() == addr))
+            .map(|f| f.name.as_str())
+            .collect()
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
@@ -227,11 +284,12 @@ fn pool(
     s_ids: &BTreeMap<(String, String), u32>,
     host: &dyn Host,
     local: &[Ipv4Addr],
+    nonlocal: bool,
     problems: &mut Problems,
 ) -> Pool {
-    for src in b.source.iter().filter(|a| !local.contains(a)) {
+    for src in b.source.iter().filter(|a| !local.contains(a) && !nonlocal) {
         problems.push(format!(
-            "backend {:?}: source address {src} is not an address of this host; add it (ip addr add {src}/32 dev IFACE) or remove it",
+            "backend {:?}: source address {src} is not an address of this host; add it (ip addr add {src}/32 dev IFACE), remove it, or, for a floating address that moves with a keepalived VIP, set net.ipv4.ip_nonlocal_bind=1",
             b.name
         ));
     }
@@ -250,6 +308,7 @@ fn pool(
             addr,
             source,
             weight: s.weight,
+            initial_weight: s.weight,
             backup: s.backup,
             check: s.check,
             admin: s.state,
@@ -305,6 +364,23 @@ mod tests {
         fn source_for(&self, _: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
             Ok(Ipv4Addr::new(198, 18, 0, 10))
         }
+        fn nonlocal_bind(&self) -> bool {
+            false
+        }
+    }
+
+    /// A host with `ip_nonlocal_bind` set, where a VIP may come later.
+    struct NonLocalHost;
+    impl Host for NonLocalHost {
+        fn local_addrs(&self) -> Vec<Ipv4Addr> {
+            FakeHost.local_addrs()
+        }
+        fn source_for(&self, d: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
+            FakeHost.source_for(d)
+        }
+        fn nonlocal_bind(&self) -> bool {
+            true
+        }
     }
 
     fn cfg(servers: &str) -> Config {
@@ -346,6 +422,33 @@ mod tests {
         c.frontends[0].bind = "198.18.0.99:12379".into();
         let e = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap_err();
         assert!(e.iter().next().unwrap().contains("not an address of this host"), "{e:?}");
+    }
+
+    #[test]
+    fn a_floating_bind_is_accepted_with_nonlocal_bind_and_keyed_before_it_arrives() {
+        let mut c = cfg(r#"{name="s1",address="198.18.0.21:2379"}"#);
+        c.frontends[0].bind = "198.18.0.99:12379".into();
+        c.backends[0].source = vec![Ipv4Addr::new(198, 18, 0, 99)];
+        assert!(Topology::resolve(&c, &eth0(), &FakeHost, None).is_err(), "refused without ip_nonlocal_bind");
+        let mut t = Topology::resolve(&c, &eth0(), &NonLocalHost, None).unwrap();
+        let vip = FrontendKey { addr: [198, 18, 0, 99], port_be: 12379u16.to_be(), _pad: 0 };
+        assert_eq!(t.frontends[0].keys, vec![vip], "keyed while the VIP is elsewhere");
+        assert!(
+            t.rebind(&[Ipv4Addr::new(198, 18, 0, 10)]).is_empty(),
+            "an explicit bind does not follow the interfaces"
+        );
+        assert_eq!(t.bound_to(Ipv4Addr::new(198, 18, 0, 99)), vec!["f"]);
+    }
+
+    #[test]
+    fn a_wildcard_bind_covers_an_address_added_later() {
+        let c = cfg(r#"{name="s1",address="198.18.0.21:2379"}"#);
+        let mut t = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap();
+        let more = [Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11)];
+        let changes = t.rebind(&more);
+        assert_eq!(changes, vec![("f".to_owned(), SocketAddrV4::new(more[1], 12379), true)]);
+        assert_eq!(t.frontends[0].keys.len(), 2);
+        assert_eq!(t.rebind(&more[..1]), vec![("f".to_owned(), SocketAddrV4::new(more[1], 12379), false)]);
     }
 
     #[test]

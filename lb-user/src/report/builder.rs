@@ -100,6 +100,7 @@ impl Builder {
             let mut b = BackendStatus {
                 name: pool.name.clone(),
                 check: check_summary(check),
+                balance: pool.balance,
                 verify_none: check.kind.is_tls() && check.verify == Verify::None,
                 ..BackendStatus::default()
             };
@@ -129,6 +130,7 @@ impl Builder {
                     since_s: view.map_or(0, |v| now.saturating_duration_since(v.health.since()).as_secs()),
                     last_check: reg.check_view(s.id, now),
                     weight: s.weight,
+                    initial_weight: s.initial_weight,
                     backup: s.backup,
                     check_failures: view.map_or(0, |v| v.health.check_failures),
                     down_transitions: view.map_or(0, |v| v.health.down_transitions),

@@ -1,5 +1,6 @@
-//! The status page over HTTP: `/` (HTML), `/status.json`, `/metrics`; and `xdplb status`'s
-//! side, which fetches the JSON from a running agent.
+//! The status page over HTTP: `/` (HTML), `/;csv` (HAProxy's CSV export), `/status.json`,
+//! `/metrics`, each for GET and HEAD; and `xdplb status`'s side, which fetches the JSON from a
+//! running agent.
 
 use std::{
     io,
@@ -16,7 +17,12 @@ use tokio::{
 };
 
 use super::{html, prometheus, snapshot::Snapshot};
-use crate::{config::StatsAuth, host::limits, http1};
+use crate::{
+    config::StatsAuth,
+    host::limits,
+    http1,
+    runtime::{stat, StatFilter},
+};
 
 /// The most a request head may take (HAProxy's default `tune.bufsize` is 16 KiB; a browser's
 /// head is well under 2).
@@ -96,6 +102,7 @@ async fn read_head(s: &mut TcpStream) -> io::Result<Option<http1::RequestLine>> 
 
 async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>, policy: &Policy) -> io::Result<()> {
     let request = timeout(HEAD_DEADLINE, read_head(&mut s)).await.map_err(|_| io::ErrorKind::TimedOut)??;
+    let head_only = request.as_ref().is_some_and(|r| r.method == "HEAD");
     let (status, ctype, body, extra) = match request {
         None => ("431 Request Header Fields Too Large", "text/plain", "request head too long\n".to_owned(), ""),
         Some(r) if r.invalid || !r.complete => ("400 Bad Request", "text/plain", "not an HTTP/1 request\n".into(), ""),
@@ -113,21 +120,29 @@ async fn respond(mut s: TcpStream, shared: &RwLock<Snapshot>, policy: &Policy) -
     };
     let answer = async {
         s.write_all(http1::response_head_with(status, ctype, body.len(), extra).as_bytes()).await?;
-        s.write_all(body.as_bytes()).await?;
+        // HEAD: the same head (and length) as GET, without the body.
+        if !head_only {
+            s.write_all(body.as_bytes()).await?;
+        }
         s.shutdown().await
     };
     timeout(WRITE_DEADLINE, answer).await.map_err(|_| io::ErrorKind::TimedOut)?
 }
 
 fn page(request: &http1::RequestLine, snap: &Snapshot) -> (&'static str, &'static str, String) {
-    match (request.method.as_str(), request.path.split('?').next().unwrap_or("")) {
-        ("GET", "/" | "/stats") => ("200 OK", "text/html; charset=utf-8", html::html(snap)),
-        ("GET", "/status.json") => {
-            ("200 OK", "application/json", serde_json::to_string_pretty(snap).unwrap_or_default())
-        }
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", prometheus::prometheus(snap)),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found: try /, /status.json or /metrics\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    if !matches!(request.method.as_str(), "GET" | "HEAD") {
+        return ("405 Method Not Allowed", "text/plain", "GET or HEAD only\n".into());
+    }
+    let path = request.path.split('?').next().unwrap_or("");
+    // HAProxy's stats page takes options after `;` (`/;csv`, `/stats;csv;norefresh`).
+    let (page, options) = path.split_once(';').unwrap_or((path, ""));
+    let csv = options.split(';').any(|o| o == "csv");
+    match page {
+        "/" | "/stats" if csv => ("200 OK", "text/plain", stat::csv(snap, &StatFilter::ALL)),
+        "/" | "/stats" => ("200 OK", "text/html; charset=utf-8", html::html(snap)),
+        "/status.json" => ("200 OK", "application/json", serde_json::to_string_pretty(snap).unwrap_or_default()),
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", prometheus::prometheus(snap)),
+        _ => ("404 Not Found", "text/plain", "not found: try /, /;csv, /status.json or /metrics\n".into()),
     }
 }
 
@@ -250,6 +265,25 @@ fn base64_encode(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn get(method: &str, path: &str) -> (&'static str, &'static str, String) {
+        let r = http1::RequestLine { method: method.into(), path: path.into(), complete: true, ..Default::default() };
+        page(&r, &crate::report::sample::snapshot())
+    }
+
+    #[test]
+    fn csv_export_and_head() {
+        for path in ["/;csv", "/stats;csv", "/;csv;norefresh", "/stats;norefresh;csv?x=1"] {
+            let (status, ctype, body) = get("GET", path);
+            assert_eq!((status, ctype), ("200 OK", "text/plain"), "{path}");
+            assert!(body.starts_with("# pxname,svname,qcur,"), "{path}: {body}");
+            assert!(!body.ends_with("\n\n"), "no CLI end-of-answer line on the page");
+        }
+        assert_eq!(get("HEAD", "/metrics").0, "200 OK");
+        assert_eq!(get("HEAD", "/").1, "text/html; charset=utf-8");
+        assert_eq!(get("POST", "/").0, "405 Method Not Allowed");
+        assert_eq!(get("GET", "/;json").1, "text/html; charset=utf-8", "unknown options: the page");
+    }
 
     #[test]
     fn basic_credentials_round_trip_and_are_checked() {

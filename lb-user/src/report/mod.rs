@@ -11,3 +11,4 @@ pub mod prometheus;
 mod sample;
 pub mod snapshot;
 pub mod table;
+pub mod tcplog;

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::snapshot::{BackendState, BackendStatus, FrontendStatus, ServerStatus, Snapshot, Traffic};
+use super::snapshot::{BackendState, BackendStatus, FrontendStatus, ServerState, ServerStatus, Snapshot, Traffic};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -72,8 +72,78 @@ const fn flow_metrics<T: Flows>(names: [&'static str; 5]) -> [Metric<T>; 5] {
     ]
 }
 
-const AGENT: [&[Metric<Snapshot>]; 1] =
-    [&[metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s))]];
+/// A family of one series per state, HAProxy's exporter's shape since 2.4 (`state="UP"` 1, the
+/// others 0): queries on one state match whatever the current one is.
+fn per_state(states: &[&str], current: &str) -> Vec<(String, u64)> {
+    states.iter().map(|st| ((*st).to_owned(), u64::from(*st == current))).collect()
+}
+
+/// HAProxy's exporter's frontend and backend states.
+const PROXY_STATES: [&str; 2] = ["DOWN", "UP"];
+
+/// How many of a backend's servers are in each of HAProxy's server states.
+fn servers_by_state(b: &BackendStatus) -> Vec<(String, u64)> {
+    SERVER_STATES
+        .iter()
+        .map(|st| ((*st).to_owned(), b.servers.iter().filter(|v| v.state.flow_word() == *st).count() as u64))
+        .collect()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+const AGENT: [&[Metric<Snapshot>]; 1] = [&[
+    metric("xdplb_uptime_seconds", Gauge, "Seconds since the agent started.", Count(|s| s.uptime_s)),
+    metric(
+        "haproxy_process_nbthread",
+        Gauge,
+        "CPUs the XDP program runs on (HAProxy: started threads).",
+        Count(|_| std::thread::available_parallelism().map_or(1, |n| n.get() as u64)),
+    ),
+    metric("haproxy_process_nbproc", Gauge, "Number of processes: one agent.", Count(|_| 1)),
+    metric("haproxy_process_relative_process_id", Gauge, "Relative process id: one agent.", Count(|_| 1)),
+    metric(
+        "haproxy_process_max_fds",
+        Gauge,
+        "Maximum number of open file descriptors.",
+        Count(|_| {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+        }),
+    ),
+    metric(
+        "haproxy_process_uptime_seconds",
+        Gauge,
+        "How long ago the agent was started (seconds).",
+        Count(|s| s.uptime_s),
+    ),
+    metric(
+        "haproxy_process_start_time_seconds",
+        Gauge,
+        "Start time in seconds.",
+        Count(|s| now_s().saturating_sub(s.uptime_s)),
+    ),
+    metric(
+        "haproxy_process_current_connections",
+        Gauge,
+        "Current number of open flows.",
+        Count(|s| s.frontends.iter().map(|f| f.active_flows).sum()),
+    ),
+    metric(
+        "haproxy_process_connections_total",
+        Counter,
+        "Total number of flows since the agent started.",
+        Count(|s| s.frontends.iter().map(|f| f.traffic.total_flows).sum()),
+    ),
+    metric("haproxy_process_listeners", Gauge, "Current number of frontends.", Count(|s| s.frontends.len() as u64)),
+    metric(
+        "haproxy_process_bytes_out_total",
+        Counter,
+        "Total number of bytes sent to clients since the agent started.",
+        Count(|s| s.frontends.iter().map(|f| f.traffic.bytes_out).sum()),
+    ),
+    metric("haproxy_process_build_info", Gauge, "Build info.", ByLabel("version", |s| vec![(s.version.clone(), 1)])),
+]];
 
 const FRONTEND: [&[Metric<FrontendStatus>]; 2] = [
     &flow_metrics([
@@ -83,12 +153,27 @@ const FRONTEND: [&[Metric<FrontendStatus>]; 2] = [
         "haproxy_frontend_bytes_out_total",
         "xdplb_frontend_local_connections_total",
     ]),
-    &[metric(
-        "haproxy_frontend_denied_connections_total",
-        Counter,
-        "Total number of incoming connections blocked on a listener (xdplb: SYNs refused by the allow list).",
-        Count(|f| f.denied),
-    )],
+    &[
+        // A frontend is served while the agent runs (its keys are in the data path's map).
+        metric(
+            "haproxy_frontend_status",
+            Gauge,
+            "Current status of the service, per state label value.",
+            ByLabel("state", |_| per_state(&PROXY_STATES, "UP")),
+        ),
+        metric(
+            "haproxy_frontend_connections_total",
+            Counter,
+            "Total number of new connections accepted on this frontend.",
+            Count(|f| f.traffic.total_flows),
+        ),
+        metric(
+            "haproxy_frontend_denied_connections_total",
+            Counter,
+            "Total number of incoming connections blocked on a listener (xdplb: SYNs refused by the allow list).",
+            Count(|f| f.denied),
+        ),
+    ],
 ];
 
 const BACKEND: [&[Metric<BackendStatus>]; 3] = [
@@ -96,8 +181,43 @@ const BACKEND: [&[Metric<BackendStatus>]; 3] = [
         metric(
             "haproxy_backend_status",
             Gauge,
-            "Current status of the service (1 UP, 0 DOWN).",
-            Count(|b| u64::from(b.status == BackendState::Up)),
+            "Current status of the service, per state label value.",
+            ByLabel("state", |b| per_state(&PROXY_STATES, if b.status == BackendState::Up { "UP" } else { "DOWN" })),
+        ),
+        metric("haproxy_backend_weight", Gauge, "Sum of the weights of the servers taking flows.", Count(|b| b.weight)),
+        metric(
+            "haproxy_backend_uweight",
+            Gauge,
+            "Sum of the user weights of the servers taking flows.",
+            Count(|b| b.weight),
+        ),
+        metric(
+            "haproxy_backend_agg_server_status",
+            Gauge,
+            "Backend's aggregated gauge of servers' status.",
+            ByLabel("state", servers_by_state),
+        ),
+        // HAProxy 2.6 keeps the deprecated name beside it, with the same series.
+        metric(
+            "haproxy_backend_agg_server_check_status",
+            Gauge,
+            "Backend's aggregated gauge of servers' state check status.",
+            ByLabel("state", servers_by_state),
+        ),
+        metric(
+            "haproxy_backend_agg_check_status",
+            Gauge,
+            "Backend's aggregated gauge of servers' last check status.",
+            ByLabel("state", |b| {
+                CHECK_STATES
+                    .iter()
+                    .map(|st| {
+                        let n =
+                            b.servers.iter().filter(|v| v.last_check.as_ref().is_some_and(|c| c.code.name() == *st));
+                        ((*st).to_owned(), n.count() as u64)
+                    })
+                    .collect()
+            }),
         ),
         metric(
             "haproxy_backend_active_servers",
@@ -119,17 +239,38 @@ const BACKEND: [&[Metric<BackendStatus>]; 3] = [
         "haproxy_backend_bytes_out_total",
         "xdplb_backend_local_connections_total",
     ]),
-    &[metric(
-        "haproxy_backend_downtime_seconds_total",
-        Counter,
-        "Total downtime (in seconds) for the service.",
-        Count(|b| b.downtime_s),
-    )],
+    &[
+        metric(
+            "haproxy_backend_downtime_seconds_total",
+            Counter,
+            "Total downtime (in seconds) for the service.",
+            Count(|b| b.downtime_s),
+        ),
+        metric(
+            "haproxy_backend_loadbalanced_total",
+            Counter,
+            "Total number of flows given a server by load balancing.",
+            Count(|b| b.traffic.total_flows),
+        ),
+        metric(
+            "haproxy_backend_connection_errors_total",
+            Counter,
+            "Total number of failed connections to servers (SYNs refused or never answered).",
+            Count(|b| b.servers.iter().map(|v| v.observed_errors).sum()),
+        ),
+    ],
 ];
 
 /// States of HAProxy's exporter `haproxy_server_status`, one series each; a server is in the
 /// one its flow word names (HAProxy has none for going up or down, nor for unchecked servers).
 const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
+
+/// HAProxy's exporter's check states (`haproxy_server_check_status`), in its order; xdplb's
+/// checks end in some of them (`health::check::Code`).
+const CHECK_STATES: [&str; 16] = [
+    "HANA", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP", "L7OK", "L7OKC",
+    "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
+];
 
 const SERVER: [&[Metric<ServerStatus>]; 3] = [
     &[
@@ -137,11 +278,10 @@ const SERVER: [&[Metric<ServerStatus>]; 3] = [
             "haproxy_server_status",
             Gauge,
             "Current status of the server (one series per state, 1 for the current one).",
-            ByLabel("state", |v| {
-                SERVER_STATES.iter().map(|st| ((*st).to_owned(), u64::from(*st == v.state.flow_word()))).collect()
-            }),
+            ByLabel("state", |v| per_state(&SERVER_STATES, v.state.flow_word())),
         ),
-        metric("haproxy_server_weight", Gauge, "Service weight.", Count(|v| v.weight.into())),
+        metric("haproxy_server_weight", Gauge, "Server's effective weight.", Count(|v| v.weight.into())),
+        metric("haproxy_server_uweight", Gauge, "Server's user weight.", Count(|v| v.weight.into())),
     ],
     &flow_metrics([
         "haproxy_server_current_sessions",
@@ -178,8 +318,37 @@ const SERVER: [&[Metric<ServerStatus>]; 3] = [
         metric(
             "haproxy_server_check_status",
             Gauge,
-            "Status of last health check (the state label is the check code).",
-            ByLabel("state", |v| v.last_check.iter().map(|c| (c.code.name().to_owned(), 1)).collect()),
+            "Status of last health check, per state label value.",
+            ByLabel("state", |v| match (v.state, &v.last_check) {
+                // HAProxy has the family for checked servers only; before a first result no
+                // state is current.
+                (ServerState::NoCheck, _) => Vec::new(),
+                (_, c) => per_state(&CHECK_STATES, c.as_ref().map_or("", |c| c.code.name())),
+            }),
+        ),
+        metric(
+            "haproxy_server_check_code",
+            Gauge,
+            "layer5-7 code, if available of the last health check.",
+            Count(|v| v.last_check.as_ref().and_then(|c| c.http_status).map_or(0, u64::from)),
+        ),
+        metric(
+            "haproxy_server_check_last_change_seconds",
+            Gauge,
+            "How long ago the last server state changed, in seconds.",
+            Count(|v| v.since_s),
+        ),
+        metric(
+            "haproxy_server_connection_errors_total",
+            Counter,
+            "Total number of failed connections to server (SYNs refused or never answered).",
+            Count(|v| v.observed_errors),
+        ),
+        metric(
+            "haproxy_server_loadbalanced_total",
+            Counter,
+            "Total number of flows given the server by load balancing.",
+            Count(|v| v.traffic.total_flows),
         ),
         metric(
             "xdplb_server_observed_errors_total",
@@ -209,6 +378,19 @@ const PACKETS: [&[Metric<Snapshot>]; 1] = [&[
         "What the XDP program did besides verdicts: timestamp translation, NAT ports, TCP tracking.",
         ByLabel("event", |s| s.events.clone()),
     ),
+    metric(
+        "xdplb_frontend_address_changes_total",
+        Counter,
+        "Frontend addresses that came to or left this host (a keepalived VIP moving).",
+        Count(|s| s.address_changes),
+    ),
+    metric(
+        "xdplb_sync_total",
+        Counter,
+        "Flow sync with peer balancers: messages and flows sent, received, installed, dropped (by reason).",
+        ByLabel("what", |s| s.sync.clone()),
+    ),
+    metric("xdplb_sync_peers_up", Gauge, "Peer balancers heard of in the last 3 s.", Count(|s| s.sync_peers_up)),
 ]];
 
 #[expect(clippy::cast_precision_loss, reason = "one check's milliseconds are far below 2^52")]
@@ -369,6 +551,16 @@ mod tests {
         assert!(p.contains("haproxy_server_check_duration_seconds{proxy=\"etcd-cluster\",server=\"app1\"} 0.002\n"));
         assert!(p.contains("server=\"cp2<&\\\">\""));
         assert!(p.contains("xdplb_packets_total{reason=\"forwarded\"} 5000\n"));
+        // HAProxy 2.4+'s per-state shapes: one series per state, the current one 1.
+        assert!(p.contains("haproxy_backend_status{proxy=\"etcd-cluster\",state=\"UP\"} 1\n"));
+        assert!(p.contains("haproxy_backend_status{proxy=\"etcd-cluster\",state=\"DOWN\"} 0\n"));
+        assert!(p.contains("haproxy_frontend_status{proxy=\"in-etcd\",state=\"UP\"} 1\n"), "{p}");
+        assert_eq!(p.matches("haproxy_server_check_status{proxy=\"etcd-cluster\",server=\"app3\",").count(), 16);
+        assert!(p.contains("haproxy_server_check_status{proxy=\"etcd-cluster\",server=\"app3\",state=\"L7OK\"} 0\n"));
+        assert!(p.contains("haproxy_backend_agg_server_status{proxy=\"etcd-cluster\",state=\"DOWN\"} 1\n"));
+        assert!(p.contains("haproxy_backend_agg_server_status{proxy=\"etcd-cluster\",state=\"UP\"} 2\n"));
+        assert!(p.contains("haproxy_server_check_last_change_seconds{proxy=\"etcd-cluster\",server=\"app1\"} "));
+        assert!(p.contains("haproxy_server_connection_errors_total{proxy=\"etcd-cluster\",server=\"app1\"} "));
         assert_eq!(esc_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
     }
 

@@ -48,6 +48,7 @@ pub fn snapshot() -> Snapshot {
         active_up: 2,
         backup_up: 0,
         weight: 2,
+        balance: crate::config::Balance::Roundrobin,
         traffic: traffic(5000, 12.0, 9_000_000, 8_000_000),
         active_flows: 30,
         downtime_s: 0,
@@ -68,6 +69,7 @@ pub fn snapshot() -> Snapshot {
         active_up: 0,
         backup_up: 1,
         weight: 1,
+        balance: crate::config::Balance::Roundrobin,
         traffic: traffic(800, 0.3, 1_000, 2_000),
         active_flows: 4,
         downtime_s: 17,
@@ -103,5 +105,8 @@ pub fn snapshot() -> Snapshot {
         backends: vec![etcd, api],
         reasons: vec![("passed".into(), 100), ("forwarded".into(), 5000), ("dropped".into(), 3)],
         events: vec![("ts_translated".into(), 40), ("port_reused".into(), 7)],
+        address_changes: 0,
+        sync: vec![],
+        sync_peers_up: 0,
     }
 }

@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::config::{Balance, Dur};
 pub use crate::{
     config::CheckKind,
     dataplane::Attached,
@@ -32,6 +32,15 @@ pub struct Snapshot {
     /// Data path events (`ts_translated`, `port_reused`, `rst_out_of_window`, ...).
     #[serde(default)]
     pub events: Vec<(String, u64)>,
+    /// Frontend addresses that came or went since the start (a VIP moving here or away).
+    #[serde(default)]
+    pub address_changes: u64,
+    /// Flow sync with peer balancers: counters by name (`flows_installed`, `dropped_bad_mac`, ...).
+    #[serde(default)]
+    pub sync: Vec<(String, u64)>,
+    /// Peers heard of in the last seconds.
+    #[serde(default)]
+    pub sync_peers_up: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +99,9 @@ pub struct BackendStatus {
     /// HAProxy's backend weight: the weights of the active servers taking flows, or of the
     /// backups when no active server does (backups only take flows then).
     pub weight: u64,
+    /// How it picks a server for a new flow (HAProxy's `algo`).
+    #[serde(default)]
+    pub balance: Balance,
     pub traffic: Traffic,
     pub active_flows: u64,
     /// Seconds the backend has had no server UP, in total.
@@ -157,6 +169,9 @@ pub struct ServerStatus {
     pub since_s: u64,
     pub last_check: Option<CheckView>,
     pub weight: u32,
+    /// The configured weight (`get weight`'s `initial`).
+    #[serde(default)]
+    pub initial_weight: u32,
     pub backup: bool,
     /// Checks that failed, in total (HAProxy `chkfail`).
     pub check_failures: u64,
@@ -245,6 +260,7 @@ pub(crate) mod sample {
             since_s: 42,
             last_check: check(Code::L7Ok, Some(200), 3, "OK"),
             weight: 1,
+            initial_weight: 1,
             backup: false,
             check_failures: 0,
             down_transitions: 0,

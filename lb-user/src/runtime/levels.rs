@@ -1,8 +1,7 @@
 //! Who may do what on a runtime API socket: HAProxy's levels (`stats socket ... level
 //! user|operator|admin`). `user` reads (`show info`, `show stat`, `show servers state`, `help`),
-//! `operator` may also do what HAProxy lets operators do (none of xdplb's commands yet: HAProxy's
-//! operator commands clear counters and tune limits xdplb does not have), `admin` may change
-//! servers and reload. Each socket has one level; the caller's identity is checked too (the
+//! `operator` may also list the open flows (`show sess`, an operator command in HAProxy too), `admin`
+//! may change servers and reload. Each socket has one level; the caller's identity is checked too (the
 //! kernel says who connected: `SO_PEERCRED`), so a socket's file mode is not the only guard.
 
 use super::Command;
@@ -22,9 +21,13 @@ impl Command {
     /// The level a socket needs to carry the command out.
     pub fn level(&self) -> Level {
         match self {
-            Command::Help | Command::ShowInfo | Command::ShowStat | Command::ShowServersState(_) | Command::Noop => {
-                Level::User
-            }
+            Command::Help
+            | Command::ShowInfo
+            | Command::ShowStat(_)
+            | Command::ShowServersState(_)
+            | Command::GetWeight { .. }
+            | Command::Noop => Level::User,
+            Command::ShowSess => Level::Operator,
             Command::SetState { .. }
             | Command::SetWeight { .. }
             | Command::Health { .. }
@@ -65,18 +68,31 @@ mod tests {
 
     #[test]
     fn reads_are_user_level_and_changes_admin() {
-        for line in ["show stat", "show info", "show servers state", "help", "set timeout cli 5"] {
+        for line in [
+            "show stat",
+            "show stat -1 4 -1",
+            "show info",
+            "show servers state",
+            "help",
+            "set timeout cli 5",
+            "get weight b/s",
+        ] {
             assert_eq!(parse(line).unwrap().level(), Level::User, "{line}");
         }
         for line in [
             "set server b/s state drain",
             "set server b/s weight 5",
+            "set weight b/s 50%",
+            "disable server b/s",
+            "enable server b/s",
             "disable health b/s",
             "shutdown sessions server b/s",
             "reload",
         ] {
             assert_eq!(parse(line).unwrap().level(), Level::Admin, "{line}");
         }
+        assert_eq!(parse("show sess").unwrap().level(), Level::Operator);
+        assert!(!parse("show sess").unwrap().reads_only());
         assert!(Level::User < Level::Operator && Level::Operator < Level::Admin);
         let monitor = Access { level: Level::User, group: Some(4242) };
         assert!(monitor.admits(0, 0) && monitor.admits(1234, 4242) && !monitor.admits(1234, 1234));

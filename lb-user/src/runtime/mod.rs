@@ -9,10 +9,12 @@ pub mod overrides;
 #[cfg(test)]
 mod sample;
 pub mod servers_state;
+pub mod sess;
 pub mod socket;
 pub mod stat;
+pub mod weight;
 
-pub use command::{parse, Command, Refusal, HELP};
+pub use command::{parse, Command, ProxyRef, Refusal, StatFilter, Weight, HELP};
 pub use levels::{Access, Level};
 pub use overrides::{Overrides, ServerOverride};
 pub use socket::{bind, call, serve, CallError, Policy, Request};

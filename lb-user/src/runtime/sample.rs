@@ -6,7 +6,7 @@ use crate::report::snapshot::{
     Snapshot,
 };
 
-/// HAProxy 2.6's `show stat` header, as a Debian/official build (OpenSSL) prints it.
+/// HAProxy 2.6's `show stat` header, as Debian 12's 2.6.12 prints it.
 pub const HAPROXY_26_HEADER: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,\
 dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,\
 qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,\
@@ -16,11 +16,14 @@ last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_de
 check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,\
 conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,\
 cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,\
-safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_check_status,-,ssl_sess,\
+safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,\
+agg_check_status,-,ssl_sess,\
 ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,\
 h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,\
 h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,\
-h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,";
+h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,h1_open_connections,\
+h1_open_streams,h1_total_connections,h1_total_streams,h1_bytes_in,h1_bytes_out,\
+h1_spliced_bytes_in,h1_spliced_bytes_out,";
 
 pub fn snapshot() -> Snapshot {
     let app1 = ServerStatus {
@@ -84,6 +87,7 @@ pub fn snapshot() -> Snapshot {
                 active_up: 2,
                 backup_up: 0,
                 weight: 3,
+                balance: crate::config::Balance::Roundrobin,
                 traffic: traffic(120, 2.4, 5_000, 9_000),
                 active_flows: 7,
                 downtime_s: 0,
@@ -97,6 +101,7 @@ pub fn snapshot() -> Snapshot {
                 active_up: 1,
                 backup_up: 1,
                 weight: 10,
+                balance: crate::config::Balance::Leastconn,
                 traffic: traffic(30, 0.4, 800, 1_600),
                 active_flows: 3,
                 downtime_s: 5,
@@ -106,5 +111,8 @@ pub fn snapshot() -> Snapshot {
         ],
         reasons: vec![],
         events: vec![],
+        address_changes: 0,
+        sync: vec![],
+        sync_peers_up: 0,
     }
 }

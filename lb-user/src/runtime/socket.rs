@@ -195,10 +195,13 @@ async fn answer(cmd: &str, access: Access, tx: &mpsc::Sender<Request>, shared: &
 
 /// The answer to a reading command (`Command::reads_only`), from the snapshot alone.
 pub fn read(cmd: &Command, snap: &Snapshot) -> String {
-    use super::{info, servers_state, stat, HELP};
+    use super::{info, servers_state, stat, weight, HELP};
     match cmd {
         Command::ShowInfo => info::show_info(snap, &crate::host::hostname().unwrap_or_default()),
-        Command::ShowStat => stat::show_stat(snap),
+        Command::ShowStat(filter) => stat::show_stat(snap, filter),
+        Command::GetWeight { backend, server } => {
+            weight::get_weight(snap, backend, server).unwrap_or_else(|e| e.to_string())
+        }
         Command::ShowServersState(b) => {
             servers_state::show_servers_state(snap, b.as_deref()).unwrap_or_else(|e| e.to_string())
         }

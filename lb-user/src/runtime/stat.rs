@@ -8,13 +8,16 @@
 //!
 //! Field lists are HAProxy 2.6's (management guide section 9.1; `SRV_STATE_FILE_FIELD_NAMES`).
 
+use super::command::{ProxyRef, StatFilter};
 use crate::report::snapshot::{BackendStatus, ServerState, ServerStatus, Snapshot, Traffic};
 
 // show stat
 
-/// HAProxy 2.6's fixed `show stat` columns (`enum stat_field`, up to `ST_F_TOTAL_FIELDS`).
+/// HAProxy 2.6's fixed `show stat` columns (`enum stat_field`, up to `ST_F_TOTAL_FIELDS`), as
+/// Debian's 2.6.12 prints them (its backports added `agg_server_status` and `agg_check_status`;
+/// the lab test compares the header with that HAProxy's).
 #[rustfmt::skip]
-const STAT_FIELDS: [&str; 101] = [
+const STAT_FIELDS: [&str; 103] = [
     "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq",
     "dresp", "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight", "act", "bck",
     "chkfail", "chkdown", "lastchg", "downtime", "qlimit", "pid", "iid", "sid", "throttle",
@@ -27,19 +30,21 @@ const STAT_FIELDS: [&str; 101] = [
     "addr", "cookie", "mode", "algo", "conn_rate", "conn_rate_max", "conn_tot", "intercepted",
     "dcon", "dses", "wrew", "connect", "reuse", "cache_lookups", "cache_hits", "srv_icur",
     "src_ilim", "qtime_max", "ctime_max", "rtime_max", "ttime_max", "eint", "idle_conn_cur",
-    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_check_status",
+    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_status",
+    "agg_server_check_status", "agg_check_status",
 ];
 
 /// The stats modules' columns HAProxy 2.6 appends after its `-` marker when built with OpenSSL
-/// (Debian's and the official images' builds): SSL then HTTP/2. xdplb terminates neither, so
-/// their cells stay empty; the names keep the header identical for parsers keyed on it.
+/// (Debian's and the official images' builds): SSL, HTTP/2, then HTTP/1. xdplb terminates none,
+/// so their cells stay empty; the names keep the header identical for parsers keyed on it.
 #[rustfmt::skip]
-const STAT_MODULE_FIELDS: [&str; 16] = [
+const STAT_MODULE_FIELDS: [&str; 24] = [
     "ssl_sess", "ssl_reused_sess", "ssl_failed_handshake", "h2_headers_rcvd", "h2_data_rcvd",
     "h2_settings_rcvd", "h2_rst_stream_rcvd", "h2_goaway_rcvd",
     "h2_detected_conn_protocol_errors", "h2_detected_strm_protocol_errors", "h2_rst_stream_resp",
     "h2_goaway_resp", "h2_open_connections", "h2_backend_open_streams", "h2_total_connections",
-    "h2_backend_total_streams",
+    "h2_backend_total_streams", "h1_open_connections", "h1_open_streams", "h1_total_connections",
+    "h1_total_streams", "h1_bytes_in", "h1_bytes_out", "h1_spliced_bytes_in", "h1_spliced_bytes_out",
 ];
 
 /// Indexes into [`STAT_FIELDS`] of the columns xdplb fills.
@@ -50,6 +55,7 @@ mod col {
     pub const STOT: usize = 7;
     pub const BIN: usize = 8;
     pub const BOUT: usize = 9;
+    pub const ECON: usize = 13;
     pub const STATUS: usize = 17;
     pub const WEIGHT: usize = 18;
     pub const ACT: usize = 19;
@@ -82,10 +88,30 @@ const TYPE_FRONTEND: u8 = 0;
 const TYPE_BACKEND: u8 = 1;
 const TYPE_SERVER: u8 = 2;
 
-/// `show stat`: HAProxy's CSV. Frontends first, then each backend's servers followed by its
-/// BACKEND row, as HAProxy walks its proxies. Proxies are numbered (`iid`) frontends first, then
-/// backends, in snapshot order; servers (`sid`) from 1 within their backend.
-pub fn show_stat(s: &Snapshot) -> String {
+/// `show stat`: HAProxy's CSV (`csv`) and the empty line that ends every CLI answer.
+pub fn show_stat(s: &Snapshot, filter: &StatFilter) -> String {
+    let mut out = csv(s, filter);
+    out.push('\n');
+    out
+}
+
+/// Whether `filter` keeps a row of proxy `iid` (named `pxname`), of `kind`, server `sid`.
+fn keeps(filter: &StatFilter, pxname: &str, iid: usize, kind: u8, sid: usize) -> bool {
+    let proxy = match &filter.proxy {
+        None => true,
+        Some(ProxyRef::Id(id)) => *id == iid,
+        Some(ProxyRef::Name(name)) => name == pxname,
+    };
+    // HAProxy's type mask: 1 frontends, 2 backends, 4 servers; the server id only filters servers.
+    let kind_bit = 1u8 << kind;
+    proxy && filter.types & kind_bit != 0 && (kind != TYPE_SERVER || filter.sid.is_none_or(|s| s == sid))
+}
+
+/// HAProxy's stats CSV, as `show stat` and the stats page's `;csv` export give it. Frontends
+/// first, then each backend's servers followed by its BACKEND row, as HAProxy walks its
+/// proxies. Proxies are numbered (`iid`) frontends first, then backends, in snapshot order;
+/// servers (`sid`) from 1 within their backend.
+pub fn csv(s: &Snapshot, filter: &StatFilter) -> String {
     let mut out = String::from("# ");
     for name in STAT_FIELDS {
         out.push_str(name);
@@ -100,6 +126,9 @@ pub fn show_stat(s: &Snapshot) -> String {
     out.push('\n');
 
     for (i, f) in s.frontends.iter().enumerate() {
+        if !keeps(filter, &f.name, i + 1, TYPE_FRONTEND, 0) {
+            continue;
+        }
         let mut row = Row::new(&f.name, "FRONTEND", i + 1, 0, TYPE_FRONTEND);
         row.set(col::SCUR, f.active_flows);
         row.traffic(&f.traffic);
@@ -111,12 +140,14 @@ pub fn show_stat(s: &Snapshot) -> String {
     for (i, b) in s.backends.iter().enumerate() {
         let iid = s.frontends.len() + i + 1;
         for (j, sv) in b.servers.iter().enumerate() {
-            server_row(&b.name, sv, iid, j + 1).render(&mut out);
+            if keeps(filter, &b.name, iid, TYPE_SERVER, j + 1) {
+                server_row(&b.name, sv, iid, j + 1).render(&mut out);
+            }
         }
-        backend_row(b, iid).render(&mut out);
+        if keeps(filter, &b.name, iid, TYPE_BACKEND, 0) {
+            backend_row(b, iid).render(&mut out);
+        }
     }
-    // The empty line that ends every CLI answer.
-    out.push('\n');
     out
 }
 
@@ -125,6 +156,8 @@ fn server_row(backend: &str, sv: &ServerStatus, iid: usize, sid: usize) -> Row {
     row.set(col::SCUR, sv.active_flows);
     row.traffic(&sv.traffic);
     row.set(col::LBTOT, sv.traffic.total_flows);
+    // Connection errors: SYNs the server refused or never answered (seen by the data path).
+    row.set(col::ECON, sv.observed_errors);
     row.set(col::STATUS, sv.status());
     row.set(col::WEIGHT, sv.weight);
     row.set(col::UWEIGHT, sv.weight);
@@ -164,7 +197,7 @@ fn backend_row(b: &BackendStatus, iid: usize) -> Row {
     row.set(col::ACT, b.active_up);
     row.set(col::BCK, b.backup_up);
     row.set(col::DOWNTIME, b.downtime_s);
-    row.set(col::ALGO, "roundrobin");
+    row.set(col::ALGO, b.balance.name());
     row
 }
 
@@ -282,15 +315,15 @@ mod tests {
 
     #[test]
     fn show_stat_header_is_haproxy_26() {
-        let out = show_stat(&snapshot());
+        let out = show_stat(&snapshot(), &StatFilter::ALL);
         assert_eq!(out.lines().next(), Some(HAPROXY_26_HEADER));
-        // 101 fixed columns, HAProxy's `-` marker, 16 module columns.
-        assert_eq!(HAPROXY_26_HEADER.matches(',').count(), 118);
+        // 103 fixed columns, HAProxy's `-` marker, 24 module columns.
+        assert_eq!(HAPROXY_26_HEADER.matches(',').count(), 128);
     }
 
     #[test]
     fn show_stat_rows_have_the_header_field_count() {
-        let out = show_stat(&snapshot());
+        let out = show_stat(&snapshot(), &StatFilter::ALL);
         let header_commas = HAPROXY_26_HEADER.matches(',').count();
         for line in out.lines().skip(1).filter(|l| !l.is_empty()) {
             // Every row ends with a comma, like the header: one more field than commas.
@@ -304,7 +337,7 @@ mod tests {
 
     #[test]
     fn show_stat_rows_in_haproxy_order() {
-        let out = show_stat(&snapshot());
+        let out = show_stat(&snapshot(), &StatFilter::ALL);
         let order: Vec<(String, String, String)> =
             rows(&out).iter().map(|r| (r["pxname"].clone(), r["svname"].clone(), r["type"].clone())).collect();
         let want = [
@@ -329,7 +362,7 @@ mod tests {
 
     #[test]
     fn show_stat_values() {
-        let out = show_stat(&snapshot());
+        let out = show_stat(&snapshot(), &StatFilter::ALL);
         let rows = rows(&out);
 
         let fe = find(&rows, "in-etcd", "FRONTEND");
@@ -408,6 +441,31 @@ mod tests {
         for (k, v) in [("weight", "10"), ("act", "1"), ("bck", "1"), ("downtime", "5")] {
             assert_eq!(api[k], v, "apiserver-cluster BACKEND {k}");
         }
+    }
+
+    #[test]
+    fn show_stat_filters_as_hatop_sends_them() {
+        let kinds = |f: StatFilter| -> Vec<(String, String)> {
+            rows(&show_stat(&snapshot(), &f)).iter().map(|r| (r["pxname"].clone(), r["svname"].clone())).collect()
+        };
+        // `show stat -1 4 -1`: every server, no FRONTEND or BACKEND row.
+        let servers = kinds(StatFilter { proxy: None, types: 4, sid: None });
+        assert_eq!(servers.len(), 7);
+        assert!(servers.iter().all(|(_, sv)| sv != "FRONTEND" && sv != "BACKEND"), "{servers:?}");
+        // Frontends and backends (1 | 2), of one proxy by name, then by iid.
+        assert_eq!(kinds(StatFilter { proxy: None, types: 3, sid: None }).len(), 4);
+        assert_eq!(
+            kinds(StatFilter { proxy: Some(ProxyRef::Name("etcd-cluster".into())), types: 2, sid: None }),
+            [("etcd-cluster".to_string(), "BACKEND".to_string())]
+        );
+        assert_eq!(
+            kinds(StatFilter { proxy: Some(ProxyRef::Id(4)), types: 4, sid: Some(2) }),
+            [("apiserver-cluster".to_string(), "api2".to_string())]
+        );
+        assert_eq!(
+            find(&rows(&show_stat(&snapshot(), &StatFilter::ALL)), "apiserver-cluster", "BACKEND")["algo"],
+            "leastconn"
+        );
     }
 
     #[test]

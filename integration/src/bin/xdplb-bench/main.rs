@@ -29,6 +29,7 @@ use std::{
 mod clients;
 mod connect;
 mod failover;
+mod ha;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -43,8 +44,8 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk, clients, failover, connect (default all).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,connect")]
+    /// Which benchmarks: prog, wrk, clients, failover, connect, ha (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,connect,ha")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -584,6 +585,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "connect") {
         report.insert("connect".into(), connect::bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "ha") {
+        report.insert("ha".into(), ha::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;
