@@ -23,7 +23,7 @@ fn main() {
     let object = out_dir.join("lb-ebpf");
     if matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1" | "true")) {
         println!("cargo:warning=AYA_BUILD_SKIP=1: building xdplb without its XDP program");
-        std::fs::write(&object, b"").unwrap();
+        replace(&object, |tmp| std::fs::write(tmp, b""));
         return;
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
@@ -54,5 +54,13 @@ fn main() {
          missing, run `cargo xtask setup`; it installs both."
     );
     let built = target_dir.join("bpfel-unknown-none/release/lb-ebpf");
-    std::fs::copy(&built, &object).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+    replace(&object, |tmp| std::fs::copy(&built, tmp).map(|_| ()));
+}
+
+/// Writes `path` through a temporary file renamed over it: a new file, never the old one
+/// rewritten in place (a target directory copied with hard links shares the old one).
+fn replace(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) {
+    let tmp = path.with_extension("tmp");
+    write(&tmp).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), path.display()));
 }
