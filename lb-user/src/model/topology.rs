@@ -447,7 +447,7 @@ mod tests {
         let more = [Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11)];
         let changes = t.rebind(&more);
         assert_eq!(changes, vec![("f".to_owned(), SocketAddrV4::new(more[1], 12379), true)]);
-        assert_eq!(t.frontends[0].keys.len(), 2);
+        assert_eq!(t.frontends[0].keys.len(), 3, "both addresses, and 127.0.0.1 for local clients");
         assert_eq!(t.rebind(&more[..1]), vec![("f".to_owned(), SocketAddrV4::new(more[1], 12379), false)]);
     }
 
