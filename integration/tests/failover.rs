@@ -61,8 +61,10 @@ fn no_connection_fails(fault: &str, skipped_within: Duration, break_it: impl FnO
         let _stop = StopOnDrop(&stop);
         let runner = sc.spawn(|| open_until(&lab.client, vip, CLIENTS, Duration::from_secs(5), &stop, &fault_at));
         std::thread::sleep(Duration::from_secs(2));
-        let broken_at = *fault_at.get_or_init(Instant::now);
+        // The fault counts from when it is in place: a connection started while `ip` was still
+        // taking the link down is in flight when it breaks, not an attempt after the fault.
         break_it(&lab);
+        let broken_at = *fault_at.get_or_init(Instant::now);
         // Skipped for new flows in time: app2's count of new flows stops moving.
         std::thread::sleep(skipped_within);
         let at_1s = new_flows(&agent, &lab, "app2");
