@@ -37,25 +37,7 @@ fn serve(mut s: TcpStream, name: &str, mode: Mode) -> std::io::Result<()> {
     match mode {
         Mode::Echo | Mode::Control => {}
         Mode::Close => return s.shutdown(Shutdown::Both),
-        Mode::Reset => {
-            // SO_LINGER with a zero timeout: close() sends RST.
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid socket and a linger struct of the size given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    &linger as *const libc::linger as *const libc::c_void,
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            return Ok(());
-        }
+        Mode::Reset => return integration::traffic::reset(s).map_err(std::io::Error::other),
     }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
