@@ -30,6 +30,15 @@ struct Journal {
     socket: PathBuf,
 }
 
+/// Removes what a test's data path left on the host: its pins, and beside them its lock and its
+/// record of host changes (the test's namespace, where it changed them, goes too).
+pub fn remove_data_path(pin_dir: &Path) {
+    let _ = lb_user::dataplane::remove_pins(pin_dir);
+    for (what, ext) in [("lock", ""), ("host-changes", ".json")] {
+        let _ = fs::remove_file(lb_user::host::service::run_file(pin_dir, what, ext));
+    }
+}
+
 pub struct Agent {
     child: Child,
     pub dir: PathBuf,
@@ -187,6 +196,8 @@ impl Agent {
     pub fn stop_keep_pins(mut self) -> PathBuf {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        // Released with the agent; the record of host changes stays for `detach` or the next agent.
+        let _ = fs::remove_file(lb_user::host::service::run_file(&self.pin_dir, "lock", ""));
         std::mem::take(&mut self.pin_dir)
     }
 }
@@ -204,7 +215,7 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !self.pin_dir.as_os_str().is_empty() {
-            let _ = lb_user::dataplane::remove_pins(&self.pin_dir);
+            remove_data_path(&self.pin_dir);
             let state_dir = std::env::temp_dir()
                 .join(format!("xdplb-state{}", self.pin_dir.display().to_string().replace('/', "_")));
             let _ = fs::remove_dir_all(state_dir);

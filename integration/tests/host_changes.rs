@@ -54,4 +54,6 @@ fn detach_restores_every_setting_the_agent_changed() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("nothing pinned under {}", pins.display()));
+    // Detach took the data path's lock to check no agent runs; the lock file is the test's to remove.
+    integration::agent::remove_data_path(&pins);
 }

@@ -259,11 +259,12 @@ fn a_taken_status_address_is_named_and_the_agent_runs_without_the_page_until_it_
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("xdplb.toml");
     std::fs::write(&cfg, config(&lab, "stats_required = true")).unwrap();
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", integration::netns::unique("xdplb-required-")));
     let out = lab
         .lb
         .command(&xdplb_bin().unwrap())
         .args(["run", "--config", cfg.to_str().unwrap(), "--iface", "eth0", "--pin-dir"])
-        .arg(format!("/sys/fs/bpf/{}", integration::netns::unique("xdplb-required-")))
+        .arg(&pins)
         .arg("--runtime-socket")
         .arg(dir.join("s.sock"))
         .arg("--state-file")
@@ -275,6 +276,7 @@ fn a_taken_status_address_is_named_and_the_agent_runs_without_the_page_until_it_
     assert!(err.contains(&format!("held by pid {} (socat)", squatter.id())) && err.contains("stats_required"), "{err}");
     let _ = squatter.kill();
     let _ = squatter.wait();
+    integration::agent::remove_data_path(&pins);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -199,7 +199,7 @@ impl Drop for Cleanup<'_> {
         if std::thread::panicking() {
             eprintln!("--- agent log ---\n{}", std::fs::read_to_string(self.log).unwrap_or_default());
         }
-        let _ = lb_user::dataplane::remove_pins(self.pins);
+        integration::agent::remove_data_path(self.pins);
         let _ = std::fs::remove_dir_all(self.dir);
     }
 }

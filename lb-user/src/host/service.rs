@@ -36,11 +36,17 @@ pub struct Lock {
     pub path: PathBuf,
 }
 
+/// The file under `RUN_DIR` that holds `what` for the data path pinned under `pin_dir`
+/// (`lock_sys_fs_bpf_xdplb`, `host-changes_sys_fs_bpf_xdplb.json`).
+pub fn run_file(pin_dir: &Path, what: &str, ext: &str) -> PathBuf {
+    let name = pin_dir.display().to_string().replace('/', "_");
+    Path::new(RUN_DIR).join(format!("{what}{name}{ext}"))
+}
+
 /// Takes the lock for `pin_dir`, or says which process holds it.
 pub fn lock(pin_dir: &Path) -> Result<Lock, ServiceError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(RUN_DIR).map_err(ServiceError::RunDir)?;
-    let name = pin_dir.display().to_string().replace('/', "_");
-    let path = Path::new(RUN_DIR).join(format!("lock{name}"));
+    let path = run_file(pin_dir, "lock", "");
     let file_error = |source| ServiceError::LockFile { path: path.clone(), source };
     let mut file = OpenOptions::new()
         .read(true)

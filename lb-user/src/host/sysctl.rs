@@ -55,8 +55,7 @@ pub struct HostChanges {
 impl HostChanges {
     /// The record of the data path pinned under `pin_dir` (empty if there is none yet).
     pub fn open(pin_dir: &Path) -> HostChanges {
-        let name = pin_dir.display().to_string().replace('/', "_");
-        let file = Path::new(super::service::RUN_DIR).join(format!("host-changes{name}.json"));
+        let file = super::service::run_file(pin_dir, "host-changes", ".json");
         let record = fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         HostChanges { file, record }
     }
