@@ -151,5 +151,16 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
     ]))?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
-    Ok(())
+    keep_flow_order(a, a_if)?;
+    keep_flow_order(b, b_if)
+}
+
+/// veth hands a frame to a peer without NAPI through the sending CPU's backlog, so two segments
+/// of one flow sent from different CPUs can arrive swapped (seen: a client's ACK behind its own
+/// FIN, which a server in TIME_WAIT then counts in `TcpExtPAWSTimewait`). RPS queues each flow on
+/// one CPU chosen by its hash, as a real NIC's RSS does, and so keeps every flow in order.
+fn keep_flow_order(ns: &NetNs, iface: &str) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
+    let mask = format!("{:x}", (1u64 << cpus) - 1);
+    ns.exec(&["sh", "-c", &format!("echo {mask} > /sys/class/net/{iface}/queues/rx-0/rps_cpus")]).map(|_| ())
 }

@@ -2,6 +2,11 @@
 //! every backend-side tuple in TIME_WAIT): what the kernels count, not how long it took. The
 //! backends' `TcpExtPAWSTimewait` is the SYN a server refused on a tuple in TIME_WAIT; the
 //! clients' `TcpExtTCPSynRetrans` is what such a refusal costs a client (a second).
+//! The kernel counts in `PAWSTimewait` any segment refused in TIME_WAIT by its timestamp, not
+//! only SYNs: a client's ACK overtaken by its own FIN counts too. The lab keeps every flow in
+//! order (`integration::netns::keep_flow_order`); before it did, 1 run in 8 under load counted one
+//! such ACK (captured on the backends: the ACK of the server's data, TSval one below the FIN's,
+//! 35 us behind it), with no SYN refused and no client retransmitting.
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
