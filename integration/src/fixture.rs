@@ -231,7 +231,7 @@ impl Loaded {
     }
 
     pub fn entry(&self, key: FlowKey) -> Option<Flow> {
-        self.flows.entries().into_iter().find(|(k, _)| *k == key).map(|(_, f)| f)
+        self.flows.get(&key)
     }
 
     pub fn server_stats(&self, name: &str) -> TrafficStats {

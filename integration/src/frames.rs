@@ -133,10 +133,14 @@ pub fn parse(f: &[u8]) -> Option<Tcp> {
     })
 }
 
-/// Both checksums of an IPv4/TCP frame (options allowed) verify.
+/// Both checksums of an IPv4/TCP frame (options allowed) verify; for an ICMP error, all of its
+/// (`icmp_checksums_valid`).
 pub fn checksums_valid(f: &[u8]) -> bool {
     if f.len() < 34 {
         return false;
+    }
+    if f[23] == 1 {
+        return icmp_checksums_valid(f);
     }
     let ihl = ((f[14] & 0x0f) as usize) * 4;
     let total = u16::from_be_bytes([f[16], f[17]]) as usize;
@@ -190,4 +194,64 @@ pub fn ipv6_tcp_syn(dport: u16) -> Vec<u8> {
     tcp[13] = SYN;
     f.extend_from_slice(&tcp);
     f
+}
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// An ICMP error from `src` to `dst`: `icmp_type`, `code`, the 4 bytes after the checksum
+/// (`rest`: a frag-needed's next-hop MTU in the last two) and `quote`, the start of the IPv4
+/// packet it is about. Every checksum computed in full.
+#[allow(clippy::too_many_arguments)]
+pub fn icmp_error(
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    let c = !checksum::fold(checksum::sum_words(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let mut ip = vec![0x45, 0xc0];
+    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0x43, 0x21, 0, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum::ipv4_header(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Whether every checksum of an ICMP error frame (`icmp_error`'s shape) holds: outer IPv4, ICMP,
+/// the quoted IPv4 header, and the quoted TCP segment's when the quote holds all of it.
+pub fn icmp_checksums_valid(f: &[u8]) -> bool {
+    if f.len() < 14 + 20 + 8 + 20 || checksum::ipv4_header(&f[14..34]) != 0 {
+        return false;
+    }
+    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+    let icmp = &f[34..14 + total];
+    if checksum::fold(checksum::sum_words(icmp)) != 0xffff {
+        return false;
+    }
+    let quote = &icmp[8..];
+    if checksum::ipv4_header(&quote[..20]) != 0 {
+        return false;
+    }
+    let quoted_total = u16::from_be_bytes([quote[2], quote[3]]) as usize;
+    if quote.len() < quoted_total {
+        return true;
+    }
+    let (src, dst): ([u8; 4], [u8; 4]) = (quote[12..16].try_into().unwrap(), quote[16..20].try_into().unwrap());
+    checksum::tcp_ipv4(src, dst, &quote[20..quoted_total]) == 0
 }

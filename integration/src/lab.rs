@@ -23,6 +23,8 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const ROUTED_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const ROUTED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// The balancer's address towards the servers' router in `narrow_paths`.
+pub const NARROW_NAT: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 10);
 /// Two balancers (`one_arm_ha`): the second one's address, and the VIP keepalived moves.
 pub const LB2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 pub const HA_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -163,6 +165,12 @@ impl Lab {
         Ok((lab, lb2))
     }
 
+    /// The namespaces that are neither client, balancer nor backend (routers first, then the
+    /// switch).
+    pub fn infra(&self) -> &[NetNs] {
+        &self._infra
+    }
+
     /// Every client host: `client` first, then `more_clients`.
     pub fn clients(&self) -> Vec<&NetNs> {
         std::iter::once(&self.client).chain(self.more_clients.iter().map(|(ns, _)| ns)).collect()
@@ -197,6 +205,53 @@ impl Lab {
             vip: ROUTED_VIP,
             backends,
             _infra: vec![rt, sw],
+        })
+    }
+
+    /// `routed`, with a router on the servers' side too: client 198.18.1.1 -> `rt` -> balancer
+    /// eth0 198.18.2.10 | eth1 198.18.3.10 -> `rt2` -> backends on 198.18.0.0/24. Each router's
+    /// route onwards (towards the client, towards the servers) is held to `mtu` bytes while
+    /// every link stays at 1500: the narrow middle hop of a VPN or a cloud peering, where only
+    /// path-MTU discovery (the routers' frag-needed, through the balancer) keeps transfers
+    /// going.
+    pub fn narrow_paths(n: usize, mtu: u32) -> Result<Lab> {
+        let names = Names::Unique;
+        let sw = switch(names)?;
+        let (client, rt, lb, rt2) = (names.ns("cl")?, names.ns("rt")?, names.ns("lb")?, names.ns("rt2")?);
+        veth(&client, "eth0", &rt, "eth0")?;
+        client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
+        sw_checksums(&client, "eth0")?;
+        client.ip(&["route", "add", "default", "via", "198.18.1.254"])?;
+        rt.ip(&["addr", "add", "198.18.1.254/24", "dev", "eth0"])?;
+        veth(&lb, "eth0", &rt, "eth1")?;
+        rt.ip(&["addr", "add", "198.18.2.254/24", "dev", "eth1"])?;
+        lb.ip(&["addr", "add", &format!("{ROUTED_VIP}/24"), "dev", "eth0"])?;
+        lb.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
+        napi_peer(&rt, "eth1")?;
+        veth(&lb, "eth1", &rt2, "eth0")?;
+        lb.ip(&["addr", "add", &format!("{NARROW_NAT}/24"), "dev", "eth1"])?;
+        rt2.ip(&["addr", "add", "198.18.3.254/24", "dev", "eth0"])?;
+        lb.ip(&["route", "add", "198.18.0.0/24", "via", "198.18.3.254"])?;
+        napi_peer(&rt2, "eth0")?;
+        plug(&sw, "prt2", &rt2, "eth1", "198.18.0.254/24")?;
+        let backends = backends(names, &sw, n)?;
+        for b in &backends {
+            b.ns.ip(&["route", "add", "default", "via", "198.18.0.254"])?;
+        }
+        for r in [&rt, &rt2] {
+            r.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        let mtu = mtu.to_string();
+        rt.ip(&["route", "replace", "198.18.1.0/24", "dev", "eth0", "src", "198.18.1.254", "mtu", "lock", &mtu])?;
+        rt2.ip(&["route", "replace", "198.18.0.0/24", "dev", "eth1", "src", "198.18.0.254", "mtu", "lock", &mtu])?;
+        Ok(Lab {
+            lb,
+            lb_ifaces: vec!["eth0".into(), "eth1".into()],
+            client,
+            more_clients: Vec::new(),
+            vip: ROUTED_VIP,
+            backends,
+            _infra: vec![rt, rt2, sw],
         })
     }
 

@@ -408,3 +408,117 @@ fn allowlist_drops_and_counts_a_syn_from_an_unlisted_source_and_only_for_its_fro
         assert_eq!((denied("etcd"), denied("api")), (2, 0));
     });
 }
+
+/// A router on the server's side (towards app1) and one on the client's side send ICMP errors
+/// about the flow's packets to the balancer's addresses: each reaches the flow's other end, its
+/// quote translated back to what that end really sent, byte for byte, with every checksum whole
+/// (outer, ICMP, quoted IPv4 and TCP). Errors about no flow, and other ICMP, pass untouched;
+/// fragments and IP options of a tracked flow are dropped (the kernel would answer RST).
+#[test]
+fn icmp_errors_about_a_flow_reach_its_other_end_translated() {
+    const XDP_DROP: u32 = 1;
+    use frames::{icmp_checksums_valid, icmp_error, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED};
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let client = (CLIENT, 51100);
+        let syn = Tcp::new(client, ETCD, SYN);
+        let mut ack = Tcp::new(client, ETCD, ACK);
+        (ack.seq, ack.ack) = (1001, 5001);
+        let router = Ipv4Addr::new(198, 18, 0, 254);
+        let router_mac = [0x02, 0, 0, 0, 0, 0xfe];
+        // A frag-needed's next-hop MTU (1280), left as it is.
+        let mtu = [0, 0, 0x05, 0x00];
+        let synack = |s: &Seen| {
+            let mut t = s.flows[0].from_server(SYN | ACK);
+            (t.src_mac, t.dst_mac, t.seq, t.ack) = (server_mac(1), D0_MAC, 5000, 1001);
+            t
+        };
+        let ip = |t: &Tcp| t.frame()[14..].to_vec();
+        let frag = |word: u16| Tcp { frag: word, payload: vec![7; 64], ..ack.clone() }.frame();
+        let with_options = Tcp { ip_options: vec![1, 1, 1, 0], ..ack.clone() }.frame();
+        let table = vec![
+            open("SYN: opens the flow to app1", &syn),
+            Case::new(
+                "frag-needed from a router towards app1 about the SYN as the balancer sent it: to the client, about the SYN as the client sent it",
+                later(|s| icmp_error((router_mac, D0_MAC), router, VIP, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, &ip(&s.flows[0].forward(&syn)))),
+                XDP_TX,
+                exact(icmp_error((D0_MAC, CLIENT_MAC), VIP, CLIENT, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, &ip(&syn))),
+            )
+            .counts(Reason::IcmpToClient, 1),
+            Case::new(
+                "the same with the quote cut after 8 bytes of TCP (no TCP checksum in it)",
+                later(|s| icmp_error((router_mac, D0_MAC), router, VIP, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, &ip(&s.flows[0].forward(&syn))[..28])),
+                XDP_TX,
+                exact(icmp_error((D0_MAC, CLIENT_MAC), VIP, CLIENT, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, &ip(&syn)[..28])),
+            )
+            .counts(Reason::IcmpToClient, 1),
+            Case::new(
+                "SYN-ACK from app1: back to the client",
+                later(|s| synack(s).frame()),
+                XDP_TX,
+                exact_later(|s| to_client(&synack(s), client).frame()),
+            ),
+            Case::new(
+                "time exceeded from a router on the client's side about the SYN-ACK as the balancer sent it: to app1, about the SYN-ACK as app1 sent it",
+                later(|s| icmp_error((router_mac, D0_MAC), router, VIP, ICMP_TIME_EXCEEDED, 0, [0; 4], &ip(&to_client(&synack(s), client)))),
+                XDP_TX,
+                exact_later(|s| icmp_error((D0_MAC, server_mac(1)), VIP, server(1), ICMP_TIME_EXCEEDED, 0, [0; 4], &ip(&synack(s)))),
+            )
+            .counts(Reason::IcmpToServer, 1),
+            Case::new(
+                "ACK: completes the handshake; errors find the established flow too",
+                ack.frame().into(),
+                XDP_TX,
+                forwarded(ack.clone()),
+            ),
+            Case::new(
+                "port unreachable from app1 itself about the ACK: to the client",
+                later(|s| icmp_error((server_mac(1), D0_MAC), server(1), VIP, ICMP_DEST_UNREACH, 3, [0; 4], &ip(&s.flows[0].forward(&ack)))),
+                XDP_TX,
+                exact(icmp_error((D0_MAC, CLIENT_MAC), VIP, CLIENT, ICMP_DEST_UNREACH, 3, [0; 4], &ip(&ack))),
+            )
+            .counts(Reason::IcmpToClient, 1)
+            .check(|l, _| assert!(l.reason(Reason::IcmpToClient) == 3)),
+            Case::new(
+                "frag-needed about a tuple no flow has: the kernel's, untouched",
+                icmp_error((router_mac, D0_MAC), router, VIP, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, &ip(&Tcp::new((VIP, 40999), (server(2), 2379), SYN))).into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Passed, 1),
+            Case::new(
+                "an ICMP redirect about the flow (not an error xdplb translates): untouched",
+                later(|s| icmp_error((router_mac, D0_MAC), router, VIP, 5, 1, [198, 18, 0, 253], &ip(&s.flows[0].forward(&syn)))),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Passed, 1),
+            Case::new("the client's first fragment on the flow: dropped", frag(0x2000).into(), XDP_DROP, Out::Unchanged)
+                .counts(Reason::FragmentOfFlow, 1),
+            Case::new(
+                "a later fragment (no ports in it): the kernel's, untouched",
+                frag(0x0010).into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Fragment, 1),
+            Case::new("the client's segment with IP options: dropped", with_options.into(), XDP_DROP, Out::Unchanged)
+                .counts(Reason::IpOptionsOfFlow, 1),
+            Case::new(
+                "app1's first fragment on the flow: dropped",
+                later(|s| Tcp { frag: 0x2000, payload: vec![9; 64], ..synack(s) }.frame()),
+                XDP_DROP,
+                Out::Unchanged,
+            )
+            .counts(Reason::FragmentOfFlow, 1),
+        ];
+        run(&mut l, &table);
+        // The builders compute every checksum in full; the check of the checker itself:
+        let good = icmp_error((router_mac, D0_MAC), router, VIP, 3, 4, mtu, &ip(&syn));
+        assert!(icmp_checksums_valid(&good));
+        let mut bad = good.clone();
+        bad[14 + 20 + 8 + 20 + 16] ^= 1;
+        assert!(!icmp_checksums_valid(&bad), "a corrupted quote is seen");
+    });
+}

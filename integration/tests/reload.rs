@@ -61,6 +61,7 @@ fn a_reload_that_cannot_fit_the_maps_changes_nothing_and_fails() {
     assert!(ok && out.starts_with("reloaded"), "{out}");
     let after = owner.state().unwrap();
     assert_eq!(after.frontends.len(), 255);
+    assert_eq!(after.frontend_ports, [12379].into_iter().chain(20000..20084).collect::<Vec<u16>>());
     let extra = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 11), 20042).into();
     assert!(lab.client.enter(|| connect(extra)).is_ok(), "a new frontend on the second address serves");
     agent.wait_log("reloaded", 1, std::time::Duration::from_secs(1)).unwrap();
@@ -73,6 +74,11 @@ fn a_map_write_that_fails_halfway_is_rolled_back() {
         let l = fx.load(&|_| true);
         let mut owner = MapOwner::open_pinned(&l.pin_dir).unwrap();
         let before = owner.state().unwrap();
+        // The port bitmap has exactly the frontends' ports (the data path's cheap "not ours").
+        let mut ports: Vec<u16> = before.frontends.iter().map(|(k, _)| u16::from_be(k.port_be)).collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(before.frontend_ports, ports);
         // A topology the validation would refuse, written anyway: servers and sets change
         // first, then the frontend map overflows.
         let mut big = l.topology.clone();
@@ -87,7 +93,11 @@ fn a_map_write_that_fails_halfway_is_rolled_back() {
             .collect();
         let err = owner.transaction(|o| o.apply(&big, &|_| true)).unwrap_err();
         eprintln!("failed as it should: {err}");
-        assert_eq!(owner.state().unwrap(), before, "rolled back: servers, sets and frontends as they were");
+        assert_eq!(
+            owner.state().unwrap(),
+            before,
+            "rolled back: servers, sets, frontends and their ports as they were"
+        );
         // The same owner applies a good change afterwards.
         let mut good = l.topology.clone();
         good.pools[0].servers[0].weight = 3;

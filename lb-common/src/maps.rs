@@ -29,11 +29,13 @@ pub mod names {
     pub const RST_LIMIT: &str = "rst_limit";
     pub const ALLOW: &str = "allow";
     pub const LOCAL_PEERS: &str = "local_peers";
+    /// Bitmap of the ports some frontend listens on (`FRONTEND_PORT_WORDS` words).
+    pub const FRONTEND_PORTS: &str = "frontend_ports";
     /// The ring buffer of flow events (`FlowEvent`). Not pinned: each program has its own,
     /// read by the agent that loaded it.
     pub const FLOW_EVENTS: &str = "flow_events";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -56,11 +58,15 @@ pub mod names {
         RST_LIMIT,
         ALLOW,
         LOCAL_PEERS,
+        FRONTEND_PORTS,
     ];
 }
 
 /// Frontends (address:port pairs) the program serves.
 pub const MAX_FRONTENDS: u32 = 256;
+/// Words of the `frontend_ports` bitmap: one bit per TCP port (bit `port % 64` of word
+/// `port / 64`). A packet to a port without its bit is not ours, known without a hash lookup.
+pub const FRONTEND_PORT_WORDS: u32 = 65536 / 64;
 /// Backend pools; a pool's id indexes `backend_sets` and `rr_cursors`.
 pub const MAX_POOLS: u32 = 64;
 /// Servers over all pools; id 0 means "no server", so ids run 1..MAX_SERVERS.
@@ -616,9 +622,10 @@ counters! {
     TableFull = 5 => "table_full",
     /// The kernel had no neighbour entry for the next hop: rewritten packet handed to the kernel.
     NoNeighbour = 6 => "no_neighbour",
-    /// IPv4 fragment: handed to the kernel untouched.
+    /// IPv4 fragment of no tracked flow (or a later fragment, which carries no ports): handed
+    /// to the kernel untouched.
     Fragment = 7 => "fragment",
-    /// IPv4 header with options: handed to the kernel untouched.
+    /// IPv4 header with options, of no tracked flow: handed to the kernel untouched.
     IpOptions = 8 => "ip_options",
     /// Truncated or inconsistent headers: handed to the kernel untouched.
     Malformed = 9 => "malformed",
@@ -642,6 +649,18 @@ counters! {
     RstLimited = 16 => "rst_limited",
     /// A SYN to a frontend with an `allow` list from a source it does not list: dropped.
     NotAllowed = 17 => "not_allowed",
+    /// An ICMP error (destination unreachable, frag-needed included, or time exceeded) about a
+    /// packet the balancer sent to a server: translated to what the client sent and sent to
+    /// the client, as its flow's replies go.
+    IcmpToClient = 18 => "icmp_to_client",
+    /// An ICMP error about a packet the balancer sent to a client: translated to what the
+    /// server sent and sent to the server.
+    IcmpToServer = 19 => "icmp_to_server",
+    /// The first fragment of a tracked flow's packet: dropped (the kernel would reassemble it,
+    /// find no socket and answer RST, killing the connection); its sender retransmits.
+    FragmentOfFlow = 20 => "fragment_of_flow",
+    /// A tracked flow's packet with IP options: dropped, for the same reason.
+    IpOptionsOfFlow = 21 => "ip_options_of_flow",
 }
 
 counters! {

@@ -13,6 +13,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{Flow, NextHop, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     maps::{FIB_PARAMS, NEXT_HOPS, TX_PORTS},
@@ -29,12 +30,20 @@ const IPPROTO_TCP: u8 = 6;
 pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
     let flow = unsafe { &*flow };
     nat::rewrite(pkt, flow);
-    deliver_to_server(ctx, pkt, flow, now, Reason::Forwarded)
+    deliver_to_server(ctx, pkt.eth, pkt.ip, flow, now, Reason::Forwarded)
 }
 
-/// A packet already addressed to `flow`'s server: its MACs and the way out.
+/// A packet (its Ethernet and IPv4 headers) already addressed to `flow`'s server: its MACs and
+/// the way out.
 #[inline(always)]
-pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, reason: Reason) -> (Reason, u32) {
+pub fn deliver_to_server(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *const Ipv4Hdr,
+    flow: &Flow,
+    now: u64,
+    reason: Reason,
+) -> (Reason, u32) {
     // A server on this host: the kernel delivers it (the FIB would say "local", not a hop).
     if flow.seen & FLOW_LOCAL != 0 {
         return (reason, xdp_action::XDP_PASS);
@@ -43,11 +52,11 @@ pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, 
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };
     if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || now.wrapping_sub(hop.checked_ns) > NEXT_HOP_REFRESH_NS {
-        if let Err(reason) = lookup_next_hop(ctx, pkt, flow, hop, now) {
+        if let Err(reason) = lookup_next_hop(ctx, ip, flow, hop, now) {
             return (reason, xdp_action::XDP_PASS);
         }
     }
-    let eth = unsafe { &mut *pkt.eth };
+    let eth = unsafe { &mut *eth };
     eth.dst_addr = hop.dst_mac;
     eth.src_addr = hop.src_mac;
     send(ctx, hop.ifindex, reason)
@@ -55,8 +64,14 @@ pub fn deliver_to_server(ctx: &XdpContext, pkt: &Packet, flow: &Flow, now: u64, 
 
 /// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.
 #[inline(always)]
-fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHop, now: u64) -> Result<(), Reason> {
-    let fib = fib_lookup(ctx, pkt, flow)?;
+fn lookup_next_hop(
+    ctx: &XdpContext,
+    ip: *const Ipv4Hdr,
+    flow: &Flow,
+    hop: &mut NextHop,
+    now: u64,
+) -> Result<(), Reason> {
+    let fib = fib_lookup(ctx, ip, flow)?;
     hop.dst_mac = fib.dmac;
     hop.src_mac = fib.smac;
     hop.ifindex = fib.ifindex;
@@ -65,10 +80,11 @@ fn lookup_next_hop(ctx: &XdpContext, pkt: &Packet, flow: &Flow, hop: &mut NextHo
     Ok(())
 }
 
-/// The kernel's FIB (and neighbour table) answer for a packet rewritten by `flow`. The helper's
-/// 64-byte parameters live in per-CPU scratch space, not on the 512-byte stack.
+/// The kernel's FIB (and neighbour table) answer for a packet (its IPv4 header) rewritten by
+/// `flow`. The helper's 64-byte parameters live in per-CPU scratch space, not on the 512-byte
+/// stack.
 #[inline(always)]
-fn fib_lookup(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> Result<&'static FibParams, Reason> {
+fn fib_lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, flow: &Flow) -> Result<&'static FibParams, Reason> {
     let fib = FIB_PARAMS.get_ptr_mut(0).ok_or(Reason::FibFailed)?;
     let fib = unsafe {
         core::ptr::write_bytes(fib, 0, 1);
@@ -78,9 +94,9 @@ fn fib_lookup(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> Result<&'static Fi
     fib.l4_protocol = IPPROTO_TCP;
     fib.sport = flow.new_src_port_be;
     fib.dport = flow.new_dst_port_be;
-    fib.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
+    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len });
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_2.tos = unsafe { (*pkt.ip).tos };
+    fib.__bindgen_anon_2.tos = unsafe { (*ip).tos };
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.new_src_addr);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.new_dst_addr);
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, fib, size_of::<FibParams>() as i32, 0) } as u32;
@@ -97,9 +113,22 @@ fn fib_lookup(ctx: &XdpContext, pkt: &Packet, flow: &Flow) -> Result<&'static Fi
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
     let flow = unsafe { &mut *flow };
     nat::rewrite(pkt, flow);
-    // A flow a peer balancer synced has no way back recorded on this host yet: the FIB's, once.
+    deliver_to_client(ctx, pkt.eth, pkt.ip, flow, Reason::Replied)
+}
+
+/// A packet (its Ethernet and IPv4 headers) already addressed to the client of `flow` (its
+/// server side): the MACs and interface its SYN came from. A flow a peer balancer synced has
+/// no way back recorded on this host yet: the FIB's, once.
+#[inline(always)]
+pub fn deliver_to_client(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *const Ipv4Hdr,
+    flow: &mut Flow,
+    reason: Reason,
+) -> (Reason, u32) {
     if flow.next_hop_ifindex == 0 {
-        match fib_lookup(ctx, pkt, flow) {
+        match fib_lookup(ctx, ip, flow) {
             Ok(fib) => {
                 flow.next_hop_dst_mac = fib.dmac;
                 flow.next_hop_src_mac = fib.smac;
@@ -108,10 +137,10 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
             Err(reason) => return (reason, xdp_action::XDP_PASS),
         }
     }
-    let eth = unsafe { &mut *pkt.eth };
+    let eth = unsafe { &mut *eth };
     eth.dst_addr = flow.next_hop_dst_mac;
     eth.src_addr = flow.next_hop_src_mac;
-    send(ctx, flow.next_hop_ifindex, Reason::Replied)
+    send(ctx, flow.next_hop_ifindex, reason)
 }
 
 #[inline(always)]

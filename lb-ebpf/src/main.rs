@@ -4,7 +4,8 @@
 //! flow or anything else (`main`), admit a SYN by its frontend's source allowlist (`allow`),
 //! open flows on SYN (`balance`, `ports`, `conntrack`), rewrite
 //! (`nat`, `timestamps`), and send on (`forward`); a SYN that no server can take is answered with
-//! a RST (`reset`). Anything that is not ours goes to the kernel untouched. Counters live in
+//! a RST (`reset`). ICMP errors about a tracked flow are translated for its other end (`icmp`).
+//! Anything that is not ours goes to the kernel untouched. Counters live in
 //! `stats`. Processes on the balancer host itself are balanced at connect() by the cgroup hooks
 //! in `sock`, on the same maps; a server on the host itself gets its replies translated back
 //! by the tc egress program in `egress`.
@@ -21,6 +22,7 @@ mod conntrack;
 mod egress;
 mod flow_events;
 mod forward;
+mod icmp;
 mod maps;
 mod nat;
 mod options;
@@ -33,7 +35,12 @@ mod stats;
 mod suspicion;
 mod timestamps;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    helpers::bpf_ktime_get_ns,
+    macros::xdp,
+    programs::XdpContext,
+};
 use lb_common::{
     Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
     FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE,
@@ -52,8 +59,28 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
         Ok(result) => result,
         Err(ParseError::NotOurs) => (Reason::Passed, xdp_action::XDP_PASS),
         Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
-        Err(ParseError::Fragment) => (Reason::Fragment, xdp_action::XDP_PASS),
-        Err(ParseError::IpOptions) => (Reason::IpOptions, xdp_action::XDP_PASS),
+        // These count their own verdicts: returning a pair from a function of its own costs
+        // this frame a slot for it, and this frame is the bottom of every call chain.
+        Err(ParseError::Fragment) => return unparsed(ctx.ctx, Reason::Fragment, Reason::FragmentOfFlow),
+        Err(ParseError::IpOptions) => return unparsed(ctx.ctx, Reason::IpOptions, Reason::IpOptionsOfFlow),
+        Err(ParseError::Icmp) => return icmp::translate(ctx.ctx),
+    };
+    stats::count(reason);
+    action
+}
+
+/// A TCP frame the data path does not rewrite (a fragment, IP options): a tracked flow's is
+/// dropped (`of_flow`), since the kernel would find no socket for it and answer RST, which ends
+/// the connection; its sender retransmits it (Linux sends without options and with DF). Any
+/// other goes to the kernel untouched (`untracked`). Counts the verdict, returns the action.
+/// Not inlined, for the stack (see `open_flow`).
+#[inline(never)]
+fn unparsed(ctx: *mut xdp_md, untracked: Reason, of_flow: Reason) -> u32 {
+    // Volatile for the reason given in `icmp::translate`.
+    let ctx = &XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
+    let (reason, action) = match parse::unparsed_key(ctx).and_then(|key| conntrack::lookup(&key)) {
+        Some(_) => (of_flow, xdp_action::XDP_DROP),
+        None => (untracked, xdp_action::XDP_PASS),
     };
     stats::count(reason);
     action

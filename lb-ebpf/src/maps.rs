@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lb_common::{
     AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, LocalPeer, NextHop, OptionsFound, PortCursor,
     RstBucket, Server, Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, FLOW_EVENTS_RING_BYTES, LOCAL_PEER_SOCKETS, MAX_ALLOW, MAX_FRONTENDS,
-    MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, FLOW_EVENTS_RING_BYTES, FRONTEND_PORT_WORDS, LOCAL_PEER_SOCKETS, MAX_ALLOW,
+    MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
 };
 
 /// Per frontend with an `allow` list: the source networks it admits (see `allow`).
@@ -18,6 +18,10 @@ pub static ALLOW: LpmTrie<AllowKey, u32, { MAX_ALLOW as usize }> = LpmTrie::new(
 
 #[btf_map(name = "frontends")]
 pub static FRONTENDS: HashMap<FrontendKey, Frontend, { MAX_FRONTENDS as usize }> = HashMap::new();
+
+/// The ports some frontend listens on, one bit each (see `frontend_port`).
+#[btf_map(name = "frontend_ports")]
+pub static FRONTEND_PORTS: Array<u64, { FRONTEND_PORT_WORDS as usize }> = Array::new();
 
 /// Healthy set per pool; replaced whole by the agent (hash map updates swap atomically).
 #[btf_map(name = "backend_sets")]
@@ -133,7 +137,20 @@ pub fn sweeping() -> bool {
 
 #[inline(always)]
 pub fn frontend(addr: [u8; 4], port_be: u16) -> Option<&'static Frontend> {
+    // Most of a host's traffic (etcd peers, kubelet, ssh) is to ports no frontend has: an array
+    // read tells, before the hash lookup does.
+    if !frontend_port(port_be) {
+        return None;
+    }
     let key = FrontendKey { addr, port_be, _pad: 0 };
     // SAFETY: the agent replaces values whole; a reader sees either the old or the new one.
     unsafe { FRONTENDS.get(&key) }
+}
+
+/// Whether some frontend listens on `port_be` (network order), from the `frontend_ports`
+/// bitmap the agent keeps.
+#[inline(always)]
+fn frontend_port(port_be: u16) -> bool {
+    let port = u16::from_be(port_be) as u32;
+    FRONTEND_PORTS.get(port >> 6).is_some_and(|w| w & (1u64 << (port & 63)) != 0)
 }

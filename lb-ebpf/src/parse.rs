@@ -1,8 +1,10 @@
 //! Bounds-checked header access and the parse policy.
 //!
-//! Policy (counted in `reason_stats`): non-IPv4 and non-TCP traffic is not ours; IPv4 fragments
-//! and headers with options go to the kernel untouched (the kernel reassembles and answers them
-//! as it would without xdplb); truncated or inconsistent headers go to the kernel untouched.
+//! Policy (counted in `reason_stats`): non-IPv4 traffic and IPv4 other than TCP is not ours,
+//! except ICMP errors, which may be about a tracked flow (`icmp`); IPv4 fragments and headers
+//! with options are not parsed further here: those of a tracked flow are dropped, the others go
+//! to the kernel untouched (`main`'s `unparsed`); truncated or inconsistent headers go to the
+//! kernel untouched.
 
 use core::mem::size_of;
 
@@ -15,12 +17,15 @@ pub const IP_OFF: usize = ETH_LEN;
 pub const TCP_OFF: usize = ETH_LEN + Ipv4Hdr::LEN;
 const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ICMP: u8 = 1;
 
 pub enum ParseError {
     NotOurs,
     Malformed,
     Fragment,
     IpOptions,
+    /// ICMP in an IPv4 header without options, not a fragment: see `icmp`.
+    Icmp,
 }
 
 /// The headers of an IPv4/TCP frame without IP options.
@@ -56,6 +61,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF)?;
     let (vihl, proto, frags, tot_len) = unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
     if proto != IPPROTO_TCP {
+        if proto == IPPROTO_ICMP && vihl == 0x45 && u16::from_be_bytes(frags) & 0x3fff == 0 {
+            return Err(ParseError::Icmp);
+        }
         return Err(ParseError::NotOurs);
     }
     if vihl >> 4 != 4 || vihl & 0x0f < 5 {
@@ -115,4 +123,19 @@ impl Packet {
             }
         }
     }
+}
+
+/// The flow key of a TCP frame that `parse` did not take (a fragment, or IP options): its ports
+/// follow the IP header, whatever its length; `None` for a later fragment (no TCP header) or a
+/// truncated frame.
+#[inline(always)]
+pub fn unparsed_key(ctx: &XdpContext) -> Option<FlowKey> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).ok()?;
+    let (vihl, frags, src_addr, dst_addr) = unsafe { ((*ip).vihl, (*ip).frags, (*ip).src_addr, (*ip).dst_addr) };
+    if u16::from_be_bytes(frags) & 0x1fff != 0 {
+        return None;
+    }
+    let ports: *const [u16; 2] = ptr_at(ctx, ETH_LEN + (vihl & 0x0f) as usize * 4).ok()?;
+    let [src_port_be, dst_port_be] = unsafe { *ports };
+    Some(FlowKey { src_addr, dst_addr, src_port_be, dst_port_be })
 }

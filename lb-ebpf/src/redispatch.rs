@@ -158,7 +158,7 @@ pub fn send_syn(i: &Ingress, moved: *mut Flow) -> (Reason, u32) {
         return dropped;
     }
     let Ok(pkt) = parse::parse(ctx) else { return dropped };
-    forward::deliver_to_server(ctx, &pkt, moved, i.now, Reason::Redispatched)
+    forward::deliver_to_server(ctx, pkt.eth, pkt.ip, moved, i.now, Reason::Redispatched)
 }
 
 /// The client retransmitted the SYN of a flow (`client`, its client side) its server never

@@ -190,6 +190,11 @@ impl FlowTable {
         })
     }
 
+    /// The entry at `key`, established or half-open.
+    pub fn get(&self, key: &FlowKey) -> Option<Flow> {
+        self.map.get(key, 0).or_else(|_| self.syn.get(key, 0)).ok()
+    }
+
     /// Every entry (both directions, established and half-open), as the kernel has them now.
     pub fn entries(&self) -> Vec<(FlowKey, Flow)> {
         self.map.iter().chain(self.syn.iter()).filter_map(Result::ok).collect()

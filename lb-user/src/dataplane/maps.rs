@@ -1,5 +1,5 @@
-//! The one writer of the maps the configuration and the health of servers decide: frontends,
-//! backend sets, servers, settings and redirect ports. The rest of the agent asks this owner.
+//! The one writer of the maps the configuration and the health of servers decide: frontends
+//! (and their ports' bitmap), backend sets, servers, settings and redirect ports. The rest of the agent asks this owner.
 //! (The connection table is `conntrack`'s; counters are read-only, in `stats`.)
 
 use std::collections::HashSet;
@@ -13,8 +13,8 @@ use aya::{
 };
 use lb_common::{
     names, AllowKey, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST,
-    MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_FLOW_EVENTS, SETTINGS_F_RST_NO_BACKEND,
-    SETTINGS_F_TS_TRANSLATE,
+    FRONTEND_PORT_WORDS, MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_FLOW_EVENTS,
+    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
 use crate::{
@@ -47,6 +47,7 @@ pub(crate) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
 
 pub struct MapOwner {
     frontends: HashMap<MapData, FrontendKey, Frontend>,
+    frontend_ports: Array<MapData, u64>,
     backend_sets: HashMap<MapData, u32, BackendSet>,
     servers: Array<MapData, Server>,
     settings: Array<MapData, Settings>,
@@ -59,6 +60,8 @@ pub struct MapOwner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelState {
     pub frontends: Vec<(FrontendKey, Frontend)>,
+    /// The ports whose bit is set in `frontend_ports`, ascending.
+    pub frontend_ports: Vec<u16>,
     pub backend_sets: Vec<(u32, BackendSet)>,
     /// Every valid server entry.
     pub servers: Vec<(u32, Server)>,
@@ -81,6 +84,7 @@ impl MapOwner {
         }
         Ok(Self {
             frontends: open(dir, names::FRONTENDS)?,
+            frontend_ports: open(dir, names::FRONTEND_PORTS)?,
             backend_sets: open(dir, names::BACKEND_SETS)?,
             servers: open(dir, names::SERVERS)?,
             settings: open(dir, names::SETTINGS)?,
@@ -107,7 +111,12 @@ impl MapOwner {
         }
         let settings = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
         let allow = self.allow_entries()?;
-        Ok(KernelState { frontends, backend_sets, servers, settings, allow })
+        let mut frontend_ports = Vec::new();
+        for i in 0..FRONTEND_PORT_WORDS {
+            let word = self.frontend_ports.get(&i, 0).map_err(at(names::FRONTEND_PORTS))?;
+            frontend_ports.extend((0..64).filter(|b| word & (1 << b) != 0).map(|b| (i * 64 + b) as u16));
+        }
+        Ok(KernelState { frontends, frontend_ports, backend_sets, servers, settings, allow })
     }
 
     fn allow_entries(&self) -> Result<Vec<(u32, AllowKey)>, MapsError> {
@@ -146,15 +155,18 @@ impl MapOwner {
             self.backend_sets.insert(id, set, 0).map_err(at(names::BACKEND_SETS))?;
         }
         self.write_allow(&old.allow)?;
+        let old_keys = || old.frontends.iter().map(|(k, _)| *k);
+        let current: Vec<FrontendKey> = self.kernel_frontend_keys().collect();
+        self.write_frontend_ports(old_keys().chain(current))?;
         for (k, v) in &old.frontends {
             self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
         }
-        let keep: HashSet<FrontendKey> = old.frontends.iter().map(|(k, _)| *k).collect();
-        let stale: Vec<FrontendKey> =
-            self.frontends.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        let keep: HashSet<FrontendKey> = old_keys().collect();
+        let stale: Vec<FrontendKey> = self.kernel_frontend_keys().filter(|k| !keep.contains(k)).collect();
         for k in stale {
             self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
         }
+        self.write_frontend_ports(old_keys())?;
         let keep: HashSet<u32> = old.backend_sets.iter().map(|(k, _)| *k).collect();
         let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
         for k in stale {
@@ -189,6 +201,7 @@ impl MapOwner {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         Ok(Self {
             frontends: take(ebpf, names::FRONTENDS)?,
+            frontend_ports: take(ebpf, names::FRONTEND_PORTS)?,
             backend_sets: take(ebpf, names::BACKEND_SETS)?,
             servers: take(ebpf, names::SERVERS)?,
             settings: take(ebpf, names::SETTINGS)?,
@@ -334,16 +347,43 @@ impl MapOwner {
             self.allow.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW))?;
         }
         let keys = frontend_keys(topo);
+        // A frontend's port bit is set before the frontend appears, and cleared after the last
+        // frontend on that port went: the bitmap never hides one.
+        let current: Vec<FrontendKey> = self.kernel_frontend_keys().collect();
+        self.write_frontend_ports(keys.keys().copied().chain(current))?;
         for (k, f) in &keys {
             let flags = if f.allow.is_empty() { 0 } else { FRONTEND_F_ALLOWLIST };
             let v = Frontend { frontend_id: f.id, pool_id: f.pool_id, flags };
             self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
         }
         self.write_allow(&allow)?;
-        let stale: Vec<FrontendKey> =
-            self.frontends.keys().filter_map(Result::ok).filter(|k| !keys.contains_key(k)).collect();
+        let stale: Vec<FrontendKey> = self.kernel_frontend_keys().filter(|k| !keys.contains_key(k)).collect();
         for k in stale {
             self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
+        }
+        self.write_frontend_ports(keys.keys().copied())
+    }
+
+    /// The keys in the kernel's frontend map now.
+    fn kernel_frontend_keys(&self) -> impl Iterator<Item = FrontendKey> + '_ {
+        self.frontends.keys().filter_map(Result::ok)
+    }
+
+    /// Makes the `frontend_ports` bitmap hold exactly the ports of `keys`; only words that
+    /// change are written.
+    fn write_frontend_ports(&mut self, keys: impl IntoIterator<Item = FrontendKey>) -> Result<(), MapsError> {
+        let mut want = [0u64; FRONTEND_PORT_WORDS as usize];
+        for k in keys {
+            let port = u16::from_be(k.port_be);
+            // 65536 ports, 64 to a word: every port has its word.
+            if let Some(word) = want.get_mut(usize::from(port / 64)) {
+                *word |= 1 << (port % 64);
+            }
+        }
+        for (i, word) in (0..FRONTEND_PORT_WORDS).zip(want) {
+            if self.frontend_ports.get(&i, 0).map_err(at(names::FRONTEND_PORTS))? != word {
+                self.frontend_ports.set(i, word, 0).map_err(at(names::FRONTEND_PORTS))?;
+            }
         }
         Ok(())
     }

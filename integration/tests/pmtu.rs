@@ -1,0 +1,88 @@
+//! Path-MTU discovery through xdplb: a 1280-byte hop on each side of the balancer (routers whose
+//! onward route is held to 1280 bytes while every link stays at 1500, as over a VPN or a cloud
+//! peering). Both ends send 1448-byte segments with DF; each router answers them with a
+//! frag-needed to the address the packet came from, which is the balancer's (its NAT address
+//! towards the servers, the frontend towards the client). Without translation those errors
+//! reach no socket and every transfer black-holes; with it, each reaches the end that sent the
+//! packet, which lowers its path MTU and goes on. Asserted on bytes, the data path's counters
+//! and the ends' own route caches, not on timings.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use integration::{
+    agent::Agent,
+    churn::netstat,
+    lab::{self, Lab, NARROW_NAT},
+    traffic::{stream, StopOnDrop},
+};
+use lb_common::Reason;
+use lb_user::dataplane::counters::Counters;
+
+const MTU: u32 = 1280;
+const STREAMS: u64 = 8;
+/// Bytes each stream must echo (both directions) before the test stops them.
+const EACH: u64 = 2 << 20;
+
+#[test]
+fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
+    let lab = Lab::narrow_paths(3, MTU).unwrap();
+    lab.start_servers(env!("CARGO_BIN_EXE_lbtest-server"), 2379).unwrap();
+    let cfg = lab::config(&lab, 12379, 2379, "", &[]);
+    let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
+    let reason =
+        |r: Reason| counters.reasons().unwrap_or_default().into_iter().find(|(k, _)| *k == r).map_or(0, |(_, n)| n);
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
+    let frag_needed_sent = |ns| netstat(ns, "IcmpOutDestUnreachs").unwrap();
+    let routers_before = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]);
+
+    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
+    let started = Instant::now();
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let _stop = StopOnDrop(&stop);
+        let streams: Vec<_> = (0..STREAMS)
+            .map(|i| {
+                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
+                sc.spawn(move || ns.enter(|| stream(vip, 0x3170 + i, stop, progress)))
+            })
+            .collect();
+        // A stalled stream fails on its own (its read times out after 20 s); a whole-test
+        // deadline keeps a black hole from running forever.
+        while progress.load(Ordering::Relaxed) < STREAMS * EACH
+            && started.elapsed() < Duration::from_secs(60)
+            && !streams.iter().any(|s| s.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        streams.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let moved = progress.load(Ordering::Relaxed);
+    let routers = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]) - routers_before;
+    let (to_client, to_server) = (reason(Reason::IcmpToClient), reason(Reason::IcmpToServer));
+    let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
+    eprintln!(
+        "{moved} bytes echoed by {STREAMS} streams in {:.1} s; routers sent {routers} unreachables; translated to clients {to_client}, to servers {to_server}; client: {}",
+        started.elapsed().as_secs_f64(),
+        client_route.trim()
+    );
+    for r in &results {
+        r.as_ref().unwrap_or_else(|e| panic!("a transfer through the narrow hops failed: {e:#}"));
+    }
+    assert!(moved >= STREAMS * EACH, "only {moved} bytes moved: a black hole");
+    // Both routers' errors came through, each way.
+    assert!(to_client > 0 && to_server > 0, "frag-needed translated: to clients {to_client}, to servers {to_server}");
+    // And the ends learned the path MTU from them: the client towards the frontend, each
+    // server that carried a stream towards the balancer's NAT address.
+    assert!(client_route.contains(&format!("mtu {MTU}")), "the client's route to the frontend: {client_route}");
+    let learned = lab
+        .backends
+        .iter()
+        .filter(|b| b.ns.ip(&["route", "get", &NARROW_NAT.to_string()]).unwrap().contains(&format!("mtu {MTU}")))
+        .count();
+    assert_eq!(learned, lab.backends.len(), "servers that learned the path MTU towards the balancer");
+}
