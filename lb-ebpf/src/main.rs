@@ -91,7 +91,6 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     let pkt = parse::parse(ctx)?;
     let settings = maps::settings().ok_or(ParseError::NotOurs)?;
     let key = pkt.flow_key();
-    let now = unsafe { bpf_ktime_get_ns() };
 
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
@@ -103,6 +102,8 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }
+    // The clock only for packets that are ours.
+    let now = unsafe { bpf_ktime_get_ns() };
     // Read once, here, for every packet that is ours: the option walk is then verified for one
     // call site only (each inlined copy would cost the verifier a walk of its own).
     let opts = options::find(ctx, &pkt);

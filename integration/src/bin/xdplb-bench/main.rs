@@ -98,6 +98,9 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
     let result = fx.ns.enter(|| -> Result<BTreeMap<&'static str, Vec<f64>>> {
         let floor = integration::xdp_pass::load()?;
         let passed = Tcp::new((CLIENT, 50001), (VIP, 22), SYN).frame();
+        // Not ours either, but to a frontend's port: the port bitmap lets it through to the
+        // frontend hash lookup, which misses.
+        let passed_frontend_port = Tcp::new((CLIENT, 50001), (Ipv4Addr::new(198, 18, 0, 99), 12379), SYN).frame();
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         for _ in 0..rounds {
             // Fresh maps every round: the SYNs of the last one took their tuples.
@@ -128,6 +131,18 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
             reply.tcp_options = ts_options(10, 8);
             reply.payload = vec![0x62; 64];
             let reply = reply.frame();
+            // A router's frag-needed about the data as the balancer sent it to the server.
+            let mut sent = integration::frames::parse(&data).context("data frame")?;
+            (sent.src, sent.sport, sent.dst, sent.dport) = (VIP, nat.sport, nat.dst, 2379);
+            let frag_needed = integration::frames::icmp_error(
+                ([0x02, 0, 0, 0, 0, 0xfe], fixture::D0_MAC),
+                Ipv4Addr::new(198, 18, 0, 254),
+                VIP,
+                integration::frames::ICMP_DEST_UNREACH,
+                integration::frames::ICMP_FRAG_NEEDED,
+                [0, 0, 0x05, 0x00],
+                &sent.frame()[14..],
+            );
             let mut port = 0u32;
             let mut time = |name: &'static str, fd: i32, frame: &mut dyn FnMut() -> Vec<u8>| -> Result<()> {
                 let mut total = 0u64;
@@ -139,8 +154,10 @@ fn prog_bench(args: &Args) -> Result<serde_json::Value> {
             };
             time("floor: XDP_PASS program", floor.as_raw_fd(), &mut || passed.clone())?;
             time("passed packet (not ours)", xdplb, &mut || passed.clone())?;
+            time("passed packet (not ours, a frontend's port)", xdplb, &mut || passed_frontend_port.clone())?;
             time("established, client->server", xdplb, &mut || data.clone())?;
             time("established, server->client", xdplb, &mut || reply.clone())?;
+            time("ICMP frag-needed about a flow", xdplb, &mut || frag_needed.clone())?;
             time("SYN (new flow)", xdplb, &mut || {
                 port += 1;
                 let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + port / 60000);
