@@ -16,6 +16,7 @@ use crate::netns::{unique, NetNs};
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i32> {
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
@@ -36,6 +37,8 @@ pub fn load() -> Result<OwnedFd> {
     attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // prog_flags: BPF_F_XDP_HAS_FRAGS, so that a veth end with it takes jumbo MTUs.
+    attr[44..48].copy_from_slice(&BPF_F_XDP_HAS_FRAGS.to_ne_bytes());
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -53,7 +53,10 @@ use crate::{
     parse::{Packet, ParseError},
 };
 
-#[xdp]
+/// Declared `xdp.frags`: drivers take it on interfaces whose MTU does not fit a frame in one
+/// page (jumbo frames), handing it multi-buffer frames; headers are always in the first buffer,
+/// which is all the program reads or writes.
+#[xdp(frags)]
 pub fn xdplb(ctx: XdpContext) -> u32 {
     let (reason, action) = match try_lb(&ctx) {
         Ok(result) => result,

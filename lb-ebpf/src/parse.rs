@@ -8,7 +8,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::FlowKey;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
@@ -80,7 +80,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let ip_len = u16::from_be_bytes(tot_len) as usize;
     let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize;
     // The IP length must cover both headers and stay within the frame (trailing padding is fine).
-    if doff < 5 || ip_len < Ipv4Hdr::LEN + doff * 4 || ETH_LEN + ip_len > ctx.data_end() - ctx.data() {
+    // A multi-buffer frame (jumbo, `xdp.frags`) goes on past the first buffer: its whole length
+    // is asked for only then.
+    if doff < 5 || ip_len < Ipv4Hdr::LEN + doff * 4 {
+        return Err(ParseError::Malformed);
+    }
+    if ETH_LEN + ip_len > ctx.data_end() - ctx.data()
+        && ETH_LEN + ip_len > unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize
+    {
         return Err(ParseError::Malformed);
     }
     let tcp_flags = unsafe { *(tcp as *const u8).add(13) } as u32;
