@@ -112,9 +112,9 @@ impl MapOwner {
         let settings = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
         let allow = self.allow_entries()?;
         let mut frontend_ports = Vec::new();
-        for i in 0..FRONTEND_PORT_WORDS {
+        for (i, first) in (0..FRONTEND_PORT_WORDS).zip((0..=u16::MAX).step_by(64)) {
             let word = self.frontend_ports.get(&i, 0).map_err(at(names::FRONTEND_PORTS))?;
-            frontend_ports.extend((0..64).filter(|b| word & (1 << b) != 0).map(|b| (i * 64 + b) as u16));
+            frontend_ports.extend((0..64u16).filter(|b| word & (1 << b) != 0).map(|b| first + b));
         }
         Ok(KernelState { frontends, frontend_ports, backend_sets, servers, settings, allow })
     }
