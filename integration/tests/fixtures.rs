@@ -522,3 +522,94 @@ fn icmp_errors_about_a_flow_reach_its_other_end_translated() {
         assert!(!icmp_checksums_valid(&bad), "a corrupted quote is seen");
     });
 }
+
+/// A flow's packet bigger than the MTU of the interface it would leave by (d1 and then d0 held
+/// to 1280 bytes): with DF it is answered with a frag-needed to its sender (from the address
+/// it was sent to, quoting its IPv4 header and 8 TCP bytes, carrying 1280), byte for byte;
+/// without DF it is rewritten and handed to the kernel, which fragments it. Before, the redirect
+/// dropped it without a word and the connection black-holed.
+#[test]
+fn a_packet_too_big_for_its_way_out_is_answered_with_frag_needed() {
+    use frames::{icmp_error, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED};
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        fx.ns.ip(&["link", "set", "d1", "mtu", "1280"]).unwrap();
+        let far = Ipv4Addr::new(198, 19, 0, 31);
+        let far_mac = [0x02, 0, 0, 0, 1, 0x31];
+        let client = (CLIENT, 54100);
+        let syn = Tcp::new(client, (VIP, 2000), SYN);
+        let big = |frag: u16, len: usize| {
+            let mut t = Tcp::new(client, (VIP, 2000), ACK | PSH);
+            (t.seq, t.ack, t.frag, t.payload) = (1001, 5001, frag, vec![0x5a; len]);
+            t
+        };
+        let reply = |port: u16, len: usize| {
+            let mut r = Tcp::new((far, 2000), (VIP2, port), ACK | PSH);
+            (r.dst_mac, r.src_mac, r.seq, r.ack, r.payload) = (D1_MAC, far_mac, 5001, 1001, vec![0x6b; len]);
+            r
+        };
+        // The data path's own frag-needed: what `icmp_error` builds, with IP id 0.
+        let frag_needed = |macs, from, to, packet: &Tcp| {
+            let mut f = icmp_error(
+                macs,
+                from,
+                to,
+                ICMP_DEST_UNREACH,
+                ICMP_FRAG_NEEDED,
+                [0, 0, 0x05, 0x00],
+                &packet.frame()[14..42],
+            );
+            f[18..20].copy_from_slice(&[0, 0]);
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = lb_common::checksum::ipv4_header(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        let table = [
+            Case::new(
+                "SYN to the server behind d1: redirected",
+                syn.frame().into(),
+                XDP_REDIRECT,
+                exact_later(|s| syn.with((VIP2, s.flows[0].port), (far, 2000), D1_MAC, far_mac).frame()),
+            )
+            .opens(),
+            Case::new(
+                "1200 bytes with DF: fit d1's 1280, redirected",
+                big(0x4000, 1160).frame().into(),
+                XDP_REDIRECT,
+                exact_later(|s| big(0x4000, 1160).with((VIP2, s.flows[0].port), (far, 2000), D1_MAC, far_mac).frame()),
+            )
+            .counts(Reason::Forwarded, 1),
+            Case::new(
+                "1400 bytes with DF: frag-needed to the client from the frontend, MTU 1280",
+                big(0x4000, 1360).frame().into(),
+                XDP_TX,
+                exact(frag_needed((D0_MAC, CLIENT_MAC), VIP, CLIENT, &big(0x4000, 1360))),
+            )
+            .counts(Reason::TooBig, 1),
+            Case::new(
+                "1400 bytes without DF: rewritten, for the kernel to fragment (MACs untouched)",
+                big(0, 1360).frame().into(),
+                XDP_PASS,
+                exact_later(|s| {
+                    let b = big(0, 1360);
+                    b.with((VIP2, s.flows[0].port), (far, 2000), b.src_mac, b.dst_mac).frame()
+                }),
+            )
+            .counts(Reason::TooBig, 1),
+            Case::new(
+                "1400 bytes from the server, d0 held to 1280 too: frag-needed back to it from the NAT address",
+                later(|s| reply(s.flows[0].port, 1360).frame()),
+                XDP_TX,
+                exact_later(|s| frag_needed((D1_MAC, far_mac), VIP2, far, &reply(s.flows[0].port, 1360))),
+            )
+            .on(Iface::D1)
+            .before(|_| {
+                fx.ns.ip(&["link", "set", "d0", "mtu", "1280"]).unwrap();
+            })
+            .counts(Reason::TooBig, 1),
+        ];
+        run(&mut l, &table);
+    });
+}

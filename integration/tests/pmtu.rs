@@ -87,6 +87,52 @@ fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
     assert_eq!(learned, lab.backends.len(), "servers that learned the path MTU towards the balancer");
 }
 
+/// The balancer's own way out is the narrow hop: its link to the servers' router has a
+/// 1400-byte MTU (both ends), the client's 1500. XDP cannot fragment, and a redirected frame
+/// over the MTU is dropped without a word: the data path answers the client's 1448-byte
+/// segments (DF) with a frag-needed of its own, and the client lowers its path MTU. (The
+/// servers' big segments meet the router first, which tells them itself.)
+#[test]
+fn the_balancer_tells_the_client_when_its_own_way_out_is_narrower() {
+    let lab = Lab::narrow_paths(3, 1500).unwrap();
+    lab.lb.ip(&["link", "set", "eth1", "mtu", "1400"]).unwrap();
+    lab.infra()[1].ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
+    lab.start_servers(env!("CARGO_BIN_EXE_lbtest-server"), 2379).unwrap();
+    let cfg = lab::config(&lab, 12379, 2379, "", &[]);
+    let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
+    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let _stop = StopOnDrop(&stop);
+        let streams: Vec<_> = (0..4u64)
+            .map(|i| {
+                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
+                sc.spawn(move || ns.enter(|| stream(vip, 0x1400 + i, stop, progress)))
+            })
+            .collect();
+        let started = Instant::now();
+        while progress.load(Ordering::Relaxed) < 4 * EACH
+            && started.elapsed() < Duration::from_secs(60)
+            && !streams.iter().any(|s| s.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        streams.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let moved = progress.load(Ordering::Relaxed);
+    let too_big = counters.reasons().unwrap().into_iter().find(|(r, _)| *r == Reason::TooBig).map_or(0, |(_, n)| n);
+    let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
+    eprintln!("{moved} bytes echoed; too_big {too_big}; client: {}", client_route.trim());
+    for r in &results {
+        r.as_ref().unwrap_or_else(|e| panic!("a transfer through the balancer's narrow way out failed: {e:#}"));
+    }
+    assert!(moved >= 4 * EACH, "only {moved} bytes moved: a black hole");
+    assert!(too_big > 0, "no packet was found too big");
+    assert!(client_route.contains("mtu 1400"), "the client's route to the frontend: {client_route}");
+}
+
 /// Jumbo frames: every link of the one-arm lab at a 9000-byte MTU, where a frame no longer fits
 /// in a page. The data path is declared `xdp.frags`, so the driver takes it in native mode and
 /// hands it multi-buffer frames (headers in the first buffer); 16 KiB echoes travel in

@@ -661,6 +661,10 @@ counters! {
     FragmentOfFlow = 20 => "fragment_of_flow",
     /// A tracked flow's packet with IP options: dropped, for the same reason.
     IpOptionsOfFlow = 21 => "ip_options_of_flow",
+    /// A flow's packet bigger than the MTU of the interface it would leave by: with DF
+    /// answered with frag-needed from the address it was sent to (its sender lowers its path
+    /// MTU and sends again); without DF rewritten and handed to the kernel, which fragments it.
+    TooBig = 22 => "too_big",
 }
 
 counters! {

@@ -8,14 +8,18 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::bpf_fib_lookup,
+    bindings::{
+        bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_fib_lookup as FibParams, xdp_action,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    },
+    helpers::{bpf_check_mtu, bpf_fib_lookup},
     programs::XdpContext,
 };
 use lb_common::{Flow, NextHop, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    icmp,
     maps::{FIB_PARAMS, NEXT_HOPS, TX_PORTS},
     nat,
     parse::Packet,
@@ -29,9 +33,53 @@ const IPPROTO_TCP: u8 = 6;
 #[inline(always)]
 pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
     let flow = unsafe { &*flow };
+    // The way out as last known (a flow's first packet, a SYN, is small enough anyway).
+    let egress = match NEXT_HOPS.get(flow.server_id) {
+        Some(hop) if flow.seen & FLOW_LOCAL == 0 => hop.ifindex,
+        _ => 0,
+    };
+    match fits(ctx, pkt, egress) {
+        Fits::Yes => {}
+        Fits::AnswerFragNeeded(mtu) => return (Reason::TooBig, icmp::frag_needed_action(mtu)),
+        Fits::KernelFragments => {
+            nat::rewrite(pkt, flow);
+            return (Reason::TooBig, xdp_action::XDP_PASS);
+        }
+    }
     nat::rewrite(pkt, flow);
     deliver_to_server(ctx, pkt.eth, pkt.ip, flow, now, Reason::Forwarded)
 }
+
+/// What a packet bigger than its way out gets (see `fits`).
+enum Fits {
+    Yes,
+    /// DF set: the sender is told the MTU of the way out (`icmp::frag_needed`).
+    AnswerFragNeeded(u32),
+    /// DF clear: rewritten and handed to the kernel, which fragments it.
+    KernelFragments,
+}
+
+/// Whether the packet fits the MTU of `ifindex`, the interface it leaves by; 0 (not known yet)
+/// and the interface it came in on (it fitted there) are not asked. XDP cannot fragment, and a
+/// redirected frame over the MTU is dropped without a word.
+#[inline(always)]
+fn fits(ctx: &XdpContext, pkt: &Packet, ifindex: u32) -> Fits {
+    if ifindex == 0 || ifindex == ctx.ingress_ifindex() as u32 {
+        return Fits::Yes;
+    }
+    let mut mtu_len = pkt.ip_len;
+    let rc = unsafe { bpf_check_mtu(ctx.ctx as *mut _, ifindex, &mut mtu_len, 0, 0) };
+    if rc as u32 != BPF_MTU_CHK_RET_FRAG_NEEDED {
+        return Fits::Yes;
+    }
+    if u16::from_be_bytes(unsafe { (*pkt.ip).frags }) & IP_DF != 0 {
+        Fits::AnswerFragNeeded(mtu_len)
+    } else {
+        Fits::KernelFragments
+    }
+}
+
+const IP_DF: u16 = 0x4000;
 
 /// A packet (its Ethernet and IPv4 headers) already addressed to `flow`'s server: its MACs and
 /// the way out.
@@ -112,6 +160,15 @@ fn fib_lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, flow: &Flow) -> Result<&'sta
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
     let flow = unsafe { &mut *flow };
+    let egress = flow.next_hop_ifindex;
+    match fits(ctx, pkt, egress) {
+        Fits::Yes => {}
+        Fits::AnswerFragNeeded(mtu) => return (Reason::TooBig, icmp::frag_needed_action(mtu)),
+        Fits::KernelFragments => {
+            nat::rewrite(pkt, flow);
+            return (Reason::TooBig, xdp_action::XDP_PASS);
+        }
+    }
     nat::rewrite(pkt, flow);
     deliver_to_client(ctx, pkt.eth, pkt.ip, flow, Reason::Replied)
 }

@@ -15,10 +15,14 @@
 //!
 //! It is then sent as the flow's packets to that end go. Errors quoting anything else (or a
 //! flow of a server on this host, whose errors the kernel handles) go to the kernel untouched.
+//!
+//! The data path also sends one ICMP error of its own: frag-needed, for a flow's packet with DF
+//! that is bigger than the MTU of the interface it would leave by (`frag_needed`; XDP cannot
+//! fragment, and the redirect would drop it without a word).
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
 use lb_common::{checksum, FlowKey, Reason, FLOW_DIR_SERVER, FLOW_LOCAL};
@@ -26,7 +30,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     conntrack, forward,
-    parse::{ptr_at, IP_OFF, TCP_OFF},
+    parse::{ptr_at, ParseError, IP_OFF, TCP_OFF},
     stats,
 };
 
@@ -37,6 +41,13 @@ const QUOTE_L4_OFF: usize = QUOTE_IP_OFF + Ipv4Hdr::LEN;
 /// The quoted TCP checksum, translated only when the quote reaches it.
 const QUOTE_TCP_CHECK_OFF: usize = QUOTE_L4_OFF + 16;
 const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP_HEADER_LEN: usize = 8;
+/// A frag-needed the data path sends: the new IPv4 and ICMP headers, then the packet's IPv4
+/// header and the first 8 bytes of its TCP header (ports and sequence number, what the sender's
+/// stack needs to find the connection; RFC 792).
+const FRAG_NEEDED_QUOTE: usize = Ipv4Hdr::LEN + 8;
+const FRAG_NEEDED_LEN: usize = QUOTE_IP_OFF + FRAG_NEEDED_QUOTE;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const IPPROTO_TCP: u8 = 6;
 
@@ -124,4 +135,70 @@ fn try_translate(ctx: &XdpContext) -> Option<(Reason, u32)> {
         let now = unsafe { bpf_ktime_get_ns() };
         forward::deliver_to_server(ctx, eth, ip, flow, now, Reason::IcmpToServer)
     })
+}
+
+/// The action a stage returns for "answer this packet with a frag-needed carrying `mtu`": above
+/// XDP's own actions, so that `frag_needed` runs from the program's first frame (the BPF stack
+/// limit counts the frames along a call chain, and the stages that find a packet too big are
+/// deep in theirs).
+#[inline(always)]
+pub fn frag_needed_action(mtu: u32) -> u32 {
+    FRAG_NEEDED_ACTION | mtu.min(u16::MAX as u32)
+}
+
+/// See `frag_needed_action`.
+pub const FRAG_NEEDED_ACTION: u32 = 1 << 16;
+
+/// Turns the frame (a flow's packet, not rewritten, with DF, too big for its way out) into a
+/// frag-needed to its sender, from the address it was sent to, carrying `mtu`, and returns the
+/// action that sends it back (XDP_TX), or XDP_DROP if the frame cannot be reshaped (if the TX
+/// fails, the sender's retransmission asks again). Not inlined, for the stack (see
+/// `translate`).
+#[inline(never)]
+pub fn frag_needed(ctx: *mut xdp_md, mtu: u32) -> u32 {
+    // Volatile for the reason given in `translate`.
+    let ctx = XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
+    match build_frag_needed(&ctx, mtu) {
+        Ok(()) => xdp_action::XDP_TX,
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+#[inline(always)]
+fn build_frag_needed(ctx: &XdpContext, mtu: u32) -> Result<(), ParseError> {
+    // Built in place, nothing kept across a helper call: the packet's IPv4 header and first 8
+    // TCP bytes move back to become the quote (the frame is far longer: it was too big), the
+    // new headers go where they were, and the frame is cut after the quote.
+    let quote: *mut [u8; FRAG_NEEDED_QUOTE] = ptr_at(ctx, QUOTE_IP_OFF)?;
+    let packet: *const [u8; FRAG_NEEDED_QUOTE] = ptr_at(ctx, IP_OFF)?;
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF)?;
+    let icmp: *mut [u8; ICMP_HEADER_LEN + FRAG_NEEDED_QUOTE] = ptr_at(ctx, ICMP_OFF)?;
+    let quoted: *const Ipv4Hdr = ptr_at(ctx, QUOTE_IP_OFF)?;
+    unsafe {
+        core::ptr::copy_nonoverlapping(packet, quote, 1);
+        let (eth, ip, icmp, quoted) = (&mut *eth, &mut *ip, &mut *icmp, &*quoted);
+        core::mem::swap(&mut eth.dst_addr, &mut eth.src_addr);
+        ip.vihl = 0x45;
+        ip.tos = 0xc0;
+        ip.tot_len = ((Ipv4Hdr::LEN + ICMP_HEADER_LEN + FRAG_NEEDED_QUOTE) as u16).to_be_bytes();
+        ip.id = [0, 0];
+        ip.frags = [0, 0];
+        ip.ttl = 64;
+        ip.proto = 1;
+        ip.check = [0, 0];
+        ip.src_addr = quoted.dst_addr;
+        ip.dst_addr = quoted.src_addr;
+        let header = &*(ip as *const Ipv4Hdr as *const [u8; Ipv4Hdr::LEN]);
+        ip.check = checksum::ipv4_header(header).to_be_bytes();
+        let mtu = (mtu as u16).to_be_bytes();
+        icmp[..ICMP_HEADER_LEN].copy_from_slice(&[ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, 0, 0, 0, 0, mtu[0], mtu[1]]);
+        let c = !checksum::fold(checksum::sum_words(icmp));
+        [icmp[2], icmp[3]] = c.to_be_bytes();
+    }
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, FRAG_NEEDED_LEN as i32 - len) } != 0 {
+        return Err(ParseError::Malformed);
+    }
+    Ok(())
 }

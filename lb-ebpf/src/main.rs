@@ -69,6 +69,9 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
         Err(ParseError::Icmp) => return icmp::translate(ctx.ctx),
     };
     stats::count(reason);
+    if action & icmp::FRAG_NEEDED_ACTION != 0 {
+        return icmp::frag_needed(ctx.ctx, action & !icmp::FRAG_NEEDED_ACTION);
+    }
     action
 }
 
