@@ -613,3 +613,60 @@ fn a_packet_too_big_for_its_way_out_is_answered_with_frag_needed() {
         run(&mut l, &table);
     });
 }
+
+/// The client's side changes routers mid-flow (a VRRP failover, a replaced router: a new MAC):
+/// its next packet comes in from the new MAC, and from then on the flow's replies go to it, not
+/// to the MAC recorded at SYN time, which is gone. Counted once.
+#[test]
+fn replies_follow_the_way_the_client_now_comes_in() {
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let client = (CLIENT, 51200);
+        let new_router = [0x02, 0, 0, 0, 0, 0x77];
+        let syn = Tcp::new(client, ETCD, SYN);
+        let mut ack = Tcp::new(client, ETCD, ACK);
+        (ack.seq, ack.ack) = (1001, 5001);
+        let via_new = Tcp { src_mac: new_router, ..ack.clone() };
+        let from_app1 = |s: &Seen, flags: u8| {
+            let mut t = s.flows[0].from_server(flags);
+            (t.src_mac, t.dst_mac, t.seq, t.ack) = (server_mac(1), D0_MAC, 5000 + u32::from(flags & SYN == 0), 1001);
+            t
+        };
+        let table = [
+            open("SYN from the client's first router", &syn),
+            Case::new(
+                "SYN-ACK: to the MAC the SYN came from",
+                later(|s| from_app1(s, SYN | ACK).frame()),
+                XDP_TX,
+                exact_later(|s| to_client(&from_app1(s, SYN | ACK), client).frame()),
+            ),
+            Case::new("ACK from the same router: no change", ack.frame().into(), XDP_TX, forwarded(ack.clone()))
+                .counts(Event::ReplyHopMoved, 0),
+            Case::new(
+                "the next segment comes in from a new router's MAC: forwarded as ever",
+                via_new.frame().into(),
+                XDP_TX,
+                forwarded(via_new.clone()),
+            )
+            .counts(Event::ReplyHopMoved, 1),
+            Case::new(
+                "app1's data: to the new router",
+                later(|s| Tcp { payload: b"etcd".to_vec(), ..from_app1(s, ACK | PSH) }.frame()),
+                XDP_TX,
+                exact_later(|s| {
+                    let t = to_client(&Tcp { payload: b"etcd".to_vec(), ..from_app1(s, ACK | PSH) }, client);
+                    Tcp { dst_mac: new_router, ..t }.frame()
+                }),
+            ),
+            Case::new(
+                "another segment via the new router: nothing moves",
+                via_new.frame().into(),
+                XDP_TX,
+                forwarded(via_new.clone()),
+            )
+            .counts(Event::ReplyHopMoved, 0),
+        ];
+        run(&mut l, &table);
+    });
+}

@@ -250,8 +250,10 @@ pub struct Flow {
     pub server_id: u32,
     pub frontend_id: u32,
     /// Server side (replies): where they go, the client's MAC (or its router's), our MAC and the
-    /// interface the SYN came in on, recorded at SYN time. Unused on the client side: packets to
-    /// a server follow that server's `NextHop`.
+    /// interface the SYN came in on. Client side: the same, as the client's packets last came
+    /// in; when one comes in from another MAC or interface (its router changed), both sides
+    /// take the new way (`Event::ReplyHopMoved`). Packets to a server follow that server's
+    /// `NextHop`.
     pub next_hop_dst_mac: [u8; 6],
     pub next_hop_src_mac: [u8; 6],
     pub next_hop_ifindex: u32,
@@ -711,6 +713,10 @@ counters! {
     /// A flow event was not sent: over the rate (`Settings::flow_events_per_s`) or the ring
     /// buffer full (the agent reads too slowly).
     FlowEventDropped = 16 => "flow_event_dropped",
+    /// A client's packet came in from another MAC or interface than the flow's last (its router
+    /// changed: a VRRP failover on the client's side, a replaced router): the flow's replies go
+    /// that way from now on, instead of to a MAC that is gone.
+    ReplyHopMoved = 17 => "reply_hop_moved",
 }
 
 // Layouts are part of the kernel/user contract: a change must be deliberate.

@@ -18,6 +18,8 @@ use lb_common::{
     FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
+use network_types::eth::EthHdr;
+
 use crate::{
     balance,
     maps::{FLOWS, SYN_FLOWS},
@@ -236,6 +238,19 @@ pub fn reopen(flow: *mut Flow) {
     if before & FLOW_OVER != 0 {
         balance::opened(f.server_id);
     }
+}
+
+/// The client side `client` of a flow saw a packet come in from another MAC (`eth`'s source)
+/// or interface than its last: both sides record the new way, so that replies take it.
+#[inline(always)]
+pub fn way_in_moved(client: &mut Flow, eth: &EthHdr, ifindex: u32) {
+    let (from, ours) = (eth.src_addr, eth.dst_addr);
+    (client.next_hop_dst_mac, client.next_hop_src_mac, client.next_hop_ifindex) = (from, ours, ifindex);
+    if let Some((server, _)) = peer_of(client) {
+        let s = unsafe { &mut *server };
+        (s.next_hop_dst_mac, s.next_hop_src_mac, s.next_hop_ifindex) = (from, ours, ifindex);
+    }
+    stats::event(Event::ReplyHopMoved);
 }
 
 /// Removes an entry from whichever table holds it (a newer flow is about to take its key).

@@ -244,6 +244,11 @@ fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
         }
     }
     let f = unsafe { &mut *flow };
+    // The way back follows the way in: replies go where the client's packets now come from.
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if unsafe { (*pkt.eth).src_addr } != f.next_hop_dst_mac || ifindex != f.next_hop_ifindex {
+        conntrack::way_in_moved(f, unsafe { &*pkt.eth }, ifindex);
+    }
     let translate = f.ts_off != 0 && opts.ts_at != 0;
     if conntrack::observe(flow, pkt, opts.wscale, translate, now) {
         flow_events::flow_changed(FLOW_EVENT_CLOSED, flow);
@@ -351,6 +356,9 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     forward_entry.frontend_id = frontend.frontend_id;
     forward_entry.ts_off = ts_off;
     forward_entry.ts_last = syn_ts;
+    forward_entry.next_hop_dst_mac = client_mac;
+    forward_entry.next_hop_src_mac = our_mac;
+    forward_entry.next_hop_ifindex = reply_entry.next_hop_ifindex;
     forward_entry.created_ns = now;
     forward_entry.last_seen_ns = now;
     // What `conntrack::observe` records of a client's first SYN, written before the insert: no

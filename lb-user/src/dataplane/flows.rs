@@ -453,16 +453,19 @@ pub struct FlowPair {
 impl FlowPair {
     /// The flow made anew on this host: one creation time for both halves (how the sweep pairs
     /// them), this host's clock, and no way back to the client recorded yet (the data path asks
-    /// the FIB at its first reply: the peer's MACs and interface mean nothing here).
+    /// the FIB at its first reply, or takes the way the client's first packet here came in: the
+    /// peer's MACs and interface mean nothing here).
     fn here(&self, now: u64) -> (Flow, Flow) {
         let (mut c, mut s) = (self.client, self.server);
         for f in [&mut c, &mut s] {
             f.created_ns = now;
             f.last_seen_ns = now;
         }
-        s.next_hop_dst_mac = [0; 6];
-        s.next_hop_src_mac = [0; 6];
-        s.next_hop_ifindex = 0;
+        for f in [&mut c, &mut s] {
+            f.next_hop_dst_mac = [0; 6];
+            f.next_hop_src_mac = [0; 6];
+            f.next_hop_ifindex = 0;
+        }
         (c, s)
     }
 
