@@ -128,11 +128,27 @@ impl NetNs {
     }
 
     /// SIGKILLs every process in the namespace (and only those).
+    /// SIGKILLs every process in the namespace and returns once they are gone from it and no
+    /// TCP listener is left (a dying process leaves the namespace before the last close of its
+    /// sockets has run: until then its listener still completes handshakes, which it then
+    /// resets), or after 5 s.
     pub fn kill_all(&self) {
-        if let Ok(pids) = sh(Command::new("ip").args(["netns", "pids", &self.name])) {
-            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        let pids = || -> Vec<i32> {
+            sh(Command::new("ip").args(["netns", "pids", &self.name]))
+                .map(|out| out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+                .unwrap_or_default()
+        };
+        for pid in pids() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // `/proc/net/tcp` in the namespace: the 4th column is the state, 0A = LISTEN.
+        let listening = || {
+            self.exec(&["cat", "/proc/net/tcp"])
+                .is_ok_and(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(3) == Some("0A")))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while (!pids().is_empty() || listening()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }
