@@ -99,9 +99,7 @@ pub fn deliver_to_server(
     let Some(hop) = NEXT_HOPS.get_ptr_mut(flow.server_id) else { return (Reason::FibFailed, xdp_action::XDP_PASS) };
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };
-    // Signed: a coarse `now` (see main's `clock`) may be a tick behind a precise `checked_ns`.
-    let age = now.wrapping_sub(hop.checked_ns) as i64;
-    if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || age > NEXT_HOP_REFRESH_NS as i64 {
+    if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || now.wrapping_sub(hop.checked_ns) > NEXT_HOP_REFRESH_NS {
         if let Err(reason) = lookup_next_hop(ctx, ip, flow, hop, now) {
             return (reason, xdp_action::XDP_PASS);
         }

@@ -37,7 +37,7 @@ mod timestamps;
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::xdp,
     programs::XdpContext,
 };
@@ -108,12 +108,8 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }
-    // The clock only for packets that are ours, and the precise one (a third of an established
-    // packet's cost here) only where a decision or a record needs it: SYNs (NAT tuples, timestamp
-    // clocks, redispatch), RSTs (refusals, suspicion) and FINs (the close that starts a tuple's
-    // hold, flow events). Any other segment only refreshes its flow's idle time, for which the
-    // clock of the last tick will do (it is never ahead of the precise one; see `clock`).
-    let now = clock(pkt.tcp_flags);
+    // The clock only for packets that are ours.
+    let now = unsafe { bpf_ktime_get_ns() };
     // Read once, here, for every packet that is ours: the option walk is then verified for one
     // call site only (each inlined copy would cost the verifier a walk of its own).
     let opts = options::find(ctx, &pkt);
@@ -187,19 +183,6 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         return Ok((Reason::NotAllowed, xdp_action::XDP_DROP));
     }
     Ok(open_flow(&ingress, frontend))
-}
-
-/// The time for a packet with TCP `flags`: `bpf_ktime_get_ns` for SYN, RST and FIN,
-/// `bpf_ktime_get_coarse_ns` (the same clock at the last tick) for the rest. A coarse reading is
-/// at most a tick behind, never ahead, so an idle time measured from it later is at most a tick
-/// long; comparisons of a coarse `now` with a recorded time allow for it (`forward`).
-#[inline(always)]
-fn clock(flags: u32) -> u64 {
-    if flags & (TCP_SYN | TCP_RST | TCP_FIN) != 0 {
-        unsafe { bpf_ktime_get_ns() }
-    } else {
-        unsafe { bpf_ktime_get_coarse_ns() }
-    }
 }
 
 /// What every stage of a packet's handling reads, bundled: a stage that is a function of its own
