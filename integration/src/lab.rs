@@ -95,6 +95,24 @@ fn sw_checksums(ns: &NetNs, iface: &str) -> Result<()> {
     ns.exec(&["ethtool", "-K", iface, "tx", "off"]).map(|_| ())
 }
 
+/// The client side of the routed labs: client 198.18.1.1 -> router `rt` -> balancer eth0
+/// 198.18.2.10 (its default route via `rt`).
+fn client_behind_router(names: Names) -> Result<(NetNs, NetNs, NetNs)> {
+    let (client, rt, lb) = (names.ns("cl")?, names.ns("rt")?, names.ns("lb")?);
+    veth(&client, "eth0", &rt, "eth0")?;
+    client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
+    sw_checksums(&client, "eth0")?;
+    client.ip(&["route", "add", "default", "via", "198.18.1.254"])?;
+    rt.ip(&["addr", "add", "198.18.1.254/24", "dev", "eth0"])?;
+    veth(&lb, "eth0", &rt, "eth1")?;
+    rt.ip(&["addr", "add", "198.18.2.254/24", "dev", "eth1"])?;
+    rt.sysctl("net.ipv4.ip_forward", "1")?;
+    lb.ip(&["addr", "add", &format!("{ROUTED_VIP}/24"), "dev", "eth0"])?;
+    lb.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
+    napi_peer(&rt, "eth1")?;
+    Ok((client, rt, lb))
+}
+
 fn backends(names: Names, sw: &NetNs, n: usize) -> Result<Vec<Backend>> {
     (0..n)
         .map(|i| {
@@ -180,20 +198,7 @@ impl Lab {
     pub fn routed(n: usize) -> Result<Lab> {
         let names = Names::Unique;
         let sw = switch(names)?;
-        let client = names.ns("cl")?;
-        let rt = names.ns("rt")?;
-        let lb = names.ns("lb")?;
-        veth(&client, "eth0", &rt, "eth0")?;
-        client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
-        sw_checksums(&client, "eth0")?;
-        client.ip(&["route", "add", "default", "via", "198.18.1.254"])?;
-        rt.ip(&["addr", "add", "198.18.1.254/24", "dev", "eth0"])?;
-        veth(&lb, "eth0", &rt, "eth1")?;
-        rt.ip(&["addr", "add", "198.18.2.254/24", "dev", "eth1"])?;
-        rt.sysctl("net.ipv4.ip_forward", "1")?;
-        lb.ip(&["addr", "add", &format!("{ROUTED_VIP}/24"), "dev", "eth0"])?;
-        lb.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
-        napi_peer(&rt, "eth1")?;
+        let (client, rt, lb) = client_behind_router(names)?;
         plug(&sw, "plb", &lb, "eth1", &format!("{LB}/24"))?;
         napi_peer(&sw, "plb")?;
         let backends = backends(names, &sw, n)?;
@@ -217,17 +222,8 @@ impl Lab {
     pub fn narrow_paths(n: usize, mtu: u32) -> Result<Lab> {
         let names = Names::Unique;
         let sw = switch(names)?;
-        let (client, rt, lb, rt2) = (names.ns("cl")?, names.ns("rt")?, names.ns("lb")?, names.ns("rt2")?);
-        veth(&client, "eth0", &rt, "eth0")?;
-        client.ip(&["addr", "add", &format!("{ROUTED_CLIENT}/24"), "dev", "eth0"])?;
-        sw_checksums(&client, "eth0")?;
-        client.ip(&["route", "add", "default", "via", "198.18.1.254"])?;
-        rt.ip(&["addr", "add", "198.18.1.254/24", "dev", "eth0"])?;
-        veth(&lb, "eth0", &rt, "eth1")?;
-        rt.ip(&["addr", "add", "198.18.2.254/24", "dev", "eth1"])?;
-        lb.ip(&["addr", "add", &format!("{ROUTED_VIP}/24"), "dev", "eth0"])?;
-        lb.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
-        napi_peer(&rt, "eth1")?;
+        let (client, rt, lb) = client_behind_router(names)?;
+        let rt2 = names.ns("rt2")?;
         veth(&lb, "eth1", &rt2, "eth0")?;
         lb.ip(&["addr", "add", &format!("{NARROW_NAT}/24"), "dev", "eth1"])?;
         rt2.ip(&["addr", "add", "198.18.3.254/24", "dev", "eth0"])?;
@@ -238,9 +234,7 @@ impl Lab {
         for b in &backends {
             b.ns.ip(&["route", "add", "default", "via", "198.18.0.254"])?;
         }
-        for r in [&rt, &rt2] {
-            r.sysctl("net.ipv4.ip_forward", "1")?;
-        }
+        rt2.sysctl("net.ipv4.ip_forward", "1")?;
         let mtu = mtu.to_string();
         rt.ip(&["route", "replace", "198.18.1.0/24", "dev", "eth0", "src", "198.18.1.254", "mtu", "lock", &mtu])?;
         rt2.ip(&["route", "replace", "198.18.0.0/24", "dev", "eth1", "src", "198.18.0.254", "mtu", "lock", &mtu])?;

@@ -27,6 +27,33 @@ const STREAMS: u64 = 8;
 /// Bytes each stream must echo (both directions) before the test stops them.
 const EACH: u64 = 2 << 20;
 
+/// `n` streams from the lab's client to `vip`, each echoing 16 KiB at a time (every byte
+/// checked), until they moved `n * EACH` bytes together, one of them ended (a stalled one
+/// fails on its own: its read times out after 20 s), or 60 s passed (a black hole). Their
+/// results and the bytes they moved.
+fn echo(lab: &Lab, vip: SocketAddr, n: u64, seed: u64) -> (Vec<anyhow::Result<u64>>, u64) {
+    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
+    let started = Instant::now();
+    let results = std::thread::scope(|sc| {
+        let _stop = StopOnDrop(&stop);
+        let streams: Vec<_> = (0..n)
+            .map(|i| {
+                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
+                sc.spawn(move || ns.enter(|| stream(vip, seed + i, stop, progress)))
+            })
+            .collect();
+        while progress.load(Ordering::Relaxed) < n * EACH
+            && started.elapsed() < Duration::from_secs(60)
+            && !streams.iter().any(|s| s.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        streams.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    (results, progress.load(Ordering::Relaxed))
+}
+
 #[test]
 fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
     let lab = Lab::narrow_paths(3, MTU).unwrap();
@@ -40,28 +67,8 @@ fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
     let frag_needed_sent = |ns| netstat(ns, "IcmpOutDestUnreachs").unwrap();
     let routers_before = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]);
 
-    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
     let started = Instant::now();
-    let results: Vec<_> = std::thread::scope(|sc| {
-        let _stop = StopOnDrop(&stop);
-        let streams: Vec<_> = (0..STREAMS)
-            .map(|i| {
-                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
-                sc.spawn(move || ns.enter(|| stream(vip, 0x3170 + i, stop, progress)))
-            })
-            .collect();
-        // A stalled stream fails on its own (its read times out after 20 s); a whole-test
-        // deadline keeps a black hole from running forever.
-        while progress.load(Ordering::Relaxed) < STREAMS * EACH
-            && started.elapsed() < Duration::from_secs(60)
-            && !streams.iter().any(|s| s.is_finished())
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stop.store(true, Ordering::Relaxed);
-        streams.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let moved = progress.load(Ordering::Relaxed);
+    let (results, moved) = echo(&lab, vip, STREAMS, 0x3170);
     let routers = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]) - routers_before;
     let (to_client, to_server) = (reason(Reason::IcmpToClient), reason(Reason::IcmpToServer));
     let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
@@ -102,26 +109,7 @@ fn the_balancer_tells_the_client_when_its_own_way_out_is_narrower() {
     let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
-    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
-    let results: Vec<_> = std::thread::scope(|sc| {
-        let _stop = StopOnDrop(&stop);
-        let streams: Vec<_> = (0..4u64)
-            .map(|i| {
-                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
-                sc.spawn(move || ns.enter(|| stream(vip, 0x1400 + i, stop, progress)))
-            })
-            .collect();
-        let started = Instant::now();
-        while progress.load(Ordering::Relaxed) < 4 * EACH
-            && started.elapsed() < Duration::from_secs(60)
-            && !streams.iter().any(|s| s.is_finished())
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stop.store(true, Ordering::Relaxed);
-        streams.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let moved = progress.load(Ordering::Relaxed);
+    let (results, moved) = echo(&lab, vip, 4, 0x1400);
     let too_big = counters.reasons().unwrap().into_iter().find(|(r, _)| *r == Reason::TooBig).map_or(0, |(_, n)| n);
     let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
     eprintln!("{moved} bytes echoed; too_big {too_big}; client: {}", client_route.trim());
@@ -161,29 +149,10 @@ fn jumbo_frames_in_native_mode() {
     };
     let (bytes0, packets0) = (rx("bytes"), rx("packets"));
     let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
-    let (stop, progress) = (AtomicBool::new(false), AtomicU64::new(0));
-    let results: Vec<_> = std::thread::scope(|sc| {
-        let _stop = StopOnDrop(&stop);
-        let streams: Vec<_> = (0..4u64)
-            .map(|i| {
-                let (ns, stop, progress) = (lab.client.handle(), &stop, &progress);
-                sc.spawn(move || ns.enter(|| stream(vip, 0x9000 + i, stop, progress)))
-            })
-            .collect();
-        let started = Instant::now();
-        while progress.load(Ordering::Relaxed) < 4 * EACH
-            && started.elapsed() < Duration::from_secs(60)
-            && !streams.iter().any(|s| s.is_finished())
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stop.store(true, Ordering::Relaxed);
-        streams.into_iter().map(|s| s.join().unwrap()).collect()
-    });
+    let (results, moved) = echo(&lab, vip, 4, 0x9000);
     for r in &results {
         r.as_ref().unwrap_or_else(|e| panic!("a jumbo transfer failed: {e:#}"));
     }
-    let moved = progress.load(Ordering::Relaxed);
     let (bytes, packets) = (rx("bytes") - bytes0, rx("packets") - packets0);
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
     let reasons: std::collections::HashMap<Reason, u64> = counters.reasons().unwrap().into_iter().collect();

@@ -38,16 +38,26 @@ pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (
         Some(hop) if flow.seen & FLOW_LOCAL == 0 => hop.ifindex,
         _ => 0,
     };
+    if let Some(action) = rewrite_within_mtu(ctx, pkt, flow, egress) {
+        return (Reason::TooBig, action);
+    }
+    deliver_to_server(ctx, pkt.eth, pkt.ip, flow, now, Reason::Forwarded)
+}
+
+/// Rewrites the packet as `flow` says if it fits `egress`, its way out: `None`, it goes on.
+/// Otherwise the action for it (counted `too_big`): a frag-needed for its sender (DF), or the
+/// kernel, which fragments it (rewritten).
+#[inline(always)]
+fn rewrite_within_mtu(ctx: &XdpContext, pkt: &Packet, flow: &Flow, egress: u32) -> Option<u32> {
     match fits(ctx, pkt, egress) {
-        Fits::Yes => {}
-        Fits::AnswerFragNeeded(mtu) => return (Reason::TooBig, icmp::frag_needed_action(mtu)),
+        Fits::AnswerFragNeeded(mtu) => return Some(icmp::frag_needed_action(mtu)),
         Fits::KernelFragments => {
             nat::rewrite(pkt, flow);
-            return (Reason::TooBig, xdp_action::XDP_PASS);
+            return Some(xdp_action::XDP_PASS);
         }
+        Fits::Yes => nat::rewrite(pkt, flow),
     }
-    nat::rewrite(pkt, flow);
-    deliver_to_server(ctx, pkt.eth, pkt.ip, flow, now, Reason::Forwarded)
+    None
 }
 
 /// What a packet bigger than its way out gets (see `fits`).
@@ -161,15 +171,9 @@ fn fib_lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, flow: &Flow) -> Result<&'sta
 pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
     let flow = unsafe { &mut *flow };
     let egress = flow.next_hop_ifindex;
-    match fits(ctx, pkt, egress) {
-        Fits::Yes => {}
-        Fits::AnswerFragNeeded(mtu) => return (Reason::TooBig, icmp::frag_needed_action(mtu)),
-        Fits::KernelFragments => {
-            nat::rewrite(pkt, flow);
-            return (Reason::TooBig, xdp_action::XDP_PASS);
-        }
+    if let Some(action) = rewrite_within_mtu(ctx, pkt, flow, egress) {
+        return (Reason::TooBig, action);
     }
-    nat::rewrite(pkt, flow);
     deliver_to_client(ctx, pkt.eth, pkt.ip, flow, Reason::Replied)
 }
 
