@@ -194,6 +194,12 @@ impl Lab {
         std::iter::once(&self.client).chain(self.more_clients.iter().map(|(ns, _)| ns)).collect()
     }
 
+    /// A routed lab (`client_behind_router`): the balancer serves on eth0 and eth1.
+    fn behind_router(client: NetNs, lb: NetNs, backends: Vec<Backend>, infra: Vec<NetNs>) -> Lab {
+        let lb_ifaces = vec!["eth0".into(), "eth1".into()];
+        Lab { lb, lb_ifaces, client, more_clients: Vec::new(), vip: ROUTED_VIP, backends, _infra: infra }
+    }
+
     /// client 198.18.1.1 -> router -> balancer eth0 198.18.2.10 | eth1 198.18.0.10 -> backends.
     pub fn routed(n: usize) -> Result<Lab> {
         let names = Names::Unique;
@@ -202,15 +208,7 @@ impl Lab {
         plug(&sw, "plb", &lb, "eth1", &format!("{LB}/24"))?;
         napi_peer(&sw, "plb")?;
         let backends = backends(names, &sw, n)?;
-        Ok(Lab {
-            lb,
-            lb_ifaces: vec!["eth0".into(), "eth1".into()],
-            client,
-            more_clients: Vec::new(),
-            vip: ROUTED_VIP,
-            backends,
-            _infra: vec![rt, sw],
-        })
+        Ok(Lab::behind_router(client, lb, backends, vec![rt, sw]))
     }
 
     /// `routed`, with a router on the servers' side too: client 198.18.1.1 -> `rt` -> balancer
@@ -238,15 +236,7 @@ impl Lab {
         let mtu = mtu.to_string();
         rt.ip(&["route", "replace", "198.18.1.0/24", "dev", "eth0", "src", "198.18.1.254", "mtu", "lock", &mtu])?;
         rt2.ip(&["route", "replace", "198.18.0.0/24", "dev", "eth1", "src", "198.18.0.254", "mtu", "lock", &mtu])?;
-        Ok(Lab {
-            lb,
-            lb_ifaces: vec!["eth0".into(), "eth1".into()],
-            client,
-            more_clients: Vec::new(),
-            vip: ROUTED_VIP,
-            backends,
-            _infra: vec![rt, rt2, sw],
-        })
+        Ok(Lab::behind_router(client, lb, backends, vec![rt, rt2, sw]))
     }
 
     /// Starts `lbtest-server NAME PORT` on every backend.
