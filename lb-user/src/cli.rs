@@ -43,7 +43,7 @@ pub enum Cmd {
     /// Validate a configuration and print it with every default filled in.
     CheckConfig { file: PathBuf },
     /// Translate an haproxy.cfg into xdplb's TOML (stdout); says what it could not translate,
-    /// each note an error, warn or info. Exits 1 on any error unless --accept-differences.
+    /// each note an error, warn or info. Exits 2 on any error unless --accept-differences.
     ImportHaproxy {
         file: PathBuf,
         /// Write the TOML here instead of stdout.

@@ -208,6 +208,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("starting the flow events' reader")?;
     let counters = Counters::open_pinned(&g.pin_dir).context("opening the counters")?;
     let attached = dataplane::attach(&mut ebpf, &ifaces, g.xdp_mode, &g.pin_dir)?;
+    for (name, _) in attached.iter().filter(|(_, mode)| *mode == dataplane::Attached::Generic) {
+        let off = host
+            .unmerge_receive(name)
+            .with_context(|| format!("turning receive offloads off on {name} (generic mode)"))?;
+        if !off.is_empty() {
+            log::warn!(
+                "{name} is in generic mode: {} turned off (XDP would see merged segments with partial checksums); `xdplb detach` turns it back on",
+                off.join(" and ")
+            );
+        }
+    }
     hook_local_clients(&mut ebpf, g, &topology)?;
     attach_egress(&mut ebpf, g, &ifaces, &topology)?;
     new_pins.armed = false;

@@ -1,5 +1,5 @@
 //! The one place the agent talks to the kernel without a safe wrapper: map operations aya 0.14
-//! does not offer. Each `unsafe` block says why it is sound.
+//! does not offer, and the ethtool ioctl. Each `unsafe` block says why it is sound.
 #![allow(unsafe_code, reason = "raw bpf(2) calls that aya 0.14 has no wrapper for; each block is justified")]
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -176,6 +176,59 @@ pub fn netns_cookie() -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(cookie)
+}
+
+/// The ethtool commands the agent uses (`ethtool_value` variants, `linux/ethtool.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ethtool {
+    /// Generic receive offload (`ETHTOOL_GGRO` / `ETHTOOL_SGRO`): 0 or 1.
+    Gro,
+    /// The feature flags (`ETHTOOL_GFLAGS` / `ETHTOOL_SFLAGS`), of which LRO is `ETH_FLAG_LRO`.
+    Flags,
+}
+
+/// `ETH_FLAG_LRO` in `Ethtool::Flags`.
+pub const ETH_FLAG_LRO: u32 = 1 << 15;
+
+/// Reads one of `iface`'s ethtool values (`SIOCETHTOOL`), or writes `set` first and reads it
+/// back: the receive offloads generic mode must not meet (neither aya nor nix wraps them).
+pub fn ethtool(iface: &str, what: Ethtool, set: Option<u32>) -> std::io::Result<u32> {
+    // struct ifreq: the name, then a union whose `ifr_data` points at the command's struct.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut [u32; 2],
+        _rest: [u8; 16],
+    }
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let (get, put) = match what {
+        Ethtool::Gro => (0x2b_u32, 0x2c_u32),
+        Ethtool::Flags => (0x25, 0x26),
+    };
+    let bytes = iface.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad interface name {iface:?}")));
+    }
+    let mut name = [0u8; libc::IFNAMSIZ];
+    name.iter_mut().zip(bytes).for_each(|(d, s)| *d = *s);
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let call = |cmd: u32, data: u32| -> std::io::Result<u32> {
+        // struct ethtool_value: cmd, data.
+        let mut value = [cmd, data];
+        let mut req = IfReq { name, data: &raw mut value, _rest: [0; 16] };
+        // SAFETY: a valid socket and an ifreq naming the interface, whose data pointer leads to
+        // an ethtool_value that outlives the call; the kernel reads and writes only that.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut req) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(value[1])
+    };
+    if let Some(v) = set {
+        call(put, v)?;
+    }
+    call(get, 0)
 }
 
 /// The bytes of a map type as the kernel stores them (the sync protocol sends entries as they

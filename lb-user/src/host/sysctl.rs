@@ -2,7 +2,8 @@
 //! `xdplb detach` can put back what was there before (`HostChanges`).
 //!
 //! What the agent changes: `net.ipv4.ip_local_reserved_ports` gains the NAT port range; on each
-//! attached interface `forwarding=1`, `accept_local=1` and `send_redirects=0`.
+//! attached interface `forwarding=1`, `accept_local=1` and `send_redirects=0`; on an interface
+//! in generic mode, GRO and LRO off.
 
 use std::{
     collections::BTreeMap,
@@ -44,6 +45,10 @@ pub struct Record {
     /// reserved when a range is released).
     #[serde(default)]
     pub reserved_before: Option<String>,
+    /// Receive offloads turned off on interfaces in generic mode, keyed `IFACE/gro`, `IFACE/lro`,
+    /// values `on` / `off`.
+    #[serde(default)]
+    pub offloads: BTreeMap<String, Change>,
 }
 
 /// The host changes of the data path pinned under one directory: made, recorded, undone.
@@ -131,6 +136,29 @@ impl HostChanges {
         Ok(())
     }
 
+    /// An interface in generic (skb) mode: XDP runs there after GRO (and the NIC's LRO), on
+    /// merged segments larger than the MTU whose TCP checksum is partial (the pseudo-header's
+    /// sum only, completed at transmit). XDP cannot tell, and its incremental rewrite would
+    /// corrupt every merged segment, so both are turned off here, recorded, and put back by
+    /// `xdplb detach`. Returns what was turned off.
+    pub fn unmerge_receive(&mut self, iface: &str) -> io::Result<Vec<&'static str>> {
+        let mut off = Vec::new();
+        for name in ["gro", "lro"] {
+            if !offload(iface, name, None)? {
+                continue;
+            }
+            let key = format!("{iface}/{name}");
+            self.record.offloads.entry(key).or_insert(Change { before: "on".into(), set: "off".into() });
+            self.save()?;
+            if offload(iface, name, Some(false))? {
+                return Err(io::Error::other(format!("{name} stays on on {iface} (a fixed feature of its driver)")));
+            }
+            log::info!("{iface}: {name} off (generic mode sees merged segments otherwise)");
+            off.push(if name == "gro" { "GRO" } else { "LRO" });
+        }
+        Ok(off)
+    }
+
     /// `xdplb detach`: puts back every recorded setting that still has the value the agent set
     /// (one changed since by someone else is left as it is, and said), releases the NAT ports,
     /// and forgets the record. Returns one line per setting.
@@ -148,6 +176,18 @@ impl HostChanges {
                 Err(e) => said.push(format!("sysctl {key}: {e} (the interface is gone?), nothing to restore")),
             }
         }
+        for (key, change) in std::mem::take(&mut self.record.offloads) {
+            let Some((iface, name)) = key.split_once('/') else { continue };
+            let on = |v: &str| v == "on";
+            match offload(iface, name, None) {
+                Ok(now) if now == on(&change.set) => {
+                    offload(iface, name, Some(on(&change.before)))?;
+                    said.push(format!("{iface}: {name} {} (restored)", change.before));
+                }
+                Ok(_) => said.push(format!("{iface}: {name} changed since xdplb set it {}, left as it is", change.set)),
+                Err(e) => said.push(format!("{iface}: {name}: {e} (the interface is gone?), nothing to restore")),
+            }
+        }
         for text in std::mem::take(&mut self.record.reserved_ports) {
             if let Ok(range) = text.parse::<PortRange>() {
                 release(range, &self.record)?;
@@ -161,6 +201,22 @@ impl HostChanges {
         }
         Ok(said)
     }
+}
+
+/// Whether receive offload `name` (`gro` or `lro`) is on, after setting it to `set` if given.
+fn offload(iface: &str, name: &str, set: Option<bool>) -> io::Result<bool> {
+    use crate::dataplane::sys::{ethtool, Ethtool, ETH_FLAG_LRO};
+    if name == "gro" {
+        return Ok(ethtool(iface, Ethtool::Gro, set.map(u32::from))? != 0);
+    }
+    let flags = ethtool(iface, Ethtool::Flags, None)?;
+    let flags = match set {
+        Some(on) if on != (flags & ETH_FLAG_LRO != 0) => {
+            ethtool(iface, Ethtool::Flags, Some(if on { flags | ETH_FLAG_LRO } else { flags & !ETH_FLAG_LRO }))?
+        }
+        _ => flags,
+    };
+    Ok(flags & ETH_FLAG_LRO != 0)
 }
 
 /// Takes `range` out of `ip_local_reserved_ports`, but for the ports reserved before xdplb
