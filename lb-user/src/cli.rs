@@ -156,6 +156,20 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     for w in c.warnings() {
         eprintln!("xdplb check-config: {}: warning: {w}", file.display());
     }
+    let g = &c.global;
+    let cpus = lb_user::dataplane::memory::possible_cpus();
+    let tables = lb_user::dataplane::memory::TableMemory::of(g.max_flows, g.max_half_open, cpus);
+    let per_flow = lb_user::dataplane::memory::TableMemory::of(1 << 20, 0, cpus).flows >> 20;
+    eprintln!(
+        "xdplb check-config: {}: memory: the connection tables will lock {} ({} bytes) of kernel memory: max_flows = {} takes {}, max_half_open = {} takes {} (about {per_flow} bytes a flow)",
+        file.display(),
+        lb_user::dataplane::memory::mib(tables.total()),
+        tables.total(),
+        g.max_flows,
+        lb_user::dataplane::memory::mib(tables.flows),
+        g.max_half_open,
+        lb_user::dataplane::memory::mib(tables.half_open),
+    );
     let mut shown = c;
     if let Some(auth) = &mut shown.global.stats_auth {
         auth.password = "<hidden>".into();

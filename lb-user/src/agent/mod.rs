@@ -257,6 +257,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         modes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         agent.global.stats_bind,
     );
+    let locked = dataplane::memory::locked_by_maps();
+    log::info!(
+        "kernel memory: {} BPF maps lock {}; the connection tables, preallocated for max_flows {} and max_half_open {}, are {} of it",
+        locked.len(),
+        dataplane::memory::mib(locked.values().sum()),
+        agent.global.max_flows,
+        agent.global.max_half_open,
+        dataplane::memory::mib(
+            dataplane::memory::TableMemory::of(
+                agent.global.max_flows,
+                agent.global.max_half_open,
+                dataplane::memory::possible_cpus()
+            )
+            .total()
+        ),
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

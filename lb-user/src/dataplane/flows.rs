@@ -3,7 +3,7 @@
 //! always removes both.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     time::Duration,
@@ -34,7 +34,6 @@ struct Pass {
     table: u8,
     cursor: Option<u32>,
     result: Sweep,
-    orphans: HashSet<(FlowKey, u64)>,
     /// Steps (`sweep_step`) the pass has taken so far.
     slices: u32,
 }
@@ -130,9 +129,6 @@ pub struct FlowTable {
     syn: BpfHashMap<MapData, FlowKey, Flow>,
     /// Non-zero while entries are being removed (see `lb_common::SweepState`).
     sweeping: Array<MapData, SweepState>,
-    /// Entries the last sweep found without their other half and not yet over: removed if the
-    /// next sweep finds them so too (never at first sight: see `sweep`).
-    orphans: HashSet<(FlowKey, u64)>,
     /// Open flows per server, for `balance leastconn`: the XDP program counts flows as they
     /// open and end; each sweep writes the true count back (flows that expire or are evicted
     /// end without a packet saying so).
@@ -167,7 +163,6 @@ impl FlowTable {
             map: take(ebpf, names::FLOWS)?,
             syn: take(ebpf, names::SYN_FLOWS)?,
             sweeping: take(ebpf, names::SWEEP)?,
-            orphans: HashSet::new(),
             open_counts: take(ebpf, names::SERVER_FLOWS)?,
             pass: None,
             no_batch: false,
@@ -182,7 +177,6 @@ impl FlowTable {
             map: BpfHashMap::try_from(open(names::FLOWS)?)?,
             syn: BpfHashMap::try_from(open(names::SYN_FLOWS)?)?,
             sweeping: Array::try_from(open(names::SWEEP)?)?,
-            orphans: HashSet::new(),
             open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
             pass: None,
             no_batch: false,
@@ -207,6 +201,16 @@ impl FlowTable {
     fn peer(&self, flow: &Flow) -> Option<Flow> {
         let key = flow.peer_key();
         self.syn.get(&key, 0).ok().or_else(|| self.map.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
+    }
+
+    /// `peer` for the sweep, which knows the table `flow` was read from and looks there first:
+    /// one lookup instead of two for an established flow (its peer is in the established table).
+    /// The order could miss a peer promoted at that very instant; the sweep asks only for the
+    /// peer of an entry that is over on its own, which a flow completing its handshake is not.
+    fn peer_in_sweep(&self, flow: &Flow, established: bool) -> Option<Flow> {
+        let key = flow.peer_key();
+        let (first, second) = if established { (&self.map, &self.syn) } else { (&self.syn, &self.map) };
+        first.get(&key, 0).ok().or_else(|| second.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
     }
 
     /// Removes `key`'s entry if it still belongs to the flow created at `created_ns`. The XDP
@@ -273,11 +277,13 @@ impl FlowTable {
     /// Removes flows that are over; returns how many flows there were and how many went.
     ///
     /// A pair (client side with its server side) is judged by its client side, with the later
-    /// of the two last-seen times. An entry whose other half is gone (evicted, or taken by a
-    /// newer flow that reused the tuple) is judged on its own: once over, it goes after its
-    /// linger (a server side keeps holding its NAT port as long as `port_hold_ns` says); while
-    /// not over, it goes only if the next sweep finds it orphaned too, because for an instant a
-    /// new flow's halves are inserted one after the other.
+    /// of the two last-seen times and the server side's port hold. Both only lengthen a flow's
+    /// life, so an entry that is not over on its own timeouts is kept without looking its peer
+    /// up: a table of live flows costs the sweep its batch reads and no lookup per entry. An
+    /// entry over on its own is paired with its peer (one lookup); one whose other half is gone
+    /// (evicted, or taken by a newer flow that reused the tuple) goes, after its linger (a server
+    /// side keeps holding its NAT port as long as `port_hold_ns` says). A live entry whose other
+    /// half was evicted stays until it is over on its own.
     pub fn sweep(&mut self, now: u64, t: &Timeouts) -> Sweep {
         self.pass = None;
         loop {
@@ -318,7 +324,6 @@ impl FlowTable {
         }
         self.remove_all(&doomed);
         if finished {
-            self.orphans = std::mem::take(&mut pass.orphans);
             // A pass over several slices counted flows at different moments: its counts are
             // no truer than the data path's own, which are left as they are.
             if pass.slices == 1 {
@@ -347,7 +352,7 @@ impl FlowTable {
         (map.iter().filter_map(Result::ok).collect(), None)
     }
 
-    /// Judges one entry of a sweep: counted, kept, remembered as an orphan, or doomed.
+    /// Judges one entry of a sweep: counted, kept, or doomed.
     fn judge(
         &self,
         key: FlowKey,
@@ -361,18 +366,21 @@ impl FlowTable {
         let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
         let result = &mut pass.result;
         let state = FlowState::of(flow);
-        let Some(peer) = self.peer(flow) else {
-            result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
-            let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(flow) } else { None };
-            let id = (key, flow.created_ns);
-            if expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold)
-                || (state != FlowState::Closed && self.orphans.contains(&id))
-            {
-                doomed.push(id);
-                result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
-            } else if state != FlowState::Closed {
-                pass.orphans.insert(id);
+        let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(flow) } else { None };
+        if !expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold) {
+            if flow.direction == FLOW_DIR_CLIENT {
+                result.flows += 1;
+                if state != FlowState::Closed {
+                    *result.active_by_server.entry(flow.server_id).or_default() += 1;
+                    *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
+                }
             }
+            return;
+        }
+        let Some(peer) = self.peer_in_sweep(flow, pass.table == 0) else {
+            result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
+            doomed.push((key, flow.created_ns));
+            result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
             return;
         };
         if flow.direction == FLOW_DIR_SERVER {

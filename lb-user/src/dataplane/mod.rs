@@ -1,7 +1,8 @@
 //! The kernel side as the agent sees it: loading the XDP program and pinning its maps (`load`,
 //! `pins`), attaching it (`attach`), the one writer of the maps the configuration decides
 //! (`maps`), the connection table (`flows`), its sweep on a thread of its own (`sweeper`) and the
-//! counters (`counters`), the connect hook for local clients (`hook`); `sys` holds the raw
+//! counters (`counters`), the connect hook for local clients (`hook`), what the maps lock in
+//! kernel memory (`memory`); `sys` holds the raw
 //! map operations aya lacks (the agent's only `unsafe`).
 
 pub mod attach;
@@ -11,6 +12,7 @@ pub mod flows;
 pub mod hook;
 pub mod load;
 pub mod maps;
+pub mod memory;
 pub mod pins;
 pub mod sweeper;
 pub(crate) mod sys;
