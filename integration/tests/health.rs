@@ -354,3 +354,48 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
         let _ = c.wait();
     }
 }
+
+/// A server that refuses `suspect_after` SYNs in a row is suspected by the data path (no new
+/// flow) before any check has taken it DOWN, and the page, the JSON and `/metrics` say so.
+#[test]
+fn a_suspected_server_is_shown_as_such_before_it_is_down() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    // Slow checks: with fall 3 at 10 s, the server stays UP (but suspected) for 20 s or more.
+    let check = "type = \"tcp\", inter = \"10s\", fastinter = \"10s\", timeout = \"1s\", rise = 2, fall = 3";
+    let _agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
+    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    for b in &lab.backends {
+        wait_state(&lab, &b.name, ServerState::Up, Duration::from_secs(3));
+    }
+    let victim = &lab.backends[2];
+    victim.ns.kill_all();
+    // Every third new flow is refused by the victim and redispatched: 12 connections give it 4.
+    let got = spread(&lab, vip, 12);
+    assert_eq!(got.values().sum::<usize>(), 12, "no connection failed: {got:?}");
+    assert!(!got.contains_key(&victim.name), "{got:?}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let s3 = loop {
+        let snap = status(&lab);
+        let s3 = snap.backends[0].servers.iter().find(|s| s.name == victim.name).unwrap().clone();
+        if s3.suspected || Instant::now() > deadline {
+            break s3;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(s3.suspected, "suspected in /status.json: {s3:?}");
+    assert_eq!(s3.status().as_str(), "UP", "not DOWN yet (fall 3 at 10 s)");
+    let page = lab.lb.enter(|| http_get("/"));
+    assert!(page.contains("(suspected)"), "the HTML page marks it");
+    let metrics = lab.lb.enter(|| http_get("/metrics"));
+    let line = format!("xdplb_server_suspected{{proxy=\"pool\",server=\"{}\"}} 1", victim.name);
+    assert!(
+        metrics.contains(&line),
+        "{line} in:\n{}",
+        metrics.lines().filter(|l| l.contains("suspected")).collect::<Vec<_>>().join("\n")
+    );
+    for other in &lab.backends[..2] {
+        let line = format!("xdplb_server_suspected{{proxy=\"pool\",server=\"{}\"}} 0", other.name);
+        assert!(metrics.contains(&line), "{line}");
+    }
+}
