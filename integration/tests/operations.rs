@@ -445,3 +445,35 @@ fn churn_of_new_connections_fails_nothing_and_leaves_nothing() {
     assert_eq!(reasons[&Reason::NoFlow], 0, "packets that found no flow");
     assert!(rss_after < rss_before + 4096, "agent memory grew during the churn: {rss_before} -> {rss_after} kB");
 }
+
+/// `xdplb status` (keepalived's track script) fails when the agent answers but XDP no longer
+/// runs on one of its interfaces (someone detached the link), so the host gives the VIP up; the
+/// agent says so in its log once, and the status shows the interface detached.
+#[test]
+fn status_fails_once_the_data_path_no_longer_runs() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let cfg = lab::config(&lab, PORT, BACKEND_PORT, "", &[]);
+    let mut agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
+    let status = || lab.lb.command(&integration::agent::xdplb_bin().unwrap()).arg("status").output().unwrap();
+    let ok = status();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let pin = agent.pin_dir().join("link_eth0");
+    // From here: `ip netns exec` mounts a /sys of its own, without the BPF file system.
+    sh(std::process::Command::new("bpftool").args(["link", "detach", "pinned"]).arg(&pin)).unwrap();
+    // The agent looks at its links when it publishes its status, every second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failed = loop {
+        let out = status();
+        if !out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (stdout, stderr) = (String::from_utf8_lossy(&failed.stdout), String::from_utf8_lossy(&failed.stderr));
+    assert!(!failed.status.success(), "status still succeeds with XDP detached:\n{stdout}");
+    assert!(stderr.contains("XDP no longer runs on eth0"), "{stderr}");
+    assert!(stdout.contains("eth0:native (detached)"), "{stdout}");
+    agent.wait_log("XDP no longer runs on eth0", 1, Duration::from_secs(2)).unwrap();
+    assert_eq!(agent.log_text().matches("XDP no longer runs on eth0").count(), 1, "said once");
+}

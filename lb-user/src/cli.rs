@@ -274,7 +274,16 @@ pub fn dispatch(cmd: Cmd) -> Result<()> {
             } else {
                 print!("{}", table::table(&snap));
             }
-            Ok(())
+            // The agent answers, but its data path may not run: fail, as a track script needs.
+            let stopped: Vec<&str> = snap.interfaces.iter().filter(|i| !i.running).map(|i| i.name.as_str()).collect();
+            if stopped.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "XDP no longer runs on {}: the data path does not see its packets; restart the agent (systemctl restart xdplb)",
+                    stopped.join(", ")
+                ))
+            }
         }
         Cmd::Server { action, target, socket } => {
             let state = match action {

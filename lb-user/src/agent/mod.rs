@@ -222,7 +222,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     hook_local_clients(&mut ebpf, g, &topology)?;
     attach_egress(&mut ebpf, g, &ifaces, &topology)?;
     new_pins.armed = false;
-    let modes: Vec<InterfaceStatus> = attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp }).collect();
+    let modes: Vec<InterfaceStatus> =
+        attached.into_iter().map(|(name, xdp)| InterfaceStatus { name, xdp, running: true }).collect();
 
     let (runtime_tx, mut runtime_rx) = tokio::sync::mpsc::channel(16);
     local::serve(listeners, runtime_tx, shared.clone()).context("starting the status page and runtime sockets")?;
@@ -506,6 +507,7 @@ impl Agent {
         self.last_sweep = self.sweeper.last();
         let mut snap = self.status.build(&self.topology, &self.registry, &self.counters, &self.last_sweep);
         snap.address_changes = self.address_changes;
+        self.check_links(&mut snap);
         if let Some((sync, _)) = &self.sync {
             let st = sync.snapshot();
             snap.sync = st.counters();
@@ -513,6 +515,24 @@ impl Agent {
         }
         *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
         *self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.session_names();
+    }
+
+    /// Whether each interface's pinned XDP link still runs (someone may have detached it, or
+    /// the interface went away): said once when it stops, and in the status (`xdplb status`
+    /// then fails, so keepalived's track script gives the VIP up).
+    fn check_links(&mut self, snap: &mut Snapshot) {
+        let before = self.shared.read().unwrap_or_else(std::sync::PoisonError::into_inner).interfaces.clone();
+        for i in &mut snap.interfaces {
+            i.running = dataplane::attach::still_attached(&self.global.pin_dir, &i.name).unwrap_or(false);
+            let was = before.iter().find(|b| b.name == i.name).is_none_or(|b| b.running);
+            if was && !i.running {
+                log::error!(
+                    "XDP no longer runs on {}: its link {} was detached or the interface is gone; the data path does not see its packets until the agent is restarted",
+                    i.name,
+                    dataplane::link_pin(&self.global.pin_dir, &i.name).display()
+                );
+            }
+        }
     }
 
     /// Re-reads the configuration and applies it; a bad one changes nothing. Returns what

@@ -76,6 +76,15 @@ pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("link_{iface}"))
 }
 
+/// Whether the XDP link pinned for `iface` still runs on an interface: `false` once someone
+/// detached it (`bpftool link detach`) or its interface went away, and the data path no longer
+/// sees that interface's packets. An error: no such pin.
+pub fn still_attached(pin_dir: &Path, iface: &str) -> std::io::Result<bool> {
+    use std::os::fd::AsFd as _;
+    let link = super::sys::obj_get(&link_pin(pin_dir, iface))?;
+    Ok(super::sys::link_xdp_ifindex(link.as_fd())?.is_some_and(|ifindex| ifindex != 0))
+}
+
 /// Attaches to every interface. Where a previous agent left a pinned link, the new program
 /// replaces the old one on it in one step (`bpf_link_update`): packets never meet a moment
 /// without XDP. Otherwise the program is attached (native, or as `mode` says) and the link is

@@ -135,13 +135,11 @@ pub fn link_update(link: std::os::fd::BorrowedFd<'_>, prog: std::os::fd::Borrowe
     Ok(())
 }
 
-/// The id of the cgroup a cgroup link is attached to (`BPF_OBJ_GET_INFO_BY_FD`), or `None` when
-/// `link` is not a cgroup link.
-pub fn link_cgroup_id(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+/// `struct bpf_link_info`'s start (`BPF_OBJ_GET_INFO_BY_FD`): type and id (u32 each), prog_id
+/// (u32, padded), then the variant of the link's type (its first u64). The kernel fills what
+/// fits in the length given.
+fn link_info(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<[u64; 4]> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_CGROUP: u64 = 3;
-    // struct bpf_link_info's start: type, id (u32 each), prog_id (u32, padded), then the cgroup
-    // variant: cgroup_id (u64), attach_type. The kernel fills what fits in the length given.
     let mut info = [0u64; 4];
     let mut attr: [u64; 2] = [
         u64::from(link.as_raw_fd().unsigned_abs()) | ((std::mem::size_of_val(&info) as u64) << 32),
@@ -150,7 +148,25 @@ pub fn link_cgroup_id(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Opti
     // SAFETY: the info_by_fd variant: bpf_fd, info_len (u32 each), info (pointer); the kernel
     // writes at most info_len bytes into `info`, which holds that many and outlives the call.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info)
+}
+
+/// The id of the cgroup a cgroup link is attached to, or `None` when `link` is not a cgroup
+/// link (its variant: cgroup_id, attach_type).
+pub fn link_cgroup_id(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+    const BPF_LINK_TYPE_CGROUP: u64 = 3;
+    let info = link_info(link)?;
     Ok(((info[0] & u64::from(u32::MAX)) == BPF_LINK_TYPE_CGROUP).then_some(info[2]))
+}
+
+/// The interface an XDP link runs on (its variant: ifindex), `Some(0)` once it was detached
+/// (`bpftool link detach`, or its interface is gone), `None` when `link` is not an XDP link.
+pub fn link_xdp_ifindex(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<u32>> {
+    const BPF_LINK_TYPE_XDP: u64 = 6;
+    let info = link_info(link)?;
+    // The variant's first u32, the low half of a little-endian u64.
+    Ok(((info[0] & u64::from(u32::MAX)) == BPF_LINK_TYPE_XDP)
+        .then(|| u32::try_from(info[2] & u64::from(u32::MAX)).unwrap_or_default()))
 }
 
 /// This process's network namespace cookie (`SO_NETNS_COOKIE`, Linux 5.14+): what the connect

@@ -81,8 +81,8 @@ pub fn snapshot() -> Snapshot {
         uptime_s: 93_784,
         pid: 4242,
         interfaces: vec![
-            InterfaceStatus { name: "eth0".into(), xdp: Attached::Native },
-            InterfaceStatus { name: "eth1".into(), xdp: Attached::Generic },
+            InterfaceStatus { name: "eth0".into(), xdp: Attached::Native, running: true },
+            InterfaceStatus { name: "eth1".into(), xdp: Attached::Generic, running: true },
         ],
         frontends: vec![
             FrontendStatus {

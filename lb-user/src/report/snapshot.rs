@@ -47,12 +47,24 @@ pub struct Snapshot {
 pub struct InterfaceStatus {
     pub name: String,
     pub xdp: Attached,
+    /// The pinned XDP link still runs on the interface (see `dataplane::attach::still_attached`);
+    /// `false`: the data path no longer sees its packets.
+    #[serde(default = "yes")]
+    pub running: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `eth0:native`.
 impl fmt::Display for InterfaceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.name, self.xdp)
+        write!(f, "{}:{}", self.name, self.xdp)?;
+        if !self.running {
+            f.write_str(" (detached)")?;
+        }
+        Ok(())
     }
 }
 

@@ -60,7 +60,11 @@ pub fn snapshot() -> Snapshot {
         version: "0.3.0".to_string(),
         uptime_s: 65,
         pid: 4242,
-        interfaces: vec![InterfaceStatus { name: "eth0".into(), xdp: crate::dataplane::Attached::Native }],
+        interfaces: vec![InterfaceStatus {
+            name: "eth0".into(),
+            xdp: crate::dataplane::Attached::Native,
+            running: true,
+        }],
         frontends: vec![
             FrontendStatus {
                 name: "in-etcd".to_string(),
