@@ -35,5 +35,10 @@ fn the_quick_benchmark_runs_every_contender() {
     for (way, v) in connect {
         assert!(v["median"].as_f64().unwrap() > 0.0, "connect, {way}: {v}");
     }
+    let latency = json["latency"].as_object().expect("the latency section");
+    assert_eq!(latency.len(), 4, "{latency:?}");
+    for (way, v) in latency {
+        assert!(v["rounds"][0]["wrk"]["p99_us"].as_f64().unwrap() > 0.0, "latency, {way}: {v}");
+    }
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/chart.png")).exists());
 }

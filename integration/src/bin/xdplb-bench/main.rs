@@ -30,6 +30,7 @@ mod clients;
 mod connect;
 mod failover;
 mod ha;
+mod latency;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -44,8 +45,8 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
-    /// Which benchmarks: prog, wrk, clients, failover, connect, ha (default all).
-    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,connect,ha")]
+    /// Which benchmarks: prog, wrk, clients, failover, connect, ha, latency (default all).
+    #[arg(long, value_delimiter = ',', default_value = "prog,wrk,clients,failover,connect,ha,latency")]
     only: Vec<String>,
     /// Rounds of turns per contender.
     #[arg(long, default_value_t = 3)]
@@ -211,6 +212,20 @@ fn wrk(ns: &NetNs, url: &str, seconds: u32, close: bool) -> Result<(f64, f64, f6
 }
 
 fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Result<(f64, f64, f64)> {
+    let w = wrk_run(ns, url, seconds, close, conns)?;
+    Ok((w.rps, w.p50_us, w.p99_us))
+}
+
+/// What one wrk run printed: requests per second and latency percentiles.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct Wrk {
+    rps: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+}
+
+fn wrk_run(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Result<Wrk> {
     let (t, c) = (format!("-t{}", conns.min(2)), format!("-c{conns}"));
     let mut args = vec!["wrk", t.as_str(), c.as_str()];
     let d = format!("-d{seconds}s");
@@ -243,7 +258,7 @@ fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Res
     if out.contains("Non-2xx") {
         bail!("wrk saw errors:\n{out}");
     }
-    Ok((rps, lat("50%")?, lat("99%")?))
+    Ok(Wrk { rps, p50_us: lat("50%")?, p90_us: lat("90%")?, p99_us: lat("99%")? })
 }
 
 /// Bytes per second of one connection downloading the 64 MiB file.
@@ -605,6 +620,9 @@ fn main() -> Result<()> {
     }
     if args.only.iter().any(|o| o == "ha") {
         report.insert("ha".into(), ha::bench(&args)?);
+    }
+    if args.only.iter().any(|o| o == "latency") {
+        report.insert("latency".into(), latency::bench(&args)?);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;

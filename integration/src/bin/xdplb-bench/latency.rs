@@ -1,0 +1,147 @@
+//! `latency`: where the ping-pong tail comes from. One connection, one request at a time
+//! (`wrk -t1 -c1 --latency`, the round trip of a quiet client), through each way in turn, round
+//! after round, in the one-arm veth lab with three nginx backends:
+//!
+//! - direct (client -> one nginx) and HAProxy (mode tcp), the references;
+//! - xdplb, native XDP, its agent running;
+//! - the same data path with its agent stopped (SIGSTOP) for the run: no checks, sweep or status
+//!   work on the cores, the XDP program alone;
+//!
+//! for each, p50/p90/p99, and the CPU time of the `ksoftirqd` threads per 1000 requests: softirq
+//! work the kernel could not finish where it was raised and handed to a thread that waits for
+//! the scheduler, which is what a tail made of scheduling delays looks like.
+
+use std::{collections::BTreeMap, fs, net::Ipv4Addr};
+
+use anyhow::{Context, Result};
+use integration::lab::Lab;
+use serde_json::json;
+
+use super::{median, nginx, start, stop, wrk_run, Args, Contender, Running, Wrk};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Way {
+    Direct,
+    Haproxy,
+    Xdplb,
+    XdplbAgentStopped,
+}
+
+impl Way {
+    const ALL: [Way; 4] = [Way::Direct, Way::Haproxy, Way::Xdplb, Way::XdplbAgentStopped];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::Direct => "direct (client -> one nginx)",
+            Way::Haproxy => "HAProxy 2.6, mode tcp",
+            Way::Xdplb => "xdplb, native XDP, agent running",
+            Way::XdplbAgentStopped => "xdplb, native XDP, agent stopped (SIGSTOP)",
+        }
+    }
+
+    fn contender(self) -> Contender {
+        match self {
+            Way::Direct => Contender::Direct,
+            Way::Haproxy => Contender::Haproxy,
+            Way::Xdplb | Way::XdplbAgentStopped => Contender::XdplbNative,
+        }
+    }
+}
+
+/// CPU time of every `ksoftirqd/N` thread, in clock ticks.
+fn ksoftirqd_ticks() -> u64 {
+    let Ok(dir) = fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with("ksoftirqd/")))
+        .filter_map(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Sample {
+    wrk: Wrk,
+    /// ksoftirqd CPU ms per 1000 requests.
+    ksoftirqd_ms_per_1k: f64,
+}
+
+pub fn bench(args: &Args) -> Result<serde_json::Value> {
+    let lab = Lab::one_arm(3)?;
+    let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-lat-"));
+    for b in &lab.backends {
+        nginx(&b.ns, &tmp.join(&b.name))?;
+    }
+    let source = |round: usize, i: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * Way::ALL.len() + i) as u8);
+    for round in 0..args.rounds {
+        for i in 0..Way::ALL.len() {
+            lab.lb.ip(&["addr", "add", &format!("{}/32", source(round, i)), "dev", "eth0"])?;
+        }
+    }
+    // A tail needs samples: at least 5 s a run, but for the quick run.
+    let seconds = if args.quick { args.seconds } else { args.seconds.max(5) };
+    let mut samples: BTreeMap<Way, Vec<Sample>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for (i, way) in Way::ALL.into_iter().enumerate() {
+            eprintln!("latency round {}/{}: {}", round + 1, args.rounds, way.name());
+            let running = start(way.contender(), &lab, &tmp, Some(source(round, i)))?;
+            let paused = match (&running, way) {
+                (Running::Agent(a), Way::XdplbAgentStopped) => {
+                    // The data path stays attached and forwards; the agent does nothing meanwhile.
+                    nix_signal(a.pid(), libc::SIGSTOP);
+                    Some(a.pid())
+                }
+                _ => None,
+            };
+            let url = match way {
+                Way::Direct => format!("http://{}:80/", lab.backends[0].addr),
+                _ => format!("http://{}:80/", lab.vip),
+            };
+            let k0 = ksoftirqd_ticks();
+            let w = wrk_run(&lab.client, &url, seconds, false, 1);
+            let k = ksoftirqd_ticks() - k0;
+            if let Some(pid) = paused {
+                nix_signal(pid, libc::SIGCONT);
+            }
+            stop(running, &lab);
+            let w = w.with_context(|| way.name())?;
+            let requests = (w.rps * f64::from(seconds)).max(1.0);
+            samples
+                .entry(way)
+                .or_default()
+                .push(Sample { wrk: w, ksoftirqd_ms_per_1k: k as f64 * 10.0 / requests * 1000.0 });
+        }
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    let med = |w: Way, f: &dyn Fn(&Sample) -> f64| median(samples[&w].iter().map(f).collect());
+    let direct_p99 = med(Way::Direct, &|s| s.wrk.p99_us);
+    println!(
+        "\n### Ping-pong (wrk -t1 -c1 -d{seconds}s), one-arm veth lab, 3 nginx; medians of {} rounds taking turns\n",
+        args.rounds
+    );
+    println!("| way | req/s | p50 us | p90 us | p99 us | p99 vs direct | ksoftirqd ms/1k req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut out = serde_json::Map::new();
+    for way in Way::ALL {
+        let p99 = med(way, &|s| s.wrk.p99_us);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {p99:.0} | {:.2}x | {:.2} |",
+            way.name(),
+            med(way, &|s| s.wrk.rps),
+            med(way, &|s| s.wrk.p50_us),
+            med(way, &|s| s.wrk.p90_us),
+            p99 / direct_p99,
+            med(way, &|s| s.ksoftirqd_ms_per_1k),
+        );
+        out.insert(way.name().to_string(), json!({ "rounds": samples[&way] }));
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+fn nix_signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid this benchmark started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
