@@ -223,3 +223,62 @@ fn a_synced_flow_is_forwarded_both_ways_by_the_host_that_takes_it_over() {
         assert_eq!((again.new, again.refreshed), (0, 1));
     });
 }
+
+/// A balancer that comes back with an empty table (its agent restarted and its data path gone)
+/// gets every established flow from its peer in one full dump, not only the flows opened after
+/// it came back, and takes them over when the master fails: streams opened before it came back
+/// survive the move byte for byte.
+#[test]
+fn a_peer_back_with_an_empty_table_gets_every_flow_by_a_dump_and_keeps_them_on_failover() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const OPEN: usize = 6;
+    let mut p = Pair::start(&Balancers::xdplb()).unwrap();
+    let tls = ha::client_config(&p.ca).unwrap();
+    let vip = SocketAddrV4::new(HA_VIP, PORT);
+    let stop = AtomicBool::new(false);
+    let (results, installed, dumps) = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 0..OPEN {
+            let (conn, server) = ha::tls_connect(&p.lab.client, vip, &tls, Duration::from_secs(3)).unwrap();
+            let stop = &stop;
+            let quiet = Duration::from_millis(700 + 30 * i as u64);
+            handles.push(s.spawn(move || ha::watch_stream(conn, server, i as u64 + 1, quiet, stop)));
+        }
+        // The backup's agent goes, and its pins with it: its kernel tables are gone.
+        drop(p.agents.remove(1));
+        let key = p.dir.join("sync.key");
+        let cfg = ha::config(&p.lab, 2, PORT, BACKEND_PORT, &key, &ha::XdplbOpts { sync: true, ..Default::default() });
+        p.agents.push(Agent::start(&p.lb2, &cfg, &["eth0".to_string()], "native").unwrap());
+        // Its first hello is a new session to the master, which answers with every flow it has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let installed = loop {
+            let n = sync_counter(&p.status(2).unwrap(), "flows_installed");
+            if n >= OPEN as u64 || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // What the master said when the peer's new session came: the size of its dump.
+        let dumps: Vec<u64> = p.agents[0]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("is here; sending it our"))
+            .filter_map(|l| l.split("sending it our ").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        // The master dies; the streams must go on through the peer that came back.
+        p.k1.take().unwrap().kill9();
+        p.lab.lb.ip(&["addr", "del", &format!("{HA_VIP}/24"), "dev", "eth0"]).unwrap();
+        ha::wait_holds(&p.lb2, HA_VIP, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (results, installed, dumps)
+    });
+    println!("back with an empty table: {installed} flows installed; the master's dumps: {dumps:?} flows");
+    assert!(dumps.last().is_some_and(|&n| n >= OPEN as u64), "the master's dumps: {dumps:?}\n{}", p.data_path_report());
+    assert!(installed >= OPEN as u64, "the peer installed {installed} of {OPEN} flows");
+    let errors: Vec<_> =
+        results.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.server))).collect();
+    assert!(errors.is_empty(), "streams that died: {errors:?}\n{}", p.data_path_report());
+    assert!(results.iter().all(|r| r.exchanges >= 4), "{results:?}");
+}
