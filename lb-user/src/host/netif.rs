@@ -38,6 +38,31 @@ pub fn all_ipv4() -> Result<Vec<(String, Ipv4Addr)>, NetifError> {
         .collect())
 }
 
+/// The VLAN devices stacked on `iface` (its `upper_*` links in sysfs whose `uevent` says
+/// `DEVTYPE=vlan`), each with its IPv4 addresses.
+pub fn vlans_over(iface: &str) -> Vec<(String, Vec<Ipv4Addr>)> {
+    let Ok(dir) = std::fs::read_dir(format!("/sys/class/net/{iface}")) else { return Vec::new() };
+    let uppers: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("upper_").map(str::to_owned))
+        .filter(|up| {
+            std::fs::read_to_string(format!("/sys/class/net/{up}/uevent"))
+                .is_ok_and(|u| u.lines().any(|l| l == "DEVTYPE=vlan"))
+        })
+        .collect();
+    if uppers.is_empty() {
+        return Vec::new();
+    }
+    let addrs = all_ipv4().unwrap_or_default();
+    uppers
+        .into_iter()
+        .map(|up| {
+            let mine = addrs.iter().filter(|(n, _)| *n == up).map(|(_, a)| *a).collect();
+            (up, mine)
+        })
+        .collect()
+}
+
 pub fn interface(name: &str) -> Result<Interface, NetifError> {
     let ifindex = ifindex(name)?;
     let addrs = all_ipv4()?.into_iter().filter(|(n, _)| n == name).map(|(_, a)| a).collect();

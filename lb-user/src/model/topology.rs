@@ -92,6 +92,10 @@ pub trait Host {
     /// `net.ipv4.ip_nonlocal_bind`: addresses not (yet) on this host may be bound, as HAProxy
     /// users do for a keepalived VIP on the backup host.
     fn nonlocal_bind(&self) -> bool;
+    /// The VLAN devices stacked on `iface`, with their IPv4 addresses.
+    fn vlans_over(&self, _iface: &str) -> Vec<(String, Vec<Ipv4Addr>)> {
+        Vec::new()
+    }
 }
 
 /// The real host.
@@ -106,6 +110,9 @@ impl Host for System {
     }
     fn nonlocal_bind(&self) -> bool {
         crate::host::sysctl::read("net/ipv4/ip_nonlocal_bind").is_ok_and(|v| v.trim() == "1")
+    }
+    fn vlans_over(&self, iface: &str) -> Vec<(String, Vec<Ipv4Addr>)> {
+        crate::host::netif::vlans_over(iface)
     }
 }
 
@@ -212,6 +219,19 @@ impl Topology {
                     a.ip(), a.ip(), a.port()
                 )),
                 _ => {}
+            }
+            // XDP on an interface sees the frames of a VLAN stacked on it still tagged (802.1Q),
+            // which the data path does not parse: it passes them, and the kernel, which has no
+            // listener, answers every SYN with RST.
+            if let Bind::Addr(a) = bind {
+                for i in ifaces {
+                    for (vlan, _) in host.vlans_over(&i.name).iter().filter(|(_, addrs)| addrs.contains(a.ip())) {
+                        problems.push(format!(
+                            "{at}: bind address {} is on {vlan}, a VLAN over {}: XDP on {} sees that VLAN's frames tagged (802.1Q) and does not parse them, so nothing would be served; attach to {vlan} instead (global.interfaces, generic mode), or serve the address untagged",
+                            a.ip(), i.name, i.name
+                        ));
+                    }
+                }
             }
             let keys = keys_of(bind, &covered(bind, &iface_addrs, &floating, loopback));
             frontends.push(FrontendEntry {
@@ -422,6 +442,39 @@ mod tests {
         c.frontends[0].bind = "198.18.0.99:12379".into();
         let e = Topology::resolve(&c, &eth0(), &FakeHost, None).unwrap_err();
         assert!(e.iter().next().unwrap().contains("not an address of this host"), "{e:?}");
+    }
+
+    /// A host whose eth0 carries a VLAN, eth0.100, with 198.18.5.10.
+    struct VlanHost;
+    impl Host for VlanHost {
+        fn local_addrs(&self) -> Vec<Ipv4Addr> {
+            vec![Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 5, 10)]
+        }
+        fn source_for(&self, d: SocketAddrV4) -> Result<Ipv4Addr, NetifError> {
+            FakeHost.source_for(d)
+        }
+        fn nonlocal_bind(&self) -> bool {
+            false
+        }
+        fn vlans_over(&self, iface: &str) -> Vec<(String, Vec<Ipv4Addr>)> {
+            if iface == "eth0" {
+                vec![("eth0.100".into(), vec![Ipv4Addr::new(198, 18, 5, 10)])]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn a_bind_on_a_vlan_over_an_attached_interface_is_refused_with_the_reason() {
+        let mut c = cfg(r#"{name="s1",address="198.18.0.21:2379"}"#);
+        c.frontends[0].bind = "198.18.5.10:12379".into();
+        let e = Topology::resolve(&c, &eth0(), &VlanHost, None).unwrap_err();
+        let said = e.iter().next().unwrap();
+        assert!(said.contains("is on eth0.100, a VLAN over eth0") && said.contains("attach to eth0.100"), "{said}");
+        // The untagged address of the same host is served as before.
+        c.frontends[0].bind = "198.18.0.10:12379".into();
+        assert!(Topology::resolve(&c, &eth0(), &VlanHost, None).is_ok());
     }
 
     #[test]
