@@ -159,6 +159,27 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// When a fault was being put in place (`open_until` classifies failures by it): from `begun`
+/// (the kill sent, `ip link set down` run) to `done` (the process gone, the link down).
+#[derive(Default, Debug)]
+pub struct FaultWindow {
+    pub begun: OnceLock<Instant>,
+    pub done: OnceLock<Instant>,
+}
+
+impl FaultWindow {
+    /// A failure of an attempt started at `t0`, seen now: in flight (true) when the attempt was
+    /// under way before the fault was complete and failed once it had begun; a failure before
+    /// the fault began, or of an attempt started after it was complete, is not.
+    fn in_flight(&self, t0: Instant) -> bool {
+        match (self.begun.get(), self.done.get()) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(_), Some(done)) => t0 < *done,
+        }
+    }
+}
+
 /// What clients opening connections one after another saw (`open_until`).
 #[derive(Default, Debug, Clone)]
 pub struct Opened {
@@ -194,7 +215,7 @@ pub fn open_until(
     clients: usize,
     read_timeout: Duration,
     stop: &AtomicBool,
-    fault: &OnceLock<Instant>,
+    fault: &FaultWindow,
 ) -> Opened {
     std::thread::scope(|sc| {
         let hs: Vec<_> = (0..clients)
@@ -212,7 +233,7 @@ pub fn open_until(
                                     seen.slowest = seen.slowest.max(took);
                                     seen.slow += u64::from(took > Duration::from_millis(900));
                                 }
-                                Err(e) if fault.get().is_some_and(|f| t0 < *f) => seen.in_flight.push(format!("{e:#}")),
+                                Err(e) if fault.in_flight(t0) => seen.in_flight.push(format!("{e:#}")),
                                 Err(e) => seen.failed.push(format!("{e:#}")),
                             }
                             std::thread::sleep(Duration::from_millis(20));

@@ -6,17 +6,14 @@
 
 use std::{
     net::SocketAddrV4,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        OnceLock,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use integration::{
     agent::Agent,
     lab::{self, Lab},
-    traffic::{connect, open_until, StopOnDrop},
+    traffic::{connect, open_until, FaultWindow, StopOnDrop},
 };
 use lb_user::dataplane::counters::Counters;
 
@@ -54,17 +51,19 @@ fn no_connection_fails(fault: &str, skipped_within: Duration, break_it: impl FnO
     let mut agent = Agent::start(&lab.lb, &config(&lab), &lab.lb_ifaces, "native").unwrap();
     agent.wait_log("ready:", 1, Duration::from_secs(10)).unwrap();
     let stop = AtomicBool::new(false);
-    let fault_at = OnceLock::new();
+    let window = FaultWindow::default();
     let vip = SocketAddrV4::new(lab.vip, PORT).into();
     let (seen, skipped_after, app2_after_kill) = std::thread::scope(|sc| {
         // The clients stop when this scope ends, also when an assertion in it fails.
         let _stop = StopOnDrop(&stop);
-        let runner = sc.spawn(|| open_until(&lab.client, vip, CLIENTS, Duration::from_secs(5), &stop, &fault_at));
+        let runner = sc.spawn(|| open_until(&lab.client, vip, CLIENTS, Duration::from_secs(5), &stop, &window));
         std::thread::sleep(Duration::from_secs(2));
-        // The fault counts from when it is in place: a connection started while `ip` was still
-        // taking the link down is in flight when it breaks, not an attempt after the fault.
+        // The fault counts from when it is in place: a connection under way while the process
+        // was being killed (accepted, not yet answered) or `ip` was still taking the link down is
+        // in flight when it breaks, not an attempt after the fault.
+        window.begun.get_or_init(Instant::now);
         break_it(&lab);
-        let broken_at = *fault_at.get_or_init(Instant::now);
+        let broken_at = *window.done.get_or_init(Instant::now);
         // Skipped for new flows in time: app2's count of new flows stops moving.
         std::thread::sleep(skipped_within);
         let at_1s = new_flows(&agent, &lab, "app2");

@@ -11,7 +11,7 @@ use std::{
     fs,
     net::SocketAddrV4,
     path::Path,
-    sync::{atomic::AtomicBool, OnceLock},
+    sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
 
@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use integration::{
     agent::Agent,
     lab::{self, Lab},
-    traffic::{open_until, Opened, StopOnDrop},
+    traffic::{open_until, FaultWindow, Opened, StopOnDrop},
 };
 use lb_user::dataplane::{counters::Counters, flows::monotonic_ns};
 use serde_json::json;
@@ -170,14 +170,16 @@ fn run_once(c: Contender, fault: Fault, server_bin: &str) -> Result<Figures> {
     let running = start(c, &lab, &tmp)?;
     let victim = lab.backends[VICTIM].name.clone();
     let stop = AtomicBool::new(false);
-    let fault_at = OnceLock::new();
+    let window = FaultWindow::default();
     let vip = SocketAddrV4::new(lab.vip, PORT).into();
     let result = std::thread::scope(|sc| -> Result<(Opened, Option<f64>)> {
         let _stop = StopOnDrop(&stop);
-        let clients = sc.spawn(|| open_until(&lab.client, vip, CLIENTS, CLIENT_PATIENCE, &stop, &fault_at));
+        let clients = sc.spawn(|| open_until(&lab.client, vip, CLIENTS, CLIENT_PATIENCE, &stop, &window));
         std::thread::sleep(Duration::from_secs(2));
         let fault_ns = monotonic_ns();
-        fault_at.get_or_init(Instant::now);
+        // Every contender is judged alike: an attempt started once the fault began counts.
+        let began = *window.begun.get_or_init(Instant::now);
+        window.done.get_or_init(|| began);
         fault.inflict(&lab)?;
         // HAProxy needs `fall` failed checks (up to 3 x 2 s, plus the first check's wait):
         // give every contender the same 15 s.
