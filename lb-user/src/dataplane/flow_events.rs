@@ -13,9 +13,10 @@ use lb_common::{names, FlowEvent};
 
 use super::maps::{take, MapsError};
 
-/// How often the ring is looked at when it was empty: events wait at most this long, and an
-/// idle agent wakes 20 times a second.
-const POLL: Duration = Duration::from_millis(50);
+/// How long the reader waits for the ring (which wakes it when the data path submits) before it
+/// looks at the sweep's expiries: those wait at most this long, and an idle agent's reader wakes
+/// once a second.
+const WAIT: Duration = Duration::from_secs(1);
 
 /// The ring buffer, taken from the loaded program.
 pub struct FlowEvents {
@@ -34,7 +35,16 @@ impl FlowEvents {
         expired: mpsc::Receiver<FlowEvent>,
         mut consume: impl FnMut(&FlowEvent) + Send + 'static,
     ) -> std::io::Result<()> {
-        std::thread::Builder::new().name("xdplb-flowlog".into()).spawn(move || loop {
+        std::thread::Builder::new().name("xdplb-flowlog".into()).spawn(move || {
+            super::sweeper::background();
+            self.read(&expired, &mut consume);
+        })?;
+        Ok(())
+    }
+
+    /// The reader's loop: returns once `expired`'s senders are gone.
+    fn read(&mut self, expired: &mpsc::Receiver<FlowEvent>, consume: &mut impl FnMut(&FlowEvent)) {
+        loop {
             let mut any = false;
             while let Some(item) = self.ring.next() {
                 any = true;
@@ -53,9 +63,18 @@ impl FlowEvents {
                 }
             }
             if !any {
-                std::thread::sleep(POLL);
+                wait_readable(&self.ring, WAIT);
             }
-        })?;
-        Ok(())
+        }
     }
+}
+
+/// Waits until the ring has data or `wait` passed (`poll(2)` on its descriptor).
+fn wait_readable(ring: &RingBuf<MapData>, wait: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
+    // An error (EINTR) only means looking again sooner.
+    let _ = poll(&mut fds, PollTimeout::from(ms));
 }

@@ -15,7 +15,7 @@ use aya::{
 };
 use lb_common::{
     names, Flow, FlowEvent, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_EXPIRED,
-    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, MAX_SERVERS, TCP_FIN,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, TCP_FIN,
 };
 use serde::Serialize;
 
@@ -419,9 +419,17 @@ impl FlowTable {
     /// Writes each server's open flows as the sweep counted them where the data path's own
     /// count drifted (see `open_counts`).
     fn write_open_counts(&mut self, open: &HashMap<u32, u64>) {
-        for id in 1..MAX_SERVERS {
+        // All of them in one read (an entry per server id, most of them unused).
+        let counts = match super::sys::array_u32_all(&self.open_counts) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("cannot read the servers' open flows: {e}");
+                return;
+            }
+        };
+        for (id, &n) in (0u32..).zip(&counts).skip(1) {
             let truth = open.get(&id).map_or(0, |&n| u32::try_from(n).unwrap_or(u32::MAX));
-            if self.open_counts.get(&id, 0).is_ok_and(|n| n != truth) {
+            if n != truth {
                 if let Err(e) = self.open_counts.set(id, truth, 0) {
                     log::warn!("cannot write server {id}'s open flows: {e}");
                 }

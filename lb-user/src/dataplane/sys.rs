@@ -94,6 +94,57 @@ pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Re
     }
 }
 
+/// Every value of a `u32` array map in one system call (`BPF_MAP_LOOKUP_BATCH` on an array), in
+/// index order, where aya's iterator makes one per entry.
+pub fn array_u32_all(map: &aya::maps::Array<aya::maps::MapData, u32>) -> std::io::Result<Vec<u32>> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let len = map.len();
+    let n = usize::try_from(len).unwrap_or(0);
+    let mut keys = vec![0u32; n];
+    let mut values = vec![0u32; n];
+    let mut out_batch = 0u32;
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    // The batch variant, as in `lookup_batch`; no in_batch: from the first index.
+    let mut attr: [u64; 7] = [
+        0,
+        std::ptr::from_mut(&mut out_batch) as u64,
+        keys.as_mut_ptr() as u64,
+        values.as_mut_ptr() as u64,
+        u64::from(len) | (u64::from(fd.unsigned_abs()) << 32),
+        0,
+        0,
+    ];
+    // SAFETY: the batch variant of bpf_attr; the kernel writes a u32 index to `out_batch` and at
+    // most `count` (the map's length) u32 keys and u32 values into `keys` and `values`, which hold
+    // that many; the map's key and value are both u32 (aya checked the value size when it opened
+    // it). All of them outlive the call.
+    let rc =
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+    }
+    let filled = usize::try_from(attr[4] & u64::from(u32::MAX)).unwrap_or(0).min(n);
+    values.truncate(filled);
+    Ok(values)
+}
+
+/// Runs the calling thread as `SCHED_BATCH`: its fair share of the CPU, but it never preempts
+/// another task when it wakes. For background work (the sweep, the flow log) on cores that
+/// also carry the traffic's user-space ends.
+pub fn batch_scheduling() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Calls bpf(2) with `attr` (a bpf_attr prefix the kernel zero-checks the rest of); the
 /// return value, or the error.
 ///
