@@ -175,7 +175,11 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
 /// of one flow sent from different CPUs can arrive swapped (seen: a client's ACK behind its own
 /// FIN, which a server in TIME_WAIT then counts in `TcpExtPAWSTimewait`). RPS queues each flow on
 /// one CPU chosen by its hash, as a real NIC's RSS does, and so keeps every flow in order.
+/// `XDPLB_LAB_NO_RPS=1` leaves it off (to measure what it costs a benchmark's contenders).
 fn keep_flow_order(ns: &NetNs, iface: &str) -> Result<()> {
+    if std::env::var_os("XDPLB_LAB_NO_RPS").is_some_and(|v| v == "1") {
+        return Ok(());
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
     let mask = format!("{:x}", (1u64 << cpus) - 1);
     ns.exec(&["sh", "-c", &format!("echo {mask} > /sys/class/net/{iface}/queues/rx-0/rps_cpus")]).map(|_| ())
