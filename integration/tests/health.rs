@@ -162,23 +162,24 @@ fn config_with(lab: &Lab, check: &str) -> String {
         .replace("name = \"pool\"\n", &format!("name = \"pool\"\ncheck = {{ {check} }}\n"))
 }
 
-/// The agent on the lab with `check`, once every server is UP.
-fn started_with(lab: &Lab, check: &str) -> Agent {
-    let agent = Agent::start(&lab.lb, &config_with(lab, check), &lab.lb_ifaces, "native").unwrap();
+/// A one-arm lab with its servers and the agent checking them with `check`, once every server
+/// is UP; the lab's frontend address.
+fn started_with(check: &str) -> (Lab, Agent, SocketAddr) {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
+    let agent = Agent::start(&lab.lb, &config_with(&lab, check), &lab.lb_ifaces, "native").unwrap();
     for b in &lab.backends {
-        wait_state(lab, &b.name, ServerState::Up, Duration::from_secs(3));
+        wait_state(&lab, &b.name, ServerState::Up, Duration::from_secs(3));
     }
-    agent
+    let vip = SocketAddrV4::new(lab.vip, PORT).into();
+    (lab, agent, vip)
 }
 
 #[test]
 fn passive_observation_takes_a_dead_server_out_long_before_inter_times_fall() {
-    let lab = Lab::one_arm(3).unwrap();
-    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     // inter 10 s: active checks alone would need about 30 s to see a death.
     let check = "type = \"tcp\", inter = \"10s\", fastinter = \"100ms\", timeout = \"100ms\", rise = 2, fall = 3, error_limit = 3";
-    let _agent = started_with(&lab, check);
-    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    let (lab, _agent, vip) = started_with(check);
     let victim = &lab.backends[2];
     victim.ns.kill_all();
     let killed = Instant::now();
@@ -365,12 +366,9 @@ fn a_flapping_server_makes_exactly_the_transitions_hysteresis_allows() {
 /// flow) before any check has taken it DOWN, and the page, the JSON and `/metrics` say so.
 #[test]
 fn a_suspected_server_is_shown_as_such_before_it_is_down() {
-    let lab = Lab::one_arm(3).unwrap();
-    lab.start_servers(&server_bin(), BACKEND_PORT).unwrap();
     // Slow checks: with fall 3 at 10 s, the server stays UP (but suspected) for 20 s or more.
     let check = "type = \"tcp\", inter = \"10s\", fastinter = \"10s\", timeout = \"1s\", rise = 2, fall = 3";
-    let _agent = started_with(&lab, check);
-    let vip: SocketAddr = SocketAddrV4::new(lab.vip, PORT).into();
+    let (lab, _agent, vip) = started_with(check);
     let victim = &lab.backends[2];
     victim.ns.kill_all();
     // Every third new flow is refused by the victim and redispatched: 12 connections give it 4.

@@ -157,9 +157,8 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         eprintln!("xdplb check-config: {}: warning: {w}", file.display());
     }
     let g = &c.global;
-    let cpus = lb_user::dataplane::memory::possible_cpus();
-    let tables = lb_user::dataplane::memory::TableMemory::of(g.max_flows, g.max_half_open, cpus);
-    let per_flow = lb_user::dataplane::memory::TableMemory::of(1 << 20, 0, cpus).flows >> 20;
+    let tables = lb_user::dataplane::memory::TableMemory::here(g.max_flows, g.max_half_open);
+    let per_flow = lb_user::dataplane::memory::bytes_per_flow();
     eprintln!(
         "xdplb check-config: {}: memory: the connection tables will lock {} ({} bytes) of kernel memory: max_flows = {} takes {}, max_half_open = {} takes {} (about {per_flow} bytes a flow)",
         file.display(),

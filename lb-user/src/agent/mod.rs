@@ -266,12 +266,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         agent.global.max_flows,
         agent.global.max_half_open,
         dataplane::memory::mib(
-            dataplane::memory::TableMemory::of(
-                agent.global.max_flows,
-                agent.global.max_half_open,
-                dataplane::memory::possible_cpus()
-            )
-            .total()
+            dataplane::memory::TableMemory::here(agent.global.max_flows, agent.global.max_half_open).total()
         ),
     );
 

@@ -195,21 +195,16 @@ impl FlowTable {
     }
 
     /// The other half of `flow`, if it still belongs to the same flow (both halves are made
-    /// with one creation time; a newer flow may have taken either tuple since). The half-open
-    /// table is read first: a promotion inserts into the established table before it removes
-    /// from the half-open one, so this order cannot miss a flow being promoted.
-    fn peer(&self, flow: &Flow) -> Option<Flow> {
+    /// with one creation time; a newer flow may have taken either tuple since). Read from the
+    /// half-open table first, unless `established_first`: a promotion inserts into the
+    /// established table before it removes from the half-open one, so that order cannot miss a
+    /// flow being promoted. The sweep, which knows the table `flow` came from, looks there
+    /// first: one lookup instead of two for an established flow. That order could miss a peer
+    /// promoted at that very instant; the sweep asks only for the peer of an entry that is over
+    /// on its own, which a flow completing its handshake is not.
+    fn peer(&self, flow: &Flow, established_first: bool) -> Option<Flow> {
         let key = flow.peer_key();
-        self.syn.get(&key, 0).ok().or_else(|| self.map.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
-    }
-
-    /// `peer` for the sweep, which knows the table `flow` was read from and looks there first:
-    /// one lookup instead of two for an established flow (its peer is in the established table).
-    /// The order could miss a peer promoted at that very instant; the sweep asks only for the
-    /// peer of an entry that is over on its own, which a flow completing its handshake is not.
-    fn peer_in_sweep(&self, flow: &Flow, established: bool) -> Option<Flow> {
-        let key = flow.peer_key();
-        let (first, second) = if established { (&self.map, &self.syn) } else { (&self.syn, &self.map) };
+        let (first, second) = if established_first { (&self.map, &self.syn) } else { (&self.syn, &self.map) };
         first.get(&key, 0).ok().or_else(|| second.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
     }
 
@@ -253,7 +248,7 @@ impl FlowTable {
             .into_iter()
             .filter(|(_, f)| f.direction == FLOW_DIR_CLIENT)
             .filter_map(|(k, c)| {
-                let s = self.peer(&c)?;
+                let s = self.peer(&c, false)?;
                 let last = c.last_seen_ns.max(s.last_seen_ns);
                 Some(FlowView {
                     client: sock(k.src_addr, k.src_port_be),
@@ -377,7 +372,7 @@ impl FlowTable {
             }
             return;
         }
-        let Some(peer) = self.peer_in_sweep(flow, pass.table == 0) else {
+        let Some(peer) = self.peer(flow, pass.table == 0) else {
             result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
             doomed.push((key, flow.created_ns));
             result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);

@@ -49,9 +49,20 @@ impl TableMemory {
         }
     }
 
+    /// The same on this host (its possible CPUs).
+    pub fn here(max_flows: u32, max_half_open: u32) -> TableMemory {
+        TableMemory::of(max_flows, max_half_open, possible_cpus())
+    }
+
     pub fn total(&self) -> u64 {
         self.flows + self.half_open
     }
+}
+
+/// What one flow costs on this host, taken over a table of 2^20 flows (both entries, their share
+/// of the buckets).
+pub fn bytes_per_flow() -> u64 {
+    TableMemory::here(1 << 20, 0).flows >> 20
 }
 
 /// The CPUs the kernel sizes per-CPU structures for (`/sys/devices/system/cpu/possible`, as

@@ -46,13 +46,41 @@ pub type Batch = (Vec<(FlowKey, Flow)>, Option<u32>);
 /// starts (`None`: the map has been read to its end). One system call reads thousands of
 /// entries, where aya's iterator makes two per entry.
 pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Result<Batch> {
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     let fd = map.map().fd().as_fd().as_raw_fd();
+    // SAFETY: this map was created with exactly these types (FlowKey, Flow), which aya checked
+    // when it opened it; a hash map's batch token is a u32 bucket index.
+    let (keys, values, next) = unsafe { batch::<FlowKey, Flow>(fd, cursor, max)? };
+    Ok((keys.into_iter().zip(values).collect(), next))
+}
+
+/// Every value of a `u32` array map in one system call (`BPF_MAP_LOOKUP_BATCH` on an array), in
+/// index order, where aya's iterator makes one per entry.
+pub fn array_u32_all(map: &aya::maps::Array<aya::maps::MapData, u32>) -> std::io::Result<Vec<u32>> {
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    // SAFETY: an array's keys are u32 indexes, this one's values u32 (aya checked the value size
+    // when it opened it), and its batch token a u32 index.
+    let (_, values, _) = unsafe { batch::<u32, u32>(fd, None, map.len())? };
+    Ok(values)
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` on the map behind `fd`, from `cursor`, for at most `max` entries (asking
+/// for more when one bucket holds more): its keys, its values, and the next batch's cursor
+/// (`None`: the end).
+///
+/// # Safety
+/// `K` and `V` must be the map's key and value types (their sizes are what the kernel writes),
+/// and its batch token a u32.
+unsafe fn batch<K: Default + Clone, V: Default + Clone>(
+    fd: std::os::fd::RawFd,
+    cursor: Option<u32>,
+    max: u32,
+) -> std::io::Result<(Vec<K>, Vec<V>, Option<u32>)> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     let mut max = max.max(1);
     loop {
         let len = usize::try_from(max).unwrap_or(usize::MAX);
-        let mut keys = vec![FlowKey::default(); len];
-        let mut values = vec![Flow::default(); len];
+        let mut keys = vec![K::default(); len];
+        let mut values = vec![V::default(); len];
         let in_batch = cursor.unwrap_or_default();
         let mut out_batch = 0u32;
         // union bpf_attr, the batch variant: in_batch, out_batch, keys, values (pointers), then
@@ -67,11 +95,10 @@ pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Re
             0,
         ];
         // SAFETY: `attr` is the batch variant of bpf_attr (the kernel zero-checks the rest of
-        // the size given). The kernel reads a u32 bucket index from `in_batch` (a hash map's
-        // batch token), writes one to `out_batch`, and writes at most `count` keys and values of
-        // the map's key and value sizes into `keys` and `values`, which hold `count` of each;
-        // this map was created with exactly these types (FlowKey, Flow), which aya checked when
-        // it opened it. All of them outlive the call.
+        // the size given). The kernel reads a u32 token from `in_batch`, writes one to
+        // `out_batch`, and writes at most `count` keys and values of the map's key and value
+        // sizes into `keys` and `values`, which hold `count` of each (`K` and `V` are the map's
+        // types, as the caller promised). All of them outlive the call.
         let rc = unsafe {
             libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
         };
@@ -90,45 +117,8 @@ pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Re
         keys.truncate(filled);
         values.truncate(filled);
         let next = if err.is_some() { None } else { Some(out_batch) };
-        return Ok((keys.into_iter().zip(values).collect(), next));
+        return Ok((keys, values, next));
     }
-}
-
-/// Every value of a `u32` array map in one system call (`BPF_MAP_LOOKUP_BATCH` on an array), in
-/// index order, where aya's iterator makes one per entry.
-pub fn array_u32_all(map: &aya::maps::Array<aya::maps::MapData, u32>) -> std::io::Result<Vec<u32>> {
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    let len = map.len();
-    let n = usize::try_from(len).unwrap_or(0);
-    let mut keys = vec![0u32; n];
-    let mut values = vec![0u32; n];
-    let mut out_batch = 0u32;
-    let fd = map.map().fd().as_fd().as_raw_fd();
-    // The batch variant, as in `lookup_batch`; no in_batch: from the first index.
-    let mut attr: [u64; 7] = [
-        0,
-        std::ptr::from_mut(&mut out_batch) as u64,
-        keys.as_mut_ptr() as u64,
-        values.as_mut_ptr() as u64,
-        u64::from(len) | (u64::from(fd.unsigned_abs()) << 32),
-        0,
-        0,
-    ];
-    // SAFETY: the batch variant of bpf_attr; the kernel writes a u32 index to `out_batch` and at
-    // most `count` (the map's length) u32 keys and u32 values into `keys` and `values`, which hold
-    // that many; the map's key and value are both u32 (aya checked the value size when it opened
-    // it). All of them outlive the call.
-    let rc =
-        unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
-    }
-    let filled = usize::try_from(attr[4] & u64::from(u32::MAX)).unwrap_or(0).min(n);
-    values.truncate(filled);
-    Ok(values)
 }
 
 /// Runs the calling thread as `SCHED_BATCH`: its fair share of the CPU, but it never preempts

@@ -11,13 +11,12 @@
 //! work the kernel could not finish where it was raised and handed to a thread that waits for
 //! the scheduler, which is what a tail made of scheduling delays looks like.
 
-use std::{collections::BTreeMap, fs, net::Ipv4Addr};
+use std::{collections::BTreeMap, fs};
 
 use anyhow::{Context, Result};
-use integration::lab::Lab;
 use serde_json::json;
 
-use super::{median, nginx, start, stop, wrk_run, Args, Contender, Running, Wrk};
+use super::{median, nginx_lab, start, stop, wrk_run, Args, Contender, Running, Wrk};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Way {
@@ -70,17 +69,7 @@ struct Sample {
 }
 
 pub fn bench(args: &Args) -> Result<serde_json::Value> {
-    let lab = Lab::one_arm(3)?;
-    let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-lat-"));
-    for b in &lab.backends {
-        nginx(&b.ns, &tmp.join(&b.name))?;
-    }
-    let source = |round: usize, i: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * Way::ALL.len() + i) as u8);
-    for round in 0..args.rounds {
-        for i in 0..Way::ALL.len() {
-            lab.lb.ip(&["addr", "add", &format!("{}/32", source(round, i)), "dev", "eth0"])?;
-        }
-    }
+    let (lab, tmp, source) = nginx_lab(args.rounds, Way::ALL.len())?;
     // A tail needs samples: at least 5 s a run, but for the quick run.
     let seconds = if args.quick { args.seconds } else { args.seconds.max(5) };
     let mut samples: BTreeMap<Way, Vec<Sample>> = BTreeMap::new();

@@ -477,21 +477,29 @@ fn measure(c: Contender, lab: &Lab, args: &Args, running: &Running) -> Result<Fi
     })
 }
 
-fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
+/// The one-arm lab with nginx on every backend (its files under the directory returned), and
+/// a balancer address for each turn of `rounds` rounds of `turns` contenders (`source(round,
+/// turn)`): every balancer, every round, connects to the backends from an address of its own,
+/// so none meets the TIME_WAIT another left there (its new connections would pay for the
+/// other's).
+fn nginx_lab(rounds: usize, turns: usize) -> Result<(Lab, PathBuf, impl Fn(usize, usize) -> Ipv4Addr)> {
     let lab = Lab::one_arm(3)?;
     let tmp = std::env::temp_dir().join(integration::netns::unique("xdplb-bench-"));
     for b in &lab.backends {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }
-    // Every balancer, every round, from a balancer address of its own: none meets the TIME_WAIT
-    // another left on the backends (its new connections would pay for the other's).
-    let source = |round: usize, i: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * Contender::ALL.len() + i) as u8);
-    for round in 0..args.rounds {
-        for i in 0..Contender::ALL.len() {
-            lab.lb.ip(&["addr", "add", &format!("{}/32", source(round, i)), "dev", "eth0"])?;
+    let source = move |round: usize, turn: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * turns + turn) as u8);
+    for round in 0..rounds {
+        for turn in 0..turns {
+            lab.lb.ip(&["addr", "add", &format!("{}/32", source(round, turn)), "dev", "eth0"])?;
         }
     }
     std::thread::sleep(Duration::from_millis(300));
+    Ok((lab, tmp, source))
+}
+
+fn wrk_bench(args: &Args) -> Result<serde_json::Value> {
+    let (lab, tmp, source) = nginx_lab(args.rounds, Contender::ALL.len())?;
     let mut samples: BTreeMap<Contender, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {
         for (i, c) in Contender::ALL.into_iter().enumerate() {
