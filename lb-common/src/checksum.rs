@@ -69,9 +69,46 @@ pub fn tcp_ipv4(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
     !fold(pseudo + fold(sum_words(segment)) as u32)
 }
 
+/// The TCP checksum of `segment` over the IPv6 pseudo-header (RFC 8200 8.1).
+pub fn tcp_ipv6(src: [u8; 16], dst: [u8; 16], segment: &[u8]) -> u16 {
+    let len = segment.len() as u32;
+    let pseudo = sum_words(&src) + sum_words(&dst) + (len >> 16) + (len & 0xffff) + 6;
+    !fold(fold(pseudo) as u32 + fold(sum_words(segment)) as u32)
+}
+
+/// `replace32` for an IPv6 address (eight 16-bit words).
+#[inline(always)]
+pub fn replace128(check: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
+    let mut sum = !check as u32;
+    let mut i = 0;
+    while i < 16 {
+        sum += (!u16::from_be_bytes([old[i], old[i + 1]]) as u32) + (u16::from_be_bytes([new[i], new[i + 1]]) as u32);
+        i += 2;
+    }
+    !fold(sum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_address_rewrite_updates_like_a_full_recompute() {
+        let src = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let dst = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let mut seg = segment();
+        let check = tcp_ipv6(src, dst, &seg);
+        seg[16..18].copy_from_slice(&check.to_be_bytes());
+        assert_eq!(tcp_ipv6(src, dst, &seg), 0, "a valid segment sums to zero");
+        let nsrc = [0x20, 0x01, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+        let ndst = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x21];
+        let mut c = replace128(check, src, nsrc);
+        c = replace128(c, dst, ndst);
+        c = replace16(c, 40000, 61000);
+        seg[0..2].copy_from_slice(&61000u16.to_be_bytes());
+        seg[16..18].copy_from_slice(&[0, 0]);
+        assert_eq!(c, tcp_ipv6(nsrc, ndst, &seg));
+    }
 
     // A SYN from 198.18.0.1:40000 to 198.18.0.10:12379 with an MSS option and two payload bytes.
     fn segment() -> [u8; 26] {

@@ -31,11 +31,22 @@ pub mod names {
     pub const LOCAL_PEERS: &str = "local_peers";
     /// Bitmap of the ports some frontend listens on (`FRONTEND_PORT_WORDS` words).
     pub const FRONTEND_PORTS: &str = "frontend_ports";
+    /// The IPv6 twins of the maps that hold addresses (same keys and values, `V6` addresses).
+    pub const FRONTENDS6: &str = "frontends6";
+    pub const SERVERS6: &str = "servers6";
+    pub const FLOWS6: &str = "flows6";
+    pub const SYN_FLOWS6: &str = "syn_flows6";
+    pub const NEXT_HOPS6: &str = "next_hops6";
+    pub const RST_LIMIT6: &str = "rst_limit6";
+    pub const ALLOW6: &str = "allow6";
+    /// The program array the XDP program tail-calls IPv6 frames into (slot `PROG_IPV6`): each
+    /// family's path gets the whole BPF stack.
+    pub const FAMILY_PROGS: &str = "family_progs";
     /// The ring buffer of flow events (`FlowEvent`). Not pinned: each program has its own,
     /// read by the agent that loaded it.
     pub const FLOW_EVENTS: &str = "flow_events";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 31] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -59,8 +70,27 @@ pub mod names {
         ALLOW,
         LOCAL_PEERS,
         FRONTEND_PORTS,
+        FRONTENDS6,
+        SERVERS6,
+        FLOWS6,
+        SYN_FLOWS6,
+        NEXT_HOPS6,
+        RST_LIMIT6,
+        ALLOW6,
+        FAMILY_PROGS,
     ];
 }
+
+/// An IPv4 address as it is in a packet (network order).
+pub type V4 = [u8; 4];
+/// An IPv6 address as it is in a packet (network order).
+pub type V6 = [u8; 16];
+
+/// Slot of `family_progs` that holds the IPv6 program (`xdplb6`).
+pub const PROG_IPV6: u32 = 0;
+/// Pools have one healthy set per family: a pool's IPv6 set is at `pool_id + POOL_V6`
+/// (`backend_sets` and `rr_cursors`), and its IPv6 frontends point there.
+pub const POOL_V6: u32 = MAX_POOLS;
 
 /// Frontends (address:port pairs) the program serves.
 pub const MAX_FRONTENDS: u32 = 256;
@@ -127,17 +157,22 @@ impl AllowKey {
     }
 }
 
-/// Key of `frontends`: the destination a client connects to.
+/// Key of `frontends` (`FrontendKey`, IPv4) and `frontends6` (`FrontendKey6`): the destination
+/// a client connects to. Generic over the address (`V4`, `V6`) so that each family's maps have
+/// one definition and the data path one code.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FrontendKey {
-    pub addr: [u8; 4],
+pub struct FrontendKeyOf<A> {
+    pub addr: A,
     /// TCP port, network byte order.
     pub port_be: u16,
     pub _pad: u16,
 }
 
-/// Value of `frontends`.
+pub type FrontendKey = FrontendKeyOf<V4>;
+pub type FrontendKey6 = FrontendKeyOf<V6>;
+
+/// Value of `frontends` and `frontends6`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frontend {
@@ -199,11 +234,13 @@ impl Default for BackendSet {
     }
 }
 
-/// Value of `servers` (an array indexed by server id).
+/// Value of `servers` (IPv4) and `servers6` (IPv6), arrays indexed by server id: a server is of
+/// one family, valid (`SERVER_F_VALID`) in that family's array only; its flows are of that
+/// family on both sides (no translation between IPv4 and IPv6).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Server {
-    pub addr: [u8; 4],
+pub struct ServerOf<A> {
+    pub addr: A,
     /// TCP port, network byte order.
     pub port_be: u16,
     pub _pad: u16,
@@ -216,8 +253,11 @@ pub struct Server {
     pub snat_count: u32,
     /// The balancer's own addresses that flows to this server leave from (full NAT source);
     /// each gives the server a tuple space of its own.
-    pub snat_addrs: [[u8; 4]; MAX_SOURCES],
+    pub snat_addrs: [A; MAX_SOURCES],
 }
+
+pub type Server = ServerOf<V4>;
+pub type Server6 = ServerOf<V6>;
 
 /// The entry is in use.
 pub const SERVER_F_VALID: u32 = 1;
@@ -225,24 +265,28 @@ pub const SERVER_F_VALID: u32 = 1;
 /// its flows are translated on the destination only (`FLOW_LOCAL`).
 pub const SERVER_F_LOCAL: u32 = 2;
 
-/// Key of `flows`, the connection table: a TCP 4-tuple as it appears in a received packet.
-/// Each flow has two entries: client->frontend and server->balancer (its reply direction).
+/// Key of `flows`, the connection table (`flows6` for IPv6): a TCP 4-tuple as it appears in a
+/// received packet. Each flow has two entries: client->frontend and server->balancer (its reply
+/// direction).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src_addr: [u8; 4],
-    pub dst_addr: [u8; 4],
+pub struct FlowKeyOf<A> {
+    pub src_addr: A,
+    pub dst_addr: A,
     pub src_port_be: u16,
     pub dst_port_be: u16,
 }
 
-/// Value of `flows`: how to rewrite a packet with this key, and what has been seen of it.
+pub type FlowKey = FlowKeyOf<V4>;
+pub type FlowKey6 = FlowKeyOf<V6>;
+
+/// Value of `flows` (`flows6`): how to rewrite a packet with this key, and what has been seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flow {
+pub struct FlowOf<A> {
     /// Rewritten source and destination (this direction).
-    pub new_src_addr: [u8; 4],
-    pub new_dst_addr: [u8; 4],
+    pub new_src_addr: A,
+    pub new_dst_addr: A,
     pub new_src_port_be: u16,
     pub new_dst_port_be: u16,
     /// `FLOW_DIR_*`: which side sends the packets this entry matches.
@@ -287,6 +331,9 @@ pub struct Flow {
     pub bytes: u64,
 }
 
+pub type Flow = FlowOf<V4>;
+pub type Flow6 = FlowOf<V6>;
+
 pub const FLOW_DIR_CLIENT: u32 = 0;
 pub const FLOW_DIR_SERVER: u32 = 1;
 
@@ -320,11 +367,11 @@ pub const FLOW_LOCAL: u32 = 0x8_0000;
 pub const FLOW_SEEN_PEER_FIN: u32 = 0x1000;
 pub const FLOW_SEEN_PEER_RST: u32 = 0x4000;
 
-impl Flow {
+impl<A: Copy> FlowOf<A> {
     /// Key of the other direction's entry: the rewritten tuple, seen from the other side.
     #[inline(always)]
-    pub fn peer_key(&self) -> FlowKey {
-        FlowKey {
+    pub fn peer_key(&self) -> FlowKeyOf<A> {
+        FlowKeyOf {
             src_addr: self.new_dst_addr,
             dst_addr: self.new_src_addr,
             src_port_be: self.new_dst_port_be,
@@ -364,16 +411,18 @@ impl Flow {
 /// address is not the one it was asked for (a reload changed it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NextHop {
+pub struct NextHopOf<A> {
+    pub checked_ns: u64,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
     /// Egress interface; 0 = not known yet.
     pub ifindex: u32,
     /// The server address this answer is for.
-    pub addr: [u8; 4],
-    pub _pad: u32,
-    pub checked_ns: u64,
+    pub addr: A,
 }
+
+pub type NextHop = NextHopOf<V4>;
+pub type NextHop6 = NextHopOf<V6>;
 
 /// Value of `suspicion` (an array indexed by server id), written by the data path: a server that
 /// refused (RST) or left unanswered `BackendSet::suspect_after` SYNs in a row gets no new flow
@@ -537,6 +586,14 @@ pub struct FlowEvent {
 /// back (it removes, then re-inserts what a new flow had just taken): it is dropped, so the
 /// sender retransmits, rather than handed to the kernel, which would answer RST.
 pub type SweepState = u32;
+
+/// Key data of `allow6`, the IPv6 twin of `allow` (`AllowKey`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey6 {
+    pub frontend_id_be: u32,
+    pub addr: [u8; 16],
+}
 
 /// Per-CPU traffic counters per frontend (`frontend_stats`) and per server (`server_stats`).
 /// "in" is client->server, "out" is server->client.
@@ -728,6 +785,12 @@ const _: () = assert!(size_of::<Server>() == 20 + 4 * MAX_SOURCES);
 const _: () = assert!(size_of::<FlowKey>() == 12);
 const _: () = assert!(size_of::<Flow>() == 104);
 const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<NextHop6>() == 40);
+const _: () = assert!(size_of::<FrontendKey6>() == 20);
+const _: () = assert!(size_of::<FlowKey6>() == 36);
+const _: () = assert!(size_of::<Flow6>() == 128);
+const _: () = assert!(size_of::<Server6>() == 32 + 16 * MAX_SOURCES);
+const _: () = assert!(size_of::<AllowKey6>() == 20);
 const _: () = assert!(size_of::<Suspicion>() == 16);
 const _: () = assert!(size_of::<SuspicionVerdict>() == 16);
 const _: () = assert!(size_of::<Settings>() == 56);
@@ -742,16 +805,17 @@ mod pod {
     use super::*;
     // SAFETY: all of these are #[repr(C)], made of integers and byte arrays, with explicit
     // padding fields, so every bit pattern is a valid value.
-    unsafe impl aya::Pod for FrontendKey {}
+    unsafe impl<A: aya::Pod> aya::Pod for FrontendKeyOf<A> {}
+    unsafe impl aya::Pod for AllowKey6 {}
     unsafe impl aya::Pod for Frontend {}
     unsafe impl aya::Pod for AllowKey {}
     unsafe impl aya::Pod for BackendSet {}
-    unsafe impl aya::Pod for Server {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for Flow {}
+    unsafe impl<A: aya::Pod> aya::Pod for ServerOf<A> {}
+    unsafe impl<A: aya::Pod> aya::Pod for FlowKeyOf<A> {}
+    unsafe impl<A: aya::Pod> aya::Pod for FlowOf<A> {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for PortCursor {}
-    unsafe impl aya::Pod for NextHop {}
+    unsafe impl<A: aya::Pod> aya::Pod for NextHopOf<A> {}
     unsafe impl aya::Pod for Suspicion {}
     unsafe impl aya::Pod for SuspicionVerdict {}
     unsafe impl aya::Pod for TrafficStats {}
