@@ -154,9 +154,13 @@ impl Fixture {
         let config = Config::parse(config, "fixture.toml".as_ref()).unwrap();
         let ifaces = vec![netif::interface("d0").unwrap(), netif::interface("d1").unwrap()];
         let topology = Topology::resolve(&config, &ifaces, &System, None).unwrap();
-        let mut ebpf =
-            dataplane::load(&LoadOptions { pin_dir: Some(self.pin_dir.clone()), max_flows, max_half_open: max_flows })
-                .unwrap();
+        let mut ebpf = dataplane::load(&LoadOptions {
+            pin_dir: Some(self.pin_dir.clone()),
+            max_flows,
+            max_half_open: max_flows,
+            ipv6: true,
+        })
+        .unwrap();
         let mut owner = MapOwner::take(&mut ebpf).unwrap();
         owner.write_settings(&config.global).unwrap();
         owner.write_tx_ports(&ifaces).unwrap();

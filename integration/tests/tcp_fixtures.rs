@@ -109,8 +109,13 @@ fn establish(cport: u16) -> Vec<Case<'static>> {
         open("SYN: NAT, and the TSval from the tuple's clock", syn).check(|l, s| {
             // The tuple's clock: milliseconds plus a secret hash of the tuple, never the client's.
             let n = s.flows[0];
-            let hash =
-                tuple_hash(VIP.octets(), n.port.to_be(), n.server.octets(), 2379u16.to_be(), l.settings().ts_secret);
+            let hash = tuple_hash(
+                u32::from_ne_bytes(VIP.octets()),
+                n.port.to_be(),
+                u32::from_ne_bytes(n.server.octets()),
+                2379u16.to_be(),
+                l.settings().ts_secret,
+            );
             let clock = s.tsval.wrapping_sub(hash);
             let (before, after) = s.clock;
             assert!(

@@ -78,7 +78,7 @@ pub fn tcp_ipv6(src: [u8; 16], dst: [u8; 16], segment: &[u8]) -> u16 {
 
 /// `replace32` for an IPv6 address (eight 16-bit words).
 #[inline(always)]
-pub fn replace128(check: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
+pub fn replace128(check: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
     let mut sum = !check as u32;
     let mut i = 0;
     while i < 16 {
@@ -102,8 +102,8 @@ mod tests {
         assert_eq!(tcp_ipv6(src, dst, &seg), 0, "a valid segment sums to zero");
         let nsrc = [0x20, 0x01, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
         let ndst = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x21];
-        let mut c = replace128(check, src, nsrc);
-        c = replace128(c, dst, ndst);
+        let mut c = replace128(check, &src, &nsrc);
+        c = replace128(c, &dst, &ndst);
         c = replace16(c, 40000, 61000);
         seg[0..2].copy_from_slice(&61000u16.to_be_bytes());
         seg[16..18].copy_from_slice(&[0, 0]);

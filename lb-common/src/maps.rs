@@ -108,6 +108,10 @@ const _: () = assert!(MAX_SLOTS.is_power_of_two());
 pub const MAX_TX_PORTS: u32 = 64;
 /// Default connection table size (entries; every flow takes two).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
+/// Flows the IPv6 connection tables hold when the configuration the agent started with has no
+/// IPv6 server (they are preallocated: sized like IPv4's, they would lock as much memory again
+/// for nothing). A reload that adds IPv6 servers needs a restart to size them.
+pub const IPV6_IDLE_FLOWS: u32 = 256;
 /// Default size of the half-open table (entries): flows whose handshake has not completed live
 /// apart, so that a SYN flood evicts only other half-open flows, never an established one.
 pub const DEFAULT_SYN_FLOW_ENTRIES: u32 = 32_768;
@@ -244,7 +248,8 @@ pub struct ServerOf<A> {
     /// TCP port, network byte order.
     pub port_be: u16,
     pub _pad: u16,
-    /// Pool the server belongs to.
+    /// Pool the server belongs to: the key of its family's healthy set in `backend_sets` (an
+    /// IPv6 server's is its pool's id + `POOL_V6`).
     pub pool_id: u32,
     /// `SERVER_F_*` bits.
     pub flags: u32,
@@ -724,6 +729,9 @@ counters! {
     /// answered with frag-needed from the address it was sent to (its sender lowers its path
     /// MTU and sends again); without DF rewritten and handed to the kernel, which fragments it.
     TooBig = 22 => "too_big",
+    /// An IPv6 TCP packet with extension headers (hop-by-hop, routing, fragment, destination
+    /// options) before its TCP header: not walked, handed to the kernel untouched.
+    Ipv6ExtHeader = 23 => "ipv6_ext_header",
 }
 
 counters! {

@@ -39,11 +39,9 @@ pub fn ts_clock(now_ns: u64) -> u32 {
 /// unrelated clocks on different tuples and never the balancer's uptime. murmur3's finaliser
 /// over the mixed words: cheap, and enough to hide a clock (it is not a MAC).
 #[inline(always)]
-pub fn tuple_hash(src: [u8; 4], src_port_be: u16, dst: [u8; 4], dst_port_be: u16, secret: [u32; 2]) -> u32 {
+pub fn tuple_hash(src: u32, src_port_be: u16, dst: u32, dst_port_be: u16, secret: [u32; 2]) -> u32 {
     let mut h = secret[0];
-    for w in
-        [u32::from_ne_bytes(src), u32::from_ne_bytes(dst), ((src_port_be as u32) << 16) | dst_port_be as u32, secret[1]]
-    {
+    for w in [src, dst, ((src_port_be as u32) << 16) | dst_port_be as u32, secret[1]] {
         h ^= w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
         h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }
@@ -130,11 +128,38 @@ mod tests {
     #[test]
     fn the_tuple_clock_hides_uptime_and_differs_per_tuple() {
         let secret = [0x1234_5678, 0x9abc_def0];
-        let a = tuple_hash([198, 18, 0, 10], 40000u16.to_be(), [198, 18, 0, 21], 2379u16.to_be(), secret);
-        let b = tuple_hash([198, 18, 0, 10], 40001u16.to_be(), [198, 18, 0, 21], 2379u16.to_be(), secret);
-        let c = tuple_hash([198, 18, 0, 10], 40000u16.to_be(), [198, 18, 0, 21], 2379u16.to_be(), [1, 2]);
+        let a = tuple_hash(
+            u32::from_ne_bytes([198, 18, 0, 10]),
+            40000u16.to_be(),
+            u32::from_ne_bytes([198, 18, 0, 21]),
+            2379u16.to_be(),
+            secret,
+        );
+        let b = tuple_hash(
+            u32::from_ne_bytes([198, 18, 0, 10]),
+            40001u16.to_be(),
+            u32::from_ne_bytes([198, 18, 0, 21]),
+            2379u16.to_be(),
+            secret,
+        );
+        let c = tuple_hash(
+            u32::from_ne_bytes([198, 18, 0, 10]),
+            40000u16.to_be(),
+            u32::from_ne_bytes([198, 18, 0, 21]),
+            2379u16.to_be(),
+            [1, 2],
+        );
         assert!(a != b && a != c && b != c);
-        assert_eq!(a, tuple_hash([198, 18, 0, 10], 40000u16.to_be(), [198, 18, 0, 21], 2379u16.to_be(), secret));
+        assert_eq!(
+            a,
+            tuple_hash(
+                u32::from_ne_bytes([198, 18, 0, 10]),
+                40000u16.to_be(),
+                u32::from_ne_bytes([198, 18, 0, 21]),
+                2379u16.to_be(),
+                secret
+            )
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@
 use core::intrinsics::{atomic_xadd, atomic_xsub, AtomicOrdering};
 
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
-use lb_common::{BackendSet, Event, Server, BALANCE_LEASTCONN, BALANCE_SOURCE, MAX_SLOTS, SERVER_F_VALID};
+use lb_common::{BackendSet, Event, ServerOf, BALANCE_LEASTCONN, BALANCE_SOURCE, MAX_SLOTS, SERVER_F_VALID};
 
 use crate::{
-    maps::{BACKEND_SETS, RR_CURSORS, SERVERS, SERVER_FLOWS},
+    family::Family,
+    maps::{BACKEND_SETS, RR_CURSORS, SERVER_FLOWS},
     stats, suspicion,
 };
 
@@ -28,7 +29,7 @@ pub fn set(pool_id: u32) -> Option<&'static BackendSet> {
 /// `None` when no server may take a flow. A suspected server, or `avoid` (the server a flow is
 /// being moved away from), is passed over for the next slot.
 #[inline(always)]
-pub fn pick(pool_id: u32, avoid: u32, now: u64, client: [u8; 4]) -> Option<(u32, &'static Server)> {
+pub fn pick<A: Family>(pool_id: u32, avoid: u32, now: u64, client: A) -> Option<(u32, &'static ServerOf<A>)> {
     let set = set(pool_id)?;
     let count = set.count;
     if count == 0 {
@@ -42,13 +43,13 @@ pub fn pick(pool_id: u32, avoid: u32, now: u64, client: [u8; 4]) -> Option<(u32,
     let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(cursor, 1) };
     let chosen = match set.balance {
         BALANCE_LEASTCONN => least_loaded(set, n, avoid, now),
-        BALANCE_SOURCE => in_turn(set, count, source_hash(client), avoid, now),
+        BALANCE_SOURCE => in_turn(set, count, source_hash(client.fold32()), avoid, now),
         _ => in_turn(set, count, n, avoid, now),
     };
     if chosen == 0 {
         return None;
     }
-    let server = SERVERS.get(chosen)?;
+    let server = A::servers().get(chosen)?;
     if server.flags & SERVER_F_VALID == 0 {
         return None;
     }
@@ -80,10 +81,12 @@ fn in_turn(set: &BackendSet, count: u32, n: u32, avoid: u32, now: u64) -> u32 {
     chosen
 }
 
-/// A client address spread over 32 bits: neighbouring addresses land on unrelated slots.
+/// A client address (folded, see `Family::fold32`) spread over 32 bits: neighbouring addresses
+/// land on unrelated slots.
 #[inline(always)]
-fn source_hash(addr: [u8; 4]) -> u32 {
-    lb_common::tcp::mix32(u32::from_be_bytes(addr))
+fn source_hash(folded: u32) -> u32 {
+    // Byte-swapped: an IPv4 address hashes as its big-endian value (BPF is little-endian).
+    lb_common::tcp::mix32(folded.swap_bytes())
 }
 
 /// The leastconn scan's state, on the caller's stack, handed to `weigh` by `bpf_loop` (its

@@ -14,25 +14,20 @@ use core::intrinsics::{atomic_and, atomic_or, AtomicOrdering};
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     tcp::{after, in_window, MAX_WINDOW},
-    Event, Flow, FlowKey, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_OVER, FLOW_SEEN_CLOSED_FIRST, FLOW_SEEN_ESTABLISHED,
-    FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, FlowKeyOf, FlowOf, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_OVER, FLOW_SEEN_CLOSED_FIRST,
+    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, FLOW_SEEN_PEER_RST, FLOW_SEEN_TS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use network_types::eth::EthHdr;
 
-use crate::{
-    balance,
-    maps::{FLOWS, SYN_FLOWS},
-    parse::Packet,
-    stats, suspicion,
-};
+use crate::{balance, family::Family, parse::Packet, stats, suspicion};
 
 /// A flow entry and whether it is still half-open.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<(*mut Flow, bool)> {
-    match FLOWS.get_ptr_mut(key) {
+pub fn lookup<A: Family>(key: &FlowKeyOf<A>) -> Option<(*mut FlowOf<A>, bool)> {
+    match A::flows().get_ptr_mut(key) {
         Some(f) => Some((f, false)),
-        None => SYN_FLOWS.get_ptr_mut(key).map(|f| (f, true)),
+        None => A::syn_flows().get_ptr_mut(key).map(|f| (f, true)),
     }
 }
 
@@ -41,14 +36,14 @@ pub fn lookup(key: &FlowKey) -> Option<(*mut Flow, bool)> {
 /// before and in `syn_flows` just after finds it in neither: one more look in `flows` closes
 /// that window (it costs nothing on the hit path).
 #[inline(always)]
-pub fn lookup_settled(key: &FlowKey) -> Option<(*mut Flow, bool)> {
-    lookup(key).or_else(|| FLOWS.get_ptr_mut(key).map(|f| (f, false)))
+pub fn lookup_settled<A: Family>(key: &FlowKeyOf<A>) -> Option<(*mut FlowOf<A>, bool)> {
+    lookup(key).or_else(|| A::flows().get_ptr_mut(key).map(|f| (f, false)))
 }
 
 /// The other direction's entry of `f`, if it still belongs to `f`'s flow (both entries of a
 /// flow share their creation time; a newer flow may have taken either tuple since).
 #[inline(always)]
-pub fn peer_of(f: &Flow) -> Option<(*mut Flow, bool)> {
+pub fn peer_of<A: Family>(f: &FlowOf<A>) -> Option<(*mut FlowOf<A>, bool)> {
     lookup(&f.peer_key()).filter(|(p, _)| unsafe { (**p).created_ns } == f.created_ns)
 }
 
@@ -61,12 +56,17 @@ pub enum NotPromoted {
 }
 
 /// Moves a flow whose handshake just completed (`pkt` acknowledges the server's SYN-ACK) from
-/// the half-open table to the established one; returns its client-side entry there.
-#[inline(always)]
-pub fn promote(key: &FlowKey, flow: *mut Flow, pkt: &Packet) -> Result<*mut Flow, NotPromoted> {
+/// the half-open table to the established one; returns its client-side entry there. Not
+/// inlined: once per flow, and its keys (IPv6's are 36 bytes) get a frame of their own.
+#[inline(never)]
+pub fn promote<A: Family>(
+    key: &FlowKeyOf<A>,
+    flow: *mut FlowOf<A>,
+    pkt: &Packet<A>,
+) -> Result<*mut FlowOf<A>, NotPromoted> {
     let client = unsafe { &mut *flow };
     let peer_key = client.peer_key();
-    let server = SYN_FLOWS.get_ptr_mut(&peer_key).ok_or(NotPromoted::NotAcked)?;
+    let server = A::syn_flows().get_ptr_mut(&peer_key).ok_or(NotPromoted::NotAcked)?;
     let server = unsafe { &mut *server };
     if server.created_ns != client.created_ns
         || server.seen & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK
@@ -78,14 +78,15 @@ pub fn promote(key: &FlowKey, flow: *mut Flow, pkt: &Packet) -> Result<*mut Flow
     mark(&mut server.seen, FLOW_SEEN_ESTABLISHED);
     // Insert before remove: a lookup on another CPU finds the flow in one table or the other.
     // The values are copied by the helper straight from the half-open entries.
-    FLOWS.insert(&peer_key, &*server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
-    if FLOWS.insert(key, &*client, BPF_ANY as u64).is_err() {
-        let _ = FLOWS.remove(&peer_key);
+    let (flows, syn_flows) = (A::flows(), A::syn_flows());
+    flows.insert(&peer_key, &*server, BPF_ANY as u64).map_err(|_| NotPromoted::Table)?;
+    if flows.insert(key, &*client, BPF_ANY as u64).is_err() {
+        let _ = flows.remove(&peer_key);
         return Err(NotPromoted::Table);
     }
-    let _ = SYN_FLOWS.remove(&peer_key);
-    let _ = SYN_FLOWS.remove(key);
-    FLOWS.get_ptr_mut(key).ok_or(NotPromoted::Table)
+    let _ = syn_flows.remove(&peer_key);
+    let _ = syn_flows.remove(key);
+    flows.get_ptr_mut(key).ok_or(NotPromoted::Table)
 }
 
 /// Sets `bits` in `seen` atomically: the other direction's CPU may be setting its own bits in
@@ -107,7 +108,7 @@ fn unmark(seen: *mut u32, bits: u32) {
 /// option of a SYN (see `options`), `ts` whether the packet carries timestamps that are being
 /// translated. True when this packet ended the flow (the first to: see `over`).
 #[inline(always)]
-pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now: u64) -> bool {
+pub fn observe<A: Family>(flow: *mut FlowOf<A>, pkt: &Packet<A>, wscale: Option<u32>, ts: bool, now: u64) -> bool {
     let f = unsafe { &mut *flow };
     let flags = pkt.tcp_flags & 0xff;
     let mut bits = flags & !(TCP_FIN | TCP_RST);
@@ -161,7 +162,7 @@ pub fn observe(flow: *mut Flow, pkt: &Packet, wscale: Option<u32>, ts: bool, now
 /// Whether this FIN/RST closes (half of) the flow: the `seen` bits to record for it. Marks the
 /// peer's entry when it does.
 #[inline(always)]
-fn judge_close(f: &mut Flow, pkt: &Packet, seq: u32, flags: u32) -> u32 {
+fn judge_close<A: Family>(f: &mut FlowOf<A>, pkt: &Packet<A>, seq: u32, flags: u32) -> u32 {
     // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
     // flow that took over the tuple.
     let Some((peer, _)) = peer_of(f) else { return flags & (TCP_FIN | TCP_RST) };
@@ -213,7 +214,7 @@ const ENDED: u32 = 1 << 31;
 /// The flow whose client side is `client` is over: its server has one open flow less, counted
 /// once whichever packet (on whichever CPU) gets here first. Whether this one did.
 #[inline(always)]
-fn over(client: &mut Flow) -> bool {
+fn over<A>(client: &mut FlowOf<A>) -> bool {
     let before = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.seen, FLOW_OVER) };
     if before & FLOW_OVER == 0 {
         balance::ended(client.server_id);
@@ -226,7 +227,7 @@ fn over(client: &mut Flow) -> bool {
 /// ACK of the server's, the PAWS case): the flow is opened again as it was, same server and NAT
 /// port, which the RST just cleaned on the server.
 #[inline(always)]
-pub fn reopen(flow: *mut Flow) {
+pub fn reopen<A: Family>(flow: *mut FlowOf<A>) {
     let f = unsafe { &mut *flow };
     if let Some((peer, _)) = peer_of(f) {
         unmark(unsafe { &mut (*peer).seen }, TCP_RST | FLOW_SEEN_PEER_RST);
@@ -243,7 +244,7 @@ pub fn reopen(flow: *mut Flow) {
 /// The client side `client` of a flow saw a packet come in from another MAC (`eth`'s source)
 /// or interface than its last: both sides record the new way, so that replies take it.
 #[inline(always)]
-pub fn way_in_moved(client: &mut Flow, eth: &EthHdr, ifindex: u32) {
+pub fn way_in_moved<A: Family>(client: &mut FlowOf<A>, eth: &EthHdr, ifindex: u32) {
     let (from, ours) = (eth.src_addr, eth.dst_addr);
     (client.next_hop_dst_mac, client.next_hop_src_mac, client.next_hop_ifindex) = (from, ours, ifindex);
     if let Some((server, _)) = peer_of(client) {
@@ -255,19 +256,20 @@ pub fn way_in_moved(client: &mut Flow, eth: &EthHdr, ifindex: u32) {
 
 /// Removes an entry from whichever table holds it (a newer flow is about to take its key).
 #[inline(always)]
-pub fn remove(key: &FlowKey, half_open: bool) {
-    let _ = if half_open { SYN_FLOWS.remove(key) } else { FLOWS.remove(key) };
+pub fn remove<A: Family>(key: &FlowKeyOf<A>, half_open: bool) {
+    let _ = if half_open { A::syn_flows().remove(key) } else { A::flows().remove(key) };
 }
 
 /// Inserts a new flow's two entries into the half-open table; false if the table refused.
 /// `reply` goes first: once the client side is visible, the reply path works.
 #[inline(always)]
-pub fn insert(reply_key: &FlowKey, reply: &Flow, key: &FlowKey, forward: &Flow) -> bool {
-    if SYN_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_err() {
+pub fn insert<A: Family>(reply_key: &FlowKeyOf<A>, reply: &FlowOf<A>, key: &FlowKeyOf<A>, forward: &FlowOf<A>) -> bool {
+    let syn_flows = A::syn_flows();
+    if syn_flows.insert(reply_key, reply, BPF_NOEXIST as u64).is_err() {
         return false;
     }
-    if SYN_FLOWS.insert(key, forward, BPF_ANY as u64).is_err() {
-        let _ = SYN_FLOWS.remove(reply_key);
+    if syn_flows.insert(key, forward, BPF_ANY as u64).is_err() {
+        let _ = syn_flows.remove(reply_key);
         return false;
     }
     true

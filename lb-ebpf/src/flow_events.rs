@@ -5,19 +5,26 @@
 //! not send (over the rate, or the ring full) is counted, never waited for.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lb_common::{Event, Flow, FlowEvent, FLOW_DIR_CLIENT, SETTINGS_F_FLOW_EVENTS};
+use lb_common::{Event, Flow, FlowEvent, FlowOf, FLOW_DIR_CLIENT, SETTINGS_F_FLOW_EVENTS};
 
 use crate::{
     conntrack,
+    family::Family,
     maps::{settings, FLOW_EVENTS, FLOW_EVENT_WINDOW},
     stats,
 };
 
 /// The flow whose entry `flow` is (either side) just completed its handshake, or ended
 /// (`kind`): sent with both entries, the client side's first. Called once per packet at most,
-/// after the connection table's work, so that the verifier meets it in few states.
+/// after the connection table's work, so that the verifier meets it in few states. IPv4 flows
+/// only (`Family::FLOW_EVENTS`).
 #[inline(never)]
-pub fn flow_changed(kind: u32, flow: *mut Flow) {
+pub fn flow_changed<A: Family>(kind: u32, flow: *mut FlowOf<A>) {
+    if !A::FLOW_EVENTS {
+        return;
+    }
+    // The IPv4 program's entries, the only ones that get here.
+    let flow = flow as *mut Flow;
     let Some(s) = settings() else { return };
     if s.flags & SETTINGS_F_FLOW_EVENTS == 0 {
         return;

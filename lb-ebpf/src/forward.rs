@@ -9,48 +9,89 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_fib_lookup as FibParams, xdp_action,
+        bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_fib_lookup as FibParams, xdp_action, xdp_md,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup},
     programs::XdpContext,
 };
-use lb_common::{Flow, NextHop, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
+use lb_common::{FlowOf, NextHopOf, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    family::Family,
     icmp,
-    maps::{FIB_PARAMS, NEXT_HOPS, TX_PORTS},
+    maps::{FIB_PARAMS, TX_PORTS},
     nat,
-    parse::Packet,
+    parse::{self, IpParse, Packet},
 };
 
-const AF_INET: u8 = 2;
 const IPPROTO_TCP: u8 = 6;
+
+/// `to_server` where the family wants it (`Family::OUTLINE`): in the caller's frame, or in a
+/// frame of its own with the headers parsed again from the context.
+#[inline(always)]
+pub fn to_server_in<A: IpParse>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>, now: u64) -> (Reason, u32) {
+    if A::OUTLINE {
+        to_server_apart(ctx.ctx, flow, now)
+    } else {
+        to_server(ctx, pkt, flow, now)
+    }
+}
+
+/// `reply` where the family wants it (see `to_server_in`).
+#[inline(always)]
+pub fn reply_in<A: IpParse>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
+    if A::OUTLINE {
+        reply_apart(ctx.ctx, flow)
+    } else {
+        reply(ctx, pkt, flow)
+    }
+}
+
+#[inline(never)]
+fn to_server_apart<A: IpParse>(ctx: *mut xdp_md, flow: *mut FlowOf<A>, now: u64) -> (Reason, u32) {
+    // Volatile for the reason given in `icmp::translate`.
+    let ctx = &XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
+    match parse::parse::<A>(ctx) {
+        Ok(pkt) => to_server(ctx, &pkt, flow, now),
+        Err(_) => (Reason::Malformed, xdp_action::XDP_PASS),
+    }
+}
+
+#[inline(never)]
+fn reply_apart<A: IpParse>(ctx: *mut xdp_md, flow: *mut FlowOf<A>) -> (Reason, u32) {
+    let ctx = &XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
+    match parse::parse::<A>(ctx) {
+        Ok(pkt) => reply(ctx, &pkt, flow),
+        Err(_) => (Reason::Malformed, xdp_action::XDP_PASS),
+    }
+}
 
 /// Client -> server: rewrite, then to the FIB's next hop for the server (cached per server,
 /// asked again every `NEXT_HOP_REFRESH_NS`).
 #[inline(always)]
-pub fn to_server(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow, now: u64) -> (Reason, u32) {
+pub fn to_server<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>, now: u64) -> (Reason, u32) {
     let flow = unsafe { &*flow };
     // The way out as last known (a flow's first packet, a SYN, is small enough anyway).
-    let egress = match NEXT_HOPS.get(flow.server_id) {
+    let egress = match A::next_hops().get(flow.server_id) {
         Some(hop) if flow.seen & FLOW_LOCAL == 0 => hop.ifindex,
         _ => 0,
     };
     if let Some(action) = rewrite_within_mtu(ctx, pkt, flow, egress) {
         return (Reason::TooBig, action);
     }
-    deliver_to_server(ctx, pkt.eth, pkt.ip, flow, now, Reason::Forwarded)
+    deliver_to_server(ctx, pkt.eth, pkt.ip, pkt.ip_len, flow, now, Reason::Forwarded)
 }
 
 /// Rewrites the packet as `flow` says if it fits `egress`, its way out: `None`, it goes on.
 /// Otherwise the action for it (counted `too_big`): a frag-needed for its sender (DF), or the
 /// kernel, which fragments it (rewritten).
 #[inline(always)]
-fn rewrite_within_mtu(ctx: &XdpContext, pkt: &Packet, flow: &Flow, egress: u32) -> Option<u32> {
+fn rewrite_within_mtu<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: &FlowOf<A>, egress: u32) -> Option<u32> {
     match fits(ctx, pkt, egress) {
         Fits::AnswerFragNeeded(mtu) => return Some(icmp::frag_needed_action(mtu)),
+        Fits::TooBigDropped => return Some(xdp_action::XDP_DROP),
         Fits::KernelFragments => {
             nat::rewrite(pkt, flow);
             return Some(xdp_action::XDP_PASS);
@@ -67,13 +108,16 @@ enum Fits {
     AnswerFragNeeded(u32),
     /// DF clear: rewritten and handed to the kernel, which fragments it.
     KernelFragments,
+    /// IPv6: dropped (no packet-too-big sent yet).
+    TooBigDropped,
 }
 
 /// Whether the packet fits the MTU of `ifindex`, the interface it leaves by; 0 (not known yet)
 /// and the interface it came in on (it fitted there) are not asked. XDP cannot fragment, and a
-/// redirected frame over the MTU is dropped without a word.
+/// redirected frame over the MTU is dropped without a word. IPv6 is never fragmented on the way:
+/// the answer would be a packet-too-big, which the data path does not send yet (dropped, counted).
 #[inline(always)]
-fn fits(ctx: &XdpContext, pkt: &Packet, ifindex: u32) -> Fits {
+fn fits<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, ifindex: u32) -> Fits {
     if ifindex == 0 || ifindex == ctx.ingress_ifindex() as u32 {
         return Fits::Yes;
     }
@@ -82,23 +126,24 @@ fn fits(ctx: &XdpContext, pkt: &Packet, ifindex: u32) -> Fits {
     if rc as u32 != BPF_MTU_CHK_RET_FRAG_NEEDED {
         return Fits::Yes;
     }
-    if u16::from_be_bytes(unsafe { (*pkt.ip).frags }) & IP_DF != 0 {
+    if A::may_fragment(pkt.ip) {
+        Fits::KernelFragments
+    } else if A::IP_LEN == Ipv4Hdr::LEN {
         Fits::AnswerFragNeeded(mtu_len)
     } else {
-        Fits::KernelFragments
+        Fits::TooBigDropped
     }
 }
 
-const IP_DF: u16 = 0x4000;
-
-/// A packet (its Ethernet and IPv4 headers) already addressed to `flow`'s server: its MACs and
-/// the way out.
+/// A packet (its Ethernet and IP headers, `ip_len` bytes of IP) already addressed to `flow`'s
+/// server: its MACs and the way out.
 #[inline(always)]
-pub fn deliver_to_server(
+pub fn deliver_to_server<A: Family>(
     ctx: &XdpContext,
     eth: *mut EthHdr,
-    ip: *const Ipv4Hdr,
-    flow: &Flow,
+    ip: *const A::Ip,
+    ip_len: u32,
+    flow: &FlowOf<A>,
     now: u64,
     reason: Reason,
 ) -> (Reason, u32) {
@@ -106,11 +151,13 @@ pub fn deliver_to_server(
     if flow.seen & FLOW_LOCAL != 0 {
         return (reason, xdp_action::XDP_PASS);
     }
-    let Some(hop) = NEXT_HOPS.get_ptr_mut(flow.server_id) else { return (Reason::FibFailed, xdp_action::XDP_PASS) };
+    let Some(hop) = A::next_hops().get_ptr_mut(flow.server_id) else {
+        return (Reason::FibFailed, xdp_action::XDP_PASS);
+    };
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };
     if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || now.wrapping_sub(hop.checked_ns) > NEXT_HOP_REFRESH_NS {
-        if let Err(reason) = lookup_next_hop(ctx, ip, flow, hop, now) {
+        if let Err(reason) = lookup_next_hop(ctx, ip, ip_len, flow, hop, now) {
             return (reason, xdp_action::XDP_PASS);
         }
     }
@@ -122,14 +169,15 @@ pub fn deliver_to_server(
 
 /// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.
 #[inline(always)]
-fn lookup_next_hop(
+fn lookup_next_hop<A: Family>(
     ctx: &XdpContext,
-    ip: *const Ipv4Hdr,
-    flow: &Flow,
-    hop: &mut NextHop,
+    ip: *const A::Ip,
+    ip_len: u32,
+    flow: &FlowOf<A>,
+    hop: &mut NextHopOf<A>,
     now: u64,
 ) -> Result<(), Reason> {
-    let fib = fib_lookup(ctx, ip, flow)?;
+    let fib = fib_lookup(ctx, ip, ip_len, flow)?;
     hop.dst_mac = fib.dmac;
     hop.src_mac = fib.smac;
     hop.ifindex = fib.ifindex;
@@ -138,25 +186,26 @@ fn lookup_next_hop(
     Ok(())
 }
 
-/// The kernel's FIB (and neighbour table) answer for a packet (its IPv4 header) rewritten by
+/// The kernel's FIB (and neighbour table) answer for a packet (its IP header) rewritten by
 /// `flow`. The helper's 64-byte parameters live in per-CPU scratch space, not on the 512-byte
 /// stack.
 #[inline(always)]
-fn fib_lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, flow: &Flow) -> Result<&'static FibParams, Reason> {
+fn fib_lookup<A: Family>(
+    ctx: &XdpContext,
+    ip: *const A::Ip,
+    ip_len: u32,
+    flow: &FlowOf<A>,
+) -> Result<&'static FibParams, Reason> {
     let fib = FIB_PARAMS.get_ptr_mut(0).ok_or(Reason::FibFailed)?;
     let fib = unsafe {
         core::ptr::write_bytes(fib, 0, 1);
         &mut *fib
     };
-    fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_TCP;
     fib.sport = flow.new_src_port_be;
     fib.dport = flow.new_dst_port_be;
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len });
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_2.tos = unsafe { (*ip).tos };
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.new_src_addr);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.new_dst_addr);
+    A::fib(fib, ip, ip_len, &flow.new_src_addr, &flow.new_dst_addr);
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => Ok(fib),
@@ -168,28 +217,29 @@ fn fib_lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, flow: &Flow) -> Result<&'sta
 
 /// Server -> client: rewrite, then back to the MAC and interface the SYN came from.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &Packet, flow: *mut Flow) -> (Reason, u32) {
+pub fn reply<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
     let flow = unsafe { &mut *flow };
     let egress = flow.next_hop_ifindex;
     if let Some(action) = rewrite_within_mtu(ctx, pkt, flow, egress) {
         return (Reason::TooBig, action);
     }
-    deliver_to_client(ctx, pkt.eth, pkt.ip, flow, Reason::Replied)
+    deliver_to_client(ctx, pkt.eth, pkt.ip, pkt.ip_len, flow, Reason::Replied)
 }
 
 /// A packet (its Ethernet and IPv4 headers) already addressed to the client of `flow` (its
 /// server side): the MACs and interface its SYN came from. A flow a peer balancer synced has
 /// no way back recorded on this host yet: the FIB's, once.
 #[inline(always)]
-pub fn deliver_to_client(
+pub fn deliver_to_client<A: Family>(
     ctx: &XdpContext,
     eth: *mut EthHdr,
-    ip: *const Ipv4Hdr,
-    flow: &mut Flow,
+    ip: *const A::Ip,
+    ip_len: u32,
+    flow: &mut FlowOf<A>,
     reason: Reason,
 ) -> (Reason, u32) {
     if flow.next_hop_ifindex == 0 {
-        match fib_lookup(ctx, ip, flow) {
+        match fib_lookup(ctx, ip, ip_len, flow) {
             Ok(fib) => {
                 flow.next_hop_dst_mac = fib.dmac;
                 flow.next_hop_src_mac = fib.smac;

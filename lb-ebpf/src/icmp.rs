@@ -128,12 +128,13 @@ fn try_translate(ctx: &XdpContext) -> Option<(Reason, u32)> {
     outer.src_addr = new_src;
     outer.dst_addr = new_dst;
     outer.check = ip_check.to_be_bytes();
+    let ip_len = u16::from_be_bytes(outer.tot_len) as u32;
 
     Some(if flow.direction == FLOW_DIR_SERVER {
-        forward::deliver_to_client(ctx, eth, ip, flow, Reason::IcmpToClient)
+        forward::deliver_to_client(ctx, eth, ip, ip_len, flow, Reason::IcmpToClient)
     } else {
         let now = unsafe { bpf_ktime_get_ns() };
-        forward::deliver_to_server(ctx, eth, ip, flow, now, Reason::IcmpToServer)
+        forward::deliver_to_server(ctx, eth, ip, ip_len, flow, now, Reason::IcmpToServer)
     })
 }
 

@@ -20,6 +20,7 @@ mod allow;
 mod balance;
 mod conntrack;
 mod egress;
+mod family;
 mod flow_events;
 mod forward;
 mod icmp;
@@ -42,15 +43,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Event, Flow, FlowKey, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
-    FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE,
-    SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Event, FlowKeyOf, FlowOf, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
+    FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, PROG_IPV6,
+    SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, V4, V6,
 };
 
 use crate::{
     conntrack::NotPromoted,
     options::TcpOptions,
-    parse::{Packet, ParseError},
+    parse::{IpParse, Packet, ParseError},
 };
 
 /// Declared `xdp.frags`: drivers take it on interfaces whose MTU does not fit a frame in one
@@ -58,10 +59,16 @@ use crate::{
 /// which is all the program reads or writes.
 #[xdp(frags)]
 pub fn xdplb(ctx: XdpContext) -> u32 {
-    let (reason, action) = match try_lb(&ctx) {
+    let (reason, action) = match try_lb::<V4>(&ctx) {
         Ok(result) => result,
-        Err(ParseError::NotOurs) => (Reason::Passed, xdp_action::XDP_PASS),
+        Err(ParseError::NotOurs | ParseError::ExtHeader) => (Reason::Passed, xdp_action::XDP_PASS),
         Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
+        // IPv6: the program of its own family (the tail call does not come back); without it
+        // (an agent that has not put it there yet), the kernel's.
+        Err(ParseError::Ipv6) => {
+            unsafe { maps::FAMILY_PROGS.tail_call(&ctx, PROG_IPV6) };
+            (Reason::Passed, xdp_action::XDP_PASS)
+        }
         // These count their own verdicts: returning a pair from a function of its own costs
         // this frame a slot for it, and this frame is the bottom of every call chain.
         Err(ParseError::Fragment) => return unparsed(ctx.ctx, Reason::Fragment, Reason::FragmentOfFlow),
@@ -92,9 +99,28 @@ fn unparsed(ctx: *mut xdp_md, untracked: Reason, of_flow: Reason) -> u32 {
     action
 }
 
+/// The IPv6 path, tail-called by `xdplb` for IPv6 frames: the same stages as IPv4's, on the
+/// IPv6 maps. Not translated (passed to the kernel untouched): ICMPv6, extension headers
+/// (counted), fragments.
+#[xdp(frags)]
+pub fn xdplb6(ctx: XdpContext) -> u32 {
+    let (reason, action) = match try_lb::<V6>(&ctx) {
+        Ok(result) => result,
+        Err(ParseError::ExtHeader) => (Reason::Ipv6ExtHeader, xdp_action::XDP_PASS),
+        Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
+        Err(_) => (Reason::Passed, xdp_action::XDP_PASS),
+    };
+    stats::count(reason);
+    // No packet-too-big of our own yet (see `forward::fits`).
+    if action & icmp::FRAG_NEEDED_ACTION != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    action
+}
+
 #[inline(always)]
-fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
-    let pkt = parse::parse(ctx)?;
+fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
+    let pkt = parse::parse::<A>(ctx)?;
     let settings = maps::settings().ok_or(ParseError::NotOurs)?;
     let key = pkt.flow_key();
 
@@ -104,7 +130,7 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     // Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are the connect
     // hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
     let frontend =
-        if is_reply || key.dst_addr[0] == 127 { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+        if is_reply || key.dst_addr.is_loopback() { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }
@@ -189,15 +215,15 @@ fn try_lb(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
 /// (for the stack, see `open_flow`) takes it as one argument (BPF functions take at most five).
 /// Packet pointers are not in it: read back from another frame's stack they are plain numbers to
 /// the verifier, so each stage parses the headers again from the context (bounds checks only).
-pub struct Ingress {
+pub struct Ingress<A> {
     pub ctx: XdpContext,
     pub opts: TcpOptions,
-    pub key: FlowKey,
+    pub key: FlowKeyOf<A>,
     pub settings: &'static Settings,
     pub now: u64,
 }
 
-impl Ingress {
+impl<A: IpParse> Ingress<A> {
     /// The context, read so that the compiler cannot pass the frame's bounds to a stage function
     /// in its place (it did: as 32-bit numbers, which the verifier no longer takes for packet
     /// pointers).
@@ -207,8 +233,8 @@ impl Ingress {
     }
 
     #[inline(always)]
-    pub fn packet(&self, ctx: &XdpContext) -> Result<Packet, ParseError> {
-        parse::parse(ctx)
+    pub fn packet(&self, ctx: &XdpContext) -> Result<Packet<A>, ParseError> {
+        parse::parse::<A>(ctx)
     }
 }
 
@@ -228,7 +254,7 @@ fn no_flow() -> (Reason, u32) {
 /// SYN-ACK, records, translates timestamps, rewrites and sends. Not inlined, for the stack (see
 /// `open_flow`).
 #[inline(never)]
-fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
+fn to_server<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: bool) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, key, now) = (&pkt, &i.opts, &i.key, i.now);
@@ -258,13 +284,13 @@ fn to_server(i: &Ingress, flow: *mut Flow, half_open: bool) -> (Reason, u32) {
             f.ts_last = sent;
         }
     }
-    forward::to_server(ctx, pkt, flow, now)
+    forward::to_server_in(ctx, pkt, flow, now)
 }
 
 /// Server -> client on a flow: records, translates the timestamp echo, rewrites and sends. Not
 /// inlined, for the stack (see `open_flow`).
 #[inline(never)]
-fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
+fn reply<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, now) = (&pkt, &i.opts, i.now);
@@ -276,7 +302,7 @@ fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
     if translate {
         timestamps::to_client(ctx, opts.ts_at, f);
     }
-    forward::reply(ctx, pkt, flow)
+    forward::reply_in(ctx, pkt, flow)
 }
 
 /// A SYN to a frontend without a flow: pick a server and a backend-side tuple for it, stamp
@@ -284,12 +310,12 @@ fn reply(i: &Ingress, flow: *mut Flow) -> (Reason, u32) {
 /// own (not inlined): its locals get a stack frame of their own, and the BPF stack limit counts
 /// frames along a call chain, not every path of the program in one frame.
 #[inline(never)]
-fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
+fn open_flow<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, key, settings, now) = (&pkt, &i.opts, &i.key, i.settings, i.now);
     let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, key.src_addr) else {
-        return reset::no_backend(ctx, settings);
+        return reset::no_backend::<A>(ctx, settings);
     };
     // A server on this host: the client's own tuple (`ports::tuple`), no timestamp
     // translation, the destination translated only (`FLOW_LOCAL`).
@@ -321,7 +347,8 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
     };
 
     // Both entries are built in per-CPU scratch space (see `maps::SCRATCH`), zeroed first.
-    let (Some(r), Some(c)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1)) else {
+    let scratch = A::scratch();
+    let (Some(r), Some(c)) = (scratch.get_ptr_mut(0), scratch.get_ptr_mut(1)) else {
         return (Reason::TableFull, xdp_action::XDP_DROP);
     };
     let (reply_entry, forward_entry) = unsafe {
@@ -385,7 +412,7 @@ fn open_flow(i: &Ingress, frontend: &Frontend) -> (Reason, u32) {
         timestamps::to_server(ctx, opts.ts_at, forward_entry);
     }
     // The packet goes out as the new entry says; the copy in scratch space is the same.
-    let (reason, action) = forward::to_server(ctx, pkt, forward_entry, now);
+    let (reason, action) = forward::to_server_in(ctx, pkt, forward_entry, now);
     // The flow is new whatever the next hop did with its first packet.
     if reason == Reason::Forwarded {
         (Reason::NewFlow, action)

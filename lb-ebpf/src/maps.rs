@@ -2,14 +2,15 @@
 //! connection table's entries and the counters, which this program keeps.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
-    AllowKey, BackendSet, Flow, FlowKey, Frontend, FrontendKey, LocalPeer, NextHop, OptionsFound, PortCursor,
-    RstBucket, Server, Settings, Suspicion, SuspicionVerdict, SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, FLOW_EVENTS_RING_BYTES, FRONTEND_PORT_WORDS, LOCAL_PEER_SOCKETS, MAX_ALLOW,
-    MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS, REASON_COUNT, RST_LIMIT_SOURCES,
+    AllowKey, AllowKey6, BackendSet, Flow, Flow6, FlowKey, FlowKey6, Frontend, FrontendKey, FrontendKey6, LocalPeer,
+    NextHop, NextHop6, OptionsFound, PortCursor, RstBucket, Server, Server6, Settings, Suspicion, SuspicionVerdict,
+    SweepState, TrafficStats, DEFAULT_FLOW_ENTRIES, DEFAULT_SYN_FLOW_ENTRIES, EVENT_COUNT, FLOW_EVENTS_RING_BYTES,
+    FRONTEND_PORT_WORDS, LOCAL_PEER_SOCKETS, MAX_ALLOW, MAX_FRONTENDS, MAX_POOLS, MAX_SERVERS, MAX_TX_PORTS,
+    REASON_COUNT, RST_LIMIT_SOURCES,
 };
 
 /// Per frontend with an `allow` list: the source networks it admits (see `allow`).
@@ -23,16 +24,17 @@ pub static FRONTENDS: HashMap<FrontendKey, Frontend, { MAX_FRONTENDS as usize }>
 #[btf_map(name = "frontend_ports")]
 pub static FRONTEND_PORTS: Array<u64, { FRONTEND_PORT_WORDS as usize }> = Array::new();
 
-/// Healthy set per pool; replaced whole by the agent (hash map updates swap atomically).
+/// Healthy set per pool and family (IPv6 at `pool_id + POOL_V6`); replaced whole by the agent
+/// (hash map updates swap atomically).
 #[btf_map(name = "backend_sets")]
-pub static BACKEND_SETS: HashMap<u32, BackendSet, { MAX_POOLS as usize }> = HashMap::new();
+pub static BACKEND_SETS: HashMap<u32, BackendSet, { 2 * MAX_POOLS as usize }> = HashMap::new();
 
 #[btf_map(name = "servers")]
 pub static SERVERS: Array<Server, { MAX_SERVERS as usize }> = Array::new();
 
-/// Round-robin position per pool, advanced atomically by every CPU.
+/// Round-robin position per pool and family (as `backend_sets`), advanced atomically by every CPU.
 #[btf_map(name = "rr_cursors")]
-pub static RR_CURSORS: Array<u32, { MAX_POOLS as usize }> = Array::new();
+pub static RR_CURSORS: Array<u32, { 2 * MAX_POOLS as usize }> = Array::new();
 
 /// The connection table of established flows: two entries per flow. Sized by the agent.
 #[btf_map(name = "flows")]
@@ -124,6 +126,37 @@ pub static SERVER_STATS: PerCpuArray<TrafficStats, { MAX_SERVERS as usize }> = P
 #[btf_map(name = "event_stats")]
 pub static EVENT_STATS: PerCpuArray<u64, { EVENT_COUNT as usize }> = PerCpuArray::new();
 
+// The IPv6 twins of the maps that hold addresses (see `family`).
+
+#[btf_map(name = "frontends6")]
+pub static FRONTENDS6: HashMap<FrontendKey6, Frontend, { MAX_FRONTENDS as usize }> = HashMap::new();
+
+#[btf_map(name = "servers6")]
+pub static SERVERS6: Array<Server6, { MAX_SERVERS as usize }> = Array::new();
+
+#[btf_map(name = "flows6")]
+pub static FLOWS6: LruHashMap<FlowKey6, Flow6, { DEFAULT_FLOW_ENTRIES as usize }> = LruHashMap::new();
+
+#[btf_map(name = "syn_flows6")]
+pub static SYN_FLOWS6: LruHashMap<FlowKey6, Flow6, { DEFAULT_SYN_FLOW_ENTRIES as usize }> = LruHashMap::new();
+
+#[btf_map(name = "next_hops6")]
+pub static NEXT_HOPS6: Array<NextHop6, { MAX_SERVERS as usize }> = Array::new();
+
+#[btf_map(name = "scratch6")]
+pub static SCRATCH6: PerCpuArray<Flow6, 2> = PerCpuArray::new();
+
+#[btf_map(name = "rst_limit6")]
+pub static RST_LIMIT6: LruHashMap<[u8; 16], RstBucket, { RST_LIMIT_SOURCES as usize }> = LruHashMap::new();
+
+#[btf_map(name = "allow6")]
+pub static ALLOW6: LpmTrie<AllowKey6, u32, { MAX_ALLOW as usize }> = LpmTrie::new();
+
+/// The IPv6 program (`xdplb6`) at `PROG_IPV6`, tail-called by `xdplb` for IPv6 frames: a program
+/// of its own gets a stack of its own (the BPF stack limit counts frames along a call chain).
+#[btf_map(name = "family_progs")]
+pub static FAMILY_PROGS: ProgramArray<1> = ProgramArray::new();
+
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {
     SETTINGS.get(0)
@@ -136,15 +169,13 @@ pub fn sweeping() -> bool {
 }
 
 #[inline(always)]
-pub fn frontend(addr: [u8; 4], port_be: u16) -> Option<&'static Frontend> {
+pub fn frontend<A: crate::family::Family>(addr: A, port_be: u16) -> Option<&'static Frontend> {
     // Most of a host's traffic (etcd peers, kubelet, ssh) is to ports no frontend has: an array
     // read tells, before the hash lookup does.
     if !frontend_port(port_be) {
         return None;
     }
-    let key = FrontendKey { addr, port_be, _pad: 0 };
-    // SAFETY: the agent replaces values whole; a reader sees either the old or the new one.
-    unsafe { FRONTENDS.get(&key) }
+    A::frontend(&lb_common::FrontendKeyOf { addr, port_be, _pad: 0 })
 }
 
 /// Whether some frontend listens on `port_be` (network order), from the `frontend_ports`

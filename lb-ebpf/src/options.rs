@@ -9,8 +9,9 @@ use aya_ebpf::{bindings::xdp_md, cty::c_void, helpers::bpf_loop, programs::XdpCo
 use lb_common::{Event, OptionsFound};
 
 use crate::{
+    family::Family,
     maps::OPTIONS_FOUND,
-    parse::{ptr_at, Packet, TCP_OFF},
+    parse::{ptr_at, Packet},
     stats,
 };
 
@@ -40,20 +41,20 @@ pub struct TcpOptions {
 
 /// Finds the timestamp option (and, for a SYN, the window scale) of `pkt`.
 #[inline(always)]
-pub fn find(ctx: &XdpContext, pkt: &Packet) -> TcpOptions {
+pub fn find<A: Family>(ctx: &XdpContext, pkt: &Packet<A>) -> TcpOptions {
     let opt_len = pkt.tcp_len as usize - 20;
     if opt_len == 0 {
         return TcpOptions::default();
     }
     // The usual data segment: the timestamp is the first option, word-aligned.
-    if let Ok(first) = ptr_at::<[u8; 4]>(ctx, TCP_OFF + 20) {
+    if let Ok(first) = ptr_at::<[u8; 4]>(ctx, A::TCP_OFF + 20) {
         if unsafe { *first } == NOP_NOP_TS && opt_len >= 12 && pkt.tcp_flags & 0x02 == 0 {
-            return TcpOptions { ts_at: TCP_OFF + 24, ..TcpOptions::default() };
+            return TcpOptions { ts_at: A::TCP_OFF + 24, ..TcpOptions::default() };
         }
     }
     // Linux's SYN and SYN-ACK: MSS, SACK_PERM (or NOP NOP), TS, NOP, WS.
     if opt_len == 20 {
-        if let Ok(o) = ptr_at::<[u8; 20]>(ctx, TCP_OFF + 20) {
+        if let Ok(o) = ptr_at::<[u8; 20]>(ctx, A::TCP_OFF + 20) {
             let o = unsafe { &*o };
             let sack = o[4..6] == [SACK_PERM, 2];
             if o[0..2] == [MSS, 4]
@@ -62,7 +63,7 @@ pub fn find(ctx: &XdpContext, pkt: &Packet) -> TcpOptions {
                 && o[16..19] == [NOP, WSCALE, 3]
             {
                 return TcpOptions {
-                    ts_at: TCP_OFF + 28,
+                    ts_at: A::TCP_OFF + 28,
                     wscale: Some(if o[19] > 14 { 14 } else { o[19] as u32 }),
                     mss: u16::from_be_bytes([o[2], o[3]]),
                     sack,
@@ -70,7 +71,7 @@ pub fn find(ctx: &XdpContext, pkt: &Packet) -> TcpOptions {
             }
         }
     }
-    walk(ctx, opt_len)
+    walk::<A>(ctx, opt_len)
 }
 
 /// The walk's position, on the caller's stack, handed to `step` by `bpf_loop`. What the walk
@@ -92,12 +93,12 @@ struct Walk {
 /// the verifier explore every sequence of option kinds (it went past its million-instruction
 /// budget). Never inlined: one copy of the call.
 #[inline(never)]
-fn walk(ctx: &XdpContext, opt_len: usize) -> TcpOptions {
+fn walk<A: Family>(ctx: &XdpContext, opt_len: usize) -> TcpOptions {
     let Some(found) = OPTIONS_FOUND.get_ptr_mut(0) else { return TcpOptions::default() };
     unsafe { *found = OptionsFound::default() };
     let mut w = Walk { ctx: ctx.ctx, i: 0, opt_len: opt_len as u32 };
     unsafe {
-        bpf_loop(MAX_OPTIONS, step as *const () as *mut c_void, &mut w as *mut Walk as *mut c_void, 0);
+        bpf_loop(MAX_OPTIONS, step::<A> as *const () as *mut c_void, &mut w as *mut Walk as *mut c_void, 0);
     }
     let f = unsafe { &*found };
     if f.malformed != 0 {
@@ -113,7 +114,7 @@ fn walk(ctx: &XdpContext, opt_len: usize) -> TcpOptions {
 }
 
 /// One option: returns 0 to go on, 1 to stop.
-extern "C" fn step(_index: u64, w: *mut c_void) -> i64 {
+extern "C" fn step<A: Family>(_index: u64, w: *mut c_void) -> i64 {
     let w = unsafe { &mut *(w as *mut Walk) };
     let Some(found) = OPTIONS_FOUND.get_ptr_mut(0) else { return 1 };
     let found = unsafe { &mut *found };
@@ -121,7 +122,7 @@ extern "C" fn step(_index: u64, w: *mut c_void) -> i64 {
         return 1;
     }
     // Masked so that the verifier sees the offset bounded (options end before 60 bytes).
-    let at = TCP_OFF + 20 + (w.i as usize & 0x3f);
+    let at = A::TCP_OFF + 20 + (w.i as usize & 0x3f);
     let ctx = XdpContext::new(w.ctx);
     // Two bytes at once (kind and length): with one, the compiler folds the bounds check into a
     // form the verifier cannot use. A lone last byte can only be NOP or EOL: nothing follows.

@@ -15,12 +15,13 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     tcp::{syn_tsval, tuple_hash, PreviousOnTuple, PREVIOUS_FLOW, PREVIOUS_LAST},
-    Event, Flow, FlowKey, PortCursor, Server, Settings, FLOW_SEEN_TS, MAX_SOURCES, NAT_PORT_HOLD_NS, NAT_PORT_TRIES,
-    PORT_BLOCK, SERVER_F_LOCAL,
+    Event, FlowKeyOf, FlowOf, PortCursor, ServerOf, Settings, FLOW_SEEN_TS, MAX_SOURCES, NAT_PORT_HOLD_NS,
+    NAT_PORT_TRIES, PORT_BLOCK, SERVER_F_LOCAL,
 };
 
 use crate::{
     conntrack,
+    family::Family,
     maps::{PORT_BLOCKS, PORT_CURSORS},
     stats,
 };
@@ -28,19 +29,19 @@ use crate::{
 /// A backend-side tuple for a new flow to `server`, and the lingering server-side entry of the
 /// flow that had it before (null if none; `take` removes it). A plain pointer, not an `Option`:
 /// the verifier must see the null check on the pointer itself before it is followed.
-pub struct Tuple {
-    pub reply_key: FlowKey,
-    pub previous: *mut Flow,
+pub struct Tuple<A> {
+    pub reply_key: FlowKeyOf<A>,
+    pub previous: *mut FlowOf<A>,
     pub previous_half_open: bool,
 }
 
-impl Tuple {
+impl<A: Family> Tuple<A> {
     /// Takes the tuple for a new flow to `server`: removes the previous flow's lingering entry,
     /// and returns the TSval the new flow's SYN carries on this tuple when its timestamps are
     /// translated (`translated`; 0 otherwise): the tuple's clock, kept above what the previous
     /// flow on it sent (see `lb_common::tcp::syn_tsval`).
     #[inline(always)]
-    pub fn take(&self, server: &Server, settings: &Settings, now: u64, translated: bool) -> u32 {
+    pub fn take(&self, server: &ServerOf<A>, settings: &Settings, now: u64, translated: bool) -> u32 {
         let mut previous = PreviousOnTuple::default();
         let old = self.previous;
         if !old.is_null() {
@@ -62,7 +63,8 @@ impl Tuple {
             return 0;
         }
         let k = &self.reply_key;
-        let hash = tuple_hash(k.dst_addr, k.dst_port_be, server.addr, server.port_be, settings.ts_secret);
+        let hash =
+            tuple_hash(k.dst_addr.fold32(), k.dst_port_be, server.addr.fold32(), server.port_be, settings.ts_secret);
         let (v, raised) = syn_tsval(now, hash, &previous);
         if raised {
             stats::event(Event::TsGuarded);
@@ -75,18 +77,18 @@ impl Tuple {
 /// (`allocate`), or for a server on this host (`SERVER_F_LOCAL`) the client's own, only the
 /// destination being translated (see lb-common's `FLOW_LOCAL`).
 #[inline(always)]
-pub fn tuple(
+pub fn tuple<A: Family>(
     server_id: u32,
-    server: &Server,
+    server: &ServerOf<A>,
     settings: &Settings,
     now: u64,
     timestamps: bool,
-    client: &FlowKey,
-) -> Option<Tuple> {
+    client: &FlowKeyOf<A>,
+) -> Option<Tuple<A>> {
     if server.flags & SERVER_F_LOCAL == 0 {
         return allocate(server_id, server, settings, now, timestamps);
     }
-    let reply_key = FlowKey {
+    let reply_key = FlowKeyOf {
         src_addr: server.addr,
         dst_addr: client.src_addr,
         src_port_be: server.port_be,
@@ -99,7 +101,13 @@ pub fn tuple(
 /// SYNs, otherwise from the ports for SYNs without (`Settings::no_ts_ports`). A server on this
 /// host has none (`None`): see `tuple`.
 #[inline(always)]
-pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, timestamps: bool) -> Option<Tuple> {
+pub fn allocate<A: Family>(
+    server_id: u32,
+    server: &ServerOf<A>,
+    settings: &Settings,
+    now: u64,
+    timestamps: bool,
+) -> Option<Tuple<A>> {
     let sources = server.snat_count;
     // No upper bound is checked here on purpose: the compiler would then know `index % sources`
     // is below MAX_SOURCES and drop the mask below, which the verifier needs to see. The agent
@@ -134,10 +142,20 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, 
         sources,
         found: 0,
         previous: 0,
-        reply_key: FlowKey { src_addr: server.addr, dst_addr: [0; 4], src_port_be: server.port_be, dst_port_be: 0 },
+        reply_key: FlowKeyOf {
+            src_addr: server.addr,
+            dst_addr: A::default(),
+            src_port_be: server.port_be,
+            dst_port_be: 0,
+        },
     };
     unsafe {
-        bpf_loop(NAT_PORT_TRIES, try_tuple as *const () as *mut c_void, &mut walk as *mut Walk as *mut c_void, 0);
+        bpf_loop(
+            NAT_PORT_TRIES,
+            try_tuple::<A> as *const () as *mut c_void,
+            &mut walk as *mut Walk<A> as *mut c_void,
+            0,
+        );
     }
     if walk.found == 0 {
         return None;
@@ -156,8 +174,8 @@ pub fn allocate(server_id: u32, server: &Server, settings: &Settings, now: u64, 
 /// sequence of busy and held candidates (past its million-instruction budget); `bpf_loop`'s
 /// callback is verified once.
 #[repr(C)]
-struct Walk {
-    server: *const Server,
+struct Walk<A> {
+    server: *const ServerOf<A>,
     settings: *const Settings,
     cursor: *mut PortCursor,
     next_block: *mut u32,
@@ -169,12 +187,12 @@ struct Walk {
     /// 1 once a tuple is chosen; then `reply_key`, and whether a finished flow's entry holds it.
     found: u32,
     previous: u32,
-    reply_key: FlowKey,
+    reply_key: FlowKeyOf<A>,
 }
 
 /// One candidate tuple: returns 1 (stop) when it is free, 0 to look at the next.
-extern "C" fn try_tuple(_index: u64, w: *mut c_void) -> i64 {
-    let w = unsafe { &mut *(w as *mut Walk) };
+extern "C" fn try_tuple<A: Family>(_index: u64, w: *mut c_void) -> i64 {
+    let w = unsafe { &mut *(w as *mut Walk<A>) };
     let (server, settings, cursor) = unsafe { (&*w.server, &*w.settings, &mut *w.cursor) };
     if cursor.left == 0 {
         // SeqCst for the reason given in `balance`.
@@ -200,7 +218,7 @@ extern "C" fn try_tuple(_index: u64, w: *mut c_void) -> i64 {
     }
     let (source, port) =
         if sources == 1 { (0, index) } else { ((index % sources) as usize & (MAX_SOURCES - 1), index / sources) };
-    w.reply_key.dst_addr = server.snat_addrs[source];
+    A::copy(&mut w.reply_key.dst_addr, &server.snat_addrs[source]);
     w.reply_key.dst_port_be = ((w.first_port + port) as u16).to_be();
     match conntrack::lookup(&w.reply_key) {
         None => {

@@ -18,23 +18,24 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    checksum, Event, Flow, FlowKey, Reason, Settings, FLOW_OVER, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, TCP_ACK,
+    Event, FlowKeyOf, FlowOf, Reason, Settings, FLOW_OVER, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, TCP_ACK,
     TCP_RST, TCP_SYN,
 };
-use network_types::{ip::Ipv4Hdr, tcp::TcpHdr};
+use network_types::tcp::TcpHdr;
 
 use crate::{
-    balance, conntrack, forward,
-    maps::{SCRATCH, SERVERS, SYN_FLOWS},
-    parse::{self, ptr_at, IP_OFF, TCP_OFF},
+    balance, conntrack,
+    family::Family,
+    forward,
+    parse::{self, ptr_at, IpParse, IP_OFF},
     ports, stats, suspicion, Ingress,
 };
 
 /// A retransmitted SYN counts as unanswered only this long after the first: every stack waits
 /// at least a second before it retransmits a SYN, so anything sooner is a duplicate.
 pub const UNANSWERED_AFTER_NS: u64 = 500_000_000;
-/// The SYN rebuilt from a RST: Ethernet, IPv4 without options, TCP with 20 option bytes.
-const SYN_FRAME_LEN: usize = TCP_OFF + TcpHdr::LEN + 20;
+/// The SYN rebuilt from a RST: TCP with 20 option bytes (after Ethernet and IP headers).
+const SYN_TCP_LEN: usize = TcpHdr::LEN + 20;
 
 /// Moves the half-open flow whose client side is `client` (at `key`) and server side `server`
 /// (at `client.peer_key()`) to another server of its pool. The new entries are built in scratch
@@ -44,7 +45,13 @@ const SYN_FRAME_LEN: usize = TCP_OFF + TcpHdr::LEN + 20;
 /// Not inlined: its locals get a frame of their own (the BPF stack limit counts frames along a
 /// call chain; inlined into both callers it put them over).
 #[inline(never)]
-pub fn move_flow(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, now: u64) -> *mut Flow {
+pub fn move_flow<A: Family>(
+    key: &FlowKeyOf<A>,
+    client: &FlowOf<A>,
+    server: &FlowOf<A>,
+    settings: &Settings,
+    now: u64,
+) -> *mut FlowOf<A> {
     match try_move(key, client, server, settings, now) {
         Some(moved) => moved,
         None => core::ptr::null_mut(),
@@ -52,23 +59,30 @@ pub fn move_flow(key: &FlowKey, client: &Flow, server: &Flow, settings: &Setting
 }
 
 #[inline(always)]
-fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, now: u64) -> Option<&'static mut Flow> {
+fn try_move<A: Family>(
+    key: &FlowKeyOf<A>,
+    client: &FlowOf<A>,
+    server: &FlowOf<A>,
+    settings: &Settings,
+    now: u64,
+) -> Option<&'static mut FlowOf<A>> {
     let old_id = client.server_id;
-    let pool = SERVERS.get(old_id)?.pool_id;
+    let pool = A::servers().get(old_id)?.pool_id;
     let set = balance::set(pool)?;
     suspicion::failed(old_id, set.suspect_after, now);
     if client.redispatches >= set.retries {
         stats::event(Event::RedispatchExhausted);
         return None;
     }
-    let Some((new_id, new_server)) = balance::pick(pool, old_id, now, key.src_addr) else {
+    let Some((new_id, new_server)) = balance::pick::<A>(pool, old_id, now, key.src_addr) else {
         stats::event(Event::RedispatchExhausted);
         return None;
     };
     let translated = client.ts_off != 0;
     let tuple = ports::allocate(new_id, new_server, settings, now, translated)?;
     let reply_key = tuple.reply_key;
-    let (r, c) = (SCRATCH.get_ptr_mut(0)?, SCRATCH.get_ptr_mut(1)?);
+    let scratch = A::scratch();
+    let (r, c) = (scratch.get_ptr_mut(0)?, scratch.get_ptr_mut(1)?);
     let (reply_entry, client_entry) = unsafe { (&mut *r, &mut *c) };
     unsafe {
         core::ptr::copy_nonoverlapping(server, reply_entry, 1);
@@ -111,10 +125,11 @@ fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, no
     // `client` and `server` point into the table: what is still needed of them is read before
     // the updates below replace them.
     let old_reply_key = client.peer_key();
-    SYN_FLOWS.insert(&reply_key, &*reply_entry, BPF_NOEXIST as u64).ok()?;
+    let syn_flows = A::syn_flows();
+    syn_flows.insert(&reply_key, &*reply_entry, BPF_NOEXIST as u64).ok()?;
     // One update replaces the client side whole: a lookup on another CPU sees old or new.
-    if SYN_FLOWS.insert(key, &*client_entry, 0).is_err() {
-        let _ = SYN_FLOWS.remove(&reply_key);
+    if syn_flows.insert(key, &*client_entry, 0).is_err() {
+        let _ = syn_flows.remove(&reply_key);
         return None;
     }
     conntrack::remove(&old_reply_key, true);
@@ -132,7 +147,7 @@ fn try_move(key: &FlowKey, client: &Flow, server: &Flow, settings: &Settings, no
 /// null: the RST goes on as usual. The three steps are functions of their own, called one after
 /// the other: nested, their frames went past the BPF stack's 512 bytes.
 #[inline(never)]
-pub fn refusal(i: &Ingress, server: *mut Flow) -> *mut Flow {
+pub fn refusal<A: IpParse>(i: &Ingress<A>, server: *mut FlowOf<A>) -> *mut FlowOf<A> {
     let no = core::ptr::null_mut();
     let Ok(pkt) = i.packet(&i.ctx()) else { return no };
     let s = unsafe { &*server };
@@ -150,22 +165,22 @@ pub fn refusal(i: &Ingress, server: *mut Flow) -> *mut Flow {
 /// (`moved`, its new client side). The frame changes size here and the old headers are gone:
 /// whatever fails drops it (the flow has moved; the client's retransmitted SYN goes the new way).
 #[inline(never)]
-pub fn send_syn(i: &Ingress, moved: *mut Flow) -> (Reason, u32) {
+pub fn send_syn<A: IpParse>(i: &Ingress<A>, moved: *mut FlowOf<A>) -> (Reason, u32) {
     let dropped = (Reason::Redispatched, xdp_action::XDP_DROP);
     let moved = unsafe { &*moved };
     let ctx = &i.ctx();
     if build_syn(ctx, moved).is_err() {
         return dropped;
     }
-    let Ok(pkt) = parse::parse(ctx) else { return dropped };
-    forward::deliver_to_server(ctx, pkt.eth, pkt.ip, moved, i.now, Reason::Redispatched)
+    let Ok(pkt) = parse::parse::<A>(ctx) else { return dropped };
+    forward::deliver_to_server(ctx, pkt.eth, pkt.ip, pkt.ip_len, moved, i.now, Reason::Redispatched)
 }
 
 /// The client retransmitted the SYN of a flow (`client`, its client side) its server never
 /// answered: returns the flow's server side, for `move_flow` to move the flow to the next
 /// server; null: it stays.
 #[inline(never)]
-pub fn unanswered(i: &Ingress, client: *mut Flow) -> *mut Flow {
+pub fn unanswered<A: Family>(i: &Ingress<A>, client: *mut FlowOf<A>) -> *mut FlowOf<A> {
     let stays = core::ptr::null_mut();
     let c = unsafe { &*client };
     if i.now.wrapping_sub(c.created_ns) < UNANSWERED_AFTER_NS {
@@ -182,13 +197,13 @@ pub fn unanswered(i: &Ingress, client: *mut Flow) -> *mut Flow {
 /// Turns the frame (a RST from the refusing server) into the client's SYN as `flow` now sends
 /// it: headers written whole, checksums computed in full.
 #[inline(always)]
-fn build_syn(ctx: &XdpContext, flow: &Flow) -> Result<(), parse::ParseError> {
+fn build_syn<A: Family>(ctx: &XdpContext, flow: &FlowOf<A>) -> Result<(), parse::ParseError> {
     // A RST is shorter than the SYN: the room comes from the headroom in front (XDP guarantees
     // 256 bytes there; the tailroom of a small frame may be none, on veth for one). Every header
     // is written anew, so where the old bytes end up does not matter. Anything longer is cut at
     // the tail.
     let len = (ctx.data_end() - ctx.data()) as i32;
-    let delta = SYN_FRAME_LEN as i32 - len;
+    let delta = (A::TCP_OFF + SYN_TCP_LEN) as i32 - len;
     let rc = if delta > 0 {
         unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) }
     } else if delta < 0 {
@@ -202,23 +217,11 @@ fn build_syn(ctx: &XdpContext, flow: &Flow) -> Result<(), parse::ParseError> {
     // The Ethernet header too: its type, and the MACs `forward` sets.
     let eth: *mut [u8; 14] = ptr_at(ctx, 0)?;
     let eth = unsafe { &mut *eth };
-    eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip: *mut [u8; Ipv4Hdr::LEN] = ptr_at(ctx, IP_OFF)?;
-    let tcp: *mut [u8; 40] = ptr_at(ctx, TCP_OFF)?;
-    let (ip, tcp) = unsafe { (&mut *ip, &mut *tcp) };
-
-    ip[0] = 0x45;
-    ip[1] = 0;
-    ip[2..4].copy_from_slice(&((Ipv4Hdr::LEN + 40) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&[0, 0]);
-    ip[6..8].copy_from_slice(&[0x40, 0]); // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[10..12].copy_from_slice(&[0, 0]);
-    ip[12..16].copy_from_slice(&flow.new_src_addr);
-    ip[16..20].copy_from_slice(&flow.new_dst_addr);
-    let c = checksum::ipv4_header(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    eth[12..14].copy_from_slice(&A::ETHERTYPE.to_be_bytes());
+    let ip: *mut A::Ip = ptr_at(ctx, IP_OFF)?;
+    let tcp: *mut [u8; SYN_TCP_LEN] = ptr_at(ctx, A::TCP_OFF)?;
+    let tcp = unsafe { &mut *tcp };
+    A::write_header(ip, flow.new_src_addr, flow.new_dst_addr, SYN_TCP_LEN);
 
     tcp[0..2].copy_from_slice(&flow.new_src_port_be.to_ne_bytes());
     tcp[2..4].copy_from_slice(&flow.new_dst_port_be.to_ne_bytes());
@@ -250,7 +253,7 @@ fn build_syn(ctx: &XdpContext, flow: &Flow) -> Result<(), parse::ParseError> {
     } else {
         tcp[37..40].copy_from_slice(&[NOP; 3]);
     }
-    let c = checksum::tcp_ipv4(flow.new_src_addr, flow.new_dst_addr, tcp);
+    let c = A::tcp_checksum(flow.new_src_addr, flow.new_dst_addr, tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }

@@ -11,12 +11,9 @@
 //! (its SYN cookies live there).
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{checksum, Flow};
+use lb_common::{checksum, FlowOf};
 
-use crate::parse::{ptr_at, TCP_OFF};
-
-/// Frame offset of the TCP checksum.
-const CHECK_AT: usize = TCP_OFF + 16;
+use crate::{family::Family, parse::ptr_at};
 
 /// The TSval at `ts_at` (see `options::find`).
 #[inline(always)]
@@ -27,29 +24,30 @@ pub fn tsval(ctx: &XdpContext, ts_at: usize) -> Option<u32> {
 
 /// Client -> server: TSval + `flow.ts_off`. Returns the TSval the server gets.
 #[inline(always)]
-pub fn to_server(ctx: &XdpContext, ts_at: usize, flow: &Flow) -> Option<u32> {
+pub fn to_server<A: Family>(ctx: &XdpContext, ts_at: usize, flow: &FlowOf<A>) -> Option<u32> {
     let v = tsval(ctx, ts_at)?;
     let new = v.wrapping_add(flow.ts_off);
-    patch(ctx, ts_at, new)?;
+    patch::<A>(ctx, ts_at, new)?;
     Some(new)
 }
 
 /// Server -> client: TSecr - `flow.ts_off` (the TSecr follows the TSval).
 #[inline(always)]
-pub fn to_client(ctx: &XdpContext, ts_at: usize, flow: &Flow) -> Option<()> {
+pub fn to_client<A: Family>(ctx: &XdpContext, ts_at: usize, flow: &FlowOf<A>) -> Option<()> {
     let at = (ts_at & 0x7f) + 4;
     let p = ptr_at::<[u8; 4]>(ctx, at).ok()?;
     let old = u32::from_be_bytes(unsafe { *p });
-    patch(ctx, at, old.wrapping_sub(flow.ts_off))
+    patch::<A>(ctx, at, old.wrapping_sub(flow.ts_off))
 }
 
 /// Writes `value` at frame offset `at` and updates the TCP checksum for it incrementally; the
 /// value may start at an odd offset of the segment (an odd number of option bytes before it).
 #[inline(always)]
-fn patch(ctx: &XdpContext, at: usize, value: u32) -> Option<()> {
+fn patch<A: Family>(ctx: &XdpContext, at: usize, value: u32) -> Option<()> {
     let at = at & 0x7f;
     let field = ptr_at::<[u8; 4]>(ctx, at).ok()?;
-    let check = ptr_at::<[u8; 2]>(ctx, CHECK_AT).ok()?;
+    // The TCP checksum field.
+    let check = ptr_at::<[u8; 2]>(ctx, A::TCP_OFF + 16).ok()?;
     let (old, new) = (unsafe { *field }, value.to_be_bytes());
     let c = u16::from_be_bytes(unsafe { *check });
     let c = if at & 1 == 0 { checksum::replace32(c, old, new) } else { checksum::replace32_odd(c, old, new) };

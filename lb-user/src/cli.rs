@@ -157,10 +157,12 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         eprintln!("xdplb check-config: {}: warning: {w}", file.display());
     }
     let g = &c.global;
-    let tables = lb_user::dataplane::memory::TableMemory::here(g.max_flows, g.max_half_open);
+    let ipv6 = lb_user::dataplane::memory::wants_ipv6(&c);
+    let tables = lb_user::dataplane::memory::TableMemory::here(g.max_flows, g.max_half_open, ipv6);
     let per_flow = lb_user::dataplane::memory::bytes_per_flow();
+    let per_flow6 = lb_user::dataplane::memory::bytes_per_flow6();
     eprintln!(
-        "xdplb check-config: {}: memory: the connection tables will lock {} ({} bytes) of kernel memory: max_flows = {} takes {}, max_half_open = {} takes {} (about {per_flow} bytes a flow)",
+        "xdplb check-config: {}: memory: the connection tables will lock {} ({} bytes) of kernel memory: max_flows = {} takes {}, max_half_open = {} takes {} (about {per_flow} bytes a flow), the IPv6 tables {} ({})",
         file.display(),
         lb_user::dataplane::memory::mib(tables.total()),
         tables.total(),
@@ -168,6 +170,12 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         lb_user::dataplane::memory::mib(tables.flows),
         g.max_half_open,
         lb_user::dataplane::memory::mib(tables.half_open),
+        lb_user::dataplane::memory::mib(tables.ipv6),
+        if ipv6 {
+            format!("as many flows, about {per_flow6} bytes each")
+        } else {
+            format!("no IPv6 server: {} flows each", lb_common::IPV6_IDLE_FLOWS)
+        },
     );
     let mut shown = c;
     if let Some(auth) = &mut shown.global.stats_auth {

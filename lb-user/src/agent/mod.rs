@@ -67,6 +67,8 @@ struct Agent {
     opts: RunOptions,
     global: Global,
     topology: Topology,
+    /// The IPv6 connection tables were sized for IPv6 servers when the agent started.
+    ipv6: bool,
     owner: MapOwner,
     /// The connection table's sweep, on a thread of its own.
     sweeper: Sweeper,
@@ -136,10 +138,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
+    // The IPv6 tables are sized now, for good: like IPv4's with IPv6 servers, small without.
+    let ipv6 = dataplane::memory::topology_has_ipv6(&topology);
     let mut ebpf = dataplane::load(&LoadOptions {
         pin_dir: Some(g.pin_dir.clone()),
         max_flows: g.max_flows,
         max_half_open: g.max_half_open,
+        ipv6,
     })
     .context("loading the XDP data path")?;
     let mut owner = MapOwner::take(&mut ebpf)?;
@@ -232,6 +237,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         opts,
         global,
         topology,
+        ipv6,
         owner,
         sweeper,
         counters,
@@ -266,7 +272,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         agent.global.max_flows,
         agent.global.max_half_open,
         dataplane::memory::mib(
-            dataplane::memory::TableMemory::here(agent.global.max_flows, agent.global.max_half_open).total()
+            dataplane::memory::TableMemory::here(agent.global.max_flows, agent.global.max_half_open, agent.ipv6)
+                .total()
         ),
     );
 

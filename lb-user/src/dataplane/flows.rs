@@ -4,7 +4,9 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    fmt::Debug,
+    hash::Hash,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     time::Duration,
 };
@@ -14,8 +16,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Flow, FlowEvent, FlowKey, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_EXPIRED,
-    FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, TCP_FIN,
+    names, Flow, FlowEvent, FlowKey, FlowKeyOf, FlowOf, SweepState, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
+    FLOW_EVENT_EXPIRED, FLOW_SEEN_ESTABLISHED, FLOW_SEEN_PEER_FIN, TCP_FIN, V4, V6,
 };
 use serde::Serialize;
 
@@ -30,7 +32,7 @@ const BATCH: u32 = 4096;
 /// A sweep in progress (`FlowTable::sweep_step`): which table, where in it, what it saw.
 #[derive(Debug, Default)]
 struct Pass {
-    /// 0: the established table, 1: the half-open one.
+    /// 0: the established table, 1: the half-open one; 2 and 3: IPv6's.
     table: u8,
     cursor: Option<u32>,
     result: Sweep,
@@ -61,7 +63,7 @@ pub enum FlowState {
 }
 
 impl FlowState {
-    pub fn of(client: &Flow) -> FlowState {
+    pub fn of<A: Copy>(client: &FlowOf<A>) -> FlowState {
         if client.is_closed() {
             FlowState::Closed
         } else if client.seen & (TCP_FIN | FLOW_SEEN_PEER_FIN) != 0 {
@@ -97,11 +99,11 @@ pub fn expired(state: FlowState, created: u64, last: u64, now: u64, t: &Timeouts
 /// One flow, both directions joined.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowView {
-    pub client: SocketAddrV4,
-    pub frontend: SocketAddrV4,
+    pub client: SocketAddr,
+    pub frontend: SocketAddr,
     /// The balancer's NAT source towards the server.
-    pub source: SocketAddrV4,
-    pub server: SocketAddrV4,
+    pub source: SocketAddr,
+    pub server: SocketAddr,
     pub server_id: u32,
     pub frontend_id: u32,
     pub state: FlowState,
@@ -113,8 +115,25 @@ pub struct FlowView {
     pub bytes_out: u64,
 }
 
-fn sock(addr: [u8; 4], port_be: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(addr), u16::from_be(port_be))
+/// An address as the connection table holds it (`V4`, `V6`): what the agent needs of either.
+pub trait Addr: aya::Pod + Copy + Eq + Hash + Debug + Default + Send + Sync + 'static {
+    fn ip(self) -> IpAddr;
+}
+
+impl Addr for V4 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
+    }
+}
+
+impl Addr for V6 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(self))
+    }
+}
+
+fn sock<A: Addr>(addr: A, port_be: u16) -> SocketAddr {
+    SocketAddr::new(addr.ip(), u16::from_be(port_be))
 }
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
@@ -123,10 +142,17 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Both tables: established flows and half-open ones (see the XDP side's `conntrack`).
+/// One family's tables: established flows and half-open ones (see the XDP side's `conntrack`).
+pub(super) struct Tables<A: Addr> {
+    map: FlowMap<A>,
+    syn: FlowMap<A>,
+}
+
+/// The connection table, both families (IPv6's may be missing from maps pinned by an agent
+/// that predates it).
 pub struct FlowTable {
-    map: BpfHashMap<MapData, FlowKey, Flow>,
-    syn: BpfHashMap<MapData, FlowKey, Flow>,
+    v4: Tables<V4>,
+    v6: Option<Tables<V6>>,
     /// Non-zero while entries are being removed (see `lb_common::SweepState`).
     sweeping: Array<MapData, SweepState>,
     /// Open flows per server, for `balance leastconn`: the XDP program counts flows as they
@@ -155,42 +181,16 @@ pub struct Sweep {
     pub expired: Vec<FlowEvent>,
 }
 
-pub(super) type FlowMap = BpfHashMap<MapData, FlowKey, Flow>;
+pub(super) type FlowMap<A = V4> = BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>;
 
-impl FlowTable {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self {
-            map: take(ebpf, names::FLOWS)?,
-            syn: take(ebpf, names::SYN_FLOWS)?,
-            sweeping: take(ebpf, names::SWEEP)?,
-            open_counts: take(ebpf, names::SERVER_FLOWS)?,
-            pass: None,
-            no_batch: false,
-            report_expired: false,
-        })
-    }
-
-    /// Opens the table pinned by a running agent (for `xdplb flows` and tests).
-    pub fn open_pinned(pin_dir: &Path) -> Result<Self, MapError> {
-        let open = |name: &str| -> Result<Map, MapError> { Map::from_map_data(MapData::from_pin(pin_dir.join(name))?) };
-        Ok(Self {
-            map: BpfHashMap::try_from(open(names::FLOWS)?)?,
-            syn: BpfHashMap::try_from(open(names::SYN_FLOWS)?)?,
-            sweeping: Array::try_from(open(names::SWEEP)?)?,
-            open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
-            pass: None,
-            no_batch: false,
-            report_expired: false,
-        })
-    }
-
+impl<A: Addr> Tables<A> {
     /// The entry at `key`, established or half-open.
-    pub fn get(&self, key: &FlowKey) -> Option<Flow> {
+    fn get(&self, key: &FlowKeyOf<A>) -> Option<FlowOf<A>> {
         self.map.get(key, 0).or_else(|_| self.syn.get(key, 0)).ok()
     }
 
     /// Every entry (both directions, established and half-open), as the kernel has them now.
-    pub fn entries(&self) -> Vec<(FlowKey, Flow)> {
+    fn entries(&self) -> Vec<(FlowKeyOf<A>, FlowOf<A>)> {
         self.map.iter().chain(self.syn.iter()).filter_map(Result::ok).collect()
     }
 
@@ -202,7 +202,7 @@ impl FlowTable {
     /// first: one lookup instead of two for an established flow. That order could miss a peer
     /// promoted at that very instant; the sweep asks only for the peer of an entry that is over
     /// on its own, which a flow completing its handshake is not.
-    fn peer(&self, flow: &Flow, established_first: bool) -> Option<Flow> {
+    fn peer(&self, flow: &FlowOf<A>, established_first: bool) -> Option<FlowOf<A>> {
         let key = flow.peer_key();
         let (first, second) = if established_first { (&self.map, &self.syn) } else { (&self.syn, &self.map) };
         first.get(&key, 0).ok().or_else(|| second.get(&key, 0).ok()).filter(|p| p.created_ns == flow.created_ns)
@@ -216,7 +216,7 @@ impl FlowTable {
     /// is put back at once; meanwhile `sweeping` is set, so a packet of that flow is dropped (and
     /// retransmitted), never answered with RST by the kernel (see `remove_all`). The check
     /// before it keeps that rare: entries that plainly belong to a newer flow are not touched.
-    fn remove_if(map: &mut FlowMap, key: &FlowKey, created_ns: u64) {
+    fn remove_if(map: &mut FlowMap<A>, key: &FlowKeyOf<A>, created_ns: u64) {
         if !map.get(key, 0).is_ok_and(|f| f.created_ns == created_ns) {
             return;
         }
@@ -228,22 +228,16 @@ impl FlowTable {
         }
     }
 
-    /// Removes every `(key, created)` given, with `sweeping` set around the removals.
-    fn remove_all(&mut self, doomed: &[(FlowKey, u64)]) {
-        if doomed.is_empty() {
-            return;
-        }
-        let _ = self.sweeping.set(0, 1, 0);
+    /// Removes every `(key, created)` given from both tables.
+    fn remove(&mut self, doomed: &[(FlowKeyOf<A>, u64)]) {
         for (k, created) in doomed {
             Self::remove_if(&mut self.syn, k, *created);
             Self::remove_if(&mut self.map, k, *created);
         }
-        let _ = self.sweeping.set(0, 0, 0);
     }
 
     /// Flows, each with both directions joined (an entry without its peer is skipped).
-    pub fn flows(&self) -> Vec<FlowView> {
-        let now = monotonic_ns();
+    fn flows(&self, now: u64) -> Vec<FlowView> {
         self.entries()
             .into_iter()
             .filter(|(_, f)| f.direction == FLOW_DIR_CLIENT)
@@ -269,6 +263,117 @@ impl FlowTable {
             .collect()
     }
 
+    /// Up to `max` entries of the established (`syn` false) or half-open table from `cursor`,
+    /// and where the next read starts (`None`: the table's end). `no_batch`: batch reads failed
+    /// once (a kernel without them): the table is read whole (aya's iterator), in one step.
+    fn read_batch(
+        &self,
+        syn: bool,
+        cursor: Option<u32>,
+        max: u32,
+        no_batch: &mut bool,
+    ) -> (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Option<u32>) {
+        let map = if syn { &self.syn } else { &self.map };
+        if !*no_batch {
+            match lookup_batch(map, cursor, max) {
+                Ok(batch) => return batch,
+                Err(e) => {
+                    log::warn!("conntrack: batch reads failed ({e}); reading entry by entry");
+                    *no_batch = true;
+                }
+            }
+        }
+        (map.iter().filter_map(Result::ok).collect(), None)
+    }
+
+    /// The flows to `server_id`, both entries each (`remove_server_flows`), and how many were open.
+    fn server_flows(&self, server_id: u32) -> (Vec<(FlowKeyOf<A>, u64)>, usize) {
+        let mut n = 0;
+        let mut doomed = Vec::new();
+        for (key, flow) in self.entries() {
+            if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
+                doomed.push((flow.peer_key(), flow.created_ns));
+                doomed.push((key, flow.created_ns));
+                n += usize::from(!flow.is_closed());
+            }
+        }
+        (doomed, n)
+    }
+}
+
+impl FlowTable {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            v4: Tables { map: take(ebpf, names::FLOWS)?, syn: take(ebpf, names::SYN_FLOWS)? },
+            v6: Some(Tables { map: take(ebpf, names::FLOWS6)?, syn: take(ebpf, names::SYN_FLOWS6)? }),
+            sweeping: take(ebpf, names::SWEEP)?,
+            open_counts: take(ebpf, names::SERVER_FLOWS)?,
+            pass: None,
+            no_batch: false,
+            report_expired: false,
+        })
+    }
+
+    /// Opens the table pinned by a running agent (for `xdplb flows` and tests).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, MapError> {
+        let open = |name: &str| -> Result<Map, MapError> { Map::from_map_data(MapData::from_pin(pin_dir.join(name))?) };
+        let v6 = || -> Result<Tables<V6>, MapError> {
+            Ok(Tables {
+                map: BpfHashMap::try_from(open(names::FLOWS6)?)?,
+                syn: BpfHashMap::try_from(open(names::SYN_FLOWS6)?)?,
+            })
+        };
+        Ok(Self {
+            v4: Tables {
+                map: BpfHashMap::try_from(open(names::FLOWS)?)?,
+                syn: BpfHashMap::try_from(open(names::SYN_FLOWS)?)?,
+            },
+            v6: v6().ok(),
+            sweeping: Array::try_from(open(names::SWEEP)?)?,
+            open_counts: Array::try_from(open(names::SERVER_FLOWS)?)?,
+            pass: None,
+            no_batch: false,
+            report_expired: false,
+        })
+    }
+
+    /// The IPv4 entry at `key`, established or half-open.
+    pub fn get(&self, key: &FlowKey) -> Option<Flow> {
+        self.v4.get(key)
+    }
+
+    /// The IPv6 entry at `key`, established or half-open.
+    pub fn get6(&self, key: &FlowKeyOf<V6>) -> Option<FlowOf<V6>> {
+        self.v6.as_ref()?.get(key)
+    }
+
+    /// Every IPv4 entry (both directions, established and half-open), as the kernel has them.
+    pub fn entries(&self) -> Vec<(FlowKey, Flow)> {
+        self.v4.entries()
+    }
+
+    /// Removes every `(key, created)` given, with `sweeping` set around the removals.
+    fn remove_all(&mut self, doomed: &Doomed) {
+        if doomed.v4.is_empty() && doomed.v6.is_empty() {
+            return;
+        }
+        let _ = self.sweeping.set(0, 1, 0);
+        self.v4.remove(&doomed.v4);
+        if let Some(v6) = &mut self.v6 {
+            v6.remove(&doomed.v6);
+        }
+        let _ = self.sweeping.set(0, 0, 0);
+    }
+
+    /// Flows of both families, each with both directions joined (an entry without its peer is
+    /// skipped).
+    pub fn flows(&self) -> Vec<FlowView> {
+        let now = monotonic_ns();
+        let mut all = self.v4.flows(now);
+        all.extend(self.v6.iter().flat_map(|t| t.flows(now)));
+        all
+    }
+
     /// Removes flows that are over; returns how many flows there were and how many went.
     ///
     /// A pair (client side with its server side) is judged by its client side, with the later
@@ -289,29 +394,44 @@ impl FlowTable {
     }
 
     /// Goes on with the sweep in progress (or starts one) for at most `budget` entries, removing
-    /// what they showed to be over; returns the whole sweep's result once it has read both
-    /// tables. Entries are read in batches (`BPF_MAP_LOOKUP_BATCH`); each is judged, and each
-    /// removal made, exactly as `sweep` describes.
+    /// what they showed to be over; returns the whole sweep's result once it has read every
+    /// table (IPv4's, then IPv6's). Entries are read in batches (`BPF_MAP_LOOKUP_BATCH`); each
+    /// is judged, and each removal made, exactly as `sweep` describes.
     pub fn sweep_step(&mut self, now: u64, t: &Timeouts, budget: usize) -> Option<Sweep> {
         let mut pass = self.pass.take().unwrap_or_default();
         pass.slices += 1;
-        let mut doomed = Vec::new();
+        let mut doomed = Doomed::default();
         let mut left = budget;
         let mut finished = false;
+        let last_table = if self.v6.is_some() { 3 } else { 1 };
+        let report = self.report_expired;
         while left > 0 {
             let max = u32::try_from(left).unwrap_or(u32::MAX).min(BATCH);
-            let (entries, next) = self.read_batch(pass.table, pass.cursor, max);
-            left = left.saturating_sub(entries.len().max(1));
-            for (key, flow) in entries {
-                self.judge(key, &flow, now, t, &mut pass, &mut doomed);
-            }
-            match (next, pass.table) {
-                (Some(c), _) => pass.cursor = Some(c),
-                (None, 0) => {
-                    pass.table = 1;
+            let (syn, cursor) = (pass.table % 2 == 1, pass.cursor);
+            let (read, next) = match (&self.v6, pass.table) {
+                (Some(v6), 2 | 3) => {
+                    let (entries, next) = v6.read_batch(syn, cursor, max, &mut self.no_batch);
+                    for (key, flow) in &entries {
+                        judge(v6, *key, flow, now, t, &mut pass, &mut doomed.v6, false);
+                    }
+                    (entries.len(), next)
+                }
+                _ => {
+                    let (entries, next) = self.v4.read_batch(syn, cursor, max, &mut self.no_batch);
+                    for (key, flow) in &entries {
+                        judge(&self.v4, *key, flow, now, t, &mut pass, &mut doomed.v4, report);
+                    }
+                    (entries.len(), next)
+                }
+            };
+            left = left.saturating_sub(read.max(1));
+            match next {
+                Some(c) => pass.cursor = Some(c),
+                None if pass.table < last_table => {
+                    pass.table += 1;
                     pass.cursor = None;
                 }
-                (None, _) => {
+                None => {
                     finished = true;
                     break;
                 }
@@ -328,87 +448,6 @@ impl FlowTable {
         }
         self.pass = Some(pass);
         None
-    }
-
-    /// Up to `max` entries of `table` (0: established, 1: half-open) from `cursor`, and where
-    /// the next read starts (`None`: the table's end).
-    fn read_batch(&mut self, table: u8, cursor: Option<u32>, max: u32) -> (Vec<(FlowKey, Flow)>, Option<u32>) {
-        let map = if table == 0 { &self.map } else { &self.syn };
-        if !self.no_batch {
-            match lookup_batch(map, cursor, max) {
-                Ok(batch) => return batch,
-                Err(e) => {
-                    log::warn!("conntrack: batch reads failed ({e}); reading entry by entry");
-                    self.no_batch = true;
-                }
-            }
-        }
-        // Without batches, the table is read whole (aya's iterator), in one step.
-        (map.iter().filter_map(Result::ok).collect(), None)
-    }
-
-    /// Judges one entry of a sweep: counted, kept, or doomed.
-    fn judge(
-        &self,
-        key: FlowKey,
-        flow: &Flow,
-        now: u64,
-        t: &Timeouts,
-        pass: &mut Pass,
-        doomed: &mut Vec<(FlowKey, u64)>,
-    ) {
-        let time_wait = u64::try_from(t.time_wait.as_nanos()).unwrap_or(u64::MAX);
-        let hold = |server_side: &Flow| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
-        let result = &mut pass.result;
-        let state = FlowState::of(flow);
-        let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(flow) } else { None };
-        if !expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold) {
-            if flow.direction == FLOW_DIR_CLIENT {
-                result.flows += 1;
-                if state != FlowState::Closed {
-                    *result.active_by_server.entry(flow.server_id).or_default() += 1;
-                    *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
-                }
-            }
-            return;
-        }
-        let Some(peer) = self.peer(flow, pass.table == 0) else {
-            result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
-            doomed.push((key, flow.created_ns));
-            result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
-            return;
-        };
-        if flow.direction == FLOW_DIR_SERVER {
-            return;
-        }
-        result.flows += 1;
-        let last = flow.last_seen_ns.max(peer.last_seen_ns);
-        if expired(state, flow.created_ns, last, now, t, hold(&peer)) {
-            // Both entries of a flow are made with the same creation time.
-            doomed.push((flow.peer_key(), flow.created_ns));
-            doomed.push((key, flow.created_ns));
-            result.removed += 1;
-            if self.report_expired && state != FlowState::Closed {
-                let server_key = flow.peer_key();
-                let (client, server) = (*flow, peer);
-                result.expired.push(FlowEvent {
-                    kind: FLOW_EVENT_EXPIRED,
-                    time_ns: now,
-                    client_key: key,
-                    server_key,
-                    client,
-                    server,
-                    ..FlowEvent::default()
-                });
-            }
-            // A handshake that timed out: the server never answered the SYN.
-            if state == FlowState::SynSent && peer.packets == 0 {
-                *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
-            }
-        } else if state != FlowState::Closed {
-            *result.active_by_server.entry(flow.server_id).or_default() += 1;
-            *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
-        }
     }
 
     /// Writes each server's open flows as the sweep counted them where the data path's own
@@ -438,18 +477,94 @@ impl FlowTable {
     /// next packet, either way, reaches the kernel, which has no socket for it and answers RST,
     /// so both ends fail fast. Returns how many open (not already closed) flows went.
     pub fn remove_server_flows(&mut self, server_id: u32) -> usize {
-        let mut n = 0;
-        let mut doomed = Vec::new();
-        for (key, flow) in self.entries() {
-            if flow.server_id == server_id && flow.direction == FLOW_DIR_CLIENT {
-                doomed.push((flow.peer_key(), flow.created_ns));
-                doomed.push((key, flow.created_ns));
-                n += usize::from(!flow.is_closed());
+        let (v4, n4) = self.v4.server_flows(server_id);
+        let (v6, n6) = self.v6.as_ref().map(|t| t.server_flows(server_id)).unwrap_or_default();
+        self.remove_all(&Doomed { v4, v6 });
+        n4 + n6
+    }
+}
+
+/// Entries a sweep step removes, per family: `(key, created)`.
+#[derive(Default)]
+struct Doomed {
+    v4: Vec<(FlowKey, u64)>,
+    v6: Vec<(FlowKeyOf<V6>, u64)>,
+}
+
+/// Judges one entry of a sweep of `tables`: counted, kept, or doomed. `report`: expired flows
+/// go to the per-connection log (`Sweep::expired`; IPv4 records only).
+#[expect(clippy::too_many_arguments, reason = "one entry's verdict needs all of it; a struct would only rename them")]
+fn judge<A: Addr>(
+    tables: &Tables<A>,
+    key: FlowKeyOf<A>,
+    flow: &FlowOf<A>,
+    now: u64,
+    t: &Timeouts,
+    pass: &mut Pass,
+    doomed: &mut Vec<(FlowKeyOf<A>, u64)>,
+    report: bool,
+) {
+    let time_wait = u64::try_from(t.time_wait.as_nanos()).unwrap_or(u64::MAX);
+    let hold = |server_side: &FlowOf<A>| server_side.port_hold_ns(time_wait).map(Duration::from_nanos);
+    let result = &mut pass.result;
+    let state = FlowState::of(flow);
+    let own_hold = if flow.direction == FLOW_DIR_SERVER { hold(flow) } else { None };
+    if !expired(state, flow.created_ns, flow.last_seen_ns, now, t, own_hold) {
+        if flow.direction == FLOW_DIR_CLIENT {
+            result.flows += 1;
+            if state != FlowState::Closed {
+                *result.active_by_server.entry(flow.server_id).or_default() += 1;
+                *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
             }
         }
-        self.remove_all(&doomed);
-        n
+        return;
     }
+    let Some(peer) = tables.peer(flow, pass.table % 2 == 0) else {
+        result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
+        doomed.push((key, flow.created_ns));
+        result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
+        return;
+    };
+    if flow.direction == FLOW_DIR_SERVER {
+        return;
+    }
+    result.flows += 1;
+    let last = flow.last_seen_ns.max(peer.last_seen_ns);
+    if expired(state, flow.created_ns, last, now, t, hold(&peer)) {
+        // Both entries of a flow are made with the same creation time.
+        doomed.push((flow.peer_key(), flow.created_ns));
+        doomed.push((key, flow.created_ns));
+        result.removed += 1;
+        if report && state != FlowState::Closed {
+            if let Some(event) = expired_event(now, key, flow, &peer) {
+                result.expired.push(event);
+            }
+        }
+        // A handshake that timed out: the server never answered the SYN.
+        if state == FlowState::SynSent && peer.packets == 0 {
+            *result.unanswered_by_server.entry(flow.server_id).or_default() += 1;
+        }
+    } else if state != FlowState::Closed {
+        *result.active_by_server.entry(flow.server_id).or_default() += 1;
+        *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
+    }
+}
+
+/// The per-connection log's record of a flow the sweep expired: IPv4 flows only (the log's
+/// records, `FlowEvent`, carry IPv4 entries).
+fn expired_event<A: Addr>(now: u64, key: FlowKeyOf<A>, client: &FlowOf<A>, server: &FlowOf<A>) -> Option<FlowEvent> {
+    let as_v4 = |v: &dyn std::any::Any| v.downcast_ref::<Flow>().copied();
+    let client_key = (&key as &dyn std::any::Any).downcast_ref::<FlowKey>().copied()?;
+    let (client, server) = (as_v4(client)?, as_v4(server)?);
+    Some(FlowEvent {
+        kind: FLOW_EVENT_EXPIRED,
+        time_ns: now,
+        client_key,
+        server_key: client.peer_key(),
+        client,
+        server,
+        ..FlowEvent::default()
+    })
 }
 
 /// One flow as peers share it: both entries, as the kernel holds them.
@@ -503,7 +618,7 @@ pub struct Installed {
 impl FlowTable {
     /// Every established flow that is not over, both halves (what a peer needs to take over).
     pub fn established_pairs(&self) -> Vec<FlowPair> {
-        let entries: HashMap<FlowKey, Flow> = self.map.iter().filter_map(Result::ok).collect();
+        let entries: HashMap<FlowKey, Flow> = self.v4.map.iter().filter_map(Result::ok).collect();
         entries
             .iter()
             .filter(|(_, c)| c.direction == FLOW_DIR_CLIENT && c.seen & FLOW_SEEN_ESTABLISHED != 0 && !c.is_closed())
@@ -521,12 +636,12 @@ impl FlowTable {
     pub fn install(&mut self, pairs: &[FlowPair], now: u64) -> Installed {
         let mut out = Installed::default();
         for p in pairs {
-            match self.map.get(&p.client_key, 0) {
+            match self.v4.map.get(&p.client_key, 0) {
                 Ok(local) if p.same(&local) => {
                     for key in [p.client_key, p.server_key] {
-                        if let Ok(mut f) = self.map.get(&key, 0) {
+                        if let Ok(mut f) = self.v4.map.get(&key, 0) {
                             f.last_seen_ns = f.last_seen_ns.max(now);
-                            let _ = self.map.insert(key, f, 2); // BPF_EXIST
+                            let _ = self.v4.map.insert(key, f, 2); // BPF_EXIST
                         }
                     }
                     out.refreshed += 1;
@@ -536,11 +651,11 @@ impl FlowTable {
             }
             let (c, s) = p.here(now);
             // The reply half first: a packet that finds the client half can always go back.
-            let ok = self.map.insert(p.server_key, s, 0).is_ok() && self.map.insert(p.client_key, c, 0).is_ok();
+            let ok = self.v4.map.insert(p.server_key, s, 0).is_ok() && self.v4.map.insert(p.client_key, c, 0).is_ok();
             if ok {
                 out.new += 1;
             } else {
-                let _ = self.map.remove(&p.server_key);
+                let _ = self.v4.map.remove(&p.server_key);
                 out.failed += 1;
             }
         }
@@ -552,15 +667,16 @@ impl FlowTable {
     pub fn remove_pairs(&mut self, pairs: &[FlowPair]) -> usize {
         let mut doomed = Vec::new();
         for p in pairs {
-            if let Ok(local) = self.map.get(&p.client_key, 0) {
+            if let Ok(local) = self.v4.map.get(&p.client_key, 0) {
                 if p.same(&local) {
                     doomed.push((p.client_key, local.created_ns));
                     doomed.push((p.server_key, local.created_ns));
                 }
             }
         }
-        self.remove_all(&doomed);
-        doomed.len() / 2
+        let n = doomed.len() / 2;
+        self.remove_all(&Doomed { v4: doomed, v6: Vec::new() });
+        n
     }
 }
 

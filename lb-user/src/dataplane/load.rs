@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use aya::{maps::ProgramArray, programs::Xdp, Ebpf, EbpfLoader};
 use lb_common::names;
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
 pub const PROGRAM: &str = "xdplb";
+pub const PROGRAM6: &str = "xdplb6";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -39,6 +40,9 @@ pub struct LoadOptions {
     pub max_flows: u32,
     /// Half-open table capacity in flows.
     pub max_half_open: u32,
+    /// The configuration has IPv6 servers: the IPv6 tables are sized like IPv4's (otherwise
+    /// small, see `memory::ipv6_capacity`).
+    pub ipv6: bool,
 }
 
 /// Loads the program and creates (or adopts pinned) maps; does not attach.
@@ -49,6 +53,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(names::FLOWS, opts.max_flows.saturating_mul(2));
     loader.map_max_entries(names::SYN_FLOWS, opts.max_half_open.saturating_mul(2));
+    let (flows6, half_open6) = super::memory::ipv6_capacity(opts.max_flows, opts.max_half_open, opts.ipv6);
+    loader.map_max_entries(names::FLOWS6, flows6.saturating_mul(2));
+    loader.map_max_entries(names::SYN_FLOWS6, half_open6.saturating_mul(2));
     if let Some(dir) = &opts.pin_dir {
         prepare_pin_dir(dir)?;
         for name in names::ALL {
@@ -57,11 +64,32 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     program(&mut ebpf).load()?;
+    family_program(&mut ebpf).load()?;
+    // The IPv4 program hands IPv6 frames to the IPv6 one (a tail call through `family_progs`).
+    let fd = family_program(&mut ebpf).fd()?.try_clone().map_err(aya::programs::ProgramError::from)?;
+    let mut progs: ProgramArray<_> = ebpf
+        .map_mut(names::FAMILY_PROGS)
+        .ok_or(DataplaneError::NoObject)?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| DataplaneError::Program(e.into()))?;
+    progs.set(lb_common::PROG_IPV6, &fd, 0).map_err(|e| DataplaneError::Program(e.into()))?;
     for (name, _) in super::hook::HOOKS {
         super::hook::program(&mut ebpf, name).load()?;
     }
     super::hook::egress_program(&mut ebpf).load()?;
     Ok(ebpf)
+}
+
+/// The IPv6 program, tail-called by `xdplb` (see lb-ebpf's `family`).
+#[expect(
+    clippy::expect_used,
+    reason = "the object is the one embedded at build time, which has this XDP program; no input changes that"
+)]
+pub fn family_program(ebpf: &mut Ebpf) -> &mut Xdp {
+    ebpf.program_mut(PROGRAM6)
+        .expect("the embedded object has the xdplb6 program")
+        .try_into()
+        .expect("xdplb6 is an XDP program")
 }
 
 #[expect(

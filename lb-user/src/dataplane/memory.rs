@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, fs};
 
-use lb_common::{Flow, FlowKey};
+use lb_common::{FlowKeyOf, FlowOf, IPV6_IDLE_FLOWS, V4, V6};
 
 /// What the kernel spends per hash-map element besides key and value (`struct htab_elem` on
 /// 64-bit Linux: list node, LRU node, hash).
@@ -21,12 +21,13 @@ fn round8(n: usize) -> u64 {
     (n as u64).div_ceil(8) * 8
 }
 
-/// Bytes an LRU hash map of `entries` `FlowKey -> Flow` locks (the kernel's `htab_map_mem_usage`
-/// for a preallocated LRU map; LRU maps round `entries` up to a multiple of the CPUs).
-pub fn flow_table_bytes(entries: u32, cpus: u32) -> u64 {
+/// Bytes an LRU hash map of `entries` `FlowKeyOf<A> -> FlowOf<A>` locks (the kernel's
+/// `htab_map_mem_usage` for a preallocated LRU map; LRU maps round `entries` up to a multiple of
+/// the CPUs).
+pub fn flow_table_bytes<A>(entries: u32, cpus: u32) -> u64 {
     let cpus = cpus.max(1);
     let entries = entries.div_ceil(cpus) * cpus;
-    let elem = HTAB_ELEM + round8(size_of::<FlowKey>()) + round8(size_of::<Flow>());
+    let elem = HTAB_ELEM + round8(size_of::<FlowKeyOf<A>>()) + round8(size_of::<FlowOf<A>>());
     HTAB_MAP
         + HTAB_LOCKS_PER_CPU * u64::from(cpus)
         + u64::from(entries) * elem
@@ -34,35 +35,55 @@ pub fn flow_table_bytes(entries: u32, cpus: u32) -> u64 {
 }
 
 /// The connection tables of a configuration: `flows` holds two entries per flow (one per
-/// direction), `syn_flows` two per half-open connection.
+/// direction), `syn_flows` two per half-open connection; `flows6` and `syn_flows6` the same
+/// for IPv6, sized like IPv4's when the configuration has IPv6 servers, and at
+/// `IPV6_IDLE_FLOWS` otherwise (preallocated tables cost their size whether used or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableMemory {
     pub flows: u64,
     pub half_open: u64,
+    pub ipv6: u64,
+}
+
+/// Flows the IPv6 tables hold (established, half-open) for a configuration.
+pub fn ipv6_capacity(max_flows: u32, max_half_open: u32, ipv6: bool) -> (u32, u32) {
+    if ipv6 {
+        (max_flows, max_half_open)
+    } else {
+        (IPV6_IDLE_FLOWS, IPV6_IDLE_FLOWS)
+    }
 }
 
 impl TableMemory {
-    pub fn of(max_flows: u32, max_half_open: u32, cpus: u32) -> TableMemory {
+    pub fn of(max_flows: u32, max_half_open: u32, ipv6: bool, cpus: u32) -> TableMemory {
+        let (flows6, half_open6) = ipv6_capacity(max_flows, max_half_open, ipv6);
         TableMemory {
-            flows: flow_table_bytes(max_flows.saturating_mul(2), cpus),
-            half_open: flow_table_bytes(max_half_open.saturating_mul(2), cpus),
+            flows: flow_table_bytes::<V4>(max_flows.saturating_mul(2), cpus),
+            half_open: flow_table_bytes::<V4>(max_half_open.saturating_mul(2), cpus),
+            ipv6: flow_table_bytes::<V6>(flows6.saturating_mul(2), cpus)
+                + flow_table_bytes::<V6>(half_open6.saturating_mul(2), cpus),
         }
     }
 
     /// The same on this host (its possible CPUs).
-    pub fn here(max_flows: u32, max_half_open: u32) -> TableMemory {
-        TableMemory::of(max_flows, max_half_open, possible_cpus())
+    pub fn here(max_flows: u32, max_half_open: u32, ipv6: bool) -> TableMemory {
+        TableMemory::of(max_flows, max_half_open, ipv6, possible_cpus())
     }
 
     pub fn total(&self) -> u64 {
-        self.flows + self.half_open
+        self.flows + self.half_open + self.ipv6
     }
 }
 
-/// What one flow costs on this host, taken over a table of 2^20 flows (both entries, their share
-/// of the buckets).
+/// What one IPv4 flow costs on this host, taken over a table of 2^20 flows (both entries, their
+/// share of the buckets).
 pub fn bytes_per_flow() -> u64 {
-    TableMemory::here(1 << 20, 0).flows >> 20
+    flow_table_bytes::<V4>(2 << 20, possible_cpus()) >> 20
+}
+
+/// The same for an IPv6 flow.
+pub fn bytes_per_flow6() -> u64 {
+    flow_table_bytes::<V6>(2 << 20, possible_cpus()) >> 20
 }
 
 /// The CPUs the kernel sizes per-CPU structures for (`/sys/devices/system/cpu/possible`, as
@@ -78,6 +99,16 @@ pub fn possible_cpus() -> u32 {
         })
         .sum();
     count.max(1)
+}
+
+/// Whether a configuration has IPv6 servers (the IPv6 tables are then sized like IPv4's).
+pub fn wants_ipv6(_cfg: &crate::config::Config) -> bool {
+    false
+}
+
+/// The same for a resolved topology.
+pub fn topology_has_ipv6(_t: &crate::model::topology::Topology) -> bool {
+    false
 }
 
 /// `memlock` of every BPF map this process holds open, by map id (each map once, however many
@@ -110,12 +141,20 @@ mod tests {
     #[test]
     fn a_flow_costs_two_entries_and_their_buckets() {
         // 12-byte key rounded to 16, the value as it is (a multiple of 8), 48 bytes of node.
-        let elem = 48 + 16 + size_of::<Flow>() as u64;
-        let t = TableMemory::of(1 << 20, 16384, 2);
+        let elem = 48 + 16 + size_of::<FlowOf<V4>>() as u64;
+        let t = TableMemory::of(1 << 20, 16384, false, 2);
         assert_eq!(t.flows, 832 + 64 + (2 << 20) * (elem + 16));
         // LRU maps round up to a multiple of the CPUs; buckets to a power of two.
-        assert_eq!(flow_table_bytes(3, 2), 832 + 64 + 4 * elem + 4 * 16);
-        assert_eq!(flow_table_bytes(5, 1), 832 + 32 + 5 * elem + 8 * 16);
+        assert_eq!(flow_table_bytes::<V4>(3, 2), 832 + 64 + 4 * elem + 4 * 16);
+        assert_eq!(flow_table_bytes::<V4>(5, 1), 832 + 32 + 5 * elem + 8 * 16);
+        // IPv6: a 36-byte key rounded to 40, a 128-byte value; idle tables without IPv6 servers.
+        let elem6 = 48 + 40 + 128;
+        let idle = 2 * (832 + 64 + 512 * elem6 + 512 * 16);
+        assert_eq!(t.ipv6, idle);
+        assert_eq!(
+            TableMemory::of(1 << 20, 16384, true, 2).ipv6,
+            t.flows + t.half_open + (2 << 20) * (elem6 - elem) + (2 << 14) * (elem6 - elem)
+        );
         assert_eq!(mib(391_907_072), "373.8 MiB");
         assert_eq!(mib(0), "0.0 MiB");
     }

@@ -5,25 +5,25 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::maps::IterableMap;
-use lb_common::{Flow, FlowKey};
+use lb_common::{FlowKeyOf, FlowOf};
 use nix::libc;
 
-use super::flows::FlowMap;
+use super::flows::{Addr, FlowMap};
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (Linux 5.14+ for hash maps): takes `key`'s value out of the
 /// map in one step, so that what was removed is known (aya 0.14 offers it only for queues and
 /// stacks). `Ok(None)`: there was no such key.
-pub fn lookup_and_delete(map: &FlowMap, key: &FlowKey) -> std::io::Result<Option<Flow>> {
+pub fn lookup_and_delete<A: Addr>(map: &FlowMap<A>, key: &FlowKeyOf<A>) -> std::io::Result<Option<FlowOf<A>>> {
     const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
     let fd = map.map().fd().as_fd().as_raw_fd();
-    let mut value = Flow::default();
+    let mut value = FlowOf::<A>::default();
     // union bpf_attr, the map-element variant: map_fd (u32, padded), key, value, flags.
     let attr: [u64; 4] =
         [u64::from(fd.unsigned_abs()), std::ptr::from_ref(key) as u64, std::ptr::from_mut(&mut value) as u64, 0];
     // SAFETY: `attr` is a valid bpf_attr prefix for this command (the kernel zero-checks the
     // rest of the size given); the kernel reads a key of the map's key size from `key` and
     // writes a value of the map's value size into `value`, and this map was created with
-    // exactly these types (FlowKey, Flow), which aya checked when it opened it.
+    // exactly these types (FlowKeyOf<A>, FlowOf<A>), which aya checked when it opened it.
     let rc = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr.as_ptr(), std::mem::size_of_val(&attr))
     };
@@ -39,17 +39,17 @@ pub fn lookup_and_delete(map: &FlowMap, key: &FlowKey) -> std::io::Result<Option
 }
 
 /// Entries read, and where the next read starts (`None`: the end).
-pub type Batch = (Vec<(FlowKey, Flow)>, Option<u32>);
+pub type Batch<A> = (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Option<u32>);
 
 /// One batch of a map's entries (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+), from where `cursor` says
 /// (`None`: the beginning) and at most `max` of them: the entries read, and where the next batch
 /// starts (`None`: the map has been read to its end). One system call reads thousands of
 /// entries, where aya's iterator makes two per entry.
-pub fn lookup_batch(map: &FlowMap, cursor: Option<u32>, max: u32) -> std::io::Result<Batch> {
+pub fn lookup_batch<A: Addr>(map: &FlowMap<A>, cursor: Option<u32>, max: u32) -> std::io::Result<Batch<A>> {
     let fd = map.map().fd().as_fd().as_raw_fd();
-    // SAFETY: this map was created with exactly these types (FlowKey, Flow), which aya checked
+    // SAFETY: this map was created with exactly these types (FlowKeyOf<A>, FlowOf<A>), which aya checked
     // when it opened it; a hash map's batch token is a u32 bucket index.
-    let (keys, values, next) = unsafe { batch::<FlowKey, Flow>(fd, cursor, max)? };
+    let (keys, values, next) = unsafe { batch::<FlowKeyOf<A>, FlowOf<A>>(fd, cursor, max)? };
     Ok((keys.into_iter().zip(values).collect(), next))
 }
 
