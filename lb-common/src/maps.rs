@@ -86,8 +86,35 @@ pub type V4 = [u8; 4];
 /// An IPv6 address as it is in a packet (network order).
 pub type V6 = [u8; 16];
 
-/// Slot of `family_progs` that holds the IPv6 program (`xdplb6`).
+/// Slots of `family_progs`: the IPv6 program (`xdplb6`), tail-called by `xdplb` for IPv6
+/// frames, and its stages, each a program of its own (IPv6's keys and addresses leave no room
+/// for a stage's frames on the BPF stack beside the classifier's): `xdplb6` tail-calls the
+/// stage a packet needs, `xdplb6_open` hands a new flow to `xdplb6_record`.
 pub const PROG_IPV6: u32 = 0;
+pub const PROG_IPV6_TO_SERVER: u32 = 1;
+pub const PROG_IPV6_REPLY: u32 = 2;
+pub const PROG_IPV6_OPEN: u32 = 3;
+pub const PROG_IPV6_RECORD: u32 = 4;
+/// Programs in `family_progs`, by slot (the agent loads and puts each there).
+pub const FAMILY_PROGRAMS: [(&str, u32); 5] = [
+    ("xdplb6", PROG_IPV6),
+    ("xdplb6_to_server", PROG_IPV6_TO_SERVER),
+    ("xdplb6_reply", PROG_IPV6_REPLY),
+    ("xdplb6_open", PROG_IPV6_OPEN),
+    ("xdplb6_record", PROG_IPV6_RECORD),
+];
+
+/// What `xdplb6_open` leaves `xdplb6_record` (per CPU, `syn_plan6`): the server a new IPv6 flow
+/// goes to and its backend-side tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynPlan6 {
+    pub server_id: u32,
+    /// 1: a finished flow's entry still holds the tuple (`record` removes it); 2: it is in the
+    /// half-open table.
+    pub previous: u32,
+    pub reply_key: FlowKey6,
+}
 /// Pools have one healthy set per family: a pool's IPv6 set is at `pool_id + POOL_V6`
 /// (`backend_sets` and `rr_cursors`), and its IPv6 frontends point there.
 pub const POOL_V6: u32 = MAX_POOLS;
@@ -797,6 +824,9 @@ const _: () = assert!(size_of::<NextHop6>() == 40);
 const _: () = assert!(size_of::<FrontendKey6>() == 20);
 const _: () = assert!(size_of::<FlowKey6>() == 36);
 const _: () = assert!(size_of::<Flow6>() == 128);
+// The rewrite reads a flow's two new addresses as one array (see lb-ebpf's `nat`).
+const _: () = assert!(core::mem::offset_of!(Flow6, new_dst_addr) == 16);
+const _: () = assert!(core::mem::offset_of!(Flow, new_dst_addr) == 4);
 const _: () = assert!(size_of::<Server6>() == 32 + 16 * MAX_SOURCES);
 const _: () = assert!(size_of::<AllowKey6>() == 20);
 const _: () = assert!(size_of::<Suspicion>() == 16);

@@ -29,7 +29,7 @@ pub fn set(pool_id: u32) -> Option<&'static BackendSet> {
 /// `None` when no server may take a flow. A suspected server, or `avoid` (the server a flow is
 /// being moved away from), is passed over for the next slot.
 #[inline(always)]
-pub fn pick<A: Family>(pool_id: u32, avoid: u32, now: u64, client: A) -> Option<(u32, &'static ServerOf<A>)> {
+pub fn pick<A: Family>(pool_id: u32, avoid: u32, now: u64, client: &A) -> Option<(u32, &'static ServerOf<A>)> {
     let set = set(pool_id)?;
     let count = set.count;
     if count == 0 {

@@ -119,7 +119,7 @@ pub fn observe<A: Family>(flow: *mut FlowOf<A>, pkt: &Packet<A>, wscale: Option<
     let mut moves = flags & TCP_RST == 0;
     let mut ended = false;
     if flags & (TCP_FIN | TCP_RST) != 0 {
-        let accepted = judge_close(f, pkt, seq, flags);
+        let accepted = judge_close(f, pkt.ack_seq(), seq, flags);
         ended = accepted & ENDED != 0;
         moves &= flags & TCP_FIN == 0 || accepted & TCP_FIN != 0;
         bits |= accepted & !ENDED;
@@ -159,10 +159,12 @@ pub fn observe<A: Family>(flow: *mut FlowOf<A>, pkt: &Packet<A>, wscale: Option<
     ended
 }
 
-/// Whether this FIN/RST closes (half of) the flow: the `seen` bits to record for it. Marks the
-/// peer's entry when it does.
-#[inline(always)]
-fn judge_close<A: Family>(f: &mut FlowOf<A>, pkt: &Packet<A>, seq: u32, flags: u32) -> u32 {
+/// Whether this FIN/RST (sequence number `seq`, acknowledging `ack_seq`) closes (half of) the
+/// flow: the `seen` bits to record for it. Marks the peer's entry when it does. Not inlined:
+/// only FIN and RST get here, and its peer lookup gets a frame of its own (IPv6's stages need
+/// the room). Scalars only: packet pointers do not survive a call on the stack.
+#[inline(never)]
+fn judge_close<A: Family>(f: &mut FlowOf<A>, ack_seq: u32, seq: u32, flags: u32) -> u32 {
     // Only this flow's own peer: a late FIN or RST of a finished flow must not mark a newer
     // flow that took over the tuple.
     let Some((peer, _)) = peer_of(f) else { return flags & (TCP_FIN | TCP_RST) };
@@ -171,7 +173,7 @@ fn judge_close<A: Family>(f: &mut FlowOf<A>, pkt: &Packet<A>, seq: u32, flags: u
     if flags & TCP_RST != 0 {
         let ok = if f.direction == FLOW_DIR_SERVER && f.seen & TCP_SYN == 0 {
             // The server refuses our SYN: RFC 793 takes the RST if it acknowledges the SYN.
-            flags & TCP_ACK != 0 && pkt.ack_seq() == peer.seq_end
+            flags & TCP_ACK != 0 && ack_seq == peer.seq_end
         } else {
             in_window(seq, f.seq_end, peer.max_win)
         };

@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
     btf_maps::{lpm_trie::Key, Array, LruHashMap, PerCpuArray},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_csum_diff, bpf_ktime_get_ns},
 };
 use lb_common::{
     checksum, AllowKey, AllowKey6, FlowKeyOf, FlowOf, Frontend, FrontendKeyOf, NextHopOf, RstBucket, ServerOf,
@@ -55,8 +55,10 @@ pub trait Family: Copy + PartialEq + Default + 'static {
 
     /// The header's source and destination, in place.
     fn addrs(ip: *const Self::Ip) -> (*mut Self, *mut Self);
-    /// Writes the header's addresses (and fixes its checksum, IPv4's).
-    fn set_addrs(ip: *mut Self::Ip, src: &Self, dst: &Self);
+    /// Writes the header's addresses, `new` (source, destination), fixing IPv4's header
+    /// checksum; returns the TCP checksum `tcp_check` (as read, big-endian value) updated for
+    /// them (its pseudo-header covers them).
+    fn translate(ip: *mut Self::Ip, tcp_check: u16, new: &[Self; 2]) -> u16;
     /// The packet may be fragmented on its way (IPv4 without DF; never IPv6's, whose routers
     /// do not fragment).
     fn may_fragment(ip: *const Self::Ip) -> bool;
@@ -65,8 +67,9 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     fn fib(fib: &mut FibParams, ip: *const Self::Ip, ip_len: u32, src: &Self, dst: &Self);
     /// Writes a whole IP header without options for a TCP segment of `tcp_len` bytes, `ttl` hops.
     fn write_header(ip: *mut Self::Ip, src: Self, dst: Self, tcp_len: usize);
-    /// The TCP checksum of `segment` between these addresses.
-    fn tcp_checksum(src: Self, dst: Self, segment: &[u8]) -> u16;
+    /// The TCP checksum of `segment` (header and payload, in the frame) under the header `ip`'s
+    /// addresses, as a big-endian value.
+    fn tcp_checksum(ip: *const Self::Ip, segment: &[u8]) -> u16;
 
     /// Whether `src` may be answered with one more RST (see `reset`).
     fn rst_allowed(src: &Self) -> bool;
@@ -77,6 +80,9 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     /// The rewrite and send of a packet get a frame of their own (`forward::to_server_in`):
     /// IPv6's bigger keys and addresses leave no room for them in the stages' frames.
     const OUTLINE: bool;
+    /// A new flow refused or left unanswered by its server moves to the next one (`redispatch`).
+    /// Not for IPv6 yet: its stages' frames leave no room for the move on the BPF stack.
+    const REDISPATCH: bool;
 }
 
 /// A source's RST allowance in `map` (see `reset`): a source seen for the first time starts
@@ -100,6 +106,7 @@ impl Family for V4 {
     const ETHERTYPE: u16 = 0x0800;
     const FLOW_EVENTS: bool = true;
     const OUTLINE: bool = false;
+    const REDISPATCH: bool = true;
 
     #[inline(always)]
     fn flows() -> &'static Flows<Self> {
@@ -148,14 +155,18 @@ impl Family for V4 {
         unsafe { (&raw mut (*ip).src_addr, &raw mut (*ip).dst_addr) }
     }
     #[inline(always)]
-    fn set_addrs(ip: *mut Ipv4Hdr, src: &Self, dst: &Self) {
+    fn translate(ip: *mut Ipv4Hdr, tcp_check: u16, new: &[Self; 2]) -> u16 {
         let ip = unsafe { &mut *ip };
+        let [src, dst] = *new;
+        let tcp_check = checksum::replace32(tcp_check, ip.src_addr, src);
+        let tcp_check = checksum::replace32(tcp_check, ip.dst_addr, dst);
         let c = u16::from_be_bytes(ip.check);
-        let c = checksum::replace32(c, ip.src_addr, *src);
-        let c = checksum::replace32(c, ip.dst_addr, *dst);
-        ip.src_addr = *src;
-        ip.dst_addr = *dst;
+        let c = checksum::replace32(c, ip.src_addr, src);
+        let c = checksum::replace32(c, ip.dst_addr, dst);
+        ip.src_addr = src;
+        ip.dst_addr = dst;
         ip.check = c.to_be_bytes();
+        tcp_check
     }
     #[inline(always)]
     fn may_fragment(ip: *const Ipv4Hdr) -> bool {
@@ -186,8 +197,9 @@ impl Family for V4 {
         ip.check = checksum::ipv4_header(bytes).to_be_bytes();
     }
     #[inline(always)]
-    fn tcp_checksum(src: Self, dst: Self, segment: &[u8]) -> u16 {
-        checksum::tcp_ipv4(src, dst, segment)
+    fn tcp_checksum(ip: *const Ipv4Hdr, segment: &[u8]) -> u16 {
+        let (src, dst) = Self::addrs(ip);
+        checksum::tcp_ipv4(unsafe { *src }, unsafe { *dst }, segment)
     }
     #[inline(always)]
     fn rst_allowed(src: &Self) -> bool {
@@ -210,6 +222,7 @@ impl Family for V6 {
     /// Not yet: the agent's readers (tcplog, flow sync) know IPv4 records only.
     const FLOW_EVENTS: bool = false;
     const OUTLINE: bool = true;
+    const REDISPATCH: bool = false;
 
     #[inline(always)]
     fn flows() -> &'static Flows<Self> {
@@ -250,8 +263,18 @@ impl Family for V6 {
     }
     #[inline(always)]
     fn fold32(&self) -> u32 {
-        let w = |i: usize| u32::from_ne_bytes([self[i], self[i + 1], self[i + 2], self[i + 3]]);
-        w(0) ^ w(4) ^ w(8) ^ w(12)
+        // The four native words XORed, read as 16-bit halves (an address is at least 2-aligned
+        // wherever it lives): byte by byte, the compiler kept 16 values live, and spilled them.
+        let p = self as *const Self as *const u16;
+        let (mut lo, mut hi) = (0u16, 0u16);
+        for i in 0..4 {
+            unsafe {
+                lo ^= core::ptr::read_volatile(p.add(2 * i));
+                hi ^= core::ptr::read_volatile(p.add(2 * i + 1));
+            }
+        }
+        // Little-endian BPF: a native word is its low half, then its high half.
+        u32::from(lo) | u32::from(hi) << 16
     }
     #[inline(always)]
     fn replace(check: u16, old: &Self, new: &Self) -> u16 {
@@ -263,12 +286,23 @@ impl Family for V6 {
         unsafe { (&raw mut (*ip).src_addr, &raw mut (*ip).dst_addr) }
     }
     #[inline(always)]
-    fn set_addrs(ip: *mut Ipv6Hdr, src: &Self, dst: &Self) {
+    fn translate(ip: *mut Ipv6Hdr, tcp_check: u16, new: &[Self; 2]) -> u16 {
+        // The kernel's `bpf_csum_diff` over both addresses at once (32 bytes, contiguous in the
+        // header and in the flow entry), as Cilium does: the same sum as RFC 1624 word by word,
+        // without 32 values live at once on a 512-byte stack. One's complement sums do not
+        // depend on byte order: the field is handed over as it lies in the packet.
+        let old = unsafe { &raw mut (*ip).src_addr } as *mut u32;
+        let to = new.as_ptr() as *mut u32;
+        let seed = u32::from(!u16::from_ne_bytes(tcp_check.to_be_bytes()));
+        let sum = unsafe { bpf_csum_diff(old, 32, to, 32, seed) } as u32;
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let folded = ((folded & 0xffff) + (folded >> 16)) as u16;
         // No header checksum in IPv6.
         unsafe {
-            (*ip).src_addr = *src;
-            (*ip).dst_addr = *dst;
+            (*ip).src_addr = new[0];
+            (*ip).dst_addr = new[1];
         }
+        u16::from_be_bytes((!folded).to_ne_bytes())
     }
     #[inline(always)]
     fn may_fragment(_ip: *const Ipv6Hdr) -> bool {
@@ -296,8 +330,24 @@ impl Family for V6 {
         ip.dst_addr = dst;
     }
     #[inline(always)]
-    fn tcp_checksum(src: Self, dst: Self, segment: &[u8]) -> u16 {
-        checksum::tcp_ipv6(src, dst, segment)
+    fn tcp_checksum(ip: *const Ipv6Hdr, segment: &[u8]) -> u16 {
+        // `bpf_csum_diff` sums what it is given (nothing taken away): the addresses as they lie
+        // in the header, the rest of the pseudo-header (length, next header), the segment. The
+        // segments built here are a whole number of 32-bit words.
+        let len = segment.len() as u32;
+        let mut tail = [0u8; 8];
+        tail[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        tail[7] = IPPROTO_TCP;
+        let addrs = unsafe { &raw const (*ip).src_addr } as *mut u32;
+        let empty = core::ptr::null_mut();
+        let sum = unsafe {
+            let sum = bpf_csum_diff(empty, 0, addrs, 32, 0) as u32;
+            let sum = bpf_csum_diff(empty, 0, tail.as_mut_ptr() as *mut u32, 8, sum) as u32;
+            bpf_csum_diff(empty, 0, segment.as_ptr() as *mut u32, len & !3, sum) as u32
+        };
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let folded = ((folded & 0xffff) + (folded >> 16)) as u16;
+        u16::from_be_bytes((!folded).to_ne_bytes())
     }
     #[inline(always)]
     fn rst_allowed(src: &Self) -> bool {

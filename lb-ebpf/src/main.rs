@@ -35,6 +35,7 @@ mod sock;
 mod stats;
 mod suspicion;
 mod timestamps;
+mod v6;
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
@@ -43,15 +44,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Event, FlowKeyOf, FlowOf, Frontend, Reason, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, FLOW_EVENT_CLOSED,
-    FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS, FLOW_SYN_WSCALE, PROG_IPV6,
-    SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, V4, V6,
+    Event, FlowKeyOf, FlowOf, Frontend, Reason, ServerOf, Settings, FLOW_DIR_CLIENT, FLOW_DIR_SERVER,
+    FLOW_EVENT_CLOSED, FLOW_EVENT_ESTABLISHED, FLOW_LOCAL, FLOW_SEEN_ESTABLISHED, FLOW_SYN_SACK, FLOW_SYN_TS,
+    FLOW_SYN_WSCALE, PROG_IPV6, SERVER_F_LOCAL, SETTINGS_F_TS_TRANSLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, V4,
 };
 
 use crate::{
     conntrack::NotPromoted,
     options::TcpOptions,
     parse::{IpParse, Packet, ParseError},
+    ports::Tuple,
 };
 
 /// Declared `xdp.frags`: drivers take it on interfaces whose MTU does not fit a frame in one
@@ -99,27 +101,8 @@ fn unparsed(ctx: *mut xdp_md, untracked: Reason, of_flow: Reason) -> u32 {
     action
 }
 
-/// The IPv6 path, tail-called by `xdplb` for IPv6 frames: the same stages as IPv4's, on the
-/// IPv6 maps. Not translated (passed to the kernel untouched): ICMPv6, extension headers
-/// (counted), fragments.
-#[xdp(frags)]
-pub fn xdplb6(ctx: XdpContext) -> u32 {
-    let (reason, action) = match try_lb::<V6>(&ctx) {
-        Ok(result) => result,
-        Err(ParseError::ExtHeader) => (Reason::Ipv6ExtHeader, xdp_action::XDP_PASS),
-        Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
-        Err(_) => (Reason::Passed, xdp_action::XDP_PASS),
-    };
-    stats::count(reason);
-    // No packet-too-big of our own yet (see `forward::fits`).
-    if action & icmp::FRAG_NEEDED_ACTION != 0 {
-        return xdp_action::XDP_DROP;
-    }
-    action
-}
-
 #[inline(always)]
-fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
+pub(crate) fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
     let pkt = parse::parse::<A>(ctx)?;
     let settings = maps::settings().ok_or(ParseError::NotOurs)?;
     let key = pkt.flow_key();
@@ -145,7 +128,7 @@ fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         return Ok(match conntrack::lookup_settled(&key) {
             Some((flow, half_open)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
                 // A server refusing a new flow's SYN: the next server gets it, not the client the RST.
-                if half_open && pkt.tcp_flags & TCP_RST != 0 {
+                if A::REDISPATCH && half_open && pkt.tcp_flags & TCP_RST != 0 {
                     let client = redispatch::refusal(&ingress, flow);
                     if !client.is_null() {
                         let key = unsafe { (*flow).peer_key() };
@@ -158,7 +141,7 @@ fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
                         }
                     }
                 }
-                reply(&ingress, flow)
+                stage::reply(&ingress, flow)
             }
             _ => no_flow(),
         });
@@ -172,7 +155,7 @@ fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
             if !(is_syn && f.is_closed()) {
                 let mut flow = flow;
                 // The client's SYN again, and its server never answered: the next server.
-                if is_syn && half_open && pkt.seq() == f.isn && f.seen & FLOW_LOCAL == 0 {
+                if A::REDISPATCH && is_syn && half_open && pkt.seq() == f.isn && f.seen & FLOW_LOCAL == 0 {
                     let server = redispatch::unanswered(&ingress, flow);
                     let silent = f.server_id;
                     if !server.is_null()
@@ -185,13 +168,13 @@ fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
                         }
                     }
                 }
-                return Ok(to_server(&ingress, flow, half_open));
+                return Ok(stage::to_server(&ingress, flow, half_open));
             }
             if f.seen & FLOW_SEEN_ESTABLISHED == 0 && pkt.seq() == f.isn {
                 // The same SYN again after the client's RST: same server, same NAT port.
                 conntrack::reopen(flow);
                 stats::event(Event::SynRetryKept);
-                return Ok(to_server(&ingress, flow, half_open));
+                return Ok(stage::to_server(&ingress, flow, half_open));
             }
             // A new connection on the tuple of one that is over (the client reused its port).
             // Its server-side entry keeps holding its NAT port until that may be used again.
@@ -208,7 +191,43 @@ fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), ParseError> {
         stats::denied(frontend.frontend_id);
         return Ok((Reason::NotAllowed, xdp_action::XDP_DROP));
     }
-    Ok(open_flow(&ingress, frontend))
+    Ok(stage::open_flow(&ingress, frontend))
+}
+
+/// Where a stage runs: in a function of its own (IPv4), or for a family whose frames are bigger
+/// (`Family::OUTLINE`, IPv6) in a program of its own, tail-called by the caller's program (see
+/// `v6`): then the stage's slot of `family_progs` is returned in place of an action.
+mod stage {
+    use lb_common::{FlowOf, Frontend, Reason, PROG_IPV6_OPEN, PROG_IPV6_REPLY, PROG_IPV6_TO_SERVER};
+
+    use crate::{family::Family, parse::IpParse, Ingress};
+
+    /// Marks an action that is a `family_progs` slot to tail-call (never an XDP action).
+    pub const TAIL_CALL: u32 = 1 << 30;
+
+    #[inline(always)]
+    pub fn to_server<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: bool) -> (Reason, u32) {
+        if A::OUTLINE {
+            return (Reason::Forwarded, TAIL_CALL | PROG_IPV6_TO_SERVER);
+        }
+        crate::to_server(i, flow, half_open)
+    }
+
+    #[inline(always)]
+    pub fn reply<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
+        if A::OUTLINE {
+            return (Reason::Replied, TAIL_CALL | PROG_IPV6_REPLY);
+        }
+        crate::reply(i, flow)
+    }
+
+    #[inline(always)]
+    pub fn open_flow<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
+        if A::OUTLINE {
+            return (Reason::NewFlow, TAIL_CALL | PROG_IPV6_OPEN);
+        }
+        crate::open_flow(i, frontend)
+    }
 }
 
 /// What every stage of a packet's handling reads, bundled: a stage that is a function of its own
@@ -255,6 +274,12 @@ fn no_flow() -> (Reason, u32) {
 /// `open_flow`).
 #[inline(never)]
 fn to_server<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: bool) -> (Reason, u32) {
+    to_server_here(i, flow, half_open)
+}
+
+/// `to_server` in the caller's frame (IPv6's stage program, whose frame is its own).
+#[inline(always)]
+fn to_server_here<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: bool) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, key, now) = (&pkt, &i.opts, &i.key, i.now);
@@ -291,6 +316,12 @@ fn to_server<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: bool) 
 /// inlined, for the stack (see `open_flow`).
 #[inline(never)]
 fn reply<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
+    reply_here(i, flow)
+}
+
+/// `reply` in the caller's frame (IPv6's stage program).
+#[inline(always)]
+fn reply_here<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, now) = (&pkt, &i.opts, i.now);
@@ -311,19 +342,58 @@ fn reply<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
 /// frames along a call chain, not every path of the program in one frame.
 #[inline(never)]
 fn open_flow<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
+    open_flow_here(i, frontend)
+}
+
+/// The first half of `open_flow`: a server and a backend-side tuple for the new flow (`Err`: the
+/// verdict, a RST when no server can take it).
+#[inline(always)]
+fn choose<A: IpParse>(
+    i: &Ingress<A>,
+    frontend: &Frontend,
+) -> Result<(u32, &'static ServerOf<A>, Tuple<A>), (Reason, u32)> {
+    let ctx = &i.ctx();
+    let (key, settings, now) = (&i.key, i.settings, i.now);
+    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, &key.src_addr) else {
+        return Err(reset::no_backend::<A>(ctx, settings));
+    };
+    let Some(tuple) = ports::tuple(server_id, server, settings, now, translating(i, server), key) else {
+        return Err((Reason::NoNatPort, xdp_action::XDP_DROP));
+    };
+    Ok((server_id, server, tuple))
+}
+
+/// Whether a new flow to `server` gets its timestamps translated (when its SYN has them). A
+/// server on this host: the client's own tuple (`ports::tuple`), no timestamp translation, the
+/// destination translated only (`FLOW_LOCAL`).
+#[inline(always)]
+fn translating<A>(i: &Ingress<A>, server: &ServerOf<A>) -> bool {
+    i.settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && i.opts.ts_at != 0 && server.flags & SERVER_F_LOCAL == 0
+}
+
+/// `open_flow` in the caller's frame.
+#[inline(always)]
+fn open_flow_here<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
+    match choose(i, frontend) {
+        Ok((server_id, server, tuple)) => open_with(i, frontend, server_id, server, &tuple),
+        Err(verdict) => verdict,
+    }
+}
+
+/// The second half of `open_flow`: the flow on the tuple `choose` found, recorded both ways,
+/// and its SYN sent.
+#[inline(always)]
+fn open_with<A: IpParse>(
+    i: &Ingress<A>,
+    frontend: &Frontend,
+    server_id: u32,
+    server: &ServerOf<A>,
+    tuple: &Tuple<A>,
+) -> (Reason, u32) {
     let ctx = &i.ctx();
     let Ok(pkt) = i.packet(ctx) else { return (Reason::Malformed, xdp_action::XDP_PASS) };
     let (pkt, opts, key, settings, now) = (&pkt, &i.opts, &i.key, i.settings, i.now);
-    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, key.src_addr) else {
-        return reset::no_backend::<A>(ctx, settings);
-    };
-    // A server on this host: the client's own tuple (`ports::tuple`), no timestamp
-    // translation, the destination translated only (`FLOW_LOCAL`).
-    let translating =
-        settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && opts.ts_at != 0 && server.flags & SERVER_F_LOCAL == 0;
-    let Some(tuple) = ports::tuple(server_id, server, settings, now, translating, key) else {
-        return (Reason::NoNatPort, xdp_action::XDP_DROP);
-    };
+    let translating = translating(i, server);
     let reply_key = tuple.reply_key;
     // Timestamp translation: the SYN the server gets is stamped from the tuple's clock. The
     // TSval the server gets is kept (untranslated, the client's own) for a redispatch.
@@ -412,7 +482,7 @@ fn open_flow<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
         timestamps::to_server(ctx, opts.ts_at, forward_entry);
     }
     // The packet goes out as the new entry says; the copy in scratch space is the same.
-    let (reason, action) = forward::to_server_in(ctx, pkt, forward_entry, now);
+    let (reason, action) = forward::to_server(ctx, pkt, forward_entry, now);
     // The flow is new whatever the next hop did with its first packet.
     if reason == Reason::Forwarded {
         (Reason::NewFlow, action)

@@ -152,10 +152,14 @@ pub static RST_LIMIT6: LruHashMap<[u8; 16], RstBucket, { RST_LIMIT_SOURCES as us
 #[btf_map(name = "allow6")]
 pub static ALLOW6: LpmTrie<AllowKey6, u32, { MAX_ALLOW as usize }> = LpmTrie::new();
 
-/// The IPv6 program (`xdplb6`) at `PROG_IPV6`, tail-called by `xdplb` for IPv6 frames: a program
-/// of its own gets a stack of its own (the BPF stack limit counts frames along a call chain).
+/// The IPv6 programs (`lb_common::FAMILY_PROGRAMS`), tail-called: a program of its own gets a
+/// stack of its own (the BPF stack limit counts frames along a call chain).
 #[btf_map(name = "family_progs")]
-pub static FAMILY_PROGS: ProgramArray<1> = ProgramArray::new();
+pub static FAMILY_PROGS: ProgramArray<{ lb_common::FAMILY_PROGRAMS.len() }> = ProgramArray::new();
+
+/// Per CPU: the new IPv6 flow's server and tuple, from `xdplb6_open` to `xdplb6_record`.
+#[btf_map(name = "syn_plan6")]
+pub static SYN_PLAN6: PerCpuArray<lb_common::SynPlan6, 1> = PerCpuArray::new();
 
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {

@@ -9,17 +9,15 @@ use crate::{family::Family, parse::Packet};
 #[inline(always)]
 pub fn rewrite<A: Family>(pkt: &Packet<A>, flow: &FlowOf<A>) {
     let tcp = unsafe { &mut *pkt.tcp };
-    let (src, dst) = A::addrs(pkt.ip);
+    // The entry's two addresses are adjacent (`#[repr(C)]`, asserted in lb-common).
+    let new = unsafe { &*(&raw const flow.new_src_addr as *const [A; 2]) };
+    let mut tcp_check = A::translate(pkt.ip, u16::from_be_bytes(tcp.check), new);
 
     let new_sport = flow.new_src_port_be.to_ne_bytes();
     let new_dport = flow.new_dst_port_be.to_ne_bytes();
-    let mut tcp_check = u16::from_be_bytes(tcp.check);
-    tcp_check = A::replace(tcp_check, unsafe { &*src }, &flow.new_src_addr);
-    tcp_check = A::replace(tcp_check, unsafe { &*dst }, &flow.new_dst_addr);
     tcp_check = checksum::replace16(tcp_check, u16::from_be_bytes(tcp.source), u16::from_be_bytes(new_sport));
     tcp_check = checksum::replace16(tcp_check, u16::from_be_bytes(tcp.dest), u16::from_be_bytes(new_dport));
 
-    A::set_addrs(pkt.ip, &flow.new_src_addr, &flow.new_dst_addr);
     tcp.source = new_sport;
     tcp.dest = new_dport;
     tcp.check = tcp_check.to_be_bytes();

@@ -108,12 +108,62 @@ pub fn allocate<A: Family>(
     now: u64,
     timestamps: bool,
 ) -> Option<Tuple<A>> {
+    let mut reply_key =
+        FlowKeyOf { src_addr: server.addr, dst_addr: A::default(), src_port_be: server.port_be, dst_port_be: 0 };
+    let id_ts = server_id << 1 | u32::from(timestamps);
+    let found = if A::OUTLINE {
+        walk(id_ts, server, settings, now, &mut reply_key)
+    } else {
+        walk_here(id_ts, server, settings, now, &mut reply_key)
+    };
+    if found == 0 {
+        return None;
+    }
+    // A pointer the callback stored would come back to the verifier as a plain number: the
+    // entry it judged is looked up again (it is there, or gone, which is as good).
+    let (previous, previous_half_open) = match conntrack::lookup(&reply_key) {
+        Some((p, half_open)) if found == FOUND_TAKEN => (p, half_open),
+        _ => (core::ptr::null_mut(), false),
+    };
+    Some(Tuple { reply_key, previous, previous_half_open })
+}
+
+/// `walk`'s answers: no tuple, a free one, or one a finished flow's entry still holds.
+const FOUND_FREE: u32 = 1;
+const FOUND_TAKEN: u32 = 2;
+
+/// Walks the candidate tuples of `server` (see `Walk`), leaving the one chosen in `reply_key`
+/// (whose source address and port are the server's): 0 when none is free, else `FOUND_*`.
+/// `id_ts`: the server's id, shifted left once, and whether the SYN's timestamps are translated
+/// in the low bit (a BPF function takes at most five arguments). Not inlined where the family
+/// wants its locals in a frame of their own (`Family::OUTLINE`: IPv6 needs the room; IPv4's
+/// chain of frames is deeper, it takes `walk_here`).
+#[inline(never)]
+fn walk<A: Family>(
+    id_ts: u32,
+    server: &ServerOf<A>,
+    settings: &Settings,
+    now: u64,
+    reply_key: &mut FlowKeyOf<A>,
+) -> u32 {
+    walk_here(id_ts, server, settings, now, reply_key)
+}
+
+#[inline(always)]
+fn walk_here<A: Family>(
+    id_ts: u32,
+    server: &ServerOf<A>,
+    settings: &Settings,
+    now: u64,
+    reply_key: &mut FlowKeyOf<A>,
+) -> u32 {
+    let (server_id, timestamps) = (id_ts >> 1, id_ts & 1 != 0);
     let sources = server.snat_count;
     // No upper bound is checked here on purpose: the compiler would then know `index % sources`
     // is below MAX_SOURCES and drop the mask below, which the verifier needs to see. The agent
     // never writes more than MAX_SOURCES; the mask keeps a bad count in bounds.
     if sources == 0 || settings.no_ts_ports >= settings.nat_port_count && settings.no_ts_ports != 0 {
-        return None;
+        return 0;
     }
     let (first_port, ports, region) = if settings.no_ts_ports == 0 {
         (settings.nat_port_first, settings.nat_port_count, 0)
@@ -125,11 +175,12 @@ pub fn allocate<A: Family>(
     let total = ports * sources;
     let blocks = total.div_ceil(PORT_BLOCK);
     if blocks == 0 {
-        return None;
+        return 0;
     }
     let slot = server_id * 2 + region;
-    let cursor = PORT_CURSORS.get_ptr_mut(slot)?;
-    let next_block = PORT_BLOCKS.get_ptr_mut(slot)?;
+    let (Some(cursor), Some(next_block)) = (PORT_CURSORS.get_ptr_mut(slot), PORT_BLOCKS.get_ptr_mut(slot)) else {
+        return 0;
+    };
     let mut walk = Walk {
         server,
         settings,
@@ -142,12 +193,7 @@ pub fn allocate<A: Family>(
         sources,
         found: 0,
         previous: 0,
-        reply_key: FlowKeyOf {
-            src_addr: server.addr,
-            dst_addr: A::default(),
-            src_port_be: server.port_be,
-            dst_port_be: 0,
-        },
+        reply_key: *reply_key,
     };
     unsafe {
         bpf_loop(
@@ -158,15 +204,14 @@ pub fn allocate<A: Family>(
         );
     }
     if walk.found == 0 {
-        return None;
+        return 0;
     }
-    // A pointer the callback stored would come back to the verifier as a plain number: the
-    // entry it judged is looked up again (it is there, or gone, which is as good).
-    let (previous, previous_half_open) = match conntrack::lookup(&walk.reply_key) {
-        Some((p, half_open)) if walk.previous != 0 => (p, half_open),
-        _ => (core::ptr::null_mut(), false),
-    };
-    Some(Tuple { reply_key: walk.reply_key, previous, previous_half_open })
+    *reply_key = walk.reply_key;
+    if walk.previous != 0 {
+        FOUND_TAKEN
+    } else {
+        FOUND_FREE
+    }
 }
 
 /// The candidates' walk, on the caller's stack, handed to `try_tuple` by `bpf_loop`: a loop

@@ -74,7 +74,7 @@ fn try_move<A: Family>(
         stats::event(Event::RedispatchExhausted);
         return None;
     }
-    let Some((new_id, new_server)) = balance::pick::<A>(pool, old_id, now, key.src_addr) else {
+    let Some((new_id, new_server)) = balance::pick::<A>(pool, old_id, now, &key.src_addr) else {
         stats::event(Event::RedispatchExhausted);
         return None;
     };
@@ -253,7 +253,7 @@ fn build_syn<A: Family>(ctx: &XdpContext, flow: &FlowOf<A>) -> Result<(), parse:
     } else {
         tcp[37..40].copy_from_slice(&[NOP; 3]);
     }
-    let c = A::tcp_checksum(flow.new_src_addr, flow.new_dst_addr, tcp);
+    let c = A::tcp_checksum(ip, tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }

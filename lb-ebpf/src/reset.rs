@@ -58,6 +58,6 @@ fn build_rst<A: Family>(ctx: &XdpContext) -> Result<(), ParseError> {
     tcp.urg_ptr = [0, 0];
     tcp.check = [0, 0];
     let hdr = unsafe { &*(tcp as *const TcpHdr as *const [u8; TcpHdr::LEN]) };
-    tcp.check = A::tcp_checksum(dst, src, hdr).to_be_bytes();
+    tcp.check = A::tcp_checksum(ip, hdr).to_be_bytes();
     Ok(())
 }

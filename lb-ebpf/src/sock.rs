@@ -61,7 +61,7 @@ fn connect4(ctx: &SockAddrContext) -> i32 {
     let Some(frontend) = maps::frontend(addr, port_be) else { return PROCEED };
     let now = unsafe { bpf_ktime_get_ns() };
     // The client's address for `balance source`: every local client is this host.
-    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, addr) else {
+    let Some((server_id, server)) = balance::pick(frontend.pool_id, 0, now, &addr) else {
         stats::event(Event::LocalRefused);
         // HAProxy's listener with no server left closes at once; a refused connect is the
         // local equivalent (the default for a rejecting hook would be EPERM).

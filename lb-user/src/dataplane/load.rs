@@ -14,7 +14,6 @@ use super::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
 pub const PROGRAM: &str = "xdplb";
-pub const PROGRAM6: &str = "xdplb6";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -64,15 +63,19 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     program(&mut ebpf).load()?;
-    family_program(&mut ebpf).load()?;
-    // The IPv4 program hands IPv6 frames to the IPv6 one (a tail call through `family_progs`).
-    let fd = family_program(&mut ebpf).fd()?.try_clone().map_err(aya::programs::ProgramError::from)?;
-    let mut progs: ProgramArray<_> = ebpf
-        .map_mut(names::FAMILY_PROGS)
-        .ok_or(DataplaneError::NoObject)?
-        .try_into()
-        .map_err(|e: aya::maps::MapError| DataplaneError::Program(e.into()))?;
-    progs.set(lb_common::PROG_IPV6, &fd, 0).map_err(|e| DataplaneError::Program(e.into()))?;
+    // The IPv4 program hands IPv6 frames to the IPv6 one, which hands each to the stage it
+    // needs (tail calls through `family_progs`, see lb-ebpf's `v6`).
+    for (name, slot) in lb_common::FAMILY_PROGRAMS {
+        let prog = xdp_program(&mut ebpf, name);
+        prog.load()?;
+        let fd = prog.fd()?.try_clone().map_err(aya::programs::ProgramError::from)?;
+        let mut progs: ProgramArray<_> = ebpf
+            .map_mut(names::FAMILY_PROGS)
+            .ok_or(DataplaneError::NoObject)?
+            .try_into()
+            .map_err(|e: aya::maps::MapError| DataplaneError::Program(e.into()))?;
+        progs.set(slot, &fd, 0).map_err(|e| DataplaneError::Program(e.into()))?;
+    }
     for (name, _) in super::hook::HOOKS {
         super::hook::program(&mut ebpf, name).load()?;
     }
@@ -80,16 +83,13 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     Ok(ebpf)
 }
 
-/// The IPv6 program, tail-called by `xdplb` (see lb-ebpf's `family`).
+/// One of the object's XDP programs (the IPv6 ones, tail-called: see lb-ebpf's `v6`).
 #[expect(
     clippy::expect_used,
-    reason = "the object is the one embedded at build time, which has this XDP program; no input changes that"
+    reason = "the object is the one embedded at build time, which has these XDP programs; no input changes that"
 )]
-pub fn family_program(ebpf: &mut Ebpf) -> &mut Xdp {
-    ebpf.program_mut(PROGRAM6)
-        .expect("the embedded object has the xdplb6 program")
-        .try_into()
-        .expect("xdplb6 is an XDP program")
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
+    ebpf.program_mut(name).expect("the embedded object has the program").try_into().expect("an XDP program")
 }
 
 #[expect(
