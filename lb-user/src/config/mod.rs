@@ -14,7 +14,7 @@ use crate::problems::Problems;
 
 pub use schema::*;
 pub use units::*;
-pub use validate::{bind_unserved, certificates, group_id, private_key, sync_key, PemError};
+pub use validate::{bind_unserved, certificates, family, group_id, private_key, sync_key, PemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

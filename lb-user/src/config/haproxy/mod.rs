@@ -19,7 +19,7 @@ mod parse;
 mod raw;
 mod translate;
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
 pub use notes::{Note, Severity};
 
@@ -44,13 +44,13 @@ pub struct ImportOptions<'a> {
     /// `global.interfaces` (`--iface`, or the host's default-route interface); empty: none
     /// known, said in an error note (the shipped unit refuses a configuration without one).
     pub interfaces: Vec<String>,
-    /// Resolves a server's host name to an IPv4 address; `None`: names are refused
+    /// Resolves a server's host name to an address (IPv4 preferred); `None`: names are refused
     /// (`--no-resolve`).
     pub resolve: Option<&'a Resolve<'a>>,
 }
 
-/// A host name's IPv4 address, if it has one.
-pub type Resolve<'a> = dyn Fn(&str) -> Option<Ipv4Addr> + 'a;
+/// A host name's address, if it has one.
+pub type Resolve<'a> = dyn Fn(&str) -> Option<IpAddr> + 'a;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -161,8 +161,8 @@ backend pool
     }
 
     /// Names resolve as the test says, not as this host would.
-    fn test_resolve(host: &str) -> Option<std::net::Ipv4Addr> {
-        (host == "etcd3.example").then_some(std::net::Ipv4Addr::new(198, 18, 0, 23))
+    fn test_resolve(host: &str) -> Option<std::net::IpAddr> {
+        (host == "etcd3.example").then_some(std::net::IpAddr::from([198, 18, 0, 23]))
     }
 
     fn import(text: &str) -> Result<Import, ImportError> {
