@@ -150,7 +150,7 @@ fn cfg(verify: Verify, ca: Option<PathBuf>, client: Option<(PathBuf, PathBuf)>) 
 fn spec(c: &CheckCfg, addr: SocketAddrV4) -> CheckSpec {
     CheckSpec {
         kind: c.kind,
-        addr,
+        addr: addr.into(),
         timeout: c.timeout(),
         path: c.path.clone(),
         host: addr.to_string(),

@@ -83,7 +83,7 @@ fn a_map_write_that_fails_halfway_is_rolled_back() {
         // first, then the frontend map overflows.
         let mut big = l.topology.clone();
         big.pools[0].servers[0].weight = 7;
-        big.pools[0].servers[1].addr = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 99), 2379);
+        big.pools[0].servers[1].addr = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 99), 2379).into();
         let f = big.frontends[0].clone();
         big.frontends = (0..=MAX_FRONTENDS as u16)
             .map(|i| FrontendEntry {

@@ -197,12 +197,12 @@ fn import_haproxy(
     let text = std::fs::read_to_string(file).map_err(|e| Refused(format!("{}: cannot read: {e}", file.display())))?;
     let interfaces =
         if ifaces.is_empty() { lb_user::host::netif::default_route_interface().into_iter().collect() } else { ifaces };
-    let resolve = |host: &str| -> Option<std::net::Ipv4Addr> {
+    // IPv4 first (as HAProxy's `resolve-prefer ipv4`, and the address most hosts list first),
+    // IPv6 when the name has no IPv4 address.
+    let resolve = |host: &str| -> Option<std::net::IpAddr> {
         use std::net::ToSocketAddrs;
-        (host, 0).to_socket_addrs().ok()?.find_map(|a| match a.ip() {
-            std::net::IpAddr::V4(ip) => Some(ip),
-            std::net::IpAddr::V6(_) => None,
-        })
+        let addrs: Vec<std::net::IpAddr> = (host, 0).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
+        addrs.iter().find(|a| a.is_ipv4()).or_else(|| addrs.first()).copied()
     };
     let opts = config::haproxy::ImportOptions { interfaces, resolve: if no_resolve { None } else { Some(&resolve) } };
     let import = config::haproxy::import(&text, &opts).map_err(|e| Refused(format!("{}: {e}", file.display())))?;

@@ -8,7 +8,7 @@
 // A test: clippy.toml's test allowances apply to #[test] functions, not to these helpers.
 #![allow(clippy::unwrap_used, reason = "test helpers: a panic fails the test, which is its job")]
 
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use lb_user::config::{
     haproxy::{self, ImportOptions, Severity},
@@ -18,7 +18,7 @@ use lb_user::config::{
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/haproxy");
 
 /// The corpus's DNS: `hosts` in the corpus directory, so results do not depend on this host.
-fn hosts() -> HashMap<String, Ipv4Addr> {
+fn hosts() -> HashMap<String, IpAddr> {
     let text = std::fs::read_to_string(Path::new(CORPUS).join("hosts")).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))

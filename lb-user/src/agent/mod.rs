@@ -467,7 +467,7 @@ impl Agent {
     fn rebind(&mut self, why: Option<&[AddrChange]>) {
         let counted_before = self.address_changes;
         for c in why.unwrap_or_default() {
-            let Some(std::net::IpAddr::V4(addr)) = c.addr else { continue };
+            let Some(addr) = c.addr else { continue };
             let names = self.topology.bound_to(addr);
             if names.is_empty() {
                 continue;
@@ -482,7 +482,7 @@ impl Agent {
                 log::warn!("Frontend(s) {}: {addr} left this host (another balancer serves it now)", names.join(", "));
             }
         }
-        let iface_addrs: Vec<std::net::Ipv4Addr> =
+        let iface_addrs: Vec<std::net::IpAddr> =
             self.global.interfaces.iter().filter_map(|n| netif::interface(n).ok()).flat_map(|i| i.addrs).collect();
         let changes = self.topology.rebind(&iface_addrs);
         if changes.is_empty() {

@@ -14,7 +14,7 @@ use crate::problems::Problems;
 
 pub use schema::*;
 pub use units::*;
-pub use validate::{bind_unserved, certificates, group_id, private_key, sync_key, PemError};
+pub use validate::{bind_unserved, certificates, family, group_id, private_key, sync_key, PemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -144,5 +144,99 @@ server = [ { name = "s", address = "198.18.0.21" }, { name = "s", address = "198
         assert!(e.contains("unknown field `intrefaces`") && e.contains("line 2"), "{e}");
         let e = parse("[[frontend]\n").unwrap_err().to_string();
         assert!(e.contains("test.toml") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn binds_servers_and_networks_of_both_families_parse() {
+        let v6: std::net::SocketAddr = "[2001:db8::10]:12379".parse().unwrap();
+        assert_eq!("[2001:db8::10]:12379".parse::<Bind>(), Ok(Bind::Addr(v6)));
+        for any in ["*:12379", "[::]:12379", ":12379", "0.0.0.0:12379"] {
+            assert_eq!(any.parse::<Bind>(), Ok(Bind::Any(12379)), "{any}");
+        }
+        // IPv6 needs its brackets: the port would be ambiguous.
+        assert!("2001:db8::10:12379".parse::<Bind>().is_err());
+        assert_eq!(
+            "[2001:db8::1]:2379".parse::<ServerAddr>().map(|a| a.0.to_string()),
+            Ok("[2001:db8::1]:2379".to_owned())
+        );
+        let e = "[fe80::1]:2379".parse::<ServerAddr>().unwrap_err().to_string();
+        assert!(e.contains("fe80::1 is a link-local address"), "{e}");
+        assert!("[ff02::1]:2379".parse::<ServerAddr>().is_err(), "multicast");
+        assert!("[::]:2379".parse::<ServerAddr>().is_err(), "unspecified");
+        let net: Cidr = "2001:db8::/32".parse().unwrap();
+        assert_eq!((net.addr.to_string(), net.prefix), ("2001:db8::".to_owned(), 32));
+        assert!(net.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!net.contains("2001:db9::1".parse().unwrap()));
+        assert!(!net.contains("32.1.13.184".parse().unwrap()), "never an address of the other family");
+        assert_eq!("2001:db8::7".parse::<Cidr>().map(|c| c.prefix), Ok(128));
+        let e = "2001:db8::1/32".parse::<Cidr>().unwrap_err().to_string();
+        assert!(e.contains("2001:db8::/32"), "{e}");
+        assert!("2001:db8::/129".parse::<Cidr>().is_err());
+    }
+
+    /// One frontend and one backend, with the given bind, servers and source.
+    fn one(bind: &str, servers: &[&str], source: &str) -> String {
+        let servers: Vec<String> =
+            servers.iter().enumerate().map(|(i, a)| format!("{{ name = \"s{i}\", address = \"{a}\" }}")).collect();
+        format!(
+            "[[frontend]]\nname = \"f\"\nbind = \"{bind}\"\nbackend = \"b\"\n[[backend]]\nname = \"b\"\n{source}\nserver = [{}]\n",
+            servers.join(", ")
+        )
+    }
+
+    fn refused(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dual_stack_configuration_validates() {
+        let text = one(
+            "*:12379",
+            &["198.18.0.21:2379", "[2001:db8::21]:2379"],
+            "source = [\"198.18.0.10\", \"2001:db8::10\"]",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.backends[0].source.len(), 2);
+        assert!(parse(&one("[2001:db8::10]:12379", &["[2001:db8::21]:2379"], "")).is_ok());
+    }
+
+    #[test]
+    fn family_mismatches_are_refused_each_with_its_place_and_fix() {
+        let said = refused(&one("[2001:db8::10]:12379", &["198.18.0.21:2379"], ""));
+        assert!(
+            said.iter().any(|l| l.contains("frontend[0] \"f\".bind: \"[2001:db8::10]:12379\" is an IPv6 address, and backend \"b\" has no IPv6 server")),
+            "{said:#?}"
+        );
+        let said = refused(&one("*:12379", &["198.18.0.21:2379", "[2001:db8::21]:2379"], "source = \"198.18.0.10\""));
+        assert!(
+            said.iter().any(|l| l.contains("backend[0] \"b\".server[1] \"s1\".address: [2001:db8::21]:2379 is an IPv6 server, and the backend's source lists no IPv6 address")),
+            "{said:#?}"
+        );
+        let said = refused(&one("*:12379", &["198.18.0.21:2379"], "source = [\"198.18.0.10\", \"2001:db8::10\"]"));
+        assert!(
+            said.iter().any(|l| l.contains(
+                "backend[0] \"b\".source: 2001:db8::10 is an IPv6 address, and this backend has no IPv6 server"
+            )),
+            "{said:#?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_loopback_and_link_local_binds_are_refused_with_the_reason() {
+        let said = refused(&one("[::1]:12379", &["[2001:db8::21]:2379"], ""));
+        assert!(
+            said.iter().any(|l| l.contains("\"[::1]:12379\": local clients over IPv6 are not served yet")),
+            "{said:#?}"
+        );
+        let said = refused(&one("[fe80::10]:12379", &["[2001:db8::21]:2379"], ""));
+        assert!(
+            said.iter().any(|l| l.contains("\"[fe80::10]:12379\": a link-local address (fe80::/10) is not served")),
+            "{said:#?}"
+        );
+        // 127.0.0.1 stays the connect hook's.
+        assert!(parse(&one("127.0.0.1:12379", &["198.18.0.21:2379"], "")).is_ok());
     }
 }

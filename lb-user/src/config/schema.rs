@@ -1,7 +1,7 @@
 //! The configuration file's schema: what `xdplb.toml` may say, with HAProxy's names and
 //! defaults where HAProxy has one (inter 2s, rise 2, fall 3, ...).
 
-use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,7 @@ pub struct SyncCfg {
     /// from its own share of `nat_ports`, so peers never pick the same backend-side tuple.
     pub node: u32,
     /// Where this balancer receives its peers' messages (UDP; an address of its own, not the VIP).
+    /// IPv4 only: the sync protocol carries IPv4 flows (`sync::wire`), and so does its transport.
     pub listen: std::net::SocketAddrV4,
     /// The other balancers' `listen` addresses.
     pub peers: Vec<std::net::SocketAddrV4>,
@@ -112,7 +113,7 @@ pub struct SyncCfg {
     /// from one of them, or their replies would not follow a failover. Default: the addresses
     /// frontends bind explicitly (`bind = "VIP:PORT"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub floating: Vec<Ipv4Addr>,
+    pub floating: Vec<IpAddr>,
     /// Messages per second sent to each peer at most (flows beyond it wait for the next dump).
     #[serde(default = "default_sync_rate")]
     pub max_messages_per_sec: u32,
@@ -283,7 +284,8 @@ impl FromStr for XdpModeCfg {
 #[serde(deny_unknown_fields)]
 pub struct FrontendCfg {
     pub name: String,
-    /// `ADDR:PORT`, or `*:PORT` for every IPv4 address of the attached interfaces.
+    /// `ADDR:PORT` (`[IPv6]:PORT` in brackets), or `*:PORT` (also `[::]:PORT`) for every
+    /// address of the attached interfaces, of each family its backend has servers of.
     pub bind: Parsed<Bind>,
     pub backend: String,
     /// Source networks that may connect (`"10.0.0.0/8"`, `"198.18.0.7"`); SYNs from elsewhere
@@ -304,7 +306,8 @@ pub struct BackendCfg {
     /// `lb_common::MAX_SOURCES`); by default the kernel's route to each server. Each address
     /// multiplies the backend-side tuples a server can take: `nat_ports` per address.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
-    pub source: Vec<Ipv4Addr>,
+    /// Either family: a server's flows leave from the addresses of its own family.
+    pub source: Vec<IpAddr>,
     /// How often a new connection may be moved to another server when its server refuses the
     /// SYN or leaves it unanswered (HAProxy's `retries`, default 3).
     #[serde(default = "default_retries")]
@@ -537,12 +540,12 @@ pub enum Verify {
 }
 
 /// `"10.0.0.5"` or `["10.0.0.5", "10.0.0.6"]`.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
-        One(Ipv4Addr),
-        Many(Vec<Ipv4Addr>),
+        One(IpAddr),
+        Many(Vec<IpAddr>),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(a) => vec![a],

@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     str::FromStr,
     time::Duration,
 };
@@ -21,20 +21,22 @@ pub enum UnitError {
     DurationUnit { text: String, unit: String },
     #[error("{0:?} is not a port range: write it as \"40000-59999\" (1-65535)")]
     PortRange(String),
-    #[error("{0:?} is not ADDR:PORT: write it as \"*:12379\" or \"198.18.0.10:12379\" (IPv4, port 1-65535)")]
+    #[error("{0:?} is not ADDR:PORT: write it as \"*:12379\" (every address, both families), \"198.18.0.10:12379\" or \"[2001:db8::10]:12379\" (IPv6 in brackets), port 1-65535")]
     Bind(String),
-    #[error("{0:?} is not IPv4:PORT: write it as \"198.18.0.21:2379\"")]
+    #[error("{0:?} is not ADDR:PORT: write it as \"198.18.0.21:2379\" or \"[2001:db8::21]:2379\" (IPv6 in brackets)")]
     ServerAddr(String),
     #[error("{0:?}: port 0 is not a server port; use 1-65535")]
     ServerPortZero(String),
     #[error("{text:?}: {ip} cannot be a server address")]
-    ServerIp { text: String, ip: Ipv4Addr },
+    ServerIp { text: String, ip: IpAddr },
+    #[error("{text:?}: {ip} is a link-local address, which needs an interface to mean anything; give the server's global or unique-local address")]
+    ServerLinkLocal { text: String, ip: Ipv6Addr },
     #[error("unknown XDP mode {0:?}: use auto, native or generic")]
     XdpMode(String),
-    #[error("{0:?} is not an IPv4 network: write it as \"10.0.0.0/8\" or \"198.18.0.7\" (one address)")]
+    #[error("{0:?} is not a network: write it as \"10.0.0.0/8\", \"198.18.0.7\" (one address), \"2001:db8::/32\" or \"2001:db8::7\"")]
     Cidr(String),
     #[error("{0:?} has bits set past its /{1}: write the network's first address, {2}/{1}")]
-    CidrHostBits(String, u8, Ipv4Addr),
+    CidrHostBits(String, u8, IpAddr),
     #[error("{0:?} is not an HTTP status or range: write 200, or \"200-399\" (HAProxy's default: 2xx and 3xx)")]
     Status(String),
 }
@@ -221,10 +223,12 @@ impl Serialize for PortRange {
 }
 
 /// Where a frontend listens: one address, or every address of the attached interfaces.
+/// `Any` covers both families (IPv6: global and unique-local addresses, never link-local), for
+/// the families its backend has servers of; `Addr` covers that one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bind {
     Any(u16),
-    Addr(SocketAddrV4),
+    Addr(SocketAddr),
 }
 
 impl Bind {
@@ -246,29 +250,49 @@ impl FromStr for Bind {
             return Err(bad());
         }
         match host {
-            "*" | "" | "0.0.0.0" => Ok(Bind::Any(port)),
-            h => Ok(Bind::Addr(SocketAddrV4::new(h.parse().map_err(|_| bad())?, port))),
+            // Every address of both families: HAProxy's `:::PORT` on Linux (bindv6only=0) too.
+            "*" | "" | "0.0.0.0" | "[::]" => Ok(Bind::Any(port)),
+            h => {
+                let ip: IpAddr = match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                    Some(v6) => IpAddr::V6(v6.parse().map_err(|_| bad())?),
+                    None => IpAddr::V4(h.parse().map_err(|_| bad())?),
+                };
+                if ip.is_unspecified() {
+                    return Ok(Bind::Any(port));
+                }
+                Ok(Bind::Addr(SocketAddr::new(ip, port)))
+            }
         }
     }
 }
 
-/// A server address, `IPv4:PORT`.
-pub fn parse_server_addr(s: &str) -> Result<SocketAddrV4, UnitError> {
-    let addr: SocketAddrV4 = s.parse().map_err(|_| UnitError::ServerAddr(s.into()))?;
+/// Whether `ip` is an IPv6 link-local address (fe80::/10): never served, never a server.
+pub fn is_link_local6(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// A server address, `IPv4:PORT` or `[IPv6]:PORT`.
+pub fn parse_server_addr(s: &str) -> Result<SocketAddr, UnitError> {
+    let addr: SocketAddr = s.parse().map_err(|_| UnitError::ServerAddr(s.into()))?;
     if addr.port() == 0 {
         return Err(UnitError::ServerPortZero(s.into()));
     }
-    let ip = *addr.ip();
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+    let ip = addr.ip();
+    let unusable = match ip {
+        IpAddr::V4(v4) => v4.is_broadcast(),
+        IpAddr::V6(v6) if is_link_local6(&v6) => return Err(UnitError::ServerLinkLocal { text: s.into(), ip: v6 }),
+        IpAddr::V6(_) => false,
+    };
+    if ip.is_unspecified() || ip.is_multicast() || unusable {
         return Err(UnitError::ServerIp { text: s.into(), ip });
     }
     Ok(addr)
 }
 
-/// A server address as the configuration holds it: `IPv4:PORT`, neither port 0 nor an address
-/// no server can have.
+/// A server address as the configuration holds it: `IPv4:PORT` or `[IPv6]:PORT`, neither port
+/// 0 nor an address no server can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServerAddr(pub SocketAddrV4);
+pub struct ServerAddr(pub SocketAddr);
 
 impl FromStr for ServerAddr {
     type Err = UnitError;
@@ -277,17 +301,32 @@ impl FromStr for ServerAddr {
     }
 }
 
-/// An IPv4 network, `ADDR/PREFIX` (a bare address is a /32), with no bits set past the prefix.
+/// A network of either family, `ADDR/PREFIX` (a bare address is a /32 or a /128), with no bits
+/// set past the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
+/// `ip` with the bits past `prefix` cleared (`prefix` at most the family's width).
+pub fn network_of(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
+}
+
 impl Cidr {
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-        u32::from(ip) & mask == u32::from(self.addr)
+    /// Whether `ip` is in this network (never for an address of the other family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && network_of(ip, self.prefix) == self.addr
     }
 }
 
@@ -295,13 +334,17 @@ impl FromStr for Cidr {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
         let bad = || UnitError::Cidr(s.into());
-        let (addr, prefix) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
-        let net = Cidr {
-            addr: Ipv4Addr::from(u32::from(addr) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)),
-            prefix,
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
         };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = match prefix {
+            Some(p) => p.parse().ok().filter(|p| *p <= width).ok_or_else(bad)?,
+            None => width,
+        };
+        let net = Cidr { addr: network_of(addr, prefix), prefix };
         if net.addr != addr {
             return Err(UnitError::CidrHostBits(s.into(), prefix, net.addr));
         }

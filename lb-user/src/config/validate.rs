@@ -137,6 +137,20 @@ impl Config {
                     self.backends.iter().map(|b| &b.name).collect::<Vec<_>>()
                 ));
             }
+            // No translation between families: an IPv6 client goes to an IPv6 server.
+            if let (Some(Bind::Addr(a)), Some(b)) = (f.bind.get(), self.backends.iter().find(|b| b.name == f.backend)) {
+                let servers = b.servers.iter().filter_map(|s| s.address.get());
+                if !b.servers.is_empty() && !servers.clone().any(|ServerAddr(s)| s.is_ipv4() == a.is_ipv4()) {
+                    p.push(format!(
+                        "{at}.bind: {:?} is an {} address, and backend {:?} has no {} server (xdplb does not translate between IPv4 and IPv6); add one, or bind to an address of the servers' family or to \"*:{}\"",
+                        f.bind.text(),
+                        family(a.ip()),
+                        b.name,
+                        family(a.ip()),
+                        a.port()
+                    ));
+                }
+            }
         }
 
         let mut seen = HashSet::new();
@@ -157,6 +171,17 @@ impl Config {
             if b.source.iter().collect::<HashSet<_>>().len() != b.source.len() {
                 p.push(format!("{at}.source: an address is listed twice"));
             }
+            // Each server's flows leave from the source addresses of its own family.
+            for src in &b.source {
+                let of_family = |ServerAddr(s): &ServerAddr| s.is_ipv4() == src.is_ipv4();
+                if !b.servers.iter().filter_map(|s| s.address.get()).any(of_family) && !b.servers.is_empty() {
+                    p.push(format!(
+                        "{at}.source: {src} is an {} address, and this backend has no {} server to use it for; remove it, or list an address of the servers' family",
+                        family(*src),
+                        family(*src)
+                    ));
+                }
+            }
             let mut names = HashSet::new();
             let mut addrs = HashSet::new();
             let mut weights = 0u32;
@@ -171,6 +196,13 @@ impl Config {
                     Ok(&ServerAddr(a)) => {
                         if !addrs.insert(a) {
                             p.push(format!("{at}.address: {a} is listed twice in this backend"));
+                        }
+                        if !b.source.is_empty() && !b.source.iter().any(|src| src.is_ipv4() == a.is_ipv4()) {
+                            p.push(format!(
+                                "{at}.address: {a} is an {} server, and the backend's source lists no {} address for its flows to leave from; add one to source, or remove source to use the kernel's route",
+                                family(a.ip()),
+                                family(a.ip())
+                            ));
                         }
                         if a.ip().is_loopback() {
                             let remote = self.frontends.iter().filter(|f| f.backend == b.name).find(|f| {
@@ -206,10 +238,27 @@ impl Config {
 /// and `import-haproxy` alike: no packet to a loopback address crosses XDP, only the connect
 /// hook (`global.local_clients`) sees connections to one.
 pub fn bind_unserved(bind: &Bind, g: &super::Global) -> Option<&'static str> {
-    let loopback = matches!(bind, Bind::Addr(a) if a.ip().is_loopback());
-    (loopback && !g.local_clients).then_some(
-        "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true (its connect hook); set it, or bind to an address of the attached interfaces",
-    )
+    match bind {
+        Bind::Addr(std::net::SocketAddr::V6(a)) if a.ip().is_loopback() => Some(
+            "local clients over IPv6 are not served yet (the connect hook that serves this host's own connections is IPv4 only); bind to 127.0.0.1 with global.local_clients = true, or to an address of the attached interfaces",
+        ),
+        Bind::Addr(std::net::SocketAddr::V6(a)) if super::units::is_link_local6(a.ip()) => Some(
+            "a link-local address (fe80::/10) is not served: it means nothing off its own link and has no place in the frontend keys; bind to a global or unique-local address, or to \"*:PORT\"",
+        ),
+        Bind::Addr(a) if a.ip().is_loopback() && !g.local_clients => Some(
+            "only processes on this host reach a loopback address, and xdplb serves them only with global.local_clients = true (its connect hook); set it, or bind to an address of the attached interfaces",
+        ),
+        _ => None,
+    }
+}
+
+/// The family's name in messages.
+pub fn family(ip: std::net::IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
 }
 
 impl CheckCfg {
@@ -420,11 +469,11 @@ fn sync_problems(cfg: &Config, sync: &super::SyncCfg, p: &mut Problems) {
     }
     // Servers answer the address the flow came from: unless it moves with the VIP, their
     // replies go to the old master after a failover, and the flows die anyway.
-    let floating: Vec<std::net::Ipv4Addr> = if sync.floating.is_empty() {
+    let floating: Vec<std::net::IpAddr> = if sync.floating.is_empty() {
         cfg.frontends
             .iter()
             .filter_map(|f| match f.bind.get() {
-                Some(Bind::Addr(a)) => Some(*a.ip()),
+                Some(Bind::Addr(a)) => Some(a.ip()),
                 _ => None,
             })
             .collect()

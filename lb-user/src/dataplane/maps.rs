@@ -290,16 +290,25 @@ impl MapOwner {
     pub fn apply(&mut self, topo: &Topology, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
         let mut live_servers = HashSet::new();
         for (pool, s) in topo.servers() {
+            let std::net::SocketAddr::V4(addr) = s.addr else {
+                // IPv6: written by the dataplane owner (maps6)
+                continue;
+            };
             let mut snat_addrs = [[0; 4]; MAX_SOURCES];
             let mut snat_count = 0;
             // A server on this host takes no NAT tuple (see lb-common's `Server::snat_count`).
-            let source: &[std::net::Ipv4Addr] = if s.local { &[] } else { &s.source };
-            for (slot, a) in snat_addrs.iter_mut().zip(source) {
+            let source: &[std::net::IpAddr] = if s.local { &[] } else { &s.source };
+            let source4 = source.iter().filter_map(|a| match a {
+                std::net::IpAddr::V4(a) => Some(a),
+                // IPv6: written by the dataplane owner (maps6)
+                std::net::IpAddr::V6(_) => None,
+            });
+            for (slot, a) in snat_addrs.iter_mut().zip(source4) {
                 *slot = a.octets();
                 snat_count += 1;
             }
             let v = Server {
-                addr: s.addr.ip().octets(),
+                addr: addr.ip().octets(),
                 port_be: s.addr.port().to_be(),
                 _pad: 0,
                 pool_id: pool.id,
@@ -339,7 +348,11 @@ impl MapOwner {
         let mut allow: Vec<(u32, AllowKey)> = Vec::new();
         for f in &topo.frontends {
             for net in &f.allow {
-                let key = AllowKey { frontend_id_be: f.id.to_be(), addr: net.addr.octets() };
+                let std::net::IpAddr::V4(net_addr) = net.addr else {
+                    // IPv6: written by the dataplane owner (maps6)
+                    continue;
+                };
+                let key = AllowKey { frontend_id_be: f.id.to_be(), addr: net_addr.octets() };
                 allow.push((AllowKey::prefix_len(net.prefix), key));
             }
         }
@@ -390,13 +403,14 @@ impl MapOwner {
 
     /// The servers (address:port) the kernel lets take new flows now: what a previous agent left,
     /// read before anything is written, so that a restart does not start from scratch.
-    pub fn members(&self) -> std::collections::HashSet<std::net::SocketAddrV4> {
+    pub fn members(&self) -> std::collections::HashSet<std::net::SocketAddr> {
         let mut out = std::collections::HashSet::new();
         for set in self.backend_sets.iter().filter_map(Result::ok).map(|(_, v)| v) {
             for &id in set.slots.iter().take(set.count as usize) {
                 if let Ok(s) = self.servers.get(&id, 0) {
                     if s.flags & SERVER_F_VALID != 0 {
-                        out.insert(std::net::SocketAddrV4::new(s.addr.into(), u16::from_be(s.port_be)));
+                        // IPv6: written by the dataplane owner (maps6)
+                        out.insert(std::net::SocketAddrV4::new(s.addr.into(), u16::from_be(s.port_be)).into());
                     }
                 }
             }
@@ -406,7 +420,9 @@ impl MapOwner {
 
     /// Replaces one pool's set of servers taking new flows, in one atomic map update.
     pub fn set_pool(&mut self, pool: &Pool, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
-        let set = pool.backend_set(is_up);
+        // The IPv4 set; IPv6: written by the dataplane owner (maps6), `backend_set_of(true, ..)`
+        // at `pool.id + POOL_V6`.
+        let set = pool.backend_set_of(false, is_up);
         self.backend_sets.insert(pool.id, set, 0).map_err(at(names::BACKEND_SETS))
     }
 }

@@ -3,7 +3,7 @@
 //! which it runs out names the result (L4TOUT, L6TOUT, L7TOUT).
 
 use std::{
-    net::SocketAddrV4,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -87,7 +87,7 @@ pub struct CheckResult {
 #[derive(Clone)]
 pub struct CheckSpec {
     pub kind: CheckKind,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub timeout: Duration,
     pub path: String,
     pub host: String,

@@ -12,7 +12,7 @@ pub mod tls;
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddrV4,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -134,7 +134,7 @@ impl Registry {
 
     /// Starts servers as the kernel has them (a restart adopting a running data path): those in
     /// a healthy set fully UP, the others DOWN. Call before the first `apply`.
-    pub fn adopt(&mut self, topo: &Topology, members: &HashSet<SocketAddrV4>) {
+    pub fn adopt(&mut self, topo: &Topology, members: &HashSet<SocketAddr>) {
         let now = Instant::now();
         for (pool, s) in topo.servers() {
             let check = &pool.check;

@@ -1,10 +1,7 @@
 //! What each checked server's checks are: the request, the TLS settings and the timing,
 //! resolved once from the topology and compared on reload.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddrV4},
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use rustls::pki_types::ServerName;
 
@@ -58,9 +55,10 @@ pub fn plans(topo: &Topology) -> Result<HashMap<u32, Plan>, Problems> {
                         continue;
                     }
                 },
-                None => ServerName::IpAddress(IpAddr::V4(*s.addr.ip()).into()),
+                None => ServerName::IpAddress(s.addr.ip().into()),
             };
-            let addr = SocketAddrV4::new(*s.addr.ip(), check.port.unwrap_or(s.addr.port()));
+            // Either family; `Host:` below is `[2001:db8::1]:2379` for IPv6 (SocketAddr's form).
+            let addr = SocketAddr::new(s.addr.ip(), check.port.unwrap_or(s.addr.port()));
             let spec = CheckSpec {
                 kind: check.kind,
                 addr,

@@ -1,4 +1,4 @@
-//! The kernel's IPv4 addresses as they come and go (netlink, `RTM_NEWADDR`/`RTM_DELADDR`): a
+//! The kernel's IPv4 and IPv6 addresses as they come and go (netlink, `RTM_NEWADDR`/`RTM_DELADDR`): a
 //! keepalived VIP arriving on the new master, an address added to an attached interface. The
 //! watcher only says that something changed and what; the agent re-reads the addresses and
 //! re-keys its frontends (see `Topology::rebind`), so a lost or merged message costs nothing.
@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// `RTNLGRP_IPV4_IFADDR` (linux/rtnetlink.h): IPv4 address changes.
 const RTNLGRP_IPV4_IFADDR: u32 = 5;
+/// `RTNLGRP_IPV6_IFADDR`: IPv6 address changes (also the end of an address's DAD).
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
 /// One address change the kernel announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +23,16 @@ pub struct AddrChange {
     pub ifindex: u32,
 }
 
-/// Subscribes to the kernel's IPv4 address changes and sends them to `tx` until it closes.
+/// Subscribes to the kernel's address changes (both families) and sends them to `tx` until it closes.
 /// Subscribing happens before this returns, so nothing that happens afterwards is missed.
 pub fn spawn(tx: mpsc::Sender<AddrChange>) -> std::io::Result<()> {
     let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
     socket.socket_mut().bind(&SocketAddr::new(0, 0))?;
     socket.socket_mut().add_membership(RTNLGRP_IPV4_IFADDR)?;
+    // A host without IPv6 has no such group to join; its IPv4 changes are still watched.
+    if let Err(e) = socket.socket_mut().add_membership(RTNLGRP_IPV6_IFADDR) {
+        log::debug!("address watch: IPv6 address changes not watched: {e}");
+    }
     tokio::spawn(async move {
         loop {
             let buf = match socket.recv_from_full().await {

@@ -38,6 +38,7 @@ pub fn listener_of(addr: SocketAddr) -> Option<Holder> {
         let (ip, port) = local.split_once(':')?;
         let ip = u32::from_str_radix(ip, 16).ok()?;
         let port = u16::from_str_radix(port, 16).ok()?;
+        // IPv4 by nature: /proc/net/tcp lists IPv4 sockets only (tcp6's are another file).
         // The address is the network-order word printed as this machine's integer.
         let ip = std::net::Ipv4Addr::from(ip.to_ne_bytes());
         let ours = port == addr.port() && (ip == *addr.ip() || ip.is_unspecified() || addr.ip().is_unspecified());

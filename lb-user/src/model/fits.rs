@@ -23,6 +23,15 @@ impl Topology {
                 keys.len()
             ));
         }
+        // IPv6 keys have a map of their own (`frontends6`), of the same size.
+        let keys6: HashSet<_> = self.frontends.iter().flat_map(|f| f.keys6.iter()).collect();
+        if keys6.len() > MAX_FRONTENDS as usize {
+            p.push(format!(
+                "{} frontend(s) need {} entries in the kernel's IPv6 frontend map, which holds {MAX_FRONTENDS} (a `*:PORT` takes one per global or unique-local IPv6 address of the attached interfaces); bind some to one address, or serve fewer",
+                self.frontends.len(),
+                keys6.len()
+            ));
+        }
         if self.pools.len() > MAX_POOLS as usize {
             p.push(format!("{} backends: the kernel holds {MAX_POOLS}", self.pools.len()));
         }

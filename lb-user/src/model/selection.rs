@@ -10,11 +10,24 @@ impl Pool {
     /// The kernel's set for new flows: the UP active servers, or, when none is UP, the first UP
     /// backup (all of them with `allbackups`), HAProxy's rule. `is_up` is the health and
     /// administrative verdict.
-    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots, weights at most 256")]
     pub fn backend_set(&self, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
+        self.set_among(None, is_up)
+    }
+
+    /// The kernel's set for new flows of one family (`v6`: IPv6, the set at `id +
+    /// lb_common::POOL_V6`; otherwise IPv4, at `id`): `backend_set`'s rule among that family's
+    /// servers only (no translation between families), so the backups of a family take over
+    /// when none of its active servers is UP.
+    pub fn backend_set_of(&self, v6: bool, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
+        self.set_among(Some(v6), is_up)
+    }
+
+    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_SLOTS slots, weights at most 256")]
+    fn set_among(&self, v6: Option<bool>, is_up: &dyn Fn(u32) -> bool) -> BackendSet {
         let members = |backup: bool, up: bool| -> Vec<(u32, u32)> {
             self.servers
                 .iter()
+                .filter(|s| v6.is_none_or(|v6| s.addr.is_ipv6() == v6))
                 .filter(|s| s.backup == backup && s.weight > 0 && (!up || is_up(s.id)))
                 .map(|s| (s.id, s.weight))
                 .collect()

@@ -3,7 +3,7 @@
 //! runtime formats) or sent as JSON. State here is enums and numbers; only renderers turn it
 //! into words, and none of them reads words back.
 
-use std::{fmt, net::SocketAddrV4};
+use std::{fmt, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -173,7 +173,7 @@ impl fmt::Display for CheckSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerStatus {
     pub name: String,
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub state: ServerState,
     /// The check counter of a checked server (`None` when it is not checked).
     pub health: Option<HealthCounts>,

@@ -127,6 +127,7 @@ pub fn line(
     accept_wall_ns: u64,
 ) -> String {
     let c = &e.client;
+    // IPv4: the flow events the kernel sends are IPv4 flows (IPv6 ones are the data path's).
     let client = std::net::SocketAddrV4::new(e.client_key.src_addr.into(), u16::from_be(e.client_key.src_port_be));
     let (fe, be) = names.frontends.get(&c.frontend_id).map_or(("-", "-"), |(f, b)| (f.as_str(), b.as_str()));
     let srv = names.servers.get(&c.server_id).map_or("<NOSRV>", String::as_str);

@@ -3,7 +3,7 @@
 //! `allow if NAME` + unconditional reject forms) becomes `allow = [CIDR...]`. Anything else
 //! that refuses connections cannot be kept, and losing access control is an error note.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{lex::Line, notes::Notes, raw::Proxy};
 use crate::config::{Cidr, Parsed};
@@ -32,11 +32,14 @@ impl Acl {
 
 /// A network as HAProxy reads one: `ADDR`, `ADDR/LEN` (host bits are masked, as HAProxy does).
 fn network(text: &str) -> Option<Cidr> {
-    let (addr, len) = text.split_once('/').unwrap_or((text, "32"));
-    let addr: Ipv4Addr = addr.parse().ok()?;
-    let prefix: u8 = len.parse().ok().filter(|p| *p <= 32)?;
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    Some(Cidr { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+    let (addr, len) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
+    let addr: IpAddr = addr.parse().ok()?;
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match len {
+        Some(l) => l.parse().ok().filter(|p| *p <= width)?,
+        None => width,
+    };
+    Some(Cidr { addr: crate::config::network_of(addr, prefix), prefix })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

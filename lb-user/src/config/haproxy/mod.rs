@@ -19,7 +19,7 @@ mod parse;
 mod raw;
 mod translate;
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
 pub use notes::{Note, Severity};
 
@@ -44,13 +44,13 @@ pub struct ImportOptions<'a> {
     /// `global.interfaces` (`--iface`, or the host's default-route interface); empty: none
     /// known, said in an error note (the shipped unit refuses a configuration without one).
     pub interfaces: Vec<String>,
-    /// Resolves a server's host name to an IPv4 address; `None`: names are refused
+    /// Resolves a server's host name to an address (IPv4 preferred); `None`: names are refused
     /// (`--no-resolve`).
     pub resolve: Option<&'a Resolve<'a>>,
 }
 
-/// A host name's IPv4 address, if it has one.
-pub type Resolve<'a> = dyn Fn(&str) -> Option<Ipv4Addr> + 'a;
+/// A host name's address, if it has one.
+pub type Resolve<'a> = dyn Fn(&str) -> Option<IpAddr> + 'a;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -161,8 +161,8 @@ backend pool
     }
 
     /// Names resolve as the test says, not as this host would.
-    fn test_resolve(host: &str) -> Option<std::net::Ipv4Addr> {
-        (host == "etcd3.example").then_some(std::net::Ipv4Addr::new(198, 18, 0, 23))
+    fn test_resolve(host: &str) -> Option<std::net::IpAddr> {
+        (host == "etcd3.example").then_some(std::net::IpAddr::from([198, 18, 0, 23]))
     }
 
     fn import(text: &str) -> Result<Import, ImportError> {
@@ -408,5 +408,105 @@ listen api 198.18.0.10:6443
                 let _ = to_toml(&i);
             }
         }
+    }
+
+    /// A frontend with `bind_line` before one backend with `servers` (each a `server` line's
+    /// address and options).
+    fn dual(bind_line: &str, servers: &[&str]) -> Result<Import, ImportError> {
+        let servers: Vec<String> = servers.iter().enumerate().map(|(i, s)| format!("  server m{i} {s}\n")).collect();
+        import(&format!(
+            "defaults\n  mode tcp\nfrontend f\n  {bind_line}\n  default_backend b\nbackend b\n{}",
+            servers.concat()
+        ))
+    }
+
+    fn binds(i: &Import) -> Vec<&str> {
+        i.config.frontends.iter().map(|f| f.bind.text()).collect()
+    }
+
+    #[test]
+    fn ipv6_binds_are_translated_as_haproxy_reads_them() {
+        let both = ["[2001:db8::1]:6443 check", "198.18.0.21:6443 check"];
+        for (bind, want) in [
+            ("bind :::16444", "*:16444"),
+            ("bind [::]:16443", "*:16443"),
+            ("bind ipv6@:16443", "*:16443"),
+            ("bind :16443 v4v6", "*:16443"),
+            ("bind *:16443", "*:16443"),
+            ("bind 2001:db8::10:16443", "[2001:db8::10]:16443"),
+            ("bind [2001:db8::10]:16443", "[2001:db8::10]:16443"),
+            ("bind ipv4@198.18.0.10:16443", "198.18.0.10:16443"),
+        ] {
+            let i = dual(bind, &both).unwrap();
+            assert_eq!(binds(&i), vec![want], "{bind}");
+            assert_eq!(i.errors().count(), 0, "{bind}: {:#?}", i.notes);
+            assert!(!has(&i.notes, "not translated"), "{bind}: v4v6 is taken: {:#?}", i.notes);
+        }
+        // A family prefix that does not match the address, another socket family.
+        for bind in ["bind ipv4@2001:db8::10:16443", "bind unix@/run/x.sock", "bind udp@:16443"] {
+            let i = dual(bind, &both);
+            assert!(i.is_err() || i.as_ref().is_ok_and(|i| i.errors().count() > 0), "{bind}");
+        }
+    }
+
+    #[test]
+    fn ipv6_servers_are_translated_in_each_of_haproxys_forms() {
+        let i = dual(
+            "bind :::6443",
+            &["[2001:db8::1]:6443 check", "2001:db8::2:6443 check", "ipv6@2001:db8::3:6443", "ipv6@[2001:db8::4]:6443"],
+        )
+        .unwrap();
+        let addrs: Vec<&str> = i.config.backends[0].servers.iter().map(|s| s.address.text()).collect();
+        assert_eq!(addrs, ["[2001:db8::1]:6443", "[2001:db8::2]:6443", "[2001:db8::3]:6443", "[2001:db8::4]:6443"]);
+        // `:::6443` accepts IPv4 too (bindv6only=0): IPv4 clients lose their servers.
+        assert!(has(
+            &i.notes,
+            "HAProxy accepted IPv4 clients here and connected them to the IPv6 servers of backend b"
+        ));
+        assert!(i.notes.iter().all(|n| n.severity != Severity::Error), "{:#?}", i.notes);
+        // ipv4@ with an IPv6 address is not a server.
+        let i = dual("bind :::6443", &["ipv4@2001:db8::1:6443", "[2001:db8::2]:6443"]).unwrap();
+        assert_eq!(i.config.backends[0].servers.len(), 1);
+        assert!(has(&i.notes, "server m0 skipped"));
+    }
+
+    #[test]
+    fn a_dual_stack_pair_of_binds_folds_into_one_frontend() {
+        let i = import(
+            "defaults\n  mode tcp\nfrontend f\n  bind *:6443\n  bind :::6443 v6only\n  default_backend b\nbackend b\n  server a 198.18.0.21:6443\n  server b [2001:db8::21]:6443\n",
+        )
+        .unwrap();
+        assert_eq!(binds(&i), vec!["*:6443"]);
+        assert!(has(&i.notes, "bind \":::6443\" folded into \"*:6443\""), "{:#?}", i.notes);
+        assert_eq!(i.errors().count(), 0, "{:#?}", i.notes);
+        assert!(i.config.problems().is_empty(), "{}", i.config.problems());
+    }
+
+    #[test]
+    fn an_ipv6_only_bind_to_ipv4_servers_is_an_error() {
+        let i = dual("bind 2001:db8::10:6443", &["198.18.0.21:6443"]).unwrap();
+        assert!(
+            i.errors()
+                .any(|n| n.text.contains(
+                    "HAProxy accepted IPv6 clients here and connected them to the IPv4 servers of backend b"
+                ) && n.text.contains("nothing is")),
+            "{:#?}",
+            i.notes
+        );
+        // v6only on the any address: IPv6 only in HAProxy, IPv4 servers only here.
+        let i = dual("bind :::6443 v6only", &["198.18.0.21:6443"]).unwrap();
+        assert!(has(&i.notes, "cannot be IPv6 only"), "{:#?}", i.notes);
+        assert!(i.errors().count() > 0, "{:#?}", i.notes);
+    }
+
+    #[test]
+    fn ipv6_sources_and_acl_networks_are_translated() {
+        let i = import(
+            "defaults\n  mode tcp\nfrontend f\n  bind :::6443\n  acl ok src 2001:db8::/32 198.18.0.0/24\n  tcp-request connection reject if !ok\n  default_backend b\nbackend b\n  source 2001:db8::10\n  server a [2001:db8::21]:6443\n",
+        )
+        .unwrap();
+        assert_eq!(i.config.backends[0].source, vec!["2001:db8::10".parse::<std::net::IpAddr>().unwrap()]);
+        let allow: Vec<&str> = i.config.frontends[0].allow.iter().map(crate::config::Parsed::text).collect();
+        assert_eq!(allow, ["2001:db8::/32", "198.18.0.0/24"], "{:#?}", i.notes);
     }
 }

@@ -1,14 +1,17 @@
 //! Reads an haproxy.cfg's directives into its sections as written (`raw`), with a note for
 //! every directive xdplb does not translate.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use super::{
     access, host,
     lex::Line,
     notes::Notes,
     raw::{
-        CheckConnect, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, Section, ServerOpts, StatsPage, Target,
+        CheckConnect, GlobalOpts, Kind, Listen, Proxy, ProxyCheck, RawServer, Section, ServerOpts, StatsPage, Target,
         OTHER_SECTIONS,
     },
     translate, Import, ImportError, ImportOptions,
@@ -151,7 +154,8 @@ impl<'a> Parser<'a> {
         let mut global = Global::default();
         self.take_stats_pages(&mut global);
         let known: Vec<String> = self.proxies.iter().filter(|p| p.kind.is_backend()).map(|p| p.name.clone()).collect();
-        let frontends = translate::frontends(&self.proxies, &known, &mut self.notes)?;
+        let listened = translate::frontends(&self.proxies, &known, &mut self.notes)?;
+        let frontends: Vec<config::FrontendCfg> = listened.iter().map(|(f, _, _)| f.clone()).collect();
         for p in self.proxies.iter().filter(|p| p.kind == Kind::Backend) {
             access::backend_rules(p, &mut self.notes);
         }
@@ -162,6 +166,7 @@ impl<'a> Parser<'a> {
         if frontends.is_empty() {
             return Err(ImportError::NothingToImport { notes: self.notes.sorted() });
         }
+        translate::family_notes(&listened, &backends, &mut self.notes);
         let mut config = Config { global, frontends, backends };
         host::fill_in(&mut config, &self.opts.interfaces, &mut self.notes);
         Ok(Import { config, notes: self.notes.sorted() })
@@ -189,7 +194,7 @@ impl<'a> Parser<'a> {
             let bind = p.binds.first().and_then(|b| b.parse::<Bind>().ok());
             match bind {
                 Some(Bind::Any(port)) => global.stats_bind = std::net::SocketAddr::from(([0, 0, 0, 0], port)),
-                Some(Bind::Addr(a)) => global.stats_bind = std::net::SocketAddr::V4(a),
+                Some(Bind::Addr(a)) => global.stats_bind = a,
                 None => {}
             }
             let auth = page.auth.as_deref().and_then(|a| a.split_once(':'));
@@ -253,6 +258,7 @@ impl Proxy {
         p.name = name;
         p.line = line;
         p.binds.clear();
+        p.listens.clear();
         p.servers.clear();
         // Only a section's own `stats` lines make it a stats page.
         p.stats = None;
@@ -271,11 +277,37 @@ impl Proxy {
         }
     }
 
-    /// `bind ADDR[,ADDR...]`: each address becomes a frontend of its own.
+    /// `bind ADDR[,ADDR...] [OPTIONS]`: each address becomes a frontend of its own; one that
+    /// comes out as an earlier one of the section (`bind *:6443` and `bind :::6443`, HAProxy's
+    /// two sockets for both families) is folded into it: xdplb's `*:PORT` covers both.
     fn add_binds(&mut self, addrs: &str, line: &Line, notes: &mut Notes) {
+        let opts = line.args(2);
+        let v6only = opts.iter().any(|o| o == "v6only");
         for a in addrs.split(',') {
-            match bind_address(a) {
-                Ok(b) => self.binds.push(b),
+            match bind_address(a, v6only) {
+                Ok((b, listen)) => {
+                    if let Some(i) = self.binds.iter().position(|x| *x == b) {
+                        notes.info(format!(
+                            "line {}: bind {a:?} folded into {b:?}, an earlier bind of {} {}: xdplb's {b:?} serves both IPv4 and IPv6 (of the families its backend has servers of)",
+                            line.no,
+                            self.kind.keyword(),
+                            self.name
+                        ));
+                        if let Some(l) = self.listens.get_mut(i) {
+                            l.v4 |= listen.v4;
+                            l.v6 |= listen.v6;
+                        }
+                        continue;
+                    }
+                    if v6only && listen.v6 && b.starts_with("*:") {
+                        notes.info(format!(
+                            "line {}: bind {a:?} v6only: xdplb's {b:?} cannot be IPv6 only; it serves IPv4 clients too when the backend has IPv4 servers",
+                            line.no
+                        ));
+                    }
+                    self.binds.push(b);
+                    self.listens.push(listen);
+                }
                 Err(why) => notes.error(format!(
                     "line {}: bind {a:?} skipped: {why}; clients connecting there would not be served",
                     line.no
@@ -295,9 +327,13 @@ impl Proxy {
     /// `source ADDR[:PORT] [usesrc ...]`: only the address has an xdplb equivalent.
     fn set_source(&mut self, line: &Line, notes: &mut Notes) {
         let addr = line.word(1).unwrap_or_default();
-        let (ip, port) = addr.split_once(':').map_or((addr, None), |(i, p)| (i, Some(p)));
-        let Ok(ip) = ip.parse::<Ipv4Addr>() else {
-            notes.warn(format!("line {}: `{}`: not an IPv4 source address; not translated", line.no, line.text()));
+        let addr = addr.strip_prefix("ipv4@").or_else(|| addr.strip_prefix("ipv6@")).unwrap_or(addr);
+        let Some((ip, port)) = address_and_port(addr).filter(|(ip, _)| !ip.is_empty()).and_then(|(ip, port)| {
+            // An IPv6 source without a port may be written bare (`source 2001:db8::10`).
+            let ip = ip.parse::<IpAddr>().ok().or_else(|| port.and(addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6)))?;
+            Some((ip, if addr.parse::<Ipv6Addr>().is_ok() { None } else { port }))
+        }) else {
+            notes.warn(format!("line {}: `{}`: not a source address; not translated", line.no, line.text()));
             return;
         };
         // 0.0.0.0 means "the kernel's choice", which is also xdplb's default.
@@ -621,23 +657,28 @@ const EXPECT_PARAMS: &[&str] =
 /// `bind` options: TLS termination and PROXY-protocol acceptance change what the servers
 /// receive; the rest is socket tuning.
 fn bind_options(line: &Line, notes: &mut Notes) {
-    let opts = line.args(2);
+    // The families (`v4v6`, `v6only`) are the address's translation's (`bind_address`).
+    let opts: Vec<&String> = line.args(2).iter().filter(|o| *o != "v4v6" && *o != "v6only").collect();
     if opts.is_empty() {
         return;
     }
-    if opts.iter().any(|o| o == "ssl" || o == "crt") {
+    if opts.iter().any(|o| *o == "ssl" || *o == "crt") {
         notes.error(format!(
             "line {}: `bind ... {}`: HAProxy terminates TLS here and sends plain TCP to the servers; xdplb forwards the client's TLS unchanged, so servers expecting plain traffic would fail every connection (terminate TLS on the servers, or keep a TLS proxy)",
             line.no,
-            opts.join(" ")
+            opts.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" ")
         ));
-    } else if opts.iter().any(|o| o == "accept-proxy") {
+    } else if opts.iter().any(|o| *o == "accept-proxy") {
         notes.error(format!(
             "line {}: `bind ... accept-proxy`: the PROXY header clients send would reach the servers unread; configure the servers to accept it, or drop it upstream",
             line.no
         ));
     } else {
-        notes.warn(format!("line {}: bind options `{}` not translated", line.no, opts.join(" ")));
+        notes.warn(format!(
+            "line {}: bind options `{}` not translated",
+            line.no,
+            opts.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" ")
+        ));
     }
 }
 
@@ -717,19 +758,19 @@ fn add_server(p: &mut Proxy, line: &Line, notes: &mut Notes) -> Result<(), Impor
 /// Why a value on a `bind`, `server` or server-option line is not translated; said in its note.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Untranslatable {
-    #[error("{0:?} is IPv6; xdplb needs IPv4:PORT")]
-    Ipv6(String),
-    #[error("{0:?} is neither an IPv4 address nor a host name")]
+    #[error("{0:?} is not an address of the family its prefix asks for")]
+    Family(String),
+    #[error("{0:?} is neither an IP address nor a host name")]
     ServerName(String),
     #[error("port offset {0:?}: xdplb needs a fixed port")]
     PortOffset(String),
-    #[error("not a TCP/IPv4 address; xdplb listens on IPv4 only")]
+    #[error("not a TCP address (IPv4 or IPv6); xdplb listens on TCP only")]
     NotTcp,
     #[error("no port; write ADDR:PORT")]
     NoPort,
     #[error("port range {0}: xdplb binds one port per frontend; write one bind per port")]
     PortRange(String),
-    #[error("{0:?} is not an IPv4 address; xdplb listens on IPv4 only")]
+    #[error("{0:?} is not an IPv4 or IPv6 address")]
     BindHost(String),
     #[error("{0:?} is not a number")]
     NotANumber(String),
@@ -743,15 +784,38 @@ pub(super) enum Untranslatable {
     Unit(#[from] UnitError),
 }
 
-/// `IPv4:PORT`, a bare `IPv4`, or a host name (resolved at translation); IPv6 is refused.
+/// The family an address prefix asks for: `ipv4@`/`tcp4@` IPv4, `ipv6@`/`tcp6@` IPv6, `tcp@`
+/// either; the rest of the text. `None` for another kind of socket (`unix@`, `udp@`, `fd@`...).
+fn family_prefix(s: &str) -> Option<(Option<bool>, &str)> {
+    for (prefix, v6) in
+        [("ipv4@", Some(false)), ("tcp4@", Some(false)), ("ipv6@", Some(true)), ("tcp6@", Some(true)), ("tcp@", None)]
+    {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            return Some((v6, rest));
+        }
+    }
+    (!s.contains('@') && !s.starts_with('/')).then_some((None, s))
+}
+
+/// HAProxy's `ADDR:PORT`: `[IPv6]:PORT` in brackets, or the last colon separates the port
+/// (`2001:db8::10:6443`, `:::6443`); `ADDR` alone has no port. `None` for an unclosed bracket.
+fn address_and_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            a => Some((host, Some(a.strip_prefix(':')?))),
+        };
+    }
+    Some(s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p))))
+}
+
+/// `IPv4:PORT`, `IPv6:PORT` (`[IPv6]:PORT`), a bare address, or a host name (resolved at
+/// translation), with HAProxy's family prefixes.
 fn server_address(s: &str) -> Result<Target, Untranslatable> {
-    let s = s.strip_prefix("ipv4@").unwrap_or(s);
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, _)) if h.contains(':') => return Err(Untranslatable::Ipv6(s.into())),
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    let Ok(ip) = host.parse::<Ipv4Addr>() else {
+    let (family, rest) = family_prefix(s).ok_or_else(|| Untranslatable::ServerName(s.into()))?;
+    let (host, port) = address_and_port(rest).ok_or_else(|| Untranslatable::ServerName(s.into()))?;
+    let Ok(ip) = host.parse::<IpAddr>() else {
         let name_like = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !name_like {
             return Err(Untranslatable::ServerName(host.into()));
@@ -765,31 +829,44 @@ fn server_address(s: &str) -> Result<Target, Untranslatable> {
         };
         return Ok(Target::Name { host: host.into(), port });
     };
+    if family.is_some_and(|v6| v6 != ip.is_ipv6()) {
+        return Err(Untranslatable::Family(s.into()));
+    }
     match port {
         None | Some("") => Ok(Target::NoPort(ip)),
         Some(p) if p.starts_with(['+', '-']) => Err(Untranslatable::PortOffset(p.into())),
+        Some(p) if ip.is_ipv6() => Ok(Target::Addr(config::parse_server_addr(&format!("[{ip}]:{p}"))?)),
         Some(p) => Ok(Target::Addr(config::parse_server_addr(&format!("{ip}:{p}"))?)),
     }
 }
 
-/// A bind address the way xdplb writes it: `*:PORT` for every address, or `IPv4:PORT`.
-fn bind_address(s: &str) -> Result<String, Untranslatable> {
-    let s = s.strip_prefix("ipv4@").unwrap_or(s);
-    if s.contains('@') || s.starts_with('/') {
-        return Err(Untranslatable::NotTcp);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or(Untranslatable::NoPort)?;
+/// A bind address the way xdplb writes it, `*:PORT` for every address (both families),
+/// `IPv4:PORT` or `[IPv6]:PORT`, and the families HAProxy accepted there: `*`, `0.0.0.0` and
+/// an empty address are IPv4's any; `::` (also `ipv6@:PORT`) IPv6's, which takes IPv4 too on
+/// Linux (`net.ipv6.bindv6only=0`; `v4v6` says so) unless `v6only`.
+fn bind_address(s: &str, v6only: bool) -> Result<(String, Listen), Untranslatable> {
+    let (family, rest) = family_prefix(s).ok_or(Untranslatable::NotTcp)?;
+    let (host, port) = address_and_port(rest).ok_or_else(|| Untranslatable::BindHost(rest.into()))?;
+    let port = port.ok_or(Untranslatable::NoPort)?;
     if port.contains('-') {
         return Err(Untranslatable::PortRange(port.into()));
     }
-    let host = match host {
-        "" | "*" | "0.0.0.0" => "*",
-        h if h.parse::<Ipv4Addr>().is_ok() => h,
-        h => return Err(Untranslatable::BindHost(h.into())),
+    let any6 = Listen { v4: !v6only, v6: true };
+    let (text, listen) = match (host, family) {
+        ("" | "*", Some(true)) => ("*".to_owned(), any6),
+        ("" | "*" | "0.0.0.0", Some(false) | None) => ("*".to_owned(), Listen { v4: true, v6: false }),
+        (h, _) => match h.parse::<IpAddr>() {
+            Ok(ip) if family.is_some_and(|v6| v6 != ip.is_ipv6()) => return Err(Untranslatable::Family(s.into())),
+            Ok(IpAddr::V6(ip)) if ip.is_unspecified() => ("*".to_owned(), any6),
+            Ok(IpAddr::V6(ip)) => (format!("[{ip}]"), Listen { v4: false, v6: true }),
+            Ok(IpAddr::V4(ip)) if ip == Ipv4Addr::UNSPECIFIED => ("*".to_owned(), Listen { v4: true, v6: false }),
+            Ok(IpAddr::V4(ip)) => (ip.to_string(), Listen { v4: true, v6: false }),
+            Err(_) => return Err(Untranslatable::BindHost(h.into())),
+        },
     };
-    let bind = format!("{host}:{port}");
+    let bind = format!("{text}:{port}");
     bind.parse::<Bind>()?;
-    Ok(bind)
+    Ok((bind, listen))
 }
 
 /// How a server option was taken: the words it used, and whether xdplb has it.

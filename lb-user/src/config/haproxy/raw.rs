@@ -2,7 +2,7 @@
 //! `frontend`, `backend`, `listen`), their check settings, servers and server options.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
 };
 
@@ -110,17 +110,27 @@ pub(super) fn based(base: Option<&PathBuf>, file: &str) -> PathBuf {
     }
 }
 
+/// The address families HAProxy accepted clients of on one bind: `*:PORT` IPv4, `:::PORT`
+/// both on Linux (`net.ipv6.bindv6only=0`, or `v4v6`) unless `v6only`, an address its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Listen {
+    pub(super) v4: bool,
+    pub(super) v6: bool,
+}
+
 /// A `defaults`, `frontend`, `backend` or `listen` section as written, before translation.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Proxy {
     pub(super) kind: Kind,
     pub(super) name: String,
     pub(super) line: usize,
-    /// Normalised bind addresses (`*:PORT` or `IPv4:PORT`), in order.
+    /// Normalised bind addresses (`*:PORT`, `IPv4:PORT` or `[IPv6]:PORT`), in order.
     pub(super) binds: Vec<String>,
+    /// The families HAProxy accepted clients of on each of `binds` (same order).
+    pub(super) listens: Vec<Listen>,
     pub(super) default_backend: Option<(usize, String)>,
     pub(super) check: ProxyCheck,
-    pub(super) source: Vec<Ipv4Addr>,
+    pub(super) source: Vec<IpAddr>,
     /// `retries N` and `[no] option redispatch`, where set (a `defaults` section's carry over).
     pub(super) retries: Option<(usize, u8)>,
     pub(super) redispatch: Option<bool>,
@@ -187,9 +197,9 @@ pub(super) struct RawServer {
 
 #[derive(Debug, Clone)]
 pub(super) enum Target {
-    Addr(SocketAddrV4),
+    Addr(SocketAddr),
     /// HAProxy then uses the port the client connected to.
-    NoPort(Ipv4Addr),
+    NoPort(IpAddr),
     /// A host name, resolved at translation (HAProxy resolves it when it starts).
     Name {
         host: String,

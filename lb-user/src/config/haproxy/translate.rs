@@ -2,12 +2,12 @@
 //! backend per HAProxy backend, and the per-server check settings HAProxy has folded into
 //! xdplb's per-backend ones, with a note wherever the result behaves differently.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::{
     access,
     notes::Notes,
-    raw::{based, GlobalOpts, Kind, Proxy, ProxyCheck, RawServer, ServerOpts, Target},
+    raw::{based, GlobalOpts, Kind, Listen, Proxy, ProxyCheck, RawServer, ServerOpts, Target},
     ImportError,
 };
 use crate::config::{
@@ -20,7 +20,7 @@ pub(super) fn frontends(
     proxies: &[Proxy],
     known: &[String],
     notes: &mut Notes,
-) -> Result<Vec<FrontendCfg>, ImportError> {
+) -> Result<Vec<(FrontendCfg, Listen, usize)>, ImportError> {
     let mut out = Vec::new();
     for p in proxies.iter().filter(|p| p.kind.is_frontend()) {
         let Some((line, backend)) = frontend_target(p) else {
@@ -68,10 +68,51 @@ pub(super) fn frontends(
                     )),
                 }
             }
-            out.push(f);
+            out.push((f, p.listens.get(i).copied().unwrap_or_default(), p.line));
         }
     }
     Ok(out)
+}
+
+/// Where HAProxy and xdplb serve different families on a frontend: HAProxy connects a client
+/// of either family to a server of either (it is a proxy); xdplb translates no address, so a
+/// client goes to a server of its own family, and `*:PORT` serves the families the backend has
+/// servers of.
+pub(super) fn family_notes(frontends: &[(FrontendCfg, Listen, usize)], backends: &[BackendCfg], notes: &mut Notes) {
+    for (f, listen, line) in frontends {
+        let Some(b) = backends.iter().find(|b| b.name == f.backend) else { continue };
+        let servers: Vec<SocketAddr> = b.servers.iter().filter_map(|s| s.address.get().map(|a| a.0)).collect();
+        if servers.is_empty() {
+            continue;
+        }
+        let (has4, has6) = (servers.iter().any(SocketAddr::is_ipv4), servers.iter().any(SocketAddr::is_ipv6));
+        let both = listen.v4 && listen.v6;
+        for (family, other, listened, has) in [("IPv4", "IPv6", listen.v4, has4), ("IPv6", "IPv4", listen.v6, has6)] {
+            if !listened || has {
+                continue;
+            }
+            let what = format!(
+                "line {line}: frontend {}: bind {}: HAProxy accepted {family} clients here and connected them to the {other} servers of backend {}; xdplb does not translate between IPv4 and IPv6, so {family} clients are not served",
+                f.name, f.bind, b.name
+            );
+            if both {
+                // HAProxy's dual-stack listener (kind's `bind :::6443` beside `*:6443`): the
+                // other family is served as before.
+                notes.warn(format!("{what} (add {family} servers to serve them)"));
+            } else {
+                notes.error(format!("{what}: nothing is; add {family} servers to the backend"));
+            }
+        }
+        let wildcard = matches!(f.bind.get(), Some(Bind::Any(_)));
+        for (family, listened, has) in [("IPv4", listen.v4, has4), ("IPv6", listen.v6, has6)] {
+            if wildcard && has && !listened {
+                notes.info(format!(
+                    "line {line}: frontend {}: bind {}: xdplb serves {family} clients here too (every address of the attached interfaces, of each family backend {} has servers of); HAProxy did not listen for them",
+                    f.name, f.bind, b.name
+                ));
+            }
+        }
+    }
 }
 
 fn frontend_target(p: &Proxy) -> Option<(usize, String)> {
@@ -88,7 +129,7 @@ struct Resolved {
     check: CheckCfg,
 }
 
-/// Resolves a host name to an IPv4 address (`ImportOptions::resolve`).
+/// Resolves a host name to an address (`ImportOptions::resolve`).
 pub(super) type Resolver<'a> = Option<&'a super::Resolve<'a>>;
 
 pub(super) fn backend(
@@ -138,7 +179,7 @@ fn resolve_server(
 ) -> Option<Resolved> {
     let opts = p.default_server.overlay(&s.opts);
     let (ip, port) = match &s.target {
-        Target::Addr(a) => (*a.ip(), Some(a.port())),
+        Target::Addr(a) => (a.ip(), Some(a.port())),
         Target::NoPort(ip) => (*ip, None),
         Target::Name { host, port } => (resolve_name(s, host, resolve, notes)?, *port),
     };
@@ -147,7 +188,7 @@ fn resolve_server(
     } else {
         let Some(port) = frontend_port(&p.name, frontends) else {
             notes.error(format!(
-                "line {}: server {} skipped: it has no port and its frontends do not share one; write IPv4:PORT, or the backend loses this server",
+                "line {}: server {} skipped: it has no port and its frontends do not share one; write ADDR:PORT, or the backend loses this server",
                 s.line, s.name
             ));
             return None;
@@ -158,7 +199,7 @@ fn resolve_server(
         ));
         port
     };
-    let address = SocketAddrV4::new(ip, port);
+    let address = SocketAddr::new(ip, port);
     if let Err(why) = config::parse_server_addr(&address.to_string()) {
         notes.error(format!("line {}: server {} skipped: {why}; the backend loses this server", s.line, s.name));
         return None;
@@ -184,17 +225,17 @@ fn resolve_server(
 }
 
 /// A server's host name, resolved now: xdplb keeps addresses, not names.
-fn resolve_name(s: &RawServer, host: &str, resolve: Resolver, notes: &mut Notes) -> Option<Ipv4Addr> {
+fn resolve_name(s: &RawServer, host: &str, resolve: Resolver, notes: &mut Notes) -> Option<IpAddr> {
     let Some(resolve) = resolve else {
         notes.error(format!(
-            "line {}: server {} skipped: {host:?} is a host name and names are not resolved (--no-resolve); write its IPv4 address, or the backend loses this server",
+            "line {}: server {} skipped: {host:?} is a host name and names are not resolved (--no-resolve); write its address, or the backend loses this server",
             s.line, s.name
         ));
         return None;
     };
     let Some(ip) = resolve(host) else {
         notes.error(format!(
-            "line {}: server {} skipped: {host:?} does not resolve to an IPv4 address on this host; write its address, or the backend loses this server",
+            "line {}: server {} skipped: {host:?} does not resolve to an address on this host; write its address, or the backend loses this server",
             s.line, s.name
         ));
         return None;
