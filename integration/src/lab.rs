@@ -13,7 +13,7 @@
 //!   metadata that would have completed it, so the hosts that send traffic (client, backends)
 //!   compute checksums in software (`ethtool -K eth0 tx off`). Packets from a wire are whole.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 
@@ -31,6 +31,15 @@ pub const HA_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 pub fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 21 + i as u8)
+}
+
+/// IPv6 addresses of the one-arm lab (`Lab::dual_stack`), from 2001:2::/48 (RFC 5180, the
+/// IPv6 benchmarking block, as 198.18.0.0/15 is IPv4's), same last numbers as IPv4's.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+pub const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+
+pub fn backend_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x21 + i as u16)
 }
 
 pub struct Backend {
@@ -159,6 +168,19 @@ impl Lab {
         napi_peer(&sw, "plb")?;
         let backends = backends(names, &sw, n)?;
         Ok(Lab { lb, lb_ifaces: vec!["eth0".into()], client, more_clients, vip: LB, backends, _infra: vec![sw] })
+    }
+
+    /// Gives the one-arm lab's client, balancer and backends their IPv6 addresses too
+    /// (`CLIENT6`, `LB6`, `backend_addr6`), usable at once (no duplicate address detection).
+    pub fn dual_stack(&self) -> Result<()> {
+        let add =
+            |ns: &NetNs, addr: Ipv6Addr| ns.ip(&["-6", "addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"]);
+        add(&self.client, CLIENT6)?;
+        add(&self.lb, LB6)?;
+        for (i, b) in self.backends.iter().enumerate() {
+            add(&b.ns, backend_addr6(i))?;
+        }
+        Ok(())
     }
 
     /// Lets every backend receive XDP_TX/XDP_REDIRECT frames (a co-located lab runs xdplb on

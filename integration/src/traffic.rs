@@ -288,7 +288,7 @@ pub fn wait_table_empty(pin_dir: &std::path::Path, within: Duration) -> Result<(
     let flows = lb_user::dataplane::flows::FlowTable::open_pinned(pin_dir)?;
     let deadline = Instant::now() + within;
     loop {
-        let n = flows.entries().len();
+        let n = flows.entry_count();
         if n == 0 {
             return Ok(());
         }

@@ -174,7 +174,7 @@ pub const MAX_ALLOW: u32 = 4096;
 /// Key data of `allow`, an LPM trie: the frontend, then a source network. The prefix length of
 /// an entry is 32 (the whole frontend id) plus the network's prefix; a lookup uses 64.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllowKey {
     /// Big-endian, so that the trie's bit order matches the whole id first.
     pub frontend_id_be: u32,
@@ -621,7 +621,7 @@ pub type SweepState = u32;
 
 /// Key data of `allow6`, the IPv6 twin of `allow` (`AllowKey`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllowKey6 {
     pub frontend_id_be: u32,
     pub addr: [u8; 16],

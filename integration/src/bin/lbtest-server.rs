@@ -68,7 +68,10 @@ fn main() {
             Some(("ctl", p)) => (Mode::Control, p),
             _ => (Mode::Echo, port.as_str()),
         };
-        let l = TcpListener::bind(("0.0.0.0", port.parse::<u16>().expect("port"))).expect("bind");
+        // Both families (a `::` socket takes IPv4 too, as v4-mapped), IPv4 alone where the host
+        // has no IPv6.
+        let port = port.parse::<u16>().expect("port");
+        let l = TcpListener::bind(("::", port)).or_else(|_| TcpListener::bind(("0.0.0.0", port))).expect("bind");
         let name = name.clone();
         handles.push(thread::spawn(move || {
             for s in l.incoming().flatten() {

@@ -133,13 +133,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Host changes are recorded so that `xdplb detach` can undo them.
     let mut host = HostChanges::open(&g.pin_dir);
     host.reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
+    // The IPv6 tables are sized now, for good: like IPv4's with IPv6 servers, small without.
+    let ipv6 = dataplane::memory::topology_has_ipv6(&topology);
     for i in &ifaces {
         host.prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
+        if ipv6 {
+            host.prepare_interface6(&i.name)
+                .with_context(|| format!("setting IPv6 forwarding sysctls on {}", i.name))?;
+        }
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
-    // The IPv6 tables are sized now, for good: like IPv4's with IPv6 servers, small without.
-    let ipv6 = dataplane::memory::topology_has_ipv6(&topology);
     let mut ebpf = dataplane::load(&LoadOptions {
         pin_dir: Some(g.pin_dir.clone()),
         max_flows: g.max_flows,
@@ -559,6 +563,11 @@ impl Agent {
     /// change together, or neither does (a map write that fails rolls the maps back, and the
     /// registry returns to its checkpoint), and the old configuration keeps running.
     fn apply(&mut self, global: Global, topology: Topology, plans: HashMap<u32, health::Plan>) -> Result<()> {
+        if !self.ipv6 && dataplane::memory::topology_has_ipv6(&topology) {
+            anyhow::bail!(
+                "this configuration has IPv6 servers, and the agent started without any: its IPv6 connection tables and IPv6 forwarding are set up at start (restart it: systemctl restart xdplb); nothing was changed"
+            );
+        }
         let (a, b) = (&self.global, &global);
         if a.interfaces != b.interfaces
             || a.pin_dir != b.pin_dir

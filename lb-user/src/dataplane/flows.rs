@@ -347,6 +347,12 @@ impl FlowTable {
         self.v6.as_ref()?.get(key)
     }
 
+    /// Entries of both families (both directions, established and half-open), as the kernel
+    /// has them now.
+    pub fn entry_count(&self) -> usize {
+        self.v4.entries().len() + self.v6.as_ref().map_or(0, |t| t.entries().len())
+    }
+
     /// Every IPv4 entry (both directions, established and half-open), as the kernel has them.
     pub fn entries(&self) -> Vec<(FlowKey, Flow)> {
         self.v4.entries()

@@ -2,7 +2,11 @@
 //! (and their ports' bitmap), backend sets, servers, settings and redirect ports. The rest of the agent asks this owner.
 //! (The connection table is `conntrack`'s; counters are read-only, in `stats`.)
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    hash::Hash,
+    net::{IpAddr, SocketAddr},
+};
 
 use aya::{
     maps::{
@@ -12,15 +16,16 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, AllowKey, BackendSet, Frontend, FrontendKey, Server, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST,
-    FRONTEND_PORT_WORDS, MAX_SOURCES, SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_FLOW_EVENTS,
-    SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
+    names, AllowKey, AllowKey6, BackendSet, Frontend, FrontendKey, FrontendKey6, FrontendKeyOf, Server, Server6,
+    ServerOf, Settings, SuspicionVerdict, FRONTEND_F_ALLOWLIST, FRONTEND_PORT_WORDS, MAX_SOURCES, POOL_V6,
+    SERVER_F_LOCAL, SERVER_F_VALID, SETTINGS_F_FLOW_EVENTS, SETTINGS_F_RST_NO_BACKEND, SETTINGS_F_TS_TRANSLATE,
 };
 
+use super::flows::Addr;
 use crate::{
     config::Global,
     host::netif::Interface,
-    model::{frontend_keys, Pool, Topology},
+    model::{frontend_keys, frontend_keys6, FrontendEntry, Pool, ServerEntry, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,10 @@ pub struct MapOwner {
     tx_ports: DevMapHash<MapData>,
     suspicion_verdict: Array<MapData, SuspicionVerdict>,
     allow: LpmTrie<MapData, AllowKey, u32>,
+    // IPv6's twins (see lb-common's `names`).
+    frontends6: HashMap<MapData, FrontendKey6, Frontend>,
+    servers6: Array<MapData, Server6>,
+    allow6: LpmTrie<MapData, AllowKey6, u32>,
 }
 
 /// What the owner's maps hold, read back whole: what a failed change is rolled back to.
@@ -68,6 +77,9 @@ pub struct KernelState {
     pub settings: Settings,
     /// The allowlists' entries: (prefix length, key), sorted.
     pub allow: Vec<(u32, AllowKey)>,
+    pub frontends6: Vec<(FrontendKey6, Frontend)>,
+    pub servers6: Vec<(u32, Server6)>,
+    pub allow6: Vec<(u32, AllowKey6)>,
 }
 
 impl MapOwner {
@@ -91,58 +103,42 @@ impl MapOwner {
             tx_ports: open(dir, names::TX_PORTS)?,
             suspicion_verdict: open(dir, names::SUSPICION_VERDICT)?,
             allow: open(dir, names::ALLOW)?,
+            frontends6: open(dir, names::FRONTENDS6)?,
+            servers6: open(dir, names::SERVERS6)?,
+            allow6: open(dir, names::ALLOW6)?,
         })
     }
 
     /// Reads back everything the owner wrote.
     pub fn state(&self) -> Result<KernelState, MapsError> {
-        let mut frontends: Vec<(FrontendKey, Frontend)> =
-            self.frontends.iter().collect::<Result<_, _>>().map_err(at(names::FRONTENDS))?;
-        frontends.sort_by_key(|(k, _)| (k.addr, k.port_be));
         let mut backend_sets: Vec<(u32, BackendSet)> =
             self.backend_sets.iter().collect::<Result<_, _>>().map_err(at(names::BACKEND_SETS))?;
         backend_sets.sort_by_key(|(k, _)| *k);
-        let mut servers = Vec::new();
-        for id in 0..lb_common::MAX_SERVERS {
-            let s = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
-            if s.flags & SERVER_F_VALID != 0 {
-                servers.push((id, s));
-            }
-        }
         let settings = self.settings.get(&0, 0).map_err(at(names::SETTINGS))?;
-        let allow = self.allow_entries()?;
+        let allow = lpm_entries(&self.allow, names::ALLOW)?;
         let mut frontend_ports = Vec::new();
         for (i, first) in (0..FRONTEND_PORT_WORDS).zip((0..=u16::MAX).step_by(64)) {
             let word = self.frontend_ports.get(&i, 0).map_err(at(names::FRONTEND_PORTS))?;
             frontend_ports.extend((0..64u16).filter(|b| word & (1 << b) != 0).map(|b| first + b));
         }
-        Ok(KernelState { frontends, frontend_ports, backend_sets, servers, settings, allow })
+        Ok(KernelState {
+            frontends: frontend_entries(&self.frontends, names::FRONTENDS)?,
+            frontend_ports,
+            backend_sets,
+            servers: server_entries(&self.servers, names::SERVERS)?,
+            settings,
+            allow,
+            frontends6: frontend_entries(&self.frontends6, names::FRONTENDS6)?,
+            servers6: server_entries(&self.servers6, names::SERVERS6)?,
+            allow6: lpm_entries(&self.allow6, names::ALLOW6)?,
+        })
     }
 
-    fn allow_entries(&self) -> Result<Vec<(u32, AllowKey)>, MapsError> {
-        let mut out: Vec<(u32, AllowKey)> = self
-            .allow
-            .keys()
-            .map(|k| k.map(|k| (k.prefix_len(), k.data())))
-            .collect::<Result<_, _>>()
-            .map_err(at(names::ALLOW))?;
-        out.sort_by_key(|(len, k)| (k.frontend_id_be, k.addr, *len));
-        Ok(out)
-    }
-
-    /// Makes `allow` hold exactly `want`: new entries first, then the stale ones removed (a
-    /// frontend's flag is set only once its entries are in, see `apply`).
-    fn write_allow(&mut self, want: &[(u32, AllowKey)]) -> Result<(), MapsError> {
-        for (len, k) in want {
-            self.allow.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW))?;
-        }
-        let keep: HashSet<(u32, AllowKey)> = want.iter().copied().collect();
-        for (len, k) in self.allow_entries()? {
-            if !keep.contains(&(len, k)) {
-                self.allow.remove(&Key::new(len, k)).map_err(at(names::ALLOW))?;
-            }
-        }
-        Ok(())
+    /// Makes both allowlist maps hold exactly `want`: new entries first, then the stale ones
+    /// removed (a frontend's flag is set only once its entries are in, see `apply`).
+    fn write_allow(&mut self, want: &AllowEntries) -> Result<(), MapsError> {
+        write_lpm(&mut self.allow, &want.v4, names::ALLOW)?;
+        write_lpm(&mut self.allow6, &want.v6, names::ALLOW6)
     }
 
     /// Makes the maps hold `old` again (after a change failed halfway), in the order `apply`
@@ -151,33 +147,23 @@ impl MapOwner {
         for (id, s) in &old.servers {
             self.servers.set(*id, *s, 0).map_err(at(names::SERVERS))?;
         }
+        for (id, s) in &old.servers6 {
+            self.servers6.set(*id, *s, 0).map_err(at(names::SERVERS6))?;
+        }
         for (id, set) in &old.backend_sets {
             self.backend_sets.insert(id, set, 0).map_err(at(names::BACKEND_SETS))?;
         }
-        self.write_allow(&old.allow)?;
-        let old_keys = || old.frontends.iter().map(|(k, _)| *k);
-        let current: Vec<FrontendKey> = self.kernel_frontend_keys().collect();
-        self.write_frontend_ports(old_keys().chain(current))?;
-        for (k, v) in &old.frontends {
-            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
-        }
-        let keep: HashSet<FrontendKey> = old_keys().collect();
-        let stale: Vec<FrontendKey> = self.kernel_frontend_keys().filter(|k| !keep.contains(k)).collect();
-        for k in stale {
-            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
-        }
-        self.write_frontend_ports(old_keys())?;
+        self.write_allow(&AllowEntries { v4: old.allow.clone(), v6: old.allow6.clone() })?;
+        let old4: StdHashMap<FrontendKey, Frontend> = old.frontends.iter().copied().collect();
+        let old6: StdHashMap<FrontendKey6, Frontend> = old.frontends6.iter().copied().collect();
+        self.write_frontends(&old4, &old6)?;
         let keep: HashSet<u32> = old.backend_sets.iter().map(|(k, _)| *k).collect();
         let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
         for k in stale {
             self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
         }
-        let keep: HashSet<u32> = old.servers.iter().map(|(k, _)| *k).collect();
-        for id in 1..lb_common::MAX_SERVERS {
-            if !keep.contains(&id) && self.servers.get(&id, 0).is_ok_and(|s| s.flags & SERVER_F_VALID != 0) {
-                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
-            }
-        }
+        clear_servers_but(&mut self.servers, &old.servers.iter().map(|(k, _)| *k).collect(), names::SERVERS)?;
+        clear_servers_but(&mut self.servers6, &old.servers6.iter().map(|(k, _)| *k).collect(), names::SERVERS6)?;
         self.settings.set(0, old.settings, 0).map_err(at(names::SETTINGS))
     }
 
@@ -208,6 +194,9 @@ impl MapOwner {
             tx_ports: take(ebpf, names::TX_PORTS)?,
             suspicion_verdict: take(ebpf, names::SUSPICION_VERDICT)?,
             allow: take(ebpf, names::ALLOW)?,
+            frontends6: take(ebpf, names::FRONTENDS6)?,
+            servers6: take(ebpf, names::SERVERS6)?,
+            allow6: take(ebpf, names::ALLOW6)?,
         })
     }
 
@@ -288,106 +277,108 @@ impl MapOwner {
     /// Order matters: servers before the sets that name them, sets before the frontends that
     /// use them, and removals last, so that no packet ever finds a dangling id.
     pub fn apply(&mut self, topo: &Topology, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
-        let mut live_servers = HashSet::new();
+        let (mut live4, mut live6) = (HashSet::new(), HashSet::new());
         for (pool, s) in topo.servers() {
-            let std::net::SocketAddr::V4(addr) = s.addr else {
-                // IPv6: written by the dataplane owner (maps6)
-                continue;
-            };
-            let mut snat_addrs = [[0; 4]; MAX_SOURCES];
-            let mut snat_count = 0;
-            // A server on this host takes no NAT tuple (see lb-common's `Server::snat_count`).
-            let source: &[std::net::IpAddr] = if s.local { &[] } else { &s.source };
-            let source4 = source.iter().filter_map(|a| match a {
-                std::net::IpAddr::V4(a) => Some(a),
-                // IPv6: written by the dataplane owner (maps6)
-                std::net::IpAddr::V6(_) => None,
-            });
-            for (slot, a) in snat_addrs.iter_mut().zip(source4) {
-                *slot = a.octets();
-                snat_count += 1;
+            match s.addr.ip() {
+                IpAddr::V4(a) => {
+                    let v = server_entry(s, pool.id, a.octets(), |a| match a {
+                        IpAddr::V4(a) => Some(a.octets()),
+                        IpAddr::V6(_) => None,
+                    });
+                    self.servers.set(s.id, v, 0).map_err(at(names::SERVERS))?;
+                    live4.insert(s.id);
+                }
+                IpAddr::V6(a) => {
+                    // An IPv6 server is in its pool's IPv6 set (see `POOL_V6`).
+                    let v = server_entry(s, pool.id + POOL_V6, a.octets(), |a| match a {
+                        IpAddr::V6(a) => Some(a.octets()),
+                        IpAddr::V4(_) => None,
+                    });
+                    self.servers6.set(s.id, v, 0).map_err(at(names::SERVERS6))?;
+                    live6.insert(s.id);
+                }
             }
-            let v = Server {
-                addr: addr.ip().octets(),
-                port_be: s.addr.port().to_be(),
-                _pad: 0,
-                pool_id: pool.id,
-                flags: SERVER_F_VALID | if s.local { SERVER_F_LOCAL } else { 0 },
-                snat_count,
-                snat_addrs,
-            };
-            self.servers.set(s.id, v, 0).map_err(at(names::SERVERS))?;
-            live_servers.insert(s.id);
         }
         for pool in &topo.pools {
             self.set_pool(pool, is_up)?;
         }
         self.set_frontends(topo)?;
-        let pools: HashSet<u32> = topo.pools.iter().map(|p| p.id).collect();
+        let pools: HashSet<u32> = topo.pools.iter().flat_map(|p| [p.id, p.id + POOL_V6]).collect();
         let stale: Vec<u32> = self.backend_sets.keys().filter_map(Result::ok).filter(|k| !pools.contains(k)).collect();
         for k in stale {
             self.backend_sets.remove(&k).map_err(at(names::BACKEND_SETS))?;
         }
-        for id in 1..lb_common::MAX_SERVERS {
-            if live_servers.contains(&id) {
-                continue;
-            }
-            let old = self.servers.get(&id, 0).map_err(at(names::SERVERS))?;
-            if old.flags & SERVER_F_VALID != 0 {
-                self.servers.set(id, Server::default(), 0).map_err(at(names::SERVERS))?;
-            }
-        }
-        Ok(())
+        // A server that changed family leaves an entry in the other family's array.
+        clear_servers_but(&mut self.servers, &live4, names::SERVERS)?;
+        clear_servers_but(&mut self.servers6, &live6, names::SERVERS6)
     }
 
-    /// Makes the kernel's frontend map hold exactly `topo`'s keys (new ones first, then the
+    /// Makes the kernel's frontend maps hold exactly `topo`'s keys (new ones first, then the
     /// stale removed): what an address that came or went changes.
     pub fn set_frontends(&mut self, topo: &Topology) -> Result<(), MapsError> {
         // Allowlists before the frontends that use them. A frontend that loses its list keeps
         // its entries until its flag is off: its stale entries go after the frontends.
-        let mut allow: Vec<(u32, AllowKey)> = Vec::new();
+        let mut allow = AllowEntries::default();
         for f in &topo.frontends {
+            let id = f.id.to_be();
             for net in &f.allow {
-                let std::net::IpAddr::V4(net_addr) = net.addr else {
-                    // IPv6: written by the dataplane owner (maps6)
-                    continue;
-                };
-                let key = AllowKey { frontend_id_be: f.id.to_be(), addr: net_addr.octets() };
-                allow.push((AllowKey::prefix_len(net.prefix), key));
+                match net.addr {
+                    IpAddr::V4(a) => {
+                        allow.v4.push((
+                            AllowKey::prefix_len(net.prefix),
+                            AllowKey { frontend_id_be: id, addr: a.octets() },
+                        ));
+                    }
+                    IpAddr::V6(a) => {
+                        allow.v6.push((32 + u32::from(net.prefix), AllowKey6 { frontend_id_be: id, addr: a.octets() }));
+                    }
+                }
             }
         }
-        for (len, k) in &allow {
+        for (len, k) in &allow.v4 {
             self.allow.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW))?;
         }
-        let keys = frontend_keys(topo);
-        // A frontend's port bit is set before the frontend appears, and cleared after the last
-        // frontend on that port went: the bitmap never hides one.
-        let current: Vec<FrontendKey> = self.kernel_frontend_keys().collect();
-        self.write_frontend_ports(keys.keys().copied().chain(current))?;
-        for (k, f) in &keys {
-            let flags = if f.allow.is_empty() { 0 } else { FRONTEND_F_ALLOWLIST };
-            let v = Frontend { frontend_id: f.id, pool_id: f.pool_id, flags };
-            self.frontends.insert(k, v, 0).map_err(at(names::FRONTENDS))?;
+        for (len, k) in &allow.v6 {
+            self.allow6.insert(&Key::new(*len, *k), 1, 0).map_err(at(names::ALLOW6))?;
         }
-        self.write_allow(&allow)?;
-        let stale: Vec<FrontendKey> = self.kernel_frontend_keys().filter(|k| !keys.contains_key(k)).collect();
-        for k in stale {
-            self.frontends.remove(&k).map_err(at(names::FRONTENDS))?;
-        }
-        self.write_frontend_ports(keys.keys().copied())
+        let value = |f: &FrontendEntry, pool_id: u32| Frontend {
+            frontend_id: f.id,
+            pool_id,
+            flags: if f.allow.is_empty() { 0 } else { FRONTEND_F_ALLOWLIST },
+        };
+        let v4 = frontend_keys(topo).into_iter().map(|(k, f)| (k, value(f, f.pool_id))).collect();
+        // IPv6 frontends take their pool's IPv6 set.
+        let v6 = frontend_keys6(topo).into_iter().map(|(k, f)| (k, value(f, f.pool_id + POOL_V6))).collect();
+        self.write_frontends(&v4, &v6)?;
+        self.write_allow(&allow)
     }
 
-    /// The keys in the kernel's frontend map now.
-    fn kernel_frontend_keys(&self) -> impl Iterator<Item = FrontendKey> + '_ {
-        self.frontends.keys().filter_map(Result::ok)
+    /// Makes both frontend maps hold exactly `v4` and `v6`, the ports' bitmap following: a
+    /// port's bit is set before the first frontend on it appears and cleared after the last
+    /// one went, so the bitmap never hides one.
+    fn write_frontends(
+        &mut self,
+        v4: &StdHashMap<FrontendKey, Frontend>,
+        v6: &StdHashMap<FrontendKey6, Frontend>,
+    ) -> Result<(), MapsError> {
+        let ports = |v4: &StdHashMap<FrontendKey, Frontend>, v6: &StdHashMap<FrontendKey6, Frontend>| -> Vec<u16> {
+            v4.keys().map(|k| k.port_be).chain(v6.keys().map(|k| k.port_be)).collect()
+        };
+        let mut now: Vec<u16> = ports(v4, v6);
+        now.extend(self.frontends.keys().filter_map(Result::ok).map(|k| k.port_be));
+        now.extend(self.frontends6.keys().filter_map(Result::ok).map(|k| k.port_be));
+        self.write_frontend_ports(now)?;
+        sync_frontends(&mut self.frontends, v4, names::FRONTENDS)?;
+        sync_frontends(&mut self.frontends6, v6, names::FRONTENDS6)?;
+        self.write_frontend_ports(ports(v4, v6))
     }
 
-    /// Makes the `frontend_ports` bitmap hold exactly the ports of `keys`; only words that
+    /// Makes the `frontend_ports` bitmap hold exactly `ports` (network order); only words that
     /// change are written.
-    fn write_frontend_ports(&mut self, keys: impl IntoIterator<Item = FrontendKey>) -> Result<(), MapsError> {
+    fn write_frontend_ports(&mut self, ports: impl IntoIterator<Item = u16>) -> Result<(), MapsError> {
         let mut want = [0u64; FRONTEND_PORT_WORDS as usize];
-        for k in keys {
-            let port = u16::from_be(k.port_be);
+        for port_be in ports {
+            let port = u16::from_be(port_be);
             // 65536 ports, 64 to a word: every port has its word.
             if let Some(word) = want.get_mut(usize::from(port / 64)) {
                 *word |= 1 << (port % 64);
@@ -403,28 +394,151 @@ impl MapOwner {
 
     /// The servers (address:port) the kernel lets take new flows now: what a previous agent left,
     /// read before anything is written, so that a restart does not start from scratch.
-    pub fn members(&self) -> std::collections::HashSet<std::net::SocketAddr> {
-        let mut out = std::collections::HashSet::new();
-        for set in self.backend_sets.iter().filter_map(Result::ok).map(|(_, v)| v) {
+    pub fn members(&self) -> HashSet<SocketAddr> {
+        let mut out = HashSet::new();
+        for (pool, set) in self.backend_sets.iter().filter_map(Result::ok) {
             for &id in set.slots.iter().take(set.count as usize) {
-                if let Ok(s) = self.servers.get(&id, 0) {
-                    if s.flags & SERVER_F_VALID != 0 {
-                        // IPv6: written by the dataplane owner (maps6)
-                        out.insert(std::net::SocketAddrV4::new(s.addr.into(), u16::from_be(s.port_be)).into());
-                    }
-                }
+                let member = if pool >= POOL_V6 { valid(&self.servers6, id) } else { valid(&self.servers, id) };
+                out.extend(member);
             }
         }
         out
     }
 
-    /// Replaces one pool's set of servers taking new flows, in one atomic map update.
+    /// Replaces one pool's sets of servers taking new flows (one per family), each in one
+    /// atomic map update.
     pub fn set_pool(&mut self, pool: &Pool, is_up: &dyn Fn(u32) -> bool) -> Result<(), MapsError> {
-        // The IPv4 set; IPv6: written by the dataplane owner (maps6), `backend_set_of(true, ..)`
-        // at `pool.id + POOL_V6`.
-        let set = pool.backend_set_of(false, is_up);
-        self.backend_sets.insert(pool.id, set, 0).map_err(at(names::BACKEND_SETS))
+        for (key, v6) in [(pool.id, false), (pool.id + POOL_V6, true)] {
+            let set = pool.backend_set_of(v6, is_up);
+            self.backend_sets.insert(key, set, 0).map_err(at(names::BACKEND_SETS))?;
+        }
+        Ok(())
     }
+}
+
+/// Both families' allowlist entries: (prefix length, key).
+#[derive(Default)]
+struct AllowEntries {
+    v4: Vec<(u32, AllowKey)>,
+    v6: Vec<(u32, AllowKey6)>,
+}
+
+/// A server's kernel entry: its address, its pool's set (`pool_id`) and the sources of its
+/// family (`of_family`) that its flows leave from (none for a server on this host, which takes
+/// no NAT tuple: see lb-common's `Server::snat_count`).
+fn server_entry<A: Addr>(
+    s: &ServerEntry,
+    pool_id: u32,
+    addr: A,
+    of_family: impl Fn(&IpAddr) -> Option<A>,
+) -> ServerOf<A> {
+    let mut snat_addrs = [A::default(); MAX_SOURCES];
+    let mut snat_count = 0;
+    let source: &[IpAddr] = if s.local { &[] } else { &s.source };
+    for (slot, a) in snat_addrs.iter_mut().zip(source.iter().filter_map(of_family)) {
+        *slot = a;
+        snat_count += 1;
+    }
+    ServerOf {
+        addr,
+        port_be: s.addr.port().to_be(),
+        _pad: 0,
+        pool_id,
+        flags: SERVER_F_VALID | if s.local { SERVER_F_LOCAL } else { 0 },
+        snat_count,
+        snat_addrs,
+    }
+}
+
+/// Server `id`'s address, if its entry in `servers` is valid.
+fn valid<A: Addr>(servers: &Array<MapData, ServerOf<A>>, id: u32) -> Option<SocketAddr> {
+    let s = servers.get(&id, 0).ok().filter(|s| s.flags & SERVER_F_VALID != 0)?;
+    Some(SocketAddr::new(s.addr.ip(), u16::from_be(s.port_be)))
+}
+
+/// Clears every valid entry of `servers` whose id is not in `keep`.
+fn clear_servers_but<A: Addr>(
+    servers: &mut Array<MapData, ServerOf<A>>,
+    keep: &HashSet<u32>,
+    name: &'static str,
+) -> Result<(), MapsError> {
+    for id in 1..lb_common::MAX_SERVERS {
+        if !keep.contains(&id) && servers.get(&id, 0).map_err(at(name))?.flags & SERVER_F_VALID != 0 {
+            servers.set(id, ServerOf::<A>::default(), 0).map_err(at(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every valid entry of `servers`, by id.
+fn server_entries<A: Addr>(
+    servers: &Array<MapData, ServerOf<A>>,
+    name: &'static str,
+) -> Result<Vec<(u32, ServerOf<A>)>, MapsError> {
+    let mut out = Vec::new();
+    for id in 0..lb_common::MAX_SERVERS {
+        let s = servers.get(&id, 0).map_err(at(name))?;
+        if s.flags & SERVER_F_VALID != 0 {
+            out.push((id, s));
+        }
+    }
+    Ok(out)
+}
+
+/// Every entry of a frontend map, sorted by address and port.
+fn frontend_entries<A: Addr + Ord>(
+    map: &HashMap<MapData, FrontendKeyOf<A>, Frontend>,
+    name: &'static str,
+) -> Result<Vec<(FrontendKeyOf<A>, Frontend)>, MapsError> {
+    let mut out: Vec<(FrontendKeyOf<A>, Frontend)> = map.iter().collect::<Result<_, _>>().map_err(at(name))?;
+    out.sort_by_key(|(k, _)| (k.addr, k.port_be));
+    Ok(out)
+}
+
+/// Makes a frontend map hold exactly `want`: new and changed entries first, then the stale
+/// ones removed.
+fn sync_frontends<A: Addr>(
+    map: &mut HashMap<MapData, FrontendKeyOf<A>, Frontend>,
+    want: &StdHashMap<FrontendKeyOf<A>, Frontend>,
+    name: &'static str,
+) -> Result<(), MapsError> {
+    for (k, v) in want {
+        map.insert(k, v, 0).map_err(at(name))?;
+    }
+    let stale: Vec<FrontendKeyOf<A>> = map.keys().filter_map(Result::ok).filter(|k| !want.contains_key(k)).collect();
+    for k in stale {
+        map.remove(&k).map_err(at(name))?;
+    }
+    Ok(())
+}
+
+/// Every entry of an LPM trie: (prefix length, key), sorted.
+fn lpm_entries<K: aya::Pod + Ord>(
+    trie: &LpmTrie<MapData, K, u32>,
+    name: &'static str,
+) -> Result<Vec<(u32, K)>, MapsError> {
+    let mut out: Vec<(u32, K)> =
+        trie.keys().map(|k| k.map(|k| (k.prefix_len(), k.data()))).collect::<Result<_, _>>().map_err(at(name))?;
+    out.sort_by(|(la, a), (lb, b)| (a, la).cmp(&(b, lb)));
+    Ok(out)
+}
+
+/// Makes an LPM trie hold exactly `want`: new entries first, then the stale ones removed.
+fn write_lpm<K: aya::Pod + Ord + Eq + Hash>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    want: &[(u32, K)],
+    name: &'static str,
+) -> Result<(), MapsError> {
+    for (len, k) in want {
+        trie.insert(&Key::new(*len, *k), 1, 0).map_err(at(name))?;
+    }
+    let keep: HashSet<(u32, K)> = want.iter().copied().collect();
+    for (len, k) in lpm_entries(trie, name)? {
+        if !keep.contains(&(len, k)) {
+            trie.remove(&Key::new(len, k)).map_err(at(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// 64 random bits (the timestamp clock's secret): std's hasher keys come from the kernel's

@@ -102,13 +102,13 @@ pub fn possible_cpus() -> u32 {
 }
 
 /// Whether a configuration has IPv6 servers (the IPv6 tables are then sized like IPv4's).
-pub fn wants_ipv6(_cfg: &crate::config::Config) -> bool {
-    false
+pub fn wants_ipv6(cfg: &crate::config::Config) -> bool {
+    cfg.backends.iter().flat_map(|b| &b.servers).any(|s| s.address.get().is_some_and(|a| a.0.is_ipv6()))
 }
 
 /// The same for a resolved topology.
-pub fn topology_has_ipv6(_t: &crate::model::topology::Topology) -> bool {
-    false
+pub fn topology_has_ipv6(t: &crate::model::topology::Topology) -> bool {
+    t.servers().any(|(_, s)| s.addr.is_ipv6())
 }
 
 /// `memlock` of every BPF map this process holds open, by map id (each map once, however many

@@ -136,6 +136,19 @@ impl HostChanges {
         Ok(())
     }
 
+    /// The same for IPv6 (a configuration with IPv6 servers): `bpf_fib_lookup` answers IPv6
+    /// questions only for an interface that forwards IPv6. A forwarding interface stops taking
+    /// router advertisements unless `accept_ra` is 2: a host that learns its IPv6 default route
+    /// from them (SLAAC) keeps it.
+    pub fn prepare_interface6(&mut self, iface: &str) -> io::Result<()> {
+        let accept_ra = format!("net/ipv6/conf/{iface}/accept_ra");
+        if read(&accept_ra)? == "1" {
+            self.ensure(&accept_ra, "2")?;
+        }
+        self.ensure(&format!("net/ipv6/conf/{iface}/forwarding"), "1")?;
+        Ok(())
+    }
+
     /// An interface in generic (skb) mode: XDP runs there after GRO (and the NIC's LRO), on
     /// merged segments larger than the MTU whose TCP checksum is partial (the pseudo-header's
     /// sum only, completed at transmit). XDP cannot tell, and its incremental rewrite would
