@@ -104,7 +104,7 @@ fn a_transition_reaches_the_kernel_in_time_while_a_huge_table_is_swept() {
         "max_flows = {MAX_FLOWS}: the kernel says the connection tables lock {locked} bytes ({} MiB)",
         locked >> 20
     );
-    assert_eq!(locked, said, "kernel-reported memlock of flows + syn_flows against check-config's figure");
+    assert_eq!(locked, said, "kernel-reported memlock of the connection tables against check-config's figure");
     let filled = Instant::now();
     fill(agent.pin_dir(), FLOWS);
     eprintln!("{FLOWS} flows written in {:?}", filled.elapsed());
@@ -155,10 +155,11 @@ fn core_share(pid: u32) -> f64 {
     100.0 * used / window.elapsed().as_secs_f64()
 }
 
-/// The memlock the kernel reports for the pinned `flows` and `syn_flows` maps, and the figure
+/// The memlock the kernel reports for the pinned connection tables (`flows`, `syn_flows` and
+/// their IPv6 twins, small without IPv6 servers), and the figure
 /// `xdplb check-config` gives for the same configuration.
 fn table_memory(lab: &Lab, cfg: &str, pin_dir: &std::path::Path) -> (u64, u64) {
-    let locked: u64 = [names::FLOWS, names::SYN_FLOWS]
+    let locked: u64 = [names::FLOWS, names::SYN_FLOWS, names::FLOWS6, names::SYN_FLOWS6]
         .iter()
         .map(|name| {
             let map = MapData::from_pin(pin_dir.join(name)).unwrap();
