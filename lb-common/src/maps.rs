@@ -95,13 +95,16 @@ pub const PROG_IPV6_TO_SERVER: u32 = 1;
 pub const PROG_IPV6_REPLY: u32 = 2;
 pub const PROG_IPV6_OPEN: u32 = 3;
 pub const PROG_IPV6_RECORD: u32 = 4;
+/// ICMPv6 errors, which may be about a flow (`xdplb6_icmp`).
+pub const PROG_IPV6_ICMP: u32 = 5;
 /// Programs in `family_progs`, by slot (the agent loads and puts each there).
-pub const FAMILY_PROGRAMS: [(&str, u32); 5] = [
+pub const FAMILY_PROGRAMS: [(&str, u32); 6] = [
     ("xdplb6", PROG_IPV6),
     ("xdplb6_to_server", PROG_IPV6_TO_SERVER),
     ("xdplb6_reply", PROG_IPV6_REPLY),
     ("xdplb6_open", PROG_IPV6_OPEN),
     ("xdplb6_record", PROG_IPV6_RECORD),
+    ("xdplb6_icmp", PROG_IPV6_ICMP),
 ];
 
 /// What `xdplb6_open` leaves `xdplb6_record` (per CPU, `syn_plan6`): the server a new IPv6 flow

@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{FlowOf, NextHopOf, Reason, FLOW_LOCAL, NEXT_HOP_REFRESH_NS};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::eth::EthHdr;
 
 use crate::{
     family::Family,
@@ -91,7 +91,6 @@ pub fn to_server<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf
 fn rewrite_within_mtu<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: &FlowOf<A>, egress: u32) -> Option<u32> {
     match fits(ctx, pkt, egress) {
         Fits::AnswerFragNeeded(mtu) => return Some(icmp::frag_needed_action(mtu)),
-        Fits::TooBigDropped => return Some(xdp_action::XDP_DROP),
         Fits::KernelFragments => {
             nat::rewrite(pkt, flow);
             return Some(xdp_action::XDP_PASS);
@@ -104,18 +103,17 @@ fn rewrite_within_mtu<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, flow: &FlowO
 /// What a packet bigger than its way out gets (see `fits`).
 enum Fits {
     Yes,
-    /// DF set: the sender is told the MTU of the way out (`icmp::frag_needed`).
+    /// DF set (IPv6: always): the sender is told the MTU of the way out (`icmp::frag_needed`,
+    /// `icmp6::packet_too_big`).
     AnswerFragNeeded(u32),
     /// DF clear: rewritten and handed to the kernel, which fragments it.
     KernelFragments,
-    /// IPv6: dropped (no packet-too-big sent yet).
-    TooBigDropped,
 }
 
 /// Whether the packet fits the MTU of `ifindex`, the interface it leaves by; 0 (not known yet)
 /// and the interface it came in on (it fitted there) are not asked. XDP cannot fragment, and a
 /// redirected frame over the MTU is dropped without a word. IPv6 is never fragmented on the way:
-/// the answer would be a packet-too-big, which the data path does not send yet (dropped, counted).
+/// its sender gets a packet-too-big (`icmp6::packet_too_big`), as IPv4's with DF a frag-needed.
 #[inline(always)]
 fn fits<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, ifindex: u32) -> Fits {
     if ifindex == 0 || ifindex == ctx.ingress_ifindex() as u32 {
@@ -128,10 +126,8 @@ fn fits<A: Family>(ctx: &XdpContext, pkt: &Packet<A>, ifindex: u32) -> Fits {
     }
     if A::may_fragment(pkt.ip) {
         Fits::KernelFragments
-    } else if A::IP_LEN == Ipv4Hdr::LEN {
-        Fits::AnswerFragNeeded(mtu_len)
     } else {
-        Fits::TooBigDropped
+        Fits::AnswerFragNeeded(mtu_len)
     }
 }
 

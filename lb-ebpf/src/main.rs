@@ -24,6 +24,7 @@ mod family;
 mod flow_events;
 mod forward;
 mod icmp;
+mod icmp6;
 mod maps;
 mod nat;
 mod options;

@@ -27,13 +27,15 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 pub enum ParseError {
     NotOurs,
     Malformed,
     Fragment,
     IpOptions,
-    /// ICMP in an IPv4 header without options, not a fragment: see `icmp`.
+    /// ICMP in an IPv4 header without options, not a fragment (`icmp`), or an ICMPv6 error
+    /// (`icmp6`).
     Icmp,
     /// An IPv6 frame, to the IPv4 program: it goes to `xdplb6`.
     Ipv6,
@@ -103,9 +105,15 @@ impl IpParse for V6 {
             return Err(ParseError::Malformed);
         }
         if next != IPPROTO_TCP {
-            // Hop-by-hop, routing, fragment and destination options may stand before a TCP
-            // header: not walked, passed and counted. Anything else (neighbour discovery and
-            // every ICMPv6 message, UDP, ...) is simply not ours.
+            // ICMPv6 errors (destination unreachable, packet too big, time exceeded) may be
+            // about a tracked flow (`icmp6`); neighbour discovery and every other ICMPv6
+            // message is the kernel's. Hop-by-hop, routing, fragment and destination options
+            // may stand before a TCP header: not walked, passed and counted. Anything else
+            // (UDP, ...) is simply not ours.
+            if next == IPPROTO_ICMPV6 {
+                let icmp: *const u8 = ptr_at(ctx, IP_OFF + Ipv6Hdr::LEN)?;
+                return Err(if matches!(unsafe { *icmp }, 1..=3) { ParseError::Icmp } else { ParseError::NotOurs });
+            }
             return Err(if matches!(next, 0 | 43 | 44 | 60) { ParseError::ExtHeader } else { ParseError::NotOurs });
         }
         // A payload length of 0 is a jumbogram's (hop-by-hop option): not ours.

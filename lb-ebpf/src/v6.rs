@@ -5,15 +5,14 @@
 //! which classifies it as IPv4's `try_lb` does and hands it to the stage it needs
 //! (`xdplb6_to_server`, `xdplb6_reply`, `xdplb6_open` then `xdplb6_record`); each stage reads
 //! the headers again and looks its flow up again (bounds checks and one hash lookup: what the
-//! room costs). Not for IPv6 yet: redispatch (`Family::REDISPATCH`), ICMPv6 errors of flows
-//! (passed to the kernel), packet-too-big of the data path's own (a packet too big for its way
-//! out is dropped, counted `too_big`), flow events.
+//! room costs). An ICMPv6 error goes to `xdplb6_icmp` (`icmp6`). Not for IPv6 yet: redispatch
+//! (`Family::REDISPATCH`), flow events.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use lb_common::{Reason, SynPlan6, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, V6};
+use lb_common::{Reason, SynPlan6, FLOW_DIR_CLIENT, FLOW_DIR_SERVER, PROG_IPV6_ICMP, V6};
 
 use crate::{
-    conntrack, icmp, maps, options,
+    conntrack, icmp, icmp6, maps, options,
     parse::{self, ParseError},
     ports::Tuple,
     stage::TAIL_CALL,
@@ -28,15 +27,23 @@ pub fn xdplb6(ctx: XdpContext) -> u32 {
         Ok(result) => result,
         Err(ParseError::ExtHeader) => (Reason::Ipv6ExtHeader, xdp_action::XDP_PASS),
         Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
+        Err(ParseError::Icmp) => (Reason::Passed, TAIL_CALL | PROG_IPV6_ICMP),
         Err(_) => (Reason::Passed, xdp_action::XDP_PASS),
     };
     if action & TAIL_CALL != 0 {
         // The stage does not come back; without it (an agent that has not put it there), the
         // kernel's.
         unsafe { maps::FAMILY_PROGS.tail_call(&ctx, action & !TAIL_CALL) };
-        return verdict(Reason::Passed, xdp_action::XDP_PASS);
+        return verdict(&ctx, Reason::Passed, xdp_action::XDP_PASS);
     }
-    verdict(reason, action)
+    verdict(&ctx, reason, action)
+}
+
+/// An ICMPv6 error, which may be about a flow (`icmp6`).
+#[xdp(frags)]
+pub fn xdplb6_icmp(ctx: XdpContext) -> u32 {
+    let (reason, action) = icmp6::translate(&ctx);
+    verdict(&ctx, reason, action)
 }
 
 /// Client -> server on a flow (`to_server`).
@@ -48,7 +55,7 @@ pub fn xdplb6_to_server(ctx: XdpContext) -> u32 {
         }
         _ => crate::no_flow(),
     });
-    verdict(reason, action)
+    verdict(&ctx, reason, action)
 }
 
 /// Server -> client on a flow (`reply`).
@@ -58,7 +65,7 @@ pub fn xdplb6_reply(ctx: XdpContext) -> u32 {
         Some((flow, _)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => crate::reply_here(i, flow),
         _ => crate::no_flow(),
     });
-    verdict(reason, action)
+    verdict(&ctx, reason, action)
 }
 
 /// A new flow's first half (`choose`): its server and tuple, left in `syn_plan6` for
@@ -87,9 +94,9 @@ pub fn xdplb6_open(ctx: XdpContext) -> u32 {
     });
     if action & TAIL_CALL != 0 {
         unsafe { maps::FAMILY_PROGS.tail_call(&ctx, action & !TAIL_CALL) };
-        return verdict(Reason::TableFull, xdp_action::XDP_DROP);
+        return verdict(&ctx, Reason::TableFull, xdp_action::XDP_DROP);
     }
-    verdict(reason, action)
+    verdict(&ctx, reason, action)
 }
 
 /// A new flow's second half (`open_with`), on the plan `xdplb6_open` left.
@@ -111,7 +118,7 @@ pub fn xdplb6_record(ctx: XdpContext) -> u32 {
         let tuple = Tuple { reply_key: plan.reply_key, previous, previous_half_open: plan.previous == 2 };
         crate::open_with(i, frontend, plan.server_id, server, &tuple)
     });
-    verdict(reason, action)
+    verdict(&ctx, reason, action)
 }
 
 /// A stage's common start: the headers, the settings, the flow key, the options, the time; the
@@ -126,13 +133,13 @@ fn stage(ctx: &XdpContext, run: impl FnOnce(&Ingress<V6>) -> (Reason, u32)) -> (
     run(&ingress)
 }
 
-/// Counts an IPv6 verdict and returns its action. No packet-too-big of the data path's own yet
-/// (see `forward::fits`): such a packet is dropped.
+/// Counts an IPv6 verdict and returns its action: for a packet too big for its way out (see
+/// `forward::fits`), its sender's packet-too-big.
 #[inline(always)]
-fn verdict(reason: Reason, action: u32) -> u32 {
+fn verdict(ctx: &XdpContext, reason: Reason, action: u32) -> u32 {
     stats::count(reason);
     if action & icmp::FRAG_NEEDED_ACTION != 0 {
-        return xdp_action::XDP_DROP;
+        return icmp6::packet_too_big(ctx.ctx, action & !icmp::FRAG_NEEDED_ACTION);
     }
     action
 }

@@ -266,13 +266,7 @@ impl<A: Addr> Tables<A> {
     /// Up to `max` entries of the established (`syn` false) or half-open table from `cursor`,
     /// and where the next read starts (`None`: the table's end). `no_batch`: batch reads failed
     /// once (a kernel without them): the table is read whole (aya's iterator), in one step.
-    fn read_batch(
-        &self,
-        syn: bool,
-        cursor: Option<u32>,
-        max: u32,
-        no_batch: &mut bool,
-    ) -> super::sys::Batch<A> {
+    fn read_batch(&self, syn: bool, cursor: Option<u32>, max: u32, no_batch: &mut bool) -> super::sys::Batch<A> {
         let map = if syn { &self.syn } else { &self.map };
         if !*no_batch {
             match lookup_batch(map, cursor, max) {
