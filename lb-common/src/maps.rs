@@ -716,8 +716,8 @@ counters! {
     TableFull = 5 => "table_full",
     /// The kernel had no neighbour entry for the next hop: rewritten packet handed to the kernel.
     NoNeighbour = 6 => "no_neighbour",
-    /// IPv4 fragment of no tracked flow (or a later fragment, which carries no ports): handed
-    /// to the kernel untouched.
+    /// IPv4 fragment (or IPv6 fragment header) of no tracked flow (or a later fragment, which
+    /// carries no ports): handed to the kernel untouched.
     Fragment = 7 => "fragment",
     /// IPv4 header with options, of no tracked flow: handed to the kernel untouched.
     IpOptions = 8 => "ip_options",

@@ -3,10 +3,11 @@
 //! Policy (counted in `reason_stats`): traffic other than IPv4 and IPv6, and IP other than TCP
 //! is not ours, except IPv4 ICMP errors, which may be about a tracked flow (`icmp`); IPv4
 //! fragments and headers with options are not parsed further here: those of a tracked flow are
-//! dropped, the others go to the kernel untouched (`main`'s `unparsed`). IPv6 with extension
-//! headers (fragments included) goes to the kernel untouched (`ipv6_ext_header`), ICMPv6
-//! (neighbour discovery above all) too; truncated or inconsistent headers go to the kernel
-//! untouched.
+//! dropped, the others go to the kernel untouched (`main`'s `unparsed`). IPv6 fragments are
+//! judged the same way (`v6`); IPv6 with other extension headers goes to the kernel untouched
+//! (`ipv6_ext_header`); ICMPv6 errors may be about a tracked flow (`icmp6`), other ICMPv6
+//! (neighbour discovery above all) is the kernel's; truncated or inconsistent headers go to the
+//! kernel untouched.
 
 use core::mem::size_of;
 
@@ -28,6 +29,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_FRAGMENT: u8 = 44;
 
 pub enum ParseError {
     NotOurs,
@@ -114,7 +116,11 @@ impl IpParse for V6 {
                 let icmp: *const u8 = ptr_at(ctx, IP_OFF + Ipv6Hdr::LEN)?;
                 return Err(if matches!(unsafe { *icmp }, 1..=3) { ParseError::Icmp } else { ParseError::NotOurs });
             }
-            return Err(if matches!(next, 0 | 43 | 44 | 60) { ParseError::ExtHeader } else { ParseError::NotOurs });
+            return Err(match next {
+                IPPROTO_FRAGMENT => ParseError::Fragment,
+                0 | 43 | 60 => ParseError::ExtHeader,
+                _ => ParseError::NotOurs,
+            });
         }
         // A payload length of 0 is a jumbogram's (hop-by-hop option): not ours.
         let payload = u16::from_be_bytes(payload_len) as usize;
@@ -195,6 +201,23 @@ impl<A: Family> Packet<A> {
             }
         }
     }
+}
+
+/// The flow key of an IPv6 frame whose fragment header comes right after the IPv6 header, if it
+/// is the first fragment of a TCP segment (a later one carries no ports); `None` otherwise.
+#[inline(always)]
+pub fn fragment6_key(ctx: &XdpContext) -> Option<FlowKeyOf<V6>> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, IP_OFF).ok()?;
+    // Next header, reserved, offset (13 bits) and flags, identification.
+    let frag: *const [u8; 8] = ptr_at(ctx, IP_OFF + Ipv6Hdr::LEN).ok()?;
+    let frag = unsafe { *frag };
+    if frag[0] != IPPROTO_TCP || u16::from_be_bytes([frag[2], frag[3]]) >> 3 != 0 {
+        return None;
+    }
+    let ports: *const [u16; 2] = ptr_at(ctx, IP_OFF + Ipv6Hdr::LEN + 8).ok()?;
+    let [src_port_be, dst_port_be] = unsafe { *ports };
+    let (src_addr, dst_addr) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+    Some(FlowKeyOf { src_addr, dst_addr, src_port_be, dst_port_be })
 }
 
 /// The flow key of a TCP frame that `parse` did not take (a fragment, or IP options): its ports

@@ -28,6 +28,12 @@ pub fn xdplb6(ctx: XdpContext) -> u32 {
         Err(ParseError::ExtHeader) => (Reason::Ipv6ExtHeader, xdp_action::XDP_PASS),
         Err(ParseError::Malformed) => (Reason::Malformed, xdp_action::XDP_PASS),
         Err(ParseError::Icmp) => (Reason::Passed, TAIL_CALL | PROG_IPV6_ICMP),
+        // As IPv4's: a tracked flow's first fragment is dropped (the kernel would reassemble
+        // it, find no socket and answer RST), any other fragment goes to the kernel.
+        Err(ParseError::Fragment) => match parse::fragment6_key(&ctx).and_then(|k| conntrack::lookup(&k)) {
+            Some(_) => (Reason::FragmentOfFlow, xdp_action::XDP_DROP),
+            None => (Reason::Fragment, xdp_action::XDP_PASS),
+        },
         Err(_) => (Reason::Passed, xdp_action::XDP_PASS),
     };
     if action & TAIL_CALL != 0 {
