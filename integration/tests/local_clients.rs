@@ -246,3 +246,45 @@ fn local_clients_are_balanced_by_the_connect_hook() {
     assert_eq!(refused, 60, "every refusal counted");
     drop(agent);
 }
+
+/// IPv6 sockets take the `connect6` hook: 300 connections to the balancer's IPv6 address land
+/// 100/100/100 on the backend's IPv6 servers, and a dual-stack socket dialling the IPv4
+/// frontend through an IPv4-mapped address (`::ffff:198.18.0.10`) goes to an IPv4 server,
+/// mapped too; getpeername() says what was dialled, every time.
+#[test]
+fn ipv6_local_clients_are_balanced_by_connect6() {
+    let lab = Lab::one_arm(3).unwrap();
+    lab.dual_stack().unwrap();
+    lab.start_servers(&server_bin(), 2379).unwrap();
+    let cgroup = TestCgroup::new().unwrap();
+    let check =
+        format!("check = {{ type = \"tcp\", inter = \"{INTER_MS}ms\", fall = {FALL}, timeout = \"{TIMEOUT_MS}ms\" }}");
+    let mut servers = Vec::new();
+    for (i, b) in lab.backends.iter().enumerate() {
+        servers.push(format!("{{ name = \"{}\", address = \"{}:2379\" }}", b.name, b.addr));
+        servers.push(format!(
+            "{{ name = \"{}-v6\", address = \"[{}]:2379\" }}",
+            b.name,
+            integration::lab::backend_addr6(i)
+        ));
+    }
+    let config = format!(
+        "[global]\nlocal_clients_cgroup = \"{}\"\n\n[[frontend]]\nname = \"etcd\"\nbind = \"*:12380\"\nbackend = \"etcd\"\n\n[[backend]]\nname = \"etcd\"\n{check}\nserver = [{}]\n",
+        cgroup.path.display(),
+        servers.join(", ")
+    );
+    let agent = Agent::start(&lab.lb, &config, &lab.lb_ifaces, "native").unwrap();
+    let v6: SocketAddr = std::net::SocketAddrV6::new(integration::lab::LB6, 12380, 0, 0).into();
+    let counts = spread(&local_connects(&lab, &cgroup, v6, 300), v6);
+    for b in &lab.backends {
+        assert_eq!(counts.get(&b.name), Some(&100), "{v6}: {counts:?}");
+    }
+    let mapped: SocketAddr = std::net::SocketAddrV6::new(LB.to_ipv6_mapped(), 12380, 0, 0).into();
+    let counts = spread(&local_connects(&lab, &cgroup, mapped, 30), mapped);
+    for b in &lab.backends {
+        assert_eq!(counts.get(&b.name), Some(&10), "{mapped}: {counts:?}");
+    }
+    // Every one a local connection the hook made (none crossed XDP).
+    let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
+    assert_eq!(local_connections(&counters, &(1..=6).collect::<Vec<u32>>()), 330);
+}

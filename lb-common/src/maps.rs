@@ -39,6 +39,7 @@ pub mod names {
     pub const NEXT_HOPS6: &str = "next_hops6";
     pub const RST_LIMIT6: &str = "rst_limit6";
     pub const ALLOW6: &str = "allow6";
+    pub const LOCAL_PEERS6: &str = "local_peers6";
     /// The program array the XDP program tail-calls IPv6 frames into (slot `PROG_IPV6`): each
     /// family's path gets the whole BPF stack.
     pub const FAMILY_PROGS: &str = "family_progs";
@@ -46,7 +47,7 @@ pub mod names {
     /// read by the agent that loaded it.
     pub const FLOW_EVENTS: &str = "flow_events";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 32] = [
         FRONTENDS,
         BACKEND_SETS,
         SERVERS,
@@ -77,6 +78,7 @@ pub mod names {
         NEXT_HOPS6,
         RST_LIMIT6,
         ALLOW6,
+        LOCAL_PEERS6,
         FAMILY_PROGS,
     ];
 }
@@ -664,6 +666,17 @@ pub struct LocalPeer {
     pub server_port_be: u16,
 }
 
+/// Value of `local_peers6` (an LRU hash keyed by socket cookie): `LocalPeer` for IPv6 sockets
+/// (an IPv4 frontend and server dialled through a dual-stack socket are IPv4-mapped here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPeer6 {
+    pub frontend_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub frontend_port_be: u16,
+    pub server_port_be: u16,
+}
+
 /// Defines a counter index enum once: the enum, its count, every value in order, each one's
 /// name, and a compile-time check that the values are 0..COUNT in order (they index an array).
 macro_rules! counters {
@@ -839,6 +852,7 @@ const _: () = assert!(size_of::<FlowEvent>() == 16 + 2 * 12 + 2 * 104);
 const _: () = assert!(size_of::<PortCursor>() == 8);
 const _: () = assert!(size_of::<TrafficStats>() == 72);
 const _: () = assert!(size_of::<LocalPeer>() == 12);
+const _: () = assert!(size_of::<LocalPeer6>() == 36);
 const _: () = assert!(size_of::<RstBucket>() == 16);
 
 #[cfg(feature = "user")]
@@ -862,6 +876,7 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for RstBucket {}
     unsafe impl aya::Pod for LocalPeer {}
+    unsafe impl aya::Pod for LocalPeer6 {}
     unsafe impl aya::Pod for FlowEvent {}
 }
 

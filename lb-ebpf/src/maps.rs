@@ -146,6 +146,10 @@ pub static NEXT_HOPS6: Array<NextHop6, { MAX_SERVERS as usize }> = Array::new();
 #[btf_map(name = "scratch6")]
 pub static SCRATCH6: PerCpuArray<Flow6, 2> = PerCpuArray::new();
 
+/// Per local IPv6 socket (cookie): what it dialled, for `getpeername()` (see `sock`).
+#[btf_map(name = "local_peers6")]
+pub static LOCAL_PEERS6: LruHashMap<u64, lb_common::LocalPeer6, { LOCAL_PEER_SOCKETS as usize }> = LruHashMap::new();
+
 #[btf_map(name = "rst_limit6")]
 pub static RST_LIMIT6: LruHashMap<[u8; 16], RstBucket, { RST_LIMIT_SOURCES as usize }> = LruHashMap::new();
 

@@ -1,4 +1,4 @@
-//! The host-side programs (lb-ebpf's `sock` and `egress`). The connect hook: cgroup v2 `connect4` and `getpeername4` programs that
+//! The host-side programs (lb-ebpf's `sock` and `egress`). The connect hook: cgroup v2 `connect4`, `getpeername4`, `connect6` and `getpeername6` programs that
 //! balance connect()s made on this host, attached to a cgroup (by default the root of the
 //! cgroup v2 mount: every process), their links pinned beside the XDP ones and taken over by
 //! the next agent, program replaced in place (`bpf_link_update`), so local clients never meet
@@ -18,7 +18,12 @@ use aya::{
 use super::sys;
 
 /// The hook's programs in the object, and their link pins under the pin directory.
-pub const HOOKS: [(&str, &str); 2] = [("xdplb_connect4", "link_connect4"), ("xdplb_getpeername4", "link_getpeername4")];
+pub const HOOKS: [(&str, &str); 4] = [
+    ("xdplb_connect4", "link_connect4"),
+    ("xdplb_getpeername4", "link_getpeername4"),
+    ("xdplb_connect6", "link_connect6"),
+    ("xdplb_getpeername6", "link_getpeername6"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
