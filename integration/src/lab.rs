@@ -38,6 +38,11 @@ pub fn backend_addr(i: usize) -> Ipv4Addr {
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 pub const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 
+/// The routed labs' IPv6 frontend address and `narrow_paths`'s IPv6 NAT address (see
+/// `Lab::narrow_paths_ipv6`).
+pub const ROUTED_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 0x10);
+pub const NARROW_NAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 3, 0, 0, 0, 0, 0x10);
+
 pub fn backend_addr6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x21 + i as u16)
 }
@@ -259,6 +264,43 @@ impl Lab {
         rt.ip(&["route", "replace", "198.18.1.0/24", "dev", "eth0", "src", "198.18.1.254", "mtu", "lock", &mtu])?;
         rt2.ip(&["route", "replace", "198.18.0.0/24", "dev", "eth1", "src", "198.18.0.254", "mtu", "lock", &mtu])?;
         Ok(Lab::behind_router(client, lb, backends, vec![rt, rt2, sw]))
+    }
+
+    /// Gives a `narrow_paths` lab its IPv6 side, from 2001:2::/48: client 2001:2:1::1 behind
+    /// `rt` (2001:2:1::fe | 2001:2:2::fe), the balancer's eth0 `ROUTED_VIP6`, its eth1
+    /// `NARROW_NAT6` towards `rt2` (2001:2:3::fe | 2001:2::fe on the servers' segment), the
+    /// backends at `backend_addr6`; both routers forward IPv6 and hold their onward route to
+    /// `mtu` bytes, as for IPv4.
+    pub fn narrow_paths_ipv6(&self, mtu: u32) -> Result<()> {
+        let add = |ns: &NetNs, iface: &str, cidr: &str| ns.ip(&["-6", "addr", "add", cidr, "dev", iface, "nodad"]);
+        let route = |ns: &NetNs, args: &[&str]| {
+            let mut a = vec!["-6", "route", "add"];
+            a.extend_from_slice(args);
+            ns.ip(&a)
+        };
+        let (rt, rt2) = (&self._infra[0], &self._infra[1]);
+        add(&self.client, "eth0", "2001:2:1::1/64")?;
+        route(&self.client, &["default", "via", "2001:2:1::fe"])?;
+        add(rt, "eth0", "2001:2:1::fe/64")?;
+        add(rt, "eth1", "2001:2:2::fe/64")?;
+        add(&self.lb, "eth0", &format!("{ROUTED_VIP6}/64"))?;
+        route(&self.lb, &["default", "via", "2001:2:2::fe"])?;
+        add(&self.lb, "eth1", &format!("{NARROW_NAT6}/64"))?;
+        add(rt2, "eth0", "2001:2:3::fe/64")?;
+        add(rt2, "eth1", "2001:2::fe/64")?;
+        route(&self.lb, &["2001:2::/64", "via", "2001:2:3::fe"])?;
+        for (i, b) in self.backends.iter().enumerate() {
+            add(&b.ns, "eth0", &format!("{}/64", backend_addr6(i)))?;
+            route(&b.ns, &["default", "via", "2001:2::fe"])?;
+        }
+        rt.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        rt2.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let mtu = mtu.to_string();
+        // Metric 256: the connected route's own, which `replace` must match (IPv6 routes of
+        // another metric stand beside it).
+        rt.ip(&["-6", "route", "replace", "2001:2:1::/64", "dev", "eth0", "metric", "256", "mtu", "lock", &mtu])?;
+        rt2.ip(&["-6", "route", "replace", "2001:2::/64", "dev", "eth1", "metric", "256", "mtu", "lock", &mtu])?;
+        Ok(())
     }
 
     /// Starts `lbtest-server NAME PORT` on every backend.

@@ -8,7 +8,7 @@
 //! and the ends' own route caches, not on timings.
 
 use std::{
-    net::{SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6},
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -16,7 +16,8 @@ use std::{
 use integration::{
     agent::Agent,
     churn::netstat,
-    lab::{self, Lab, NARROW_NAT},
+    lab::{self, Lab, NARROW_NAT, NARROW_NAT6},
+    netns::NetNs,
     traffic::{stream, StopOnDrop},
 };
 use lb_common::Reason;
@@ -56,24 +57,78 @@ fn echo(lab: &Lab, vip: SocketAddr, n: u64, seed: u64) -> (Vec<anyhow::Result<u6
 
 #[test]
 fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
-    let lab = Lab::narrow_paths(3, MTU).unwrap();
+    narrow_hops(Family::V4);
+}
+
+/// The same over IPv6: the routers send packet-too-big (an IPv6 router never fragments), the
+/// IPv6 data path translates them (`xdplb6_icmp`), the ends learn 1280.
+#[test]
+fn ipv6_transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
+    narrow_hops(Family::V6);
+}
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// The narrow-paths lab for `family`: its frontend, the balancer's NAT address towards the
+/// servers, and the configuration (the family's servers).
+fn narrow_lab(family: Family, mtu: u32) -> (Lab, SocketAddr, IpAddr, String) {
+    let lab = Lab::narrow_paths(3, mtu).unwrap();
+    match family {
+        Family::V4 => {
+            let cfg = lab::config(&lab, 12379, 2379, "", &[]);
+            let vip = SocketAddrV4::new(lab.vip, 12379).into();
+            (lab, vip, IpAddr::V4(NARROW_NAT), cfg)
+        }
+        Family::V6 => {
+            lab.narrow_paths_ipv6(mtu).unwrap();
+            let servers: Vec<String> = (0..lab.backends.len())
+                .map(|i| format!("{{ name = \"app{}\", address = \"[{}]:2379\" }}", i + 1, lab::backend_addr6(i)))
+                .collect();
+            let cfg = format!(
+                "[[frontend]]\nname = \"front\"\nbind = \"*:12379\"\nbackend = \"pool\"\n\n[[backend]]\nname = \"pool\"\nserver = [{}]\n",
+                servers.join(", ")
+            );
+            (lab, SocketAddrV6::new(lab::ROUTED_VIP6, 12379, 0, 0).into(), IpAddr::V6(NARROW_NAT6), cfg)
+        }
+    }
+}
+
+/// ICMP errors about a too-big packet a router sent: IPv4's destination unreachables (frag
+/// needed), IPv6's packet-too-big.
+fn too_big_sent(ns: &NetNs, family: Family) -> u64 {
+    match family {
+        Family::V4 => netstat(ns, "IcmpOutDestUnreachs").unwrap(),
+        Family::V6 => {
+            let text = ns.exec(&["cat", "/proc/net/snmp6"]).unwrap();
+            text.lines().find_map(|l| l.strip_prefix("Icmp6OutPktTooBigs")).map_or(0, |v| v.trim().parse().unwrap())
+        }
+    }
+}
+
+fn route_get(ns: &NetNs, to: IpAddr) -> String {
+    ns.ip(&["route", "get", &to.to_string()]).unwrap()
+}
+
+fn narrow_hops(family: Family) {
+    let (lab, vip, nat, cfg) = narrow_lab(family, MTU);
     lab.start_servers(env!("CARGO_BIN_EXE_lbtest-server"), 2379).unwrap();
-    let cfg = lab::config(&lab, 12379, 2379, "", &[]);
     let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
     let reason =
         |r: Reason| counters.reasons().unwrap_or_default().into_iter().find(|(k, _)| *k == r).map_or(0, |(_, n)| n);
-    let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
-    let frag_needed_sent = |ns| netstat(ns, "IcmpOutDestUnreachs").unwrap();
-    let routers_before = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]);
+    let routers_before = too_big_sent(&lab.infra()[0], family) + too_big_sent(&lab.infra()[1], family);
 
     let started = Instant::now();
     let (results, moved) = echo(&lab, vip, STREAMS, 0x3170);
-    let routers = frag_needed_sent(&lab.infra()[0]) + frag_needed_sent(&lab.infra()[1]) - routers_before;
+    let routers = too_big_sent(&lab.infra()[0], family) + too_big_sent(&lab.infra()[1], family) - routers_before;
     let (to_client, to_server) = (reason(Reason::IcmpToClient), reason(Reason::IcmpToServer));
-    let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
+    let client_route = route_get(&lab.client, vip.ip());
     eprintln!(
-        "{moved} bytes echoed by {STREAMS} streams in {:.1} s; routers sent {routers} unreachables; translated to clients {to_client}, to servers {to_server}; client: {}",
+        "{moved} bytes echoed by {STREAMS} streams in {:.1} s; routers sent {routers} too-big errors; translated to clients {to_client}, to servers {to_server}; client: {}",
         started.elapsed().as_secs_f64(),
         client_route.trim()
     );
@@ -82,15 +137,14 @@ fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
     }
     assert!(moved >= STREAMS * EACH, "only {moved} bytes moved: a black hole");
     // Both routers' errors came through, each way.
-    assert!(to_client > 0 && to_server > 0, "frag-needed translated: to clients {to_client}, to servers {to_server}");
+    assert!(
+        to_client > 0 && to_server > 0,
+        "too-big errors translated: to clients {to_client}, to servers {to_server}"
+    );
     // And the ends learned the path MTU from them: the client towards the frontend, each
     // server that carried a stream towards the balancer's NAT address.
     assert!(client_route.contains(&format!("mtu {MTU}")), "the client's route to the frontend: {client_route}");
-    let learned = lab
-        .backends
-        .iter()
-        .filter(|b| b.ns.ip(&["route", "get", &NARROW_NAT.to_string()]).unwrap().contains(&format!("mtu {MTU}")))
-        .count();
+    let learned = lab.backends.iter().filter(|b| route_get(&b.ns, nat).contains(&format!("mtu {MTU}"))).count();
     assert_eq!(learned, lab.backends.len(), "servers that learned the path MTU towards the balancer");
 }
 
@@ -101,17 +155,25 @@ fn transfers_in_both_directions_survive_a_narrow_hop_on_each_side() {
 /// servers' big segments meet the router first, which tells them itself.)
 #[test]
 fn the_balancer_tells_the_client_when_its_own_way_out_is_narrower() {
-    let lab = Lab::narrow_paths(3, 1500).unwrap();
+    own_way_out(Family::V4);
+}
+
+/// The same over IPv6, with the data path's own packet-too-big.
+#[test]
+fn ipv6_the_balancer_tells_the_client_when_its_own_way_out_is_narrower() {
+    own_way_out(Family::V6);
+}
+
+fn own_way_out(family: Family) {
+    let (lab, vip, _, cfg) = narrow_lab(family, 1500);
     lab.lb.ip(&["link", "set", "eth1", "mtu", "1400"]).unwrap();
     lab.infra()[1].ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
     lab.start_servers(env!("CARGO_BIN_EXE_lbtest-server"), 2379).unwrap();
-    let cfg = lab::config(&lab, 12379, 2379, "", &[]);
     let agent = Agent::start(&lab.lb, &cfg, &lab.lb_ifaces, "native").unwrap();
     let counters = Counters::open_pinned(agent.pin_dir()).unwrap();
-    let vip: SocketAddr = SocketAddrV4::new(lab.vip, 12379).into();
     let (results, moved) = echo(&lab, vip, 4, 0x1400);
     let too_big = counters.reasons().unwrap().into_iter().find(|(r, _)| *r == Reason::TooBig).map_or(0, |(_, n)| n);
-    let client_route = lab.client.ip(&["route", "get", &lab.vip.to_string()]).unwrap();
+    let client_route = route_get(&lab.client, vip.ip());
     eprintln!("{moved} bytes echoed; too_big {too_big}; client: {}", client_route.trim());
     for r in &results {
         r.as_ref().unwrap_or_else(|e| panic!("a transfer through the balancer's narrow way out failed: {e:#}"));
