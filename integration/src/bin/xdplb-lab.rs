@@ -121,7 +121,7 @@ fn ipv6_lab(standin: &std::path::Path) -> Result<()> {
          \nWatch it:\
          \n  nsenter --net=/run/netns/{lb} {xdplb} status          # HAProxy's stats page as a table\
          \n  ip netns exec {lb} curl -s 127.0.0.1:8404/metrics      # the status page is /, JSON at /status.json\
-         \n  {xdplb} flows --pin-dir {PINS}                    # IPv6 flows among them\
+         \n  {xdplb} flows --pin-dir {PINS}    # the flows, IPv6 ones among them\
          \n  agent log: {log}\n\
          \nUse it:\
          \n  {etcdctl} put greeting hello\

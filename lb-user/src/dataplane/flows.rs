@@ -182,6 +182,8 @@ pub struct Sweep {
 }
 
 pub(super) type FlowMap<A = V4> = BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>;
+/// A batch of a flow table's entries, and where the next batch starts (none: the table's end).
+type Batch<A> = (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Option<u32>);
 
 impl<A: Addr> Tables<A> {
     /// The entry at `key`, established or half-open.
@@ -266,13 +268,7 @@ impl<A: Addr> Tables<A> {
     /// Up to `max` entries of the established (`syn` false) or half-open table from `cursor`,
     /// and where the next read starts (`None`: the table's end). `no_batch`: batch reads failed
     /// once (a kernel without them): the table is read whole (aya's iterator), in one step.
-    fn read_batch(
-        &self,
-        syn: bool,
-        cursor: Option<u32>,
-        max: u32,
-        no_batch: &mut bool,
-    ) -> (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Option<u32>) {
+    fn read_batch(&self, syn: bool, cursor: Option<u32>, max: u32, no_batch: &mut bool) -> Batch<A> {
         let map = if syn { &self.syn } else { &self.map };
         if !*no_batch {
             match lookup_batch(map, cursor, max) {
@@ -414,21 +410,18 @@ impl FlowTable {
         while left > 0 {
             let max = u32::try_from(left).unwrap_or(u32::MAX).min(BATCH);
             let (syn, cursor) = (pass.table % 2 == 1, pass.cursor);
-            let (read, next) = match (&self.v6, pass.table) {
-                (Some(v6), 2 | 3) => {
-                    let (entries, next) = v6.read_batch(syn, cursor, max, &mut self.no_batch);
-                    for (key, flow) in &entries {
-                        judge(v6, *key, flow, now, t, &mut pass, &mut doomed.v6, false);
-                    }
-                    (entries.len(), next)
+            let (read, next) = if let (Some(v6), 2 | 3) = (&self.v6, pass.table) {
+                let (entries, next) = v6.read_batch(syn, cursor, max, &mut self.no_batch);
+                for (key, flow) in &entries {
+                    judge(v6, *key, flow, now, t, &mut pass, &mut doomed.v6, false);
                 }
-                _ => {
-                    let (entries, next) = self.v4.read_batch(syn, cursor, max, &mut self.no_batch);
-                    for (key, flow) in &entries {
-                        judge(&self.v4, *key, flow, now, t, &mut pass, &mut doomed.v4, report);
-                    }
-                    (entries.len(), next)
+                (entries.len(), next)
+            } else {
+                let (entries, next) = self.v4.read_batch(syn, cursor, max, &mut self.no_batch);
+                for (key, flow) in &entries {
+                    judge(&self.v4, *key, flow, now, t, &mut pass, &mut doomed.v4, report);
                 }
+                (entries.len(), next)
             };
             left = left.saturating_sub(read.max(1));
             match next {
@@ -525,7 +518,7 @@ fn judge<A: Addr>(
         }
         return;
     }
-    let Some(peer) = tables.peer(flow, pass.table % 2 == 0) else {
+    let Some(peer) = tables.peer(flow, pass.table.is_multiple_of(2)) else {
         result.flows += usize::from(flow.direction == FLOW_DIR_CLIENT);
         doomed.push((key, flow.created_ns));
         result.removed += usize::from(flow.direction == FLOW_DIR_CLIENT);
