@@ -273,12 +273,15 @@ fn the_seeds_cluster_on_ipv6() {
     let front = SocketAddr::from(SocketAddrV6::new(LB6, ETCD_FRONT, 0, 0));
     let table = FlowTable::open_pinned(s.agent().pin_dir()).unwrap();
     s.lab.client.enter(|| {
-        let _tcp = TcpStream::connect_timeout(&front, Duration::from_secs(3)).unwrap();
+        let tcp = TcpStream::connect_timeout(&front, Duration::from_secs(3)).unwrap();
+        // This connection's flow (etcdctl's still linger beside it).
+        let me = tcp.local_addr().unwrap();
+        assert_eq!(me.ip(), IpAddr::V6(CLIENT6));
         let flows = table.flows();
         let f = flows
             .iter()
-            .find(|f| f.frontend == front && f.client.ip() == IpAddr::V6(CLIENT6))
-            .unwrap_or_else(|| panic!("no IPv6 flow to {front} in {flows:?}"));
+            .find(|f| f.frontend == front && f.client == me)
+            .unwrap_or_else(|| panic!("no IPv6 flow from {me} to {front} in {flows:?}"));
         assert_eq!(f.source.ip(), IpAddr::V6(LB6), "full NAT from the balancer's IPv6 address");
         assert!(masters.contains(&f.server.ip()) && f.server.port() == 2379, "server {}", f.server);
     });
