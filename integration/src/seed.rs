@@ -6,7 +6,7 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -18,7 +18,7 @@ use lb_user::report::snapshot::{ServerState, ServerStatus, Snapshot};
 use crate::{
     agent::{xdplb_bin, Agent},
     ha::{self, Keepalived},
-    lab::{backend_addr, Lab, Names, HA_VIP, LB, LB2},
+    lab::{backend_addr, backend_addr6, Lab, Names, HA_VIP, LB, LB2, LB6},
     netns::{sh, NetNs},
     pki::Ca,
 };
@@ -47,6 +47,9 @@ pub struct SeedLab {
     standin_bin: PathBuf,
     /// The second balancer and keepalived on both (`start_ha`).
     pub ha: Option<HaPart>,
+    /// The lab on IPv6 (`start_ipv6`): etcd, the stand-ins and xdplb's servers on the masters'
+    /// IPv6 addresses (2001:2::21-23), clients through 2001:2::10.
+    pub ipv6: bool,
 }
 
 /// Two balancers behind a VIP: the second one's namespace and agent, keepalived on both.
@@ -84,16 +87,35 @@ fn master_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("app{}", i + 1))
 }
 
+/// Master `i`'s address in a URL or a `host:port`: `198.18.0.2x`, or `[2001:2::2x]` on IPv6.
+fn url_host(i: usize, ipv6: bool) -> String {
+    if ipv6 {
+        format!("[{}]", backend_addr6(i))
+    } else {
+        backend_addr(i).to_string()
+    }
+}
+
 /// The seed's haproxy.cfg for this lab: the lab's addresses, and the checker's client
 /// certificate on the etcd servers (the members require one).
 pub fn lab_haproxy_cfg(client_pem: &Path) -> String {
+    lab_haproxy_cfg_for(client_pem, false)
+}
+
+/// `lab_haproxy_cfg` on IPv6 when `ipv6`: the masters' IPv6 addresses (`server app1
+/// [2001:2::21]:2379 ...`), and the binds HAProxy's IPv6-only listener (`bind :::12379 v6only`:
+/// HAProxy would hand IPv4 clients of `*:12379` to IPv6 servers, which xdplb does not, so the
+/// import refuses that); xdplb writes them `*:12379`, serving the families it has servers of.
+pub fn lab_haproxy_cfg_for(client_pem: &Path, ipv6: bool) -> String {
     let mut text = SEED_HAPROXY.to_string();
     for (i, seed) in SEED_MASTERS.iter().enumerate() {
-        text = text.replace(&format!("{seed}:"), &format!("{}:", backend_addr(i)));
+        text = text.replace(&format!("{seed}:"), &format!("{}:", url_host(i, ipv6)));
     }
     text.lines()
         .map(|l| {
-            if l.contains(":2379 check check-ssl verify none") {
+            if ipv6 && l.trim_start().starts_with("bind *:") {
+                format!("{} v6only", l.replacen("bind *:", "bind :::", 1))
+            } else if l.contains(":2379 check check-ssl verify none") {
                 format!("{l} crt {}", client_pem.display())
             } else {
                 l.to_string()
@@ -117,7 +139,30 @@ impl SeedLab {
         mode: &str,
         pin_dir: Option<&Path>,
     ) -> Result<SeedLab> {
-        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, None)?;
+        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, None, false)?;
+        let agent = match pin_dir {
+            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
+            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
+        };
+        me.agent = Some(agent);
+        Ok(me)
+    }
+
+    /// The seed's cluster on IPv6: the one-arm lab with its 2001:2::/48 addresses too
+    /// (`Lab::dual_stack`), etcd members listening and advertising (client and peer URLs) on
+    /// 2001:2::21-23, the stand-ins on [2001:2::2x]:6443, and xdplb's servers those addresses
+    /// behind the imported `*:12379` and `*:16443` (both families), checked over IPv6 TLS.
+    /// Clients dial [2001:2::10]:12379 (`front`).
+    pub fn start_ipv6(
+        names: Names,
+        dir: &Path,
+        standin_bin: &Path,
+        mode: &str,
+        pin_dir: Option<&Path>,
+    ) -> Result<SeedLab> {
+        let lab = Lab::one_arm_named(3, names)?;
+        lab.dual_stack()?;
+        let (mut me, toml) = Self::build(lab, dir, standin_bin, None, true)?;
         let agent = match pin_dir {
             Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
             None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
@@ -134,7 +179,7 @@ impl SeedLab {
             // As HAProxy users run it: the backup binds the VIP it does not hold yet.
             ns.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
         }
-        let (mut me, imported) = Self::build(lab, dir, standin_bin, None)?;
+        let (mut me, imported) = Self::build(lab, dir, standin_bin, None, false)?;
         let key = ha::write_key(dir)?;
         let (toml, toml2) = (ha_toml(&imported, 1, &key), ha_toml(&imported, 2, &key));
         fs::write(dir.join("xdplb.toml"), &toml)?;
@@ -163,7 +208,8 @@ impl SeedLab {
         mode: &str,
         pin_dir: &Path,
     ) -> Result<SeedLab> {
-        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, Some("127.0.0.1:12379"))?;
+        let (mut me, toml) =
+            Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, Some("127.0.0.1:12379"), false)?;
         me.lab.napi_backends()?;
         me.node_pins = Some(pin_dir.to_path_buf());
         for b in &me.lab.backends {
@@ -176,8 +222,15 @@ impl SeedLab {
     }
 
     /// The masters, etcd and the stand-ins running, certificates made, and xdplb's
-    /// configuration imported from the seed's haproxy.cfg; no agent yet.
-    fn build(lab: Lab, dir: &Path, standin_bin: &Path, standin_etcd: Option<&str>) -> Result<(SeedLab, String)> {
+    /// configuration imported from the seed's haproxy.cfg; no agent yet. `ipv6`: on the
+    /// masters' IPv6 addresses (the lab already has them).
+    fn build(
+        lab: Lab,
+        dir: &Path,
+        standin_bin: &Path,
+        standin_etcd: Option<&str>,
+        ipv6: bool,
+    ) -> Result<(SeedLab, String)> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir)?;
         let ca = Ca::new("xdplb lab CA")?;
@@ -189,8 +242,15 @@ impl SeedLab {
             let d = master_dir(dir, i);
             let addr = b.addr.to_string();
             // The balancers' addresses are in every server certificate, as the seed says they must be.
-            ca.server(&b.name, &[&addr, &lb, &lb2, &vip, "127.0.0.1", "localhost"])?.write(&d, "server")?;
-            ca.peer(&b.name, &[&addr])?.write(&d, "peer")?;
+            let mut sans = vec![addr.as_str(), &lb, &lb2, &vip, "127.0.0.1", "localhost"];
+            let mut peer_sans = vec![addr.as_str()];
+            let (addr6, lb6) = (backend_addr6(i).to_string(), LB6.to_string());
+            if ipv6 {
+                sans.extend([addr6.as_str(), &lb6, "::1"]);
+                peer_sans.push(&addr6);
+            }
+            ca.server(&b.name, &sans)?.write(&d, "server")?;
+            ca.peer(&b.name, &peer_sans)?.write(&d, "peer")?;
         }
         let mut me = SeedLab {
             lab,
@@ -204,14 +264,17 @@ impl SeedLab {
             etcd: (0..3).map(|_| None).collect(),
             standins: Vec::new(),
             standin_bin: standin_bin.to_path_buf(),
+            ipv6,
         };
         for i in 0..3 {
             me.etcd_start(i)?;
             me.apiserver_mode(i, "ok")?;
             let d = master_dir(dir, i);
             let b = &me.lab.backends[i];
+            let listen = format!("{}:6443", if ipv6 { url_host(i, true) } else { "0.0.0.0".into() });
             let child =
                 b.ns.command(standin_bin.to_str().unwrap())
+                    .args(["--listen", &listen])
                     .args([
                         "--cert",
                         d.join("server.pem").to_str().unwrap(),
@@ -228,7 +291,7 @@ impl SeedLab {
             me.standins.push(child);
         }
         let cfg_path = dir.join("haproxy.cfg");
-        fs::write(&cfg_path, lab_haproxy_cfg(&checker))?;
+        fs::write(&cfg_path, lab_haproxy_cfg_for(&checker, ipv6))?;
         let out = Command::new(xdplb_bin()?).args(["import-haproxy", cfg_path.to_str().unwrap()]).output()?;
         if !out.status.success() {
             bail!("xdplb import-haproxy failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -311,16 +374,18 @@ impl SeedLab {
         let d = master_dir(&self.dir, i);
         let f = |n: &str| d.join(n).display().to_string();
         let me = &self.lab.backends[i];
-        let cluster: Vec<String> =
-            self.lab.backends.iter().map(|b| format!("{}=https://{}:2380", b.name, b.addr)).collect();
+        let cluster: Vec<String> = (0..self.lab.backends.len())
+            .map(|j| format!("{}=https://{}:2380", self.lab.backends[j].name, url_host(j, self.ipv6)))
+            .collect();
         let ca = self.ca.display().to_string();
+        let host = url_host(i, self.ipv6);
         vec![
             format!("--name={}", me.name),
             format!("--data-dir={}", f("data")),
-            format!("--listen-client-urls=https://{}:2379", me.addr),
-            format!("--advertise-client-urls=https://{}:2379", me.addr),
-            format!("--listen-peer-urls=https://{}:2380", me.addr),
-            format!("--initial-advertise-peer-urls=https://{}:2380", me.addr),
+            format!("--listen-client-urls=https://{host}:2379"),
+            format!("--advertise-client-urls=https://{host}:2379"),
+            format!("--listen-peer-urls=https://{host}:2380"),
+            format!("--initial-advertise-peer-urls=https://{host}:2380"),
             format!("--initial-cluster={}", cluster.join(",")),
             "--initial-cluster-token=xdplb-lab".into(),
             "--initial-cluster-state=new".into(),
@@ -374,7 +439,17 @@ impl SeedLab {
 
     /// etcdctl through the balancer, from the client namespace, with the client certificate.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        self.etcdctl_from(&self.lab.client, &format!("{}:{ETCD_FRONT}", self.lab.vip), args)
+        self.etcdctl_from(&self.lab.client, &format!("{}:{ETCD_FRONT}", self.front()), args)
+    }
+
+    /// The balancer's address as clients dial it, for a `host:port`: `198.18.0.10` (the VIP with
+    /// two balancers), or `[2001:2::10]` on IPv6.
+    pub fn front(&self) -> String {
+        if self.ipv6 {
+            format!("[{LB6}]")
+        } else {
+            self.lab.vip.to_string()
+        }
     }
 
     /// etcdctl from `ns` to `endpoint` (`127.0.0.1:12379` on a co-located master: its own
@@ -433,6 +508,15 @@ impl SeedLab {
 
     pub fn master_addr(&self, i: usize) -> Ipv4Addr {
         self.lab.backends[i].addr
+    }
+
+    /// Master `i`'s address its etcd and stand-in serve on: IPv6 in the IPv6 lab.
+    pub fn master_ip(&self, i: usize) -> IpAddr {
+        if self.ipv6 {
+            backend_addr6(i).into()
+        } else {
+            self.lab.backends[i].addr.into()
+        }
     }
 
     pub fn master_ns(&self, i: usize) -> &NetNs {

@@ -79,7 +79,12 @@ fn a_dual_stack_frontend_serves_each_family_from_its_servers() {
     lab.client.enter(|| {
         let (mut s, name) = connect(v6).unwrap();
         let flows = FlowTable::open_pinned(agent.pin_dir()).unwrap().flows();
-        let f = flows.iter().find(|f| f.frontend == v6).unwrap_or_else(|| panic!("no IPv6 flow in {flows:?}"));
+        // This connection's flow (the echo transfers' may still linger beside it).
+        let me = s.local_addr().unwrap();
+        let f = flows
+            .iter()
+            .find(|f| f.frontend == v6 && f.client == me)
+            .unwrap_or_else(|| panic!("no IPv6 flow from {me} in {flows:?}"));
         assert_eq!(f.client.ip(), std::net::IpAddr::V6(lab::CLIENT6));
         assert_eq!(f.source.ip(), std::net::IpAddr::V6(lab::LB6), "full NAT: the balancer's IPv6 address");
         let i = lab.backends.iter().position(|b| b.name == name).unwrap();

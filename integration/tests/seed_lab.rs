@@ -219,3 +219,84 @@ fn syn_retransmits(ns: &integration::netns::NetNs) -> u64 {
     let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
     names.zip(values).find(|(n, _)| *n == "TCPSynRetrans").unwrap().1.parse().unwrap()
 }
+
+/// `cargo xtask run -- --ipv6`: the seed's cluster on IPv6. Every server xdplb balances is a
+/// master's IPv6 address, passes its TLS check over IPv6, and etcdctl reaches the cluster at
+/// https://[2001:2::10]:12379 through the XDP IPv6 data path.
+#[test]
+fn the_seeds_cluster_on_ipv6() {
+    use integration::lab::{backend_addr6, CLIENT6, LB6};
+    use lb_common::Reason;
+    use lb_user::dataplane::{counters::Counters, flows::FlowTable};
+    use std::net::{IpAddr, SocketAddrV6};
+
+    let dir = std::env::temp_dir().join(integration::netns::unique("xdplb-seed6-"));
+    let standin = env!("CARGO_BIN_EXE_apiserver-standin");
+    let started = Instant::now();
+    let mut s = SeedLab::start_ipv6(Names::Unique, &dir, standin.as_ref(), "native", None).unwrap();
+    wait_all_up(&s);
+    eprintln!("all six IPv6 servers UP {:?} after start", started.elapsed());
+
+    // Each server is its master's IPv6 address, UP by a passing TLS + HTTP check over IPv6.
+    let masters: Vec<IpAddr> = (0..3).map(|i| IpAddr::V6(backend_addr6(i))).collect();
+    for backend in [ETCD, API] {
+        for (i, name) in ["app1", "app2", "app3"].iter().enumerate() {
+            let x = s.server(backend, name).unwrap();
+            assert_eq!(x.address.ip(), masters[i], "{backend}/{name}");
+            let check = x.last_check.expect("checked");
+            assert_eq!((check.code.name(), check.http_status), ("L7OK", Some(200)), "{backend}/{name}");
+        }
+    }
+    assert_eq!(s.front(), format!("[{LB6}]"));
+
+    // etcdctl through [2001:2::10]:12379: what it puts, it reads back, and every member served.
+    let counters = Counters::open_pinned(s.agent().pin_dir()).unwrap();
+    let new_flows = |c: &Counters| c.reasons().unwrap().into_iter().find(|(r, _)| *r == Reason::NewFlow).unwrap().1;
+    let (flows_before, opened_before) = (flows(&s, ETCD), new_flows(&counters));
+    let t = Instant::now();
+    for i in 0..6 {
+        let (k, v) = (format!("/xdplb/v6/k{i}"), format!("over IPv6 {i}"));
+        s.etcdctl(&["put", &k, &v]).unwrap();
+        assert_eq!(s.etcdctl(&["get", "--print-value-only", &k]).unwrap().trim(), v);
+    }
+    eprintln!("12 etcdctl commands through https://[{LB6}]:12379 in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(1200));
+    let delta: Vec<u64> = flows(&s, ETCD).iter().zip(&flows_before).map(|(a, b)| a - b).collect();
+    assert!(delta.iter().all(|&n| n > 0), "every IPv6 member took etcdctl's flows: {delta:?}");
+    // Flows the data path opened (the servers are IPv6 only: the IPv6 path's), at least one per
+    // etcdctl run.
+    let opened = new_flows(&counters) - opened_before;
+    assert!(opened >= 12, "the data path opened {opened} flows for 12 etcdctl runs");
+
+    // An open connection to the front is an IPv6 flow in the table: client to [2001:2::10]:12379,
+    // the balancer's IPv6 address to a master's [..]:2379.
+    let front = SocketAddr::from(SocketAddrV6::new(LB6, ETCD_FRONT, 0, 0));
+    let table = FlowTable::open_pinned(s.agent().pin_dir()).unwrap();
+    s.lab.client.enter(|| {
+        let tcp = TcpStream::connect_timeout(&front, Duration::from_secs(3)).unwrap();
+        // This connection's flow (etcdctl's still linger beside it).
+        let me = tcp.local_addr().unwrap();
+        assert_eq!(me.ip(), IpAddr::V6(CLIENT6));
+        let flows = table.flows();
+        let f = flows
+            .iter()
+            .find(|f| f.frontend == front && f.client == me)
+            .unwrap_or_else(|| panic!("no IPv6 flow from {me} to {front} in {flows:?}"));
+        assert_eq!(f.source.ip(), IpAddr::V6(LB6), "full NAT from the balancer's IPv6 address");
+        assert!(masters.contains(&f.server.ip()) && f.server.port() == 2379, "server {}", f.server);
+    });
+
+    // And the apiserver stand-ins answer on IPv6 through [2001:2::10]:16443, round robin.
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let url = format!("https://[{LB6}]:{API_FRONT}/healthz");
+        let out = s.lab.client.exec(&["curl", "-sk", "-D", "-", "--max-time", "3", &url]).unwrap();
+        assert!(out.ends_with("ok"), "{url}: {out}");
+        let by = out.lines().find_map(|l| l.strip_prefix("X-Served-By: ")).map(|n| n.trim().to_string());
+        answered.insert(by.unwrap_or_else(|| panic!("no X-Served-By in {out}")));
+    }
+    assert_eq!(answered.into_iter().collect::<Vec<_>>(), ["app1", "app2", "app3"], "one stand-in each");
+    eprintln!("IPv6 seed lab test done in {:?}", started.elapsed());
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -74,7 +74,8 @@ enum Cmd {
         root: PathBuf,
     },
     /// Set up, build, and run: with no arguments a lab in network namespaces (`-- --ha`: two
-    /// balancers behind a keepalived VIP); with other arguments, `xdplb run ARGS` on this host
+    /// balancers behind a keepalived VIP; `-- --colocated`: xdplb on every master; `-- --ipv6`:
+    /// the lab on IPv6, 2001:2::/48); with other arguments, `xdplb run ARGS` on this host
     /// (e.g. `-- --config /etc/xdplb/xdplb.toml --iface eth0`).
     Run {
         #[arg(last = true)]
@@ -83,7 +84,7 @@ enum Cmd {
 }
 
 /// What `cargo xtask run -- FLAGS` hands to the lab rather than to `xdplb run`.
-const LAB_FLAGS: &[&str] = &["--ha", "--colocated"];
+const LAB_FLAGS: &[&str] = &["--ha", "--colocated", "--ipv6"];
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

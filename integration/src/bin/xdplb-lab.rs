@@ -2,8 +2,9 @@
 //! a client, the balancer running xdplb, and three masters each running a real etcd member and a
 //! kube-apiserver stand-in, until Ctrl-C. `cargo xtask run -- --ha`: two balancers sharing the
 //! VIP 198.18.0.100 with real keepalived, xdplb on both sharing flows; `-- --colocated`: xdplb
-//! on every master. Everything it made is removed when it stops, and a run after a crash first
-//! removes what the crashed one left (the names are fixed).
+//! on every master; `-- --ipv6`: the same cluster on IPv6 (2001:2::/48), etcdctl through
+//! https://[2001:2::10]:12379. Everything it made is removed when it stops, and a run after a
+//! crash first removes what the crashed one left (the names are fixed).
 
 use std::{
     path::PathBuf,
@@ -30,14 +31,26 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let standin = std::env::current_exe()?.with_file_name("apiserver-standin");
-    let ha = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("--ha") => true,
-        Some("--colocated") => return colocated(&standin),
-        Some(other) => {
-            anyhow::bail!("xdplb-lab: unknown argument {other:?} (the lab takes --ha, --colocated, or nothing)")
+    let (mut ha, mut ipv6, mut colo) = (false, false, false);
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--ha" => ha = true,
+            "--colocated" => colo = true,
+            "--ipv6" => ipv6 = true,
+            other => anyhow::bail!(
+                "xdplb-lab: unknown argument {other:?} (the lab takes --ha, --colocated, --ipv6, or nothing)"
+            ),
         }
-    };
+    }
+    match (ha, colo, ipv6) {
+        (true, true, _) => anyhow::bail!("xdplb-lab: --ha and --colocated are two shapes; choose one"),
+        (_, _, true) if ha || colo => {
+            anyhow::bail!("xdplb-lab: --ipv6 builds the one-balancer lab only (not with --ha or --colocated)")
+        }
+        (false, true, false) => return colocated(&standin),
+        (false, false, true) => return ipv6_lab(&standin),
+        _ => {}
+    }
     println!("xdplb lab: building the seed's cluster in network namespaces (198.18.0.0/24)...");
     let names = Names::Fixed("xdplb-lab");
     let lab = if ha {
@@ -82,6 +95,48 @@ fn main() -> Result<()> {
             ctl = ctl.display(),
         );
     }
+    run_until_stopped(lab)
+}
+
+/// `--ipv6`: the seed's cluster on the lab's IPv6 addresses (2001:2::/48, RFC 5180's block).
+fn ipv6_lab(standin: &std::path::Path) -> Result<()> {
+    use integration::lab::{backend_addr6, CLIENT6, LB6};
+    println!("xdplb lab: building the seed's cluster on IPv6 in network namespaces (2001:2::/48)...");
+    let lab = SeedLab::start_ipv6(Names::Fixed("xdplb-lab"), DIR.as_ref(), standin, "auto", Some(PINS.as_ref()))?;
+    let ctl = lab.write_control_script()?;
+    wait_checks(&|| lab.status().is_ok_and(|s| all_up(&s)))?;
+    let xdplb = integration::agent::xdplb_bin()?;
+    let (lb, cl) = (lab.lab.lb.name.clone(), lab.lab.client.name.clone());
+    let etcdctl = format!(
+        "ip netns exec {cl} env ETCDCTL_API=3 etcdctl --endpoints=https://[{LB6}]:12379 --cacert={d}/ca.pem --cert={d}/etcdctl.pem --key={d}/etcdctl-key.pem",
+        d = DIR
+    );
+    print!("{}", lb_user::report::table::table(&lab.status()?));
+    println!(
+        "\nThe seed's cluster runs on IPv6 behind xdplb (its config: {DIR}/xdplb.toml, imported from {DIR}/haproxy.cfg;\
+         \nthe binds *:12379 and *:16443 take both families, the servers are the masters' IPv6 addresses):\n\
+         \n  client {cl} {CLIENT6}  ->  balancer {lb} [{LB6}]:12379 (etcd) and :16443 (apiservers)\
+         \n  masters app1..app3 {a1}, {a2}, {a3}: etcd on 2379 (TLS, client certificates; peers on 2380),\
+         \n  apiserver stand-in on 6443; health checks over IPv6 TLS\n\
+         \nWatch it:\
+         \n  nsenter --net=/run/netns/{lb} {xdplb} status          # HAProxy's stats page as a table\
+         \n  ip netns exec {lb} curl -s 127.0.0.1:8404/metrics      # the status page is /, JSON at /status.json\
+         \n  {xdplb} flows --pin-dir {PINS}    # the flows, IPv6 ones among them\
+         \n  agent log: {log}\n\
+         \nUse it:\
+         \n  {etcdctl} put greeting hello\
+         \n  {etcdctl} endpoint health\
+         \n  ip netns exec {cl} curl -sk https://[{LB6}]:16443/healthz\n\
+         \nBreak and mend it, then watch `xdplb status` (checks: inter 2s, rise 2, fall 3):\
+         \n  {ctl} etcd stop 2      {ctl} etcd start 2\
+         \n  {ctl} apiserver fail 1  (500)    {ctl} apiserver hang 1  (TCP, no TLS)    {ctl} apiserver ok 1\n\
+         \nCtrl-C stops the lab and removes its namespaces, links, pins and processes.",
+        a1 = backend_addr6(0),
+        a2 = backend_addr6(1),
+        a3 = backend_addr6(2),
+        ctl = ctl.display(),
+        log = PathBuf::from(DIR).join("agent/agent.log").display(),
+    );
     run_until_stopped(lab)
 }
 
