@@ -1,10 +1,11 @@
 //! A namespace in which the real XDP program runs under BPF_PROG_TEST_RUN with maps filled by
 //! the agent's own map owner: two veth interfaces (d0 198.18.0.10/24, d1 198.19.0.10/24) and
 //! permanent neighbour entries, so that `bpf_fib_lookup` answers for real. Used by the packet
-//! fixtures and by the per-packet cost benchmark.
+//! fixtures and by the per-packet cost benchmark. [`fixture6`] adds IPv6 (d0 2001:2::10/64, d1
+//! 2001:2:1::10/64, the IPv6 servers' neighbours, IPv6 forwarding) for the IPv6 fixtures.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
     path::PathBuf,
 };
@@ -14,7 +15,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use lb_common::{Event, Flow, FlowKey, Reason, Settings, TrafficStats};
+use lb_common::{Event, Flow, FlowKey, FlowKey6, FlowOf, Reason, Settings, TrafficStats, V6};
 use lb_user::{
     config::Config,
     dataplane::{self, counters::Counters, flows::FlowTable, maps::MapOwner, LoadOptions},
@@ -23,7 +24,7 @@ use lb_user::{
 };
 
 use crate::{
-    frames::Tcp,
+    frames::{Addr, Tcp},
     netns::{unique, veth, NetNs},
 };
 
@@ -45,6 +46,21 @@ pub fn server(i: u8) -> Ipv4Addr {
 }
 pub fn server_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, 0x20 + i]
+}
+
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+pub const VIP6_2: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x10);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+/// The etcd frontend's IPv6 address (`*:12379` covers both families in `CONFIG6`).
+pub const ETCD6: (Ipv6Addr, u16) = (VIP6, 12379);
+
+/// The IPv6 servers of `CONFIG6`'s etcd backend: 2001:2::21..23, behind d0.
+pub fn server6(i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20 + u16::from(i))
+}
+/// Their MACs, not the IPv4 servers' (so a frame shows which family's neighbour it got).
+pub fn server6_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x06, 0x20 + i]
 }
 
 pub const CONFIG: &str = r#"
@@ -92,6 +108,18 @@ name = "unresolved"
 server = [ { name = "y", address = "198.18.0.24:3000" } ]
 "#;
 
+/// `CONFIG` with IPv6 servers in the etcd backend (app1-v6..app3-v6 at `server6(1..=3)`, after
+/// its IPv4 ones): the `*:12379` frontend is dual stack, each family served by its own servers.
+pub fn config6() -> String {
+    CONFIG.replace(
+        "  { name = \"app3\", address = \"198.18.0.23:2379\" },\n",
+        "  { name = \"app3\", address = \"198.18.0.23:2379\" },\n  \
+         { name = \"app1-v6\", address = \"[2001:2::21]:2379\" },\n  \
+         { name = \"app2-v6\", address = \"[2001:2::22]:2379\" },\n  \
+         { name = \"app3-v6\", address = \"[2001:2::23]:2379\" },\n",
+    )
+}
+
 pub struct Fixture {
     pub ns: NetNs,
     // The far ends of d0 and d1.
@@ -136,6 +164,29 @@ pub fn fixture() -> Fixture {
         ns.sysctl(&format!("net.ipv4.conf.{d}.forwarding"), "1").unwrap();
     }
     Fixture { ns, _peer: peer, pin_dir: PathBuf::from("/sys/fs/bpf").join(unique("xdplb-fx-")) }
+}
+
+/// `fixture` with IPv6 too: d0 2001:2::10/64 and d1 2001:2:1::10/64 (no duplicate address
+/// detection, usable at once), permanent neighbour entries for the IPv6 servers (`server6`,
+/// `server6_mac`) and for 2001:2:1::31 behind d1, and IPv6 forwarding on both interfaces: the
+/// kernel's IPv6 FIB lookup answers only on interfaces that forward IPv6.
+pub fn fixture6() -> Fixture {
+    let fx = fixture();
+    let ns = &fx.ns;
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0").unwrap();
+    ns.ip(&["-6", "addr", "add", "2001:2::10/64", "dev", "d0", "nodad"]).unwrap();
+    ns.ip(&["-6", "addr", "add", "2001:2:1::10/64", "dev", "d1", "nodad"]).unwrap();
+    for i in 1..=3u8 {
+        let mac = server6_mac(i).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        ns.ip(&["-6", "neigh", "replace", &server6(i).to_string(), "lladdr", &mac, "dev", "d0", "nud", "permanent"])
+            .unwrap();
+    }
+    ns.ip(&["-6", "neigh", "replace", "2001:2:1::31", "lladdr", "02:00:00:00:01:31", "dev", "d1", "nud", "permanent"])
+        .unwrap();
+    for d in ["d0", "d1"] {
+        ns.sysctl(&format!("net.ipv6.conf.{d}.forwarding"), "1").unwrap();
+    }
+    fx
 }
 
 impl Fixture {
@@ -238,6 +289,11 @@ impl Loaded {
         self.flows.get(&key)
     }
 
+    /// The IPv6 entry under `key` (`flows6`).
+    pub fn entry6(&self, key: FlowKey6) -> Option<FlowOf<V6>> {
+        self.flows.get6(&key)
+    }
+
     pub fn server_stats(&self, name: &str) -> TrafficStats {
         let id = self.topology.pool("etcd").unwrap().servers.iter().find(|s| s.name == name).unwrap().id;
         self.counters.server(id).unwrap()
@@ -245,10 +301,10 @@ impl Loaded {
 }
 
 /// What the rewrite of a SYN to the etcd frontend tells: the server the program picked and the
-/// NAT port it took.
+/// NAT port it took (`Nat`: an IPv4 flow's, `Nat<Ipv6Addr>`: an IPv6 flow's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nat {
-    pub server: Ipv4Addr,
+pub struct Nat<A = Ipv4Addr> {
+    pub server: A,
     pub port: u16,
 }
 
@@ -258,12 +314,38 @@ impl Default for Nat {
     }
 }
 
-impl Nat {
+impl Default for Nat<Ipv6Addr> {
+    fn default() -> Self {
+        Nat { server: Ipv6Addr::UNSPECIFIED, port: 0 }
+    }
+}
+
+impl<A: Addr> Nat<A> {
     /// Read from the rewritten SYN.
-    pub fn of(rewritten: &Tcp) -> Nat {
+    pub fn of(rewritten: &Tcp<A>) -> Nat<A> {
         Nat { server: rewritten.dst, port: rewritten.sport }
     }
+}
 
+impl Nat<Ipv6Addr> {
+    /// `t`, from a client to the etcd frontend's IPv6 address, as the program sends it on to
+    /// this flow's server (one of `server6(1..=3)`, behind d0), from the balancer's IPv6 address.
+    pub fn forward(self, t: &Tcp<Ipv6Addr>) -> Tcp<Ipv6Addr> {
+        t.with((VIP6, self.port), (self.server, 2379), D0_MAC, server6_mac(self.server.octets()[15] - 0x20))
+    }
+
+    /// A segment with `flags` from this flow's server to its NAT tuple (`Tcp::new`'s defaults).
+    pub fn from_server(self, flags: u8) -> Tcp<Ipv6Addr> {
+        Tcp::new((self.server, 2379), (VIP6, self.port), flags)
+    }
+
+    /// The flow's server-side key.
+    pub fn server_key(self) -> FlowKey6 {
+        key6((self.server, 2379), (VIP6, self.port))
+    }
+}
+
+impl Nat {
     /// `t`, from a client to the etcd frontend, as the program sends it on to this flow's server
     /// (one of `server(1..=3)`, behind d0).
     pub fn forward(self, t: &Tcp) -> Tcp {
@@ -284,6 +366,20 @@ impl Nat {
 /// `t`, from an etcd server, as the program hands it back to `client` (same interface).
 pub fn to_client(t: &Tcp, client: (Ipv4Addr, u16)) -> Tcp {
     t.with(ETCD, client, D0_MAC, CLIENT_MAC)
+}
+
+/// `t`, from an IPv6 etcd server, as the program hands it back to the IPv6 `client`.
+pub fn to_client6(t: &Tcp<Ipv6Addr>, client: (Ipv6Addr, u16)) -> Tcp<Ipv6Addr> {
+    t.with(ETCD6, client, D0_MAC, CLIENT_MAC)
+}
+
+pub fn key6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16)) -> FlowKey6 {
+    FlowKey6 {
+        src_addr: src.0.octets(),
+        dst_addr: dst.0.octets(),
+        src_port_be: src.1.to_be(),
+        dst_port_be: dst.1.to_be(),
+    }
 }
 
 pub fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {

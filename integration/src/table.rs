@@ -8,8 +8,14 @@
 //! NAT port it picked, the TSval it sent) is captured from an output frame into [`Seen`] and used
 //! by later rows: an input frame, an expected frame or a flow key may be [`later`], a closure
 //! over what has been seen so far.
+//!
+//! IPv6 rows are the same rows: their frames are `Tcp<Ipv6Addr>`'s, their new flows are
+//! captured by [`Case::opens6`] into `Seen::flows6`, their flow states asserted by
+//! [`Case::flow6`].
 
-use lb_common::{tcp::ts_clock, Event, FlowKey, Reason};
+use std::net::Ipv6Addr;
+
+use lb_common::{tcp::ts_clock, Event, FlowKey, FlowKey6, Reason};
 use lb_user::dataplane::flows::{monotonic_ns, FlowState};
 
 use crate::{
@@ -22,6 +28,8 @@ use crate::{
 pub struct Seen {
     /// The flows the rows marked [`Case::opens`] opened, in order (from their rewritten SYNs).
     pub flows: Vec<Nat>,
+    /// The IPv6 flows the rows marked [`Case::opens6`] opened, in order.
+    pub flows6: Vec<Nat<Ipv6Addr>>,
     /// The TSval the last of those SYNs left with, if it carried Linux's SYN options (else 0).
     pub tsval: u32,
     /// The timestamp clock (`ts_clock`) just before and just after the last of those SYNs.
@@ -78,6 +86,12 @@ pub fn forwarded(t: Tcp) -> Out<'static> {
     exact_later(move |s| s.flows[0].forward(&t).frame())
 }
 
+/// Expected: `t`, from an IPv6 client to the etcd frontend, as the program sends it on along the
+/// first IPv6 flow seen.
+pub fn forwarded6(t: Tcp<Ipv6Addr>) -> Out<'static> {
+    exact_later(move |s| s.flows6[0].forward(&t).frame())
+}
+
 /// The fixture's interface a frame arrives on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Iface {
@@ -124,6 +138,8 @@ impl Counter {
 pub type Before<'a> = Box<dyn Fn(&mut Seen) + 'a>;
 /// Takes what later rows need from the output frame, parsed.
 pub type Capture<'a> = Box<dyn Fn(&mut Seen, &Tcp) + 'a>;
+/// The same for an IPv6 output frame.
+pub type Capture6<'a> = Box<dyn Fn(&mut Seen, &Tcp<Ipv6Addr>) + 'a>;
 /// Asserts anything else once the row has run.
 pub type Check<'a> = Box<dyn Fn(&Loaded, &Seen) + 'a>;
 
@@ -136,12 +152,15 @@ pub struct Case<'a> {
     pub output: Out<'a>,
     pub before: Vec<Before<'a>>,
     pub capture: Vec<Capture<'a>>,
+    pub capture6: Vec<Capture6<'a>>,
     /// Counters and by how much this row moves each.
     pub counts: Vec<(Counter, u64)>,
     /// Counters and what each reads after this row (since the program was loaded).
     pub totals: Vec<(Counter, u64)>,
     /// Flow entries and the state this row leaves each in.
     pub flows: Vec<(Val<'a, FlowKey>, FlowState)>,
+    /// IPv6 flow entries and the state this row leaves each in.
+    pub flows6: Vec<(Val<'a, FlowKey6>, FlowState)>,
     pub checks: Vec<Check<'a>>,
 }
 
@@ -156,9 +175,11 @@ impl<'a> Case<'a> {
             output,
             before: Vec::new(),
             capture: Vec::new(),
+            capture6: Vec::new(),
             counts: Vec::new(),
             totals: Vec::new(),
             flows: Vec::new(),
+            flows6: Vec::new(),
             checks: Vec::new(),
         }
     }
@@ -184,6 +205,13 @@ impl<'a> Case<'a> {
         self
     }
 
+    /// `capture` for an IPv6/TCP output frame.
+    #[must_use]
+    pub fn capture6(mut self, f: impl Fn(&mut Seen, &Tcp<Ipv6Addr>) + 'a) -> Self {
+        self.capture6.push(Box::new(f));
+        self
+    }
+
     /// This row adds `by` to `counter`.
     #[must_use]
     pub fn counts(mut self, counter: impl Into<Counter>, by: u64) -> Self {
@@ -205,6 +233,13 @@ impl<'a> Case<'a> {
         self
     }
 
+    /// After this row, the IPv6 entry under `key` is in `state`.
+    #[must_use]
+    pub fn flow6(mut self, key: Val<'a, FlowKey6>, state: FlowState) -> Self {
+        self.flows6.push((key, state));
+        self
+    }
+
     /// This row's SYN opens a flow: its server and NAT port go to `seen.flows`, its TSval to
     /// `seen.tsval`, the clock around it to `seen.clock`.
     #[must_use]
@@ -212,11 +247,17 @@ impl<'a> Case<'a> {
         self.before(|seen| seen.clock.0 = ts_clock(monotonic_ns())).capture(|seen, syn| {
             seen.clock.1 = ts_clock(monotonic_ns());
             seen.flows.push(Nat::of(syn));
-            // Linux's SYN options: MSS, SACK_PERM, TS (its TSval 8 bytes in), NOP, WS.
-            seen.tsval = match syn.tcp_options.get(6..12) {
-                Some([8, 10, v @ ..]) => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                _ => 0,
-            };
+            seen.tsval = syn_tsval(&syn.tcp_options);
+        })
+    }
+
+    /// `opens` for an IPv6 SYN: its server and NAT port go to `seen.flows6`.
+    #[must_use]
+    pub fn opens6(self) -> Self {
+        self.before(|seen| seen.clock.0 = ts_clock(monotonic_ns())).capture6(|seen, syn| {
+            seen.clock.1 = ts_clock(monotonic_ns());
+            seen.flows6.push(Nat::of(syn));
+            seen.tsval = syn_tsval(&syn.tcp_options);
         })
     }
 
@@ -225,6 +266,15 @@ impl<'a> Case<'a> {
     pub fn check(mut self, f: impl Fn(&Loaded, &Seen) + 'a) -> Self {
         self.checks.push(Box::new(f));
         self
+    }
+}
+
+/// The TSval of Linux's SYN options (MSS, SACK_PERM, TS with its TSval 8 bytes in, NOP, WS);
+/// 0 for other options.
+fn syn_tsval(options: &[u8]) -> u32 {
+    match options.get(6..12) {
+        Some([8, 10, v @ ..]) => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+        _ => 0,
     }
 }
 
@@ -261,6 +311,12 @@ pub fn run(l: &mut Loaded, table: &[Case<'_>]) -> Seen {
                 f(&mut seen, &got);
             }
         }
+        if !case.capture6.is_empty() {
+            let got = frames::parse6(&out).unwrap_or_else(|| panic!("{row}: the output is no IPv6/TCP frame"));
+            for f in &case.capture6 {
+                f(&mut seen, &got);
+            }
+        }
         match &case.output {
             Out::Unchanged => {
                 assert_eq!(out, input, "{row}: must come back unchanged ({} bytes)", input.len());
@@ -269,6 +325,7 @@ pub fn run(l: &mut Loaded, table: &[Case<'_>]) -> Seen {
                 let expected = expected.get(&seen);
                 // Field by field first, which reads well when they differ; then every byte.
                 assert_eq!(frames::parse(&out), frames::parse(&expected), "{row}: output frame");
+                assert_eq!(frames::parse6(&out), frames::parse6(&expected), "{row}: output frame (IPv6)");
                 assert_eq!(out, expected, "{row}: output frame, byte for byte");
                 assert!(frames::checksums_valid(&out), "{row}: output checksums valid");
             }
@@ -283,6 +340,11 @@ pub fn run(l: &mut Loaded, table: &[Case<'_>]) -> Seen {
             let key = key.get(&seen);
             let entry = l.entry(key).unwrap_or_else(|| panic!("{row}: no flow entry under {key:?}"));
             assert_eq!(FlowState::of(&entry), *state, "{row}: state of the entry under {key:?}");
+        }
+        for (key, state) in &case.flows6 {
+            let key = key.get(&seen);
+            let entry = l.entry6(key).unwrap_or_else(|| panic!("{row}: no IPv6 flow entry under {key:?}"));
+            assert_eq!(FlowState::of(&entry), *state, "{row}: state of the IPv6 entry under {key:?}");
         }
         for check in &case.checks {
             check(l, &seen);

@@ -81,8 +81,17 @@ pub fn parse_if_inet6(text: &str) -> Vec<Inet6> {
 }
 
 /// Every IPv6 address of every interface (none when IPv6 is disabled).
+///
+/// Read from /proc/thread-self: /proc/net is the network namespace of the process's main
+/// thread, not necessarily the calling thread's (one that entered another namespace, as the
+/// packet fixtures' loader does, would read the main thread's addresses; IPv4's, read through
+/// `getifaddrs`'s netlink socket, are the calling thread's). /proc/net when there is no
+/// thread-self (before Linux 3.17).
 pub fn all_ipv6() -> Vec<Inet6> {
-    std::fs::read_to_string("/proc/net/if_inet6").map(|t| parse_if_inet6(&t)).unwrap_or_default()
+    std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+        .or_else(|_| std::fs::read_to_string("/proc/net/if_inet6"))
+        .map(|t| parse_if_inet6(&t))
+        .unwrap_or_default()
 }
 
 /// Every local address of both families, by interface name: IPv4 ones, and IPv6 ones whose
