@@ -212,6 +212,9 @@ pub fn parse6(f: &[u8]) -> Option<Tcp<Ipv6Addr>> {
 /// (`icmp_checksums_valid`); for an IPv6/TCP frame (no extension headers), its TCP checksum.
 pub fn checksums_valid(f: &[u8]) -> bool {
     if f.len() >= 14 && u16::from_be_bytes([f[12], f[13]]) == ETH_P_IPV6 {
+        if f.len() >= 54 + 8 && f[20] == 58 {
+            return icmp6_checksums_valid(f);
+        }
         if f.len() < 54 + 20 || f[20] != 6 {
             return false;
         }
@@ -320,6 +323,81 @@ pub fn neighbour_solicitation(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr)
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&group.octets());
     f.extend_from_slice(&icmp);
+    f
+}
+
+/// An ICMPv6 error from `src` to `dst` (hop limit 64): `icmp_type`, `code`, the 4 bytes after
+/// the checksum (a packet-too-big's MTU), then `quote` (the packet it is about, from its IPv6
+/// header on); the checksum over the IPv6 pseudo-header computed in full.
+pub fn icmp6_error(
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    let len = icmp.len() as u32;
+    let pseudo = checksum::sum_words(&src.octets()) + checksum::sum_words(&dst.octets()) + len + 58;
+    let c = !checksum::fold(checksum::fold(pseudo) as u32 + checksum::fold(checksum::sum_words(&icmp)) as u32);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Whether every checksum of an ICMPv6 error frame (`icmp6_error`'s shape) holds: the ICMPv6
+/// checksum over its pseudo-header, and the quoted TCP segment's when the quote holds all of it.
+pub fn icmp6_checksums_valid(f: &[u8]) -> bool {
+    let payload = u16::from_be_bytes([f[18], f[19]]) as usize;
+    if f.len() < 54 + payload || payload < 8 {
+        return false;
+    }
+    let icmp = &f[54..54 + payload];
+    let pseudo = checksum::sum_words(&f[22..54]) + payload as u32 + 58;
+    if checksum::fold(checksum::fold(pseudo) as u32 + checksum::fold(checksum::sum_words(icmp)) as u32) != 0xffff {
+        return false;
+    }
+    let quote = &icmp[8..];
+    if quote.len() >= 40 + 20 && quote[6] == 6 {
+        let inner = u16::from_be_bytes([quote[4], quote[5]]) as usize;
+        if quote.len() >= 40 + inner {
+            let (src, dst): ([u8; 16], [u8; 16]) =
+                (quote[8..24].try_into().unwrap(), quote[24..40].try_into().unwrap());
+            return checksum::tcp_ipv6(src, dst, &quote[40..40 + inner]) == 0;
+        }
+    }
+    true
+}
+
+/// ICMPv6 error types.
+pub const ICMP6_DEST_UNREACH: u8 = 1;
+pub const ICMP6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMP6_TIME_EXCEEDED: u8 = 3;
+
+/// `frame` (an IPv6 TCP frame) as a fragment: an 8-byte fragment header before the TCP header,
+/// at `offset` (8-byte units), with more fragments to come (`more`).
+pub fn with_fragment_header(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
+    assert_eq!(u16::from_be_bytes([frame[12], frame[13]]), ETH_P_IPV6);
+    let mut f = frame[..54].to_vec();
+    let next = f[20];
+    f[20] = 44;
+    let payload = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&payload.to_be_bytes());
+    let off = (offset << 3 | u16::from(more)).to_be_bytes();
+    f.extend_from_slice(&[next, 0, off[0], off[1], 0x12, 0x34, 0x56, 0x78]);
+    f.extend_from_slice(&frame[54..]);
     f
 }
 

@@ -423,3 +423,94 @@ fn ipv4_through_the_dual_stack_frontend_byte_for_byte() {
         assert_eq!(l.flows.entry_count(), 2, "IPv4 entries only");
     });
 }
+
+/// ICMPv6 errors about an IPv6 flow, translated for its other end (`xdplb6_icmp`): outer
+/// addresses, the quote back to what that end sent (addresses, ports, quoted TCP checksum), the
+/// ICMPv6 checksum over its pseudo-header; compared byte for byte with errors built whole here.
+/// An error about no tracked flow passes untouched; a tracked flow's first fragment is dropped,
+/// any other fragment passes.
+#[test]
+fn ipv6_icmp_errors_and_fragments_of_a_flow() {
+    use frames::{icmp6_error, with_fragment_header, ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED};
+    const XDP_DROP: u32 = 1;
+    let fx = fixture6();
+    fx.ns.enter(|| {
+        let mut l = fx.load_config(&all_up, 1024, &config6());
+        let client = (CLIENT6, 51100);
+        let syn = Tcp::new(client, ETCD6, SYN);
+        let router = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0xfe);
+        let router_mac = [0x02, 0, 0, 0, 0, 0xfe];
+        let mtu = [0, 0, 0x05, 0x00];
+        let synack = |s: &Seen| from_server6(s, SYN | ACK, &[]);
+        let ip = |t: &Tcp<Ipv6Addr>| t.frame()[14..].to_vec();
+        let server_of = |s: &Seen| s.flows6[0].server;
+        let server_mac_of = |s: &Seen| server6_mac(s.flows6[0].server.octets()[15] - 0x20);
+        let data = client_segment(client, ACK | PSH, vec![7; 64]);
+        let table = vec![
+            open6("SYN: opens the flow", &syn),
+            Case::new(
+                "packet too big from a router towards the server about the SYN as the balancer sent it: to the client, about the SYN as the client sent it, the MTU as it was",
+                later(|s| icmp6_error((router_mac, D0_MAC), router, VIP6, ICMP6_PACKET_TOO_BIG, 0, mtu, &ip(&s.flows6[0].forward(&syn)))),
+                XDP_TX,
+                exact(icmp6_error((D0_MAC, CLIENT_MAC), VIP6, CLIENT6, ICMP6_PACKET_TOO_BIG, 0, mtu, &ip(&syn))),
+            )
+            .counts(Reason::IcmpToClient, 1),
+            Case::new(
+                "the same with the quote cut after 8 bytes of TCP (no TCP checksum in it)",
+                later(|s| icmp6_error((router_mac, D0_MAC), router, VIP6, ICMP6_PACKET_TOO_BIG, 0, mtu, &ip(&s.flows6[0].forward(&syn))[..48])),
+                XDP_TX,
+                exact(icmp6_error((D0_MAC, CLIENT_MAC), VIP6, CLIENT6, ICMP6_PACKET_TOO_BIG, 0, mtu, &ip(&syn)[..48])),
+            )
+            .counts(Reason::IcmpToClient, 1),
+            Case::new(
+                "SYN-ACK from the server: back to the client",
+                later(|s| synack(s).frame()),
+                XDP_TX,
+                exact_later(|s| to_client6(&synack(s), client).frame()),
+            ),
+            Case::new(
+                "time exceeded from a router on the client's side about the SYN-ACK as the balancer sent it: to the server, about the SYN-ACK as the server sent it",
+                later(|s| icmp6_error((router_mac, D0_MAC), router, VIP6, ICMP6_TIME_EXCEEDED, 0, [0; 4], &ip(&to_client6(&synack(s), client)))),
+                XDP_TX,
+                exact_later(|s| icmp6_error((D0_MAC, server_mac_of(s)), VIP6, server_of(s), ICMP6_TIME_EXCEEDED, 0, [0; 4], &ip(&synack(s)))),
+            )
+            .counts(Reason::IcmpToServer, 1),
+            Case::new(
+                "port unreachable from the server itself about data the balancer sent: to the client",
+                later(|s| icmp6_error((server_mac_of(s), D0_MAC), server_of(s), VIP6, ICMP6_DEST_UNREACH, 4, [0; 4], &ip(&s.flows6[0].forward(&data)))),
+                XDP_TX,
+                exact(icmp6_error((D0_MAC, CLIENT_MAC), VIP6, CLIENT6, ICMP6_DEST_UNREACH, 4, [0; 4], &ip(&data))),
+            )
+            .counts(Reason::IcmpToClient, 1),
+            Case::new(
+                "an error about a packet of no tracked flow: to the kernel untouched",
+                icmp6_error((router_mac, D0_MAC), router, VIP6, ICMP6_DEST_UNREACH, 0, [0; 4], &ip(&Tcp::new((VIP6, 45000), (router, 80), SYN))).into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Passed, 1),
+            Case::new(
+                "the first fragment of the flow's segment: dropped (the kernel would answer it with RST)",
+                with_fragment_header(&data.frame(), 0, true).into(),
+                XDP_DROP,
+                Out::Unchanged,
+            )
+            .counts(Reason::FragmentOfFlow, 1),
+            Case::new(
+                "a later fragment (no ports): to the kernel",
+                with_fragment_header(&data.frame(), 8, false).into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Fragment, 1),
+            Case::new(
+                "a first fragment of no tracked flow: to the kernel",
+                with_fragment_header(&client_segment((CLIENT6, 51101), ACK, vec![1; 16]).frame(), 0, true).into(),
+                XDP_PASS,
+                Out::Unchanged,
+            )
+            .counts(Reason::Fragment, 1),
+        ];
+        run(&mut l, &table);
+    });
+}
