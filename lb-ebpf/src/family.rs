@@ -77,8 +77,9 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     fn admits(frontend: &Frontend, src: Self) -> bool;
     /// Flow events (`flow_events`) are sent for this family.
     const FLOW_EVENTS: bool;
-    /// The rewrite and send of a packet get a frame of their own (`forward::to_server_in`):
-    /// IPv6's bigger keys and addresses leave no room for them in the stages' frames.
+    /// Stages run in programs of their own (tail calls, see `v6` and `main`'s `stage`) and the
+    /// NAT port walk in a frame of its own (`ports`): IPv6's bigger keys and addresses leave no
+    /// room for them in one chain of frames.
     const OUTLINE: bool;
     /// A new flow refused or left unanswered by its server moves to the next one (`redispatch`).
     /// Not for IPv6 yet: its stages' frames leave no room for the move on the BPF stack.

@@ -9,7 +9,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_fib_lookup as FibParams, xdp_action, xdp_md,
+        bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_fib_lookup as FibParams, xdp_action,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup},
@@ -23,50 +23,10 @@ use crate::{
     icmp,
     maps::{FIB_PARAMS, TX_PORTS},
     nat,
-    parse::{self, IpParse, Packet},
+    parse::Packet,
 };
 
 const IPPROTO_TCP: u8 = 6;
-
-/// `to_server` where the family wants it (`Family::OUTLINE`): in the caller's frame, or in a
-/// frame of its own with the headers parsed again from the context.
-#[inline(always)]
-pub fn to_server_in<A: IpParse>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>, now: u64) -> (Reason, u32) {
-    if A::OUTLINE {
-        to_server_apart(ctx.ctx, flow, now)
-    } else {
-        to_server(ctx, pkt, flow, now)
-    }
-}
-
-/// `reply` where the family wants it (see `to_server_in`).
-#[inline(always)]
-pub fn reply_in<A: IpParse>(ctx: &XdpContext, pkt: &Packet<A>, flow: *mut FlowOf<A>) -> (Reason, u32) {
-    if A::OUTLINE {
-        reply_apart(ctx.ctx, flow)
-    } else {
-        reply(ctx, pkt, flow)
-    }
-}
-
-#[inline(never)]
-fn to_server_apart<A: IpParse>(ctx: *mut xdp_md, flow: *mut FlowOf<A>, now: u64) -> (Reason, u32) {
-    // Volatile for the reason given in `icmp::translate`.
-    let ctx = &XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
-    match parse::parse::<A>(ctx) {
-        Ok(pkt) => to_server(ctx, &pkt, flow, now),
-        Err(_) => (Reason::Malformed, xdp_action::XDP_PASS),
-    }
-}
-
-#[inline(never)]
-fn reply_apart<A: IpParse>(ctx: *mut xdp_md, flow: *mut FlowOf<A>) -> (Reason, u32) {
-    let ctx = &XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) });
-    match parse::parse::<A>(ctx) {
-        Ok(pkt) => reply(ctx, &pkt, flow),
-        Err(_) => (Reason::Malformed, xdp_action::XDP_PASS),
-    }
-}
 
 /// Client -> server: rewrite, then to the FIB's next hop for the server (cached per server,
 /// asked again every `NEXT_HOP_REFRESH_NS`).

@@ -310,7 +310,7 @@ fn to_server_here<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>, half_open: b
             f.ts_last = sent;
         }
     }
-    forward::to_server_in(ctx, pkt, flow, now)
+    forward::to_server(ctx, pkt, flow, now)
 }
 
 /// Server -> client on a flow: records, translates the timestamp echo, rewrites and sends. Not
@@ -334,7 +334,7 @@ fn reply_here<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32)
     if translate {
         timestamps::to_client(ctx, opts.ts_at, f);
     }
-    forward::reply_in(ctx, pkt, flow)
+    forward::reply(ctx, pkt, flow)
 }
 
 /// A SYN to a frontend without a flow: pick a server and a backend-side tuple for it, stamp
