@@ -381,6 +381,16 @@ pub fn icmp6_checksums_valid(f: &[u8]) -> bool {
     true
 }
 
+/// Linux's SYN options: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+pub fn syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    [&[2, 4, 0x05, 0xb4, 4, 2, 8, 10][..], &tsval.to_be_bytes(), &tsecr.to_be_bytes(), &[1, 3, 3, 7]].concat()
+}
+
+/// A data segment's usual options: NOP NOP TS.
+pub fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    [&[1, 1, 8, 10][..], &tsval.to_be_bytes(), &tsecr.to_be_bytes()].concat()
+}
+
 /// ICMPv6 error types.
 pub const ICMP6_DEST_UNREACH: u8 = 1;
 pub const ICMP6_PACKET_TOO_BIG: u8 = 2;

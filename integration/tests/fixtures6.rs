@@ -17,7 +17,7 @@ use std::{
 
 use integration::{
     fixture::*,
-    frames::{self, Tcp, ACK, FIN, PSH, RST, SYN},
+    frames::{self, syn_options, ts_options, Tcp, ACK, FIN, PSH, RST, SYN},
     table::{exact, exact_later, forwarded, forwarded6, later, run, Case, Out, Seen},
 };
 use lb_common::{tcp::tuple_hash, Event, Reason};
@@ -307,23 +307,6 @@ fn ipv6_that_is_not_ours_passes_untouched() {
         bad[60] ^= 1;
         assert!(!frames::checksums_valid(&bad), "a corrupted IPv6 segment is seen");
     });
-}
-
-/// Linux's SYN options: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
-fn syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
-    let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
-    o.extend_from_slice(&tsval.to_be_bytes());
-    o.extend_from_slice(&tsecr.to_be_bytes());
-    o.extend_from_slice(&[1, 3, 3, 7]);
-    o
-}
-
-/// A data segment's usual options: NOP NOP TS.
-fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
-    let mut o = vec![1, 1, 8, 10];
-    o.extend_from_slice(&tsval.to_be_bytes());
-    o.extend_from_slice(&tsecr.to_be_bytes());
-    o
 }
 
 /// An IPv6 address folded into the tuple hash's 32 bits: its four native-order words XORed.

@@ -10,7 +10,7 @@
 
 use integration::{
     fixture::*,
-    frames::{Tcp, ACK, FIN, PSH, RST, SYN},
+    frames::{syn_options, ts_options, Tcp, ACK, FIN, PSH, RST, SYN},
     table::{exact_later, forwarded, later, run, Case, Out, Seen},
 };
 use lb_common::{tcp::tuple_hash, Event, Reason};
@@ -18,23 +18,6 @@ use lb_user::dataplane::flows::FlowState;
 
 fn all_up(_: u32) -> bool {
     true
-}
-
-/// Linux's SYN options: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
-fn syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
-    let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
-    o.extend_from_slice(&tsval.to_be_bytes());
-    o.extend_from_slice(&tsecr.to_be_bytes());
-    o.extend_from_slice(&[1, 3, 3, 7]);
-    o
-}
-
-/// A data segment's usual options: NOP NOP TS.
-fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
-    let mut o = vec![1, 1, 8, 10];
-    o.extend_from_slice(&tsval.to_be_bytes());
-    o.extend_from_slice(&tsecr.to_be_bytes());
-    o
 }
 
 /// `opts` with the 8 timestamp bytes at `at` replaced.

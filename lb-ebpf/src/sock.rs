@@ -46,16 +46,23 @@ pub fn xdplb_getpeername4(ctx: SockAddrContext) -> i32 {
     PROCEED
 }
 
+/// A TCP socket of the agent's own network namespace, with local clients served (a hook on a
+/// cgroup sees every namespace's sockets).
+#[inline(always)]
+fn ours(sa: *mut aya_ebpf::bindings::bpf_sock_addr) -> bool {
+    let (ty, proto) = unsafe { ((*sa).type_, (*sa).protocol) };
+    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
+        return false;
+    }
+    let Some(settings) = maps::settings() else { return false };
+    let ours = settings.netns_cookie;
+    ours != 0 && unsafe { bpf_get_netns_cookie(sa as *mut c_void) } == ours
+}
+
 #[inline(always)]
 fn connect4(ctx: &SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
-    let (ty, proto) = unsafe { ((*sa).type_, (*sa).protocol) };
-    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
-        return PROCEED;
-    }
-    let Some(settings) = maps::settings() else { return PROCEED };
-    let ours = settings.netns_cookie;
-    if ours == 0 || unsafe { bpf_get_netns_cookie(sa as *mut c_void) } != ours {
+    if !ours(sa) {
         return PROCEED;
     }
     // user_ip4 holds the address in wire order, user_port the port in wire order in its low
@@ -139,13 +146,7 @@ fn bytes(w: [u32; 4]) -> V6 {
 #[inline(always)]
 fn connect6(ctx: &SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
-    let (ty, proto) = unsafe { ((*sa).type_, (*sa).protocol) };
-    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
-        return PROCEED;
-    }
-    let Some(settings) = maps::settings() else { return PROCEED };
-    let ours = settings.netns_cookie;
-    if ours == 0 || unsafe { bpf_get_netns_cookie(sa as *mut c_void) } != ours {
+    if !ours(sa) {
         return PROCEED;
     }
     let dialled = read_ip6(sa);

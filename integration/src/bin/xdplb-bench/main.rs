@@ -82,12 +82,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// segment's (NOP NOP timestamps). The per-packet figures include timestamp translation, as
 /// real traffic from Linux peers does.
 fn syn_options(tsval: u32) -> Vec<u8> {
-    [&[2, 4, 0x05, 0xb4, 4, 2, 8, 10][..], &tsval.to_be_bytes(), &[0; 4], &[1, 3, 3, 7]].concat()
+    integration::frames::syn_options(tsval, 0)
 }
 
-fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
-    [&[1, 1, 8, 10][..], &tsval.to_be_bytes(), &tsecr.to_be_bytes()].concat()
-}
+use integration::frames::ts_options;
 
 fn prog_bench(args: &Args) -> Result<serde_json::Value> {
     // Both families: the IPv4 servers and their IPv6 twins in one dual-stack pool.
