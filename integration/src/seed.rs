@@ -139,13 +139,18 @@ impl SeedLab {
         mode: &str,
         pin_dir: Option<&Path>,
     ) -> Result<SeedLab> {
-        let (mut me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, None, false)?;
+        let (me, toml) = Self::build(Lab::one_arm_named(3, names)?, dir, standin_bin, None, false)?;
+        me.with_agent(&toml, dir, mode, pin_dir)
+    }
+
+    /// Starts the lab's agent on `toml`, pinned under `pin_dir` (a unique one when `None`).
+    fn with_agent(mut self, toml: &str, dir: &Path, mode: &str, pin_dir: Option<&Path>) -> Result<SeedLab> {
         let agent = match pin_dir {
-            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
-            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
+            Some(pins) => Agent::start_in(&self.lab.lb, toml, &self.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
+            None => Agent::start(&self.lab.lb, toml, &self.lab.lb_ifaces, mode)?,
         };
-        me.agent = Some(agent);
-        Ok(me)
+        self.agent = Some(agent);
+        Ok(self)
     }
 
     /// The seed's cluster on IPv6: the one-arm lab with its 2001:2::/48 addresses too
@@ -162,13 +167,8 @@ impl SeedLab {
     ) -> Result<SeedLab> {
         let lab = Lab::one_arm_named(3, names)?;
         lab.dual_stack()?;
-        let (mut me, toml) = Self::build(lab, dir, standin_bin, None, true)?;
-        let agent = match pin_dir {
-            Some(pins) => Agent::start_in(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode, &dir.join("agent"), pins)?,
-            None => Agent::start(&me.lab.lb, &toml, &me.lab.lb_ifaces, mode)?,
-        };
-        me.agent = Some(agent);
-        Ok(me)
+        let (me, toml) = Self::build(lab, dir, standin_bin, None, true)?;
+        me.with_agent(&toml, dir, mode, pin_dir)
     }
 
     /// The seed's cluster behind two balancers (198.18.0.10 and .11) sharing the VIP

@@ -36,6 +36,20 @@ pub struct Seen {
     pub clock: (u32, u32),
 }
 
+impl Seen {
+    /// Asserts that the last SYN's TSval is the tuple's clock (taken while the SYN ran) plus
+    /// `hash`, the tuple's secret hash: never the client's own clock.
+    pub fn assert_tuple_clock(&self, hash: u32) {
+        let clock = self.tsval.wrapping_sub(hash);
+        let (before, after) = self.clock;
+        assert!(
+            clock.wrapping_sub(before) <= after.wrapping_sub(before),
+            "TSval {:#x} = clock {clock} + hash, clock in {before}..={after}",
+            self.tsval
+        );
+    }
+}
+
 /// A value known when the table is written, or built from what was seen when its row runs.
 pub enum Val<'a, T> {
     Now(T),

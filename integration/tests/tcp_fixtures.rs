@@ -99,13 +99,7 @@ fn establish(cport: u16) -> Vec<Case<'static>> {
                 2379u16.to_be(),
                 l.settings().ts_secret,
             );
-            let clock = s.tsval.wrapping_sub(hash);
-            let (before, after) = s.clock;
-            assert!(
-                clock.wrapping_sub(before) <= after.wrapping_sub(before),
-                "TSval {:#x} = clock {clock} + hash, clock in {before}..={after}",
-                s.tsval
-            );
+            s.assert_tuple_clock(hash);
         }),
         Case::new(
             "SYN-ACK: the echo goes back to the client's clock, the server's TSval untouched",

@@ -343,7 +343,10 @@ fn reply_here<A: IpParse>(i: &Ingress<A>, flow: *mut FlowOf<A>) -> (Reason, u32)
 /// frames along a call chain, not every path of the program in one frame.
 #[inline(never)]
 fn open_flow<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
-    open_flow_here(i, frontend)
+    match choose(i, frontend) {
+        Ok((server_id, server, tuple)) => open_with(i, frontend, server_id, server, &tuple),
+        Err(verdict) => verdict,
+    }
 }
 
 /// The first half of `open_flow`: a server and a backend-side tuple for the new flow (`Err`: the
@@ -370,15 +373,6 @@ fn choose<A: IpParse>(
 #[inline(always)]
 fn translating<A>(i: &Ingress<A>, server: &ServerOf<A>) -> bool {
     i.settings.flags & SETTINGS_F_TS_TRANSLATE != 0 && i.opts.ts_at != 0 && server.flags & SERVER_F_LOCAL == 0
-}
-
-/// `open_flow` in the caller's frame.
-#[inline(always)]
-fn open_flow_here<A: IpParse>(i: &Ingress<A>, frontend: &Frontend) -> (Reason, u32) {
-    match choose(i, frontend) {
-        Ok((server_id, server, tuple)) => open_with(i, frontend, server_id, server, &tuple),
-        Err(verdict) => verdict,
-    }
 }
 
 /// The second half of `open_flow`: the flow on the tuple `choose` found, recorded both ways,

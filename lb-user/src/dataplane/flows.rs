@@ -118,17 +118,43 @@ pub struct FlowView {
 /// An address as the connection table holds it (`V4`, `V6`): what the agent needs of either.
 pub trait Addr: aya::Pod + Copy + Eq + Hash + Debug + Default + Send + Sync + 'static {
     fn ip(self) -> IpAddr;
+
+    /// The per-connection log's record of a flow the sweep expired (`client_key`, its client
+    /// side `client`, its server side `server`): IPv4 flows only, the log's records
+    /// (`FlowEvent`) carrying IPv4 entries.
+    fn expired_event(
+        now: u64,
+        client_key: FlowKeyOf<Self>,
+        client: &FlowOf<Self>,
+        server: &FlowOf<Self>,
+    ) -> Option<FlowEvent>;
 }
 
 impl Addr for V4 {
     fn ip(self) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(self))
     }
+
+    fn expired_event(now: u64, client_key: FlowKey, client: &Flow, server: &Flow) -> Option<FlowEvent> {
+        Some(FlowEvent {
+            kind: FLOW_EVENT_EXPIRED,
+            time_ns: now,
+            client_key,
+            server_key: client.peer_key(),
+            client: *client,
+            server: *server,
+            ..FlowEvent::default()
+        })
+    }
 }
 
 impl Addr for V6 {
     fn ip(self) -> IpAddr {
         IpAddr::V6(Ipv6Addr::from(self))
+    }
+
+    fn expired_event(_: u64, _: FlowKeyOf<V6>, _: &FlowOf<V6>, _: &FlowOf<V6>) -> Option<FlowEvent> {
+        None
     }
 }
 
@@ -533,7 +559,7 @@ fn judge<A: Addr>(
         doomed.push((key, flow.created_ns));
         result.removed += 1;
         if report && state != FlowState::Closed {
-            if let Some(event) = expired_event(now, key, flow, &peer) {
+            if let Some(event) = A::expired_event(now, key, flow, &peer) {
                 result.expired.push(event);
             }
         }
@@ -545,23 +571,6 @@ fn judge<A: Addr>(
         *result.active_by_server.entry(flow.server_id).or_default() += 1;
         *result.active_by_frontend.entry(flow.frontend_id).or_default() += 1;
     }
-}
-
-/// The per-connection log's record of a flow the sweep expired: IPv4 flows only (the log's
-/// records, `FlowEvent`, carry IPv4 entries).
-fn expired_event<A: Addr>(now: u64, key: FlowKeyOf<A>, client: &FlowOf<A>, server: &FlowOf<A>) -> Option<FlowEvent> {
-    let as_v4 = |v: &dyn std::any::Any| v.downcast_ref::<Flow>().copied();
-    let client_key = (&key as &dyn std::any::Any).downcast_ref::<FlowKey>().copied()?;
-    let (client, server) = (as_v4(client)?, as_v4(server)?);
-    Some(FlowEvent {
-        kind: FLOW_EVENT_EXPIRED,
-        time_ns: now,
-        client_key,
-        server_key: client.peer_key(),
-        client,
-        server,
-        ..FlowEvent::default()
-    })
 }
 
 /// One flow as peers share it: both entries, as the kernel holds them.
