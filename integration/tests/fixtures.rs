@@ -670,3 +670,55 @@ fn replies_follow_the_way_the_client_now_comes_in() {
         run(&mut l, &table);
     });
 }
+
+/// The data path looks an established flow up before the frontend: a flow whose frontend entry
+/// is gone (a reload removed it, the port still served by another) keeps its server, while a
+/// new SYN and a segment of no flow to that address are the kernel's. With the frontend looked
+/// up first, the flow's data would have gone to the kernel (which answers RST).
+#[test]
+fn an_established_flow_is_forwarded_without_its_frontend_entry() {
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+    use lb_common::{names, Frontend, FrontendKey};
+
+    let fx = fixture();
+    fx.ns.enter(|| {
+        let mut l = fx.load(&all_up);
+        let client = (CLIENT, 51500);
+        let (action, out) = l.run(&Tcp::new(client, ETCD, SYN).frame());
+        assert_eq!(action, XDP_TX, "the SYN opens a flow");
+        let nat = frames::parse(&out).expect("the SYN, rewritten");
+        let mut synack = Tcp::new((nat.dst, nat.dport), (VIP, nat.sport), SYN | ACK);
+        (synack.seq, synack.ack, synack.src_mac, synack.dst_mac) = (5000, 1001, server_mac(1), D0_MAC);
+        assert_eq!(l.run(&synack.frame()).0, XDP_TX, "the SYN-ACK goes back to the client");
+        let mut ack = Tcp::new(client, ETCD, ACK);
+        (ack.seq, ack.ack) = (1001, 5001);
+        assert_eq!(l.run(&ack.frame()).0, XDP_TX, "the ACK completes the handshake");
+        let data = Tcp { flags: PSH | ACK, payload: b"put k v".to_vec(), ..ack.clone() }.frame();
+        let (action, before) = l.run(&data);
+        assert_eq!(action, XDP_TX);
+
+        // What a reload that drops this address's frontend leaves: no entry, the port still on.
+        let map = Map::from_map_data(MapData::from_pin(l.pin_dir.join(names::FRONTENDS)).unwrap()).unwrap();
+        let mut fronts: BpfHashMap<MapData, FrontendKey, Frontend> = BpfHashMap::try_from(map).unwrap();
+        let gone = fronts
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| k.addr == VIP.octets() && u16::from_be(k.port_be) == ETCD.1)
+            .collect::<Vec<_>>();
+        assert_eq!(gone.len(), 1, "one entry for {VIP}:{}", ETCD.1);
+        fronts.remove(&gone[0]).unwrap();
+
+        let (forwarded, passed, no_flow) =
+            (l.reason(Reason::Forwarded), l.reason(Reason::Passed), l.reason(Reason::NoFlow));
+        let (action, after) = l.run(&data);
+        assert_eq!(action, XDP_TX, "the established flow's data is still forwarded");
+        assert_eq!(after, before, "byte for byte as before the frontend went");
+        assert_eq!(l.reason(Reason::Forwarded), forwarded + 1);
+        assert_eq!(l.run(&Tcp::new((CLIENT, 51501), ETCD, SYN).frame()).0, XDP_PASS, "a new SYN: no frontend");
+        let mut stray = Tcp::new((CLIENT, 51502), ETCD, ACK);
+        (stray.seq, stray.ack) = (1, 1);
+        assert_eq!(l.run(&stray.frame()).0, XDP_PASS, "a segment of no flow");
+        assert_eq!(l.reason(Reason::Passed), passed + 2, "both passed as not ours");
+        assert_eq!(l.reason(Reason::NoFlow), no_flow, "neither counted as a lost flow's");
+    });
+}

@@ -112,7 +112,7 @@ pub fn deliver_to_server<A: Family>(
     };
     // Several CPUs may refresh one server's entry at once: they write the same answer.
     let hop = unsafe { &mut *hop };
-    if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || now.wrapping_sub(hop.checked_ns) > NEXT_HOP_REFRESH_NS {
+    if hop.ifindex == 0 || hop.addr != flow.new_dst_addr || stale(now, hop.checked_ns) {
         if let Err(reason) = lookup_next_hop(ctx, ip, ip_len, flow, hop, now) {
             return (reason, xdp_action::XDP_PASS);
         }
@@ -121,6 +121,13 @@ pub fn deliver_to_server<A: Family>(
     eth.dst_addr = hop.dst_mac;
     eth.src_addr = hop.src_mac;
     send(ctx, hop.ifindex, reason)
+}
+
+/// Whether an answer from `checked_ns` is due for asking again at `now`. Signed: `now` may be
+/// the coarse clock, a tick behind the precise one an answer was stamped with.
+#[inline(always)]
+fn stale(now: u64, checked_ns: u64) -> bool {
+    now.wrapping_sub(checked_ns) as i64 > NEXT_HOP_REFRESH_NS as i64
 }
 
 /// Asks the kernel's FIB (and neighbour table) where the server is; records it for the server.

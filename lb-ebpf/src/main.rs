@@ -40,7 +40,7 @@ mod v6;
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::xdp,
     programs::XdpContext,
 };
@@ -111,44 +111,73 @@ pub(crate) fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), Pars
     // Replies come back to the balancer's reserved NAT ports; nothing else uses them.
     let dport = u16::from_be(key.dst_port_be) as u32;
     let is_reply = dport.wrapping_sub(settings.reply_port_first) < settings.reply_port_count;
-    // Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are the connect
-    // hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
-    let frontend =
-        if is_reply || key.dst_addr.is_loopback() { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+    // Most of a host's traffic is to ports no frontend has: an array read tells, before any
+    // hash lookup. Loopback frontends (`127.0.0.1:PORT`, and the loopback key of `*:PORT`) are
+    // the connect hook's (`sock`): a frame from a wire addressed to 127/8 is never ours.
+    if !is_reply && (key.dst_addr.is_loopback() || !maps::frontend_port(key.dst_port_be)) {
+        return Ok((Reason::Passed, xdp_action::XDP_PASS));
+    }
+    // SYN|FIN and SYN|RST are not connection attempts.
+    let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN;
+    // The flow first: most packets belong to an established one, which needs no frontend, and
+    // only stamps its flow's `last_seen`: the coarse clock does (a tick late at most). The
+    // branch returns inside: a flow pointer carried out of it through an `Option` came back to
+    // the verifier as a plain number on some paths the compiler merged.
+    if !is_reply && !is_syn {
+        if let Some(flow) = A::flows().get_ptr_mut(&key) {
+            if unsafe { (*flow).direction } == FLOW_DIR_CLIENT {
+                let now = unsafe { bpf_ktime_get_coarse_ns() };
+                let opts = options::find(ctx, &pkt);
+                let ingress = Ingress { ctx: XdpContext::new(ctx.ctx), opts, key, settings, now };
+                return Ok(stage::to_server(&ingress, flow, false));
+            }
+        }
+    }
+    // Only a miss (or a SYN, which may reuse a tuple) looks the frontend up.
+    let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }
-    // The clock only for packets that are ours.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Read once, here, for every packet that is ours: the option walk is then verified for one
-    // call site only (each inlined copy would cost the verifier a walk of its own).
+    // The option walk's second (and last) call site: each inlined copy costs the verifier a walk
+    // of its own, so replies and the frontend's packets share this one.
     let opts = options::find(ctx, &pkt);
+    if is_reply {
+        let Some((flow, half_open)) = conntrack::lookup_settled(&key) else { return Ok(no_flow()) };
+        if unsafe { (*flow).direction } != FLOW_DIR_SERVER {
+            return Ok(no_flow());
+        }
+        // A half-open flow takes the precise clock (it drives redispatch); an established one's
+        // reply only stamps `last_seen`.
+        let now = unsafe {
+            if half_open {
+                bpf_ktime_get_ns()
+            } else {
+                bpf_ktime_get_coarse_ns()
+            }
+        };
+        let ingress = Ingress { ctx: XdpContext::new(ctx.ctx), opts, key, settings, now };
+        // A server refusing a new flow's SYN: the next server gets it, not the client the RST.
+        if A::REDISPATCH && half_open && pkt.tcp_flags & TCP_RST != 0 {
+            let client = redispatch::refusal(&ingress, flow);
+            if !client.is_null() {
+                let key = unsafe { (*flow).peer_key() };
+                let refusing = unsafe { (*flow).server_id };
+                let moved = redispatch::move_flow(&key, unsafe { &*client }, unsafe { &*flow }, settings, now);
+                if !moved.is_null() {
+                    // Passive layer-4 observation: a refusal, though the client never sees it.
+                    stats::syn_rst(refusing);
+                    return Ok(redispatch::send_syn(&ingress, moved));
+                }
+            }
+        }
+        return Ok(stage::reply(&ingress, flow));
+    }
+    let Some(frontend) = frontend else { return Ok((Reason::Passed, xdp_action::XDP_PASS)) };
+    // SYNs and half-open flows take the precise clock: it drives the timestamp clocks of new
+    // tuples, the NAT port holds and redispatch.
+    let now = unsafe { bpf_ktime_get_ns() };
     let ingress = Ingress { ctx: XdpContext::new(ctx.ctx), opts, key, settings, now };
     let pkt = &pkt;
-    let Some(frontend) = frontend else {
-        return Ok(match conntrack::lookup_settled(&key) {
-            Some((flow, half_open)) if unsafe { (*flow).direction } == FLOW_DIR_SERVER => {
-                // A server refusing a new flow's SYN: the next server gets it, not the client the RST.
-                if A::REDISPATCH && half_open && pkt.tcp_flags & TCP_RST != 0 {
-                    let client = redispatch::refusal(&ingress, flow);
-                    if !client.is_null() {
-                        let key = unsafe { (*flow).peer_key() };
-                        let refusing = unsafe { (*flow).server_id };
-                        let moved = redispatch::move_flow(&key, unsafe { &*client }, unsafe { &*flow }, settings, now);
-                        if !moved.is_null() {
-                            // Passive layer-4 observation: a refusal, though the client never sees it.
-                            stats::syn_rst(refusing);
-                            return Ok(redispatch::send_syn(&ingress, moved));
-                        }
-                    }
-                }
-                stage::reply(&ingress, flow)
-            }
-            _ => no_flow(),
-        });
-    };
-    // SYN|FIN and SYN|RST are not connection attempts.
-    let is_syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN;
     let found = if is_syn { conntrack::lookup(&key) } else { conntrack::lookup_settled(&key) };
     if let Some((flow, half_open)) = found {
         let f = unsafe { &*flow };

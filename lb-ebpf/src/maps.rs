@@ -179,7 +179,7 @@ pub fn sweeping() -> bool {
 #[inline(always)]
 pub fn frontend<A: crate::family::Family>(addr: A, port_be: u16) -> Option<&'static Frontend> {
     // Most of a host's traffic (etcd peers, kubelet, ssh) is to ports no frontend has: an array
-    // read tells, before the hash lookup does.
+    // read tells, before the hash lookup does (`try_lb` asks it first itself).
     if !frontend_port(port_be) {
         return None;
     }
@@ -189,7 +189,7 @@ pub fn frontend<A: crate::family::Family>(addr: A, port_be: u16) -> Option<&'sta
 /// Whether some frontend listens on `port_be` (network order), from the `frontend_ports`
 /// bitmap the agent keeps.
 #[inline(always)]
-fn frontend_port(port_be: u16) -> bool {
+pub fn frontend_port(port_be: u16) -> bool {
     let port = u16::from_be(port_be) as u32;
     FRONTEND_PORTS.get(port >> 6).is_some_and(|w| w & (1u64 << (port & 63)) != 0)
 }

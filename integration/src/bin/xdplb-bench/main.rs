@@ -233,7 +233,7 @@ fn wrk(ns: &NetNs, url: &str, seconds: u32, close: bool) -> Result<(f64, f64, f6
 }
 
 fn wrk_with(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Result<(f64, f64, f64)> {
-    let w = wrk_run(ns, url, seconds, close, conns)?;
+    let w = wrk_run(ns, url, seconds, close, conns, None)?;
     Ok((w.rps, w.p50_us, w.p99_us))
 }
 
@@ -246,12 +246,16 @@ struct Wrk {
     p99_us: f64,
 }
 
-fn wrk_run(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32) -> Result<Wrk> {
+/// `script`: a wrk Lua script (see `latency`'s paced run).
+fn wrk_run(ns: &NetNs, url: &str, seconds: u32, close: bool, conns: u32, script: Option<&Path>) -> Result<Wrk> {
     let (t, c) = (format!("-t{}", conns.min(2)), format!("-c{conns}"));
     let mut args = vec!["wrk", t.as_str(), c.as_str()];
     let d = format!("-d{seconds}s");
     args.push(&d);
     args.push("--latency");
+    if let Some(script) = script {
+        args.extend(["-s", script.to_str().context("script path")?]);
+    }
     if close {
         args.extend(["-H", "Connection: close"]);
     }
