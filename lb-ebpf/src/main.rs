@@ -134,7 +134,7 @@ pub(crate) fn try_lb<A: IpParse>(ctx: &XdpContext) -> Result<(Reason, u32), Pars
         }
     }
     // Only a miss (or a SYN, which may reuse a tuple) looks the frontend up.
-    let frontend = if is_reply { None } else { maps::frontend(key.dst_addr, key.dst_port_be) };
+    let frontend = if is_reply { None } else { maps::frontend_on_port(key.dst_addr, key.dst_port_be) };
     if !is_reply && frontend.is_none() {
         return Ok((Reason::Passed, xdp_action::XDP_PASS));
     }

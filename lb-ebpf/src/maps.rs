@@ -179,10 +179,17 @@ pub fn sweeping() -> bool {
 #[inline(always)]
 pub fn frontend<A: crate::family::Family>(addr: A, port_be: u16) -> Option<&'static Frontend> {
     // Most of a host's traffic (etcd peers, kubelet, ssh) is to ports no frontend has: an array
-    // read tells, before the hash lookup does (`try_lb` asks it first itself).
+    // read tells, before the hash lookup does.
     if !frontend_port(port_be) {
         return None;
     }
+    frontend_on_port(addr, port_be)
+}
+
+/// `frontend` where `frontend_port` already said some frontend has the port (`try_lb` asks it
+/// first, for every packet): the hash lookup alone.
+#[inline(always)]
+pub fn frontend_on_port<A: crate::family::Family>(addr: A, port_be: u16) -> Option<&'static Frontend> {
     A::frontend(&lb_common::FrontendKeyOf { addr, port_be, _pad: 0 })
 }
 
