@@ -161,6 +161,12 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     let tables = lb_user::dataplane::memory::TableMemory::here(g.max_flows, g.max_half_open, ipv6);
     let per_flow = lb_user::dataplane::memory::bytes_per_flow();
     let per_flow6 = lb_user::dataplane::memory::bytes_per_flow6();
+    if !lb_user::dataplane::memory::HtabLayout::here().from_kernel {
+        eprintln!(
+            "xdplb check-config: {}: warning: the kernel's BTF is not readable: the memory figure below is an estimate (off by up to a few hundred bytes a table)",
+            file.display()
+        );
+    }
     eprintln!(
         "xdplb check-config: {}: memory: the connection tables will lock {} ({} bytes) of kernel memory: max_flows = {} takes {}, max_half_open = {} takes {} (about {per_flow} bytes a flow), the IPv6 tables {} ({})",
         file.display(),

@@ -6,16 +6,64 @@ use std::{collections::BTreeMap, fs};
 
 use lb_common::{FlowKeyOf, FlowOf, IPV6_IDLE_FLOWS, V4, V6};
 
-/// What the kernel spends per hash-map element besides key and value (`struct htab_elem` on
-/// 64-bit Linux: list node, LRU node, hash).
-const HTAB_ELEM: u64 = 48;
-/// Per bucket (`struct bucket`: a list head and a spinlock), one per entry rounded up to a power
-/// of two.
-const HTAB_BUCKET: u64 = 16;
-/// The map itself (`struct bpf_htab`: 832 bytes on one Linux 6.18 build, 896 on another).
-const HTAB_MAP: u64 = 832;
-/// Its lock-nesting counters: 8 per CPU, 4 bytes each.
-const HTAB_LOCKS_PER_CPU: u64 = 32;
+use super::kernel_btf::KernelBtf;
+
+/// The kernel's hash-map structures, as sized in the running kernel's BTF (see `kernel_btf`):
+/// what `htab_map_mem_usage` adds up for a preallocated LRU map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HtabLayout {
+    /// The map itself, `struct bpf_htab` (832 and 896 bytes seen on two Linux 6.18 builds).
+    pub map: u64,
+    /// Its lock-nesting counters per CPU as the kernel counts them: 8 ints (`map_locked`). Linux
+    /// 6.15 dropped the array for resilient spinlocks but its usage still counts it (a 6.18
+    /// whose `bpf_htab` has no `map_locked` reports 896 + 2 x 32 bytes on 2 CPUs).
+    pub locks_per_cpu: u64,
+    /// Per element besides key and value (`struct htab_elem`: list node, LRU node, hash).
+    pub elem: u64,
+    /// Per bucket (`struct bucket`: a list head and a lock), one per entry rounded up to a power
+    /// of two.
+    pub bucket: u64,
+    /// Read from the kernel's BTF (false: `FALLBACK`, the figures may be off by a few hundred
+    /// bytes a table).
+    pub from_kernel: bool,
+}
+
+impl HtabLayout {
+    /// Linux 6.18 as built on the machines this was measured on.
+    pub const FALLBACK: HtabLayout =
+        HtabLayout { map: 896, locks_per_cpu: 32, elem: 48, bucket: 16, from_kernel: false };
+
+    /// This kernel's, read once.
+    pub fn here() -> HtabLayout {
+        static LAYOUT: std::sync::OnceLock<HtabLayout> = std::sync::OnceLock::new();
+        *LAYOUT.get_or_init(|| match KernelBtf::running() {
+            Ok(btf) => HtabLayout::of(&btf).unwrap_or(HtabLayout::FALLBACK),
+            Err(e) => {
+                log::warn!(
+                    "the kernel's BTF (/sys/kernel/btf/vmlinux) could not be read ({e}): memory figures are estimates"
+                );
+                HtabLayout::FALLBACK
+            }
+        })
+    }
+
+    /// From a kernel's BTF; `None` if it lacks one of the structures.
+    pub fn of(btf: &KernelBtf) -> Option<HtabLayout> {
+        let htab = btf.struct_layout("bpf_htab")?;
+        let locks = match htab.members.iter().find(|(name, _)| name == "map_locked") {
+            // An array of per-CPU ints, one per nesting level.
+            Some((_, ty)) => 4 * u64::from(btf.array_len(*ty)?),
+            None => HtabLayout::FALLBACK.locks_per_cpu,
+        };
+        Some(HtabLayout {
+            map: htab.size,
+            locks_per_cpu: locks,
+            elem: btf.struct_layout("htab_elem")?.size,
+            bucket: btf.struct_layout("bucket")?.size,
+            from_kernel: true,
+        })
+    }
+}
 
 fn round8(n: usize) -> u64 {
     (n as u64).div_ceil(8) * 8
@@ -24,14 +72,14 @@ fn round8(n: usize) -> u64 {
 /// Bytes an LRU hash map of `entries` `FlowKeyOf<A> -> FlowOf<A>` locks (the kernel's
 /// `htab_map_mem_usage` for a preallocated LRU map; LRU maps round `entries` up to a multiple of
 /// the CPUs).
-pub fn flow_table_bytes<A>(entries: u32, cpus: u32) -> u64 {
+pub fn flow_table_bytes<A>(layout: &HtabLayout, entries: u32, cpus: u32) -> u64 {
     let cpus = cpus.max(1);
     let entries = entries.div_ceil(cpus) * cpus;
-    let elem = HTAB_ELEM + round8(size_of::<FlowKeyOf<A>>()) + round8(size_of::<FlowOf<A>>());
-    HTAB_MAP
-        + HTAB_LOCKS_PER_CPU * u64::from(cpus)
+    let elem = layout.elem + round8(size_of::<FlowKeyOf<A>>()) + round8(size_of::<FlowOf<A>>());
+    layout.map
+        + layout.locks_per_cpu * u64::from(cpus)
         + u64::from(entries) * elem
-        + u64::from(entries.next_power_of_two()) * HTAB_BUCKET
+        + u64::from(entries.next_power_of_two()) * layout.bucket
 }
 
 /// The connection tables of a configuration: `flows` holds two entries per flow (one per
@@ -55,19 +103,20 @@ pub fn ipv6_capacity(max_flows: u32, max_half_open: u32, ipv6: bool) -> (u32, u3
 }
 
 impl TableMemory {
-    pub fn of(max_flows: u32, max_half_open: u32, ipv6: bool, cpus: u32) -> TableMemory {
+    pub fn of(layout: &HtabLayout, max_flows: u32, max_half_open: u32, ipv6: bool, cpus: u32) -> TableMemory {
         let (flows6, half_open6) = ipv6_capacity(max_flows, max_half_open, ipv6);
+        let table = |entries: u32| flow_table_bytes::<V4>(layout, entries.saturating_mul(2), cpus);
+        let table6 = |entries: u32| flow_table_bytes::<V6>(layout, entries.saturating_mul(2), cpus);
         TableMemory {
-            flows: flow_table_bytes::<V4>(max_flows.saturating_mul(2), cpus),
-            half_open: flow_table_bytes::<V4>(max_half_open.saturating_mul(2), cpus),
-            ipv6: flow_table_bytes::<V6>(flows6.saturating_mul(2), cpus)
-                + flow_table_bytes::<V6>(half_open6.saturating_mul(2), cpus),
+            flows: table(max_flows),
+            half_open: table(max_half_open),
+            ipv6: table6(flows6) + table6(half_open6),
         }
     }
 
-    /// The same on this host (its possible CPUs).
+    /// The same on this host (its kernel's structures, its possible CPUs).
     pub fn here(max_flows: u32, max_half_open: u32, ipv6: bool) -> TableMemory {
-        TableMemory::of(max_flows, max_half_open, ipv6, possible_cpus())
+        TableMemory::of(&HtabLayout::here(), max_flows, max_half_open, ipv6, possible_cpus())
     }
 
     pub fn total(&self) -> u64 {
@@ -78,12 +127,12 @@ impl TableMemory {
 /// What one IPv4 flow costs on this host, taken over a table of 2^20 flows (both entries, their
 /// share of the buckets).
 pub fn bytes_per_flow() -> u64 {
-    flow_table_bytes::<V4>(2 << 20, possible_cpus()) >> 20
+    flow_table_bytes::<V4>(&HtabLayout::here(), 2 << 20, possible_cpus()) >> 20
 }
 
 /// The same for an IPv6 flow.
 pub fn bytes_per_flow6() -> u64 {
-    flow_table_bytes::<V6>(2 << 20, possible_cpus()) >> 20
+    flow_table_bytes::<V6>(&HtabLayout::here(), 2 << 20, possible_cpus()) >> 20
 }
 
 /// The CPUs the kernel sizes per-CPU structures for (`/sys/devices/system/cpu/possible`, as
@@ -140,22 +189,35 @@ mod tests {
 
     #[test]
     fn a_flow_costs_two_entries_and_their_buckets() {
+        // A kernel build with an 832-byte map header.
+        let old = HtabLayout { map: 832, ..HtabLayout::FALLBACK };
         // 12-byte key rounded to 16, the value as it is (a multiple of 8), 48 bytes of node.
         let elem = 48 + 16 + size_of::<FlowOf<V4>>() as u64;
-        let t = TableMemory::of(1 << 20, 16384, false, 2);
+        let t = TableMemory::of(&old, 1 << 20, 16384, false, 2);
         assert_eq!(t.flows, 832 + 64 + (2 << 20) * (elem + 16));
         // LRU maps round up to a multiple of the CPUs; buckets to a power of two.
-        assert_eq!(flow_table_bytes::<V4>(3, 2), 832 + 64 + 4 * elem + 4 * 16);
-        assert_eq!(flow_table_bytes::<V4>(5, 1), 832 + 32 + 5 * elem + 8 * 16);
+        assert_eq!(flow_table_bytes::<V4>(&old, 3, 2), 832 + 64 + 4 * elem + 4 * 16);
+        assert_eq!(flow_table_bytes::<V4>(&old, 5, 1), 832 + 32 + 5 * elem + 8 * 16);
+        // An 896-byte one, 4 CPUs.
+        assert_eq!(flow_table_bytes::<V4>(&HtabLayout::FALLBACK, 5, 4), 896 + 128 + 8 * elem + 8 * 16);
         // IPv6: a 36-byte key rounded to 40, a 128-byte value; idle tables without IPv6 servers.
         let elem6 = 48 + 40 + 128;
         let idle = 2 * (832 + 64 + 512 * elem6 + 512 * 16);
         assert_eq!(t.ipv6, idle);
         assert_eq!(
-            TableMemory::of(1 << 20, 16384, true, 2).ipv6,
+            TableMemory::of(&old, 1 << 20, 16384, true, 2).ipv6,
             t.flows + t.half_open + (2 << 20) * (elem6 - elem) + (2 << 14) * (elem6 - elem)
         );
         assert_eq!(mib(391_907_072), "373.8 MiB");
         assert_eq!(mib(0), "0.0 MiB");
+    }
+
+    #[test]
+    fn the_layout_comes_from_the_running_kernel() {
+        let btf = KernelBtf::running().expect("/sys/kernel/btf/vmlinux");
+        let layout = HtabLayout::of(&btf).expect("bpf_htab, htab_elem and bucket in the kernel's BTF");
+        assert!(layout.from_kernel);
+        assert_eq!((layout.elem, layout.bucket), (48, 16), "{layout:?}");
+        assert_eq!(HtabLayout::here(), layout);
     }
 }

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod flow_events;
 pub mod flows;
 pub mod hook;
+pub mod kernel_btf;
 pub mod load;
 pub mod maps;
 pub mod memory;

@@ -3,18 +3,28 @@
 //! after round, in the one-arm veth lab with three nginx backends:
 //!
 //! - direct (client -> one nginx) and HAProxy (mode tcp), the references;
+//! - HAProxy again with an XDP_PASS program on the balancer's link: the kernel then takes that
+//!   veth's packets in through NAPI polls, as it must for xdplb's (a veth runs XDP only in its
+//!   NAPI poll), where without a program they go straight to the stack's per-CPU backlog. Same
+//!   HAProxy, same path, the veth's receive mode alone changed: what is left between it and
+//!   xdplb is xdplb's;
 //! - xdplb, native XDP, its agent running;
 //! - the same data path with its agent stopped (SIGSTOP) for the run: no checks, sweep or status
 //!   work on the cores, the XDP program alone;
 //!
 //! for each, p50/p90/p99, and the CPU time of the `ksoftirqd` threads per 1000 requests: softirq
 //! work the kernel could not finish where it was raised and handed to a thread that waits for
-//! the scheduler, which is what a tail made of scheduling delays looks like.
+//! the scheduler, which is what a tail made of scheduling delays looks like. And how contended the
+//! two cores were during each run: the share of time some runnable task waited for a CPU (the
+//! kernel's pressure stall information, `/proc/pressure/cpu`) and the share the hypervisor took
+//! (steal, `/proc/stat`); then how well each ranks the runs' p99s (Spearman), over every run of
+//! every way: a tail made by the machine, not by one way, follows them.
 //!
 //! Then 32 connections at a pace (`wrk -c32` with a script that waits `PACE_MS` after each
 //! response before the next request): the same offered load for every way, below what each can
 //! serve. Unpaced, `wrk -c32` is a closed loop: a way that serves more requests keeps more in
-//! flight at each server at once, and its p99 compares queues of different lengths.
+//! flight at each server at once (HAProxy holds some of the 32 itself), and the saturated cores
+//! decide its p99.
 
 use std::{collections::BTreeMap, fs};
 
@@ -27,17 +37,19 @@ use super::{median, nginx_lab, start, stop, wrk_run, Args, Contender, Running, W
 enum Way {
     Direct,
     Haproxy,
+    HaproxyNapi,
     Xdplb,
     XdplbAgentStopped,
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Direct, Way::Haproxy, Way::Xdplb, Way::XdplbAgentStopped];
+    const ALL: [Way; 5] = [Way::Direct, Way::Haproxy, Way::HaproxyNapi, Way::Xdplb, Way::XdplbAgentStopped];
 
     fn name(self) -> &'static str {
         match self {
             Way::Direct => "direct (client -> one nginx)",
             Way::Haproxy => "HAProxy 2.6, mode tcp",
+            Way::HaproxyNapi => "HAProxy 2.6, mode tcp, its veth in NAPI mode (XDP_PASS)",
             Way::Xdplb => "xdplb, native XDP, agent running",
             Way::XdplbAgentStopped => "xdplb, native XDP, agent stopped (SIGSTOP)",
         }
@@ -46,7 +58,7 @@ impl Way {
     fn contender(self) -> Contender {
         match self {
             Way::Direct => Contender::Direct,
-            Way::Haproxy => Contender::Haproxy,
+            Way::Haproxy | Way::HaproxyNapi => Contender::Haproxy,
             Way::Xdplb | Way::XdplbAgentStopped => Contender::XdplbNative,
         }
     }
@@ -66,11 +78,73 @@ fn ksoftirqd_ticks() -> u64 {
         .sum()
 }
 
+/// Cumulative CPU contention counters of the whole machine.
+#[derive(Debug, Clone, Copy)]
+struct Contention {
+    /// `/proc/pressure/cpu`, `some total=`: microseconds during which a runnable task waited.
+    stalled_us: u64,
+    /// `/proc/stat`'s `cpu` line: steal and all ticks (every field).
+    steal_ticks: u64,
+    all_ticks: u64,
+}
+
+impl Contention {
+    fn now() -> Contention {
+        let psi = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
+        let stalled_us = psi
+            .lines()
+            .find(|l| l.starts_with("some "))
+            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> =
+            stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        Contention { stalled_us, steal_ticks: ticks.get(7).copied().unwrap_or(0), all_ticks: ticks.iter().sum() }
+    }
+
+    /// Since `self`, over `wall`: (% of the time a task waited for a CPU, % of CPU time stolen).
+    fn since(self, wall: std::time::Duration) -> (f64, f64) {
+        let later = Contention::now();
+        let stalled = (later.stalled_us - self.stalled_us) as f64 / wall.as_micros().max(1) as f64 * 100.0;
+        let all = (later.all_ticks - self.all_ticks).max(1) as f64;
+        (stalled, (later.steal_ticks - self.steal_ticks) as f64 / all * 100.0)
+    }
+}
+
+/// Spearman's rank correlation of `pairs` (ties get their average rank).
+fn spearman(pairs: &[(f64, f64)]) -> f64 {
+    let ranks = |v: Vec<f64>| -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+                j += 1;
+            }
+            (i..=j).for_each(|k| r[order[k]] = (i + j) as f64 / 2.0);
+            i = j + 1;
+        }
+        r
+    };
+    let (x, y) = (ranks(pairs.iter().map(|p| p.0).collect()), ranks(pairs.iter().map(|p| p.1).collect()));
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(&y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let var = |v: &[f64], m: f64| v.iter().map(|a| (a - m) * (a - m)).sum::<f64>();
+    cov / (var(&x, mx) * var(&y, my)).sqrt()
+}
+
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Sample {
     wrk: Wrk,
     /// ksoftirqd CPU ms per 1000 requests.
     ksoftirqd_ms_per_1k: f64,
+    /// During the ping-pong run: % of the time a runnable task waited for a CPU, % stolen.
+    cpu_stalled_pct: f64,
+    steal_pct: f64,
     /// 32 connections at `PACE_MS`.
     paced: Wrk,
 }
@@ -99,16 +173,25 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
                 }
                 _ => None,
             };
+            if way == Way::HaproxyNapi {
+                lab.lb_ifaces.iter().try_for_each(|i| integration::xdp_pass::attach(&lab.lb, i))?;
+            }
             let url = match way {
                 Way::Direct => format!("http://{}:80/", lab.backends[0].addr),
                 _ => format!("http://{}:80/", lab.vip),
             };
-            let k0 = ksoftirqd_ticks();
+            let (k0, c0, t0) = (ksoftirqd_ticks(), Contention::now(), std::time::Instant::now());
             let w = wrk_run(&lab.client, &url, seconds, false, 1, None);
             let k = ksoftirqd_ticks() - k0;
+            let (cpu_stalled_pct, steal_pct) = c0.since(t0.elapsed());
             let paced = wrk_run(&lab.client, &url, seconds, false, PACED_CONNS, Some(&pace));
             if let Some(pid) = paused {
                 nix_signal(pid, libc::SIGCONT);
+            }
+            if way == Way::HaproxyNapi {
+                for i in &lab.lb_ifaces {
+                    lab.lb.ip(&["link", "set", "dev", i, "xdpdrv", "off"])?;
+                }
             }
             stop(running, &lab);
             let w = w.with_context(|| way.name())?;
@@ -117,6 +200,8 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
             samples.entry(way).or_default().push(Sample {
                 wrk: w,
                 ksoftirqd_ms_per_1k: k as f64 * 10.0 / requests * 1000.0,
+                cpu_stalled_pct,
+                steal_pct,
                 paced,
             });
         }
@@ -128,22 +213,35 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
         "\n### Ping-pong (wrk -t1 -c1 -d{seconds}s), one-arm veth lab, 3 nginx; medians of {} rounds taking turns\n",
         args.rounds
     );
-    println!("| way | req/s | p50 us | p90 us | p99 us | p99 vs direct | ksoftirqd ms/1k req |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| way | req/s | p50 us | p90 us | p99 us | p99 vs direct | ksoftirqd ms/1k req | CPU stalled % | steal % |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut out = serde_json::Map::new();
     for way in Way::ALL {
         let p99 = med(way, &|s| s.wrk.p99_us);
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {p99:.0} | {:.2}x | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {p99:.0} | {:.2}x | {:.2} | {:.1} | {:.1} |",
             way.name(),
             med(way, &|s| s.wrk.rps),
             med(way, &|s| s.wrk.p50_us),
             med(way, &|s| s.wrk.p90_us),
             p99 / direct_p99,
             med(way, &|s| s.ksoftirqd_ms_per_1k),
+            med(way, &|s| s.cpu_stalled_pct),
+            med(way, &|s| s.steal_pct),
         );
         out.insert(way.name().to_string(), json!({ "rounds": samples[&way] }));
     }
+    let runs: Vec<&Sample> = samples.values().flatten().collect();
+    let rank = |f: &dyn Fn(&Sample) -> f64| spearman(&runs.iter().map(|s| (f(s), s.wrk.p99_us)).collect::<Vec<_>>());
+    println!(
+        "\nEvery ping-pong run of every way ({}): Spearman's rank correlation of its p99 with the CPU stalled share {:.2}, with steal {:.2}, with its p50 {:.2}.",
+        runs.len(),
+        rank(&|s| s.cpu_stalled_pct),
+        rank(&|s| s.steal_pct),
+        rank(&|s| s.wrk.p50_us),
+    );
     let haproxy_p99 = med(Way::Haproxy, &|s| s.paced.p99_us);
     println!(
         "\n### {PACED_CONNS} connections at a pace (wrk -c{PACED_CONNS} -d{seconds}s, {PACE_MS} ms between a response and the next request: the same offered load for every way)\n"
@@ -167,4 +265,20 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
 fn nix_signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) with a pid this benchmark started.
     unsafe { libc::kill(pid as i32, sig) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spearman;
+
+    #[test]
+    fn rank_correlation_follows_order_not_scale() {
+        let rising = [(1.0, 10.0), (2.0, 400.0), (3.0, 401.0), (50.0, 9000.0)];
+        assert!((spearman(&rising) - 1.0).abs() < 1e-9);
+        let falling: Vec<(f64, f64)> = rising.iter().map(|&(a, b)| (a, -b)).collect();
+        assert!((spearman(&falling) + 1.0).abs() < 1e-9);
+        // Ties share their rank: x's two 2.0s against y's order.
+        let tied = [(1.0, 1.0), (2.0, 2.0), (2.0, 3.0), (3.0, 4.0)];
+        assert!((spearman(&tied) - 0.9486832980505138).abs() < 1e-9, "{}", spearman(&tied));
+    }
 }
