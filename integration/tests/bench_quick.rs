@@ -36,7 +36,7 @@ fn the_quick_benchmark_runs_every_contender() {
         assert!(v["median"].as_f64().unwrap() > 0.0, "connect, {way}: {v}");
     }
     let latency = json["latency"].as_object().expect("the latency section");
-    assert_eq!(latency.len(), 4, "{latency:?}");
+    assert_eq!(latency.len(), 5, "{latency:?}");
     for (way, v) in latency {
         assert!(v["rounds"][0]["wrk"]["p99_us"].as_f64().unwrap() > 0.0, "latency, {way}: {v}");
     }

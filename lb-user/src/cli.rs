@@ -163,7 +163,7 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     let per_flow6 = lb_user::dataplane::memory::bytes_per_flow6();
     if !lb_user::dataplane::memory::HtabLayout::here().from_kernel {
         eprintln!(
-            "xdplb check-config: {}: warning: the kernel's BTF is not readable: the memory figure below is an estimate (off by up to a few hundred bytes a table)",
+            "xdplb check-config: {}: warning: this kernel's BTF did not give its hash maps' layout: the memory figure below is an estimate from Linux 6.18's",
             file.display()
         );
     }

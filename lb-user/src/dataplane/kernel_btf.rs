@@ -11,6 +11,7 @@ use std::fmt;
 const MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -25,6 +26,7 @@ const KIND_ENUM64: u32 = 19;
 pub enum BtfError {
     Truncated,
     BadMagic(u16),
+    Version(u32),
     UnknownKind(u32),
 }
 
@@ -33,6 +35,7 @@ impl fmt::Display for BtfError {
         match self {
             BtfError::Truncated => write!(f, "BTF data ends inside a header or type"),
             BtfError::BadMagic(m) => write!(f, "not BTF (magic {m:#06x})"),
+            BtfError::Version(v) => write!(f, "BTF version {v} is not known to this xdplb"),
             BtfError::UnknownKind(k) => write!(f, "BTF type kind {k} is not known to this xdplb"),
         }
     }
@@ -46,7 +49,8 @@ struct Type {
     name_off: u32,
     kind: u32,
     vlen: u32,
-    /// Size for structs, unions, ints and enums (the referred type for the others, not kept).
+    /// Size for structs, unions, ints and enums; the type referred to for pointers, typedefs
+    /// and qualifiers.
     size: u32,
     extra: usize,
 }
@@ -80,11 +84,16 @@ impl KernelBtf {
         if magic != MAGIC {
             return Err(BtfError::BadMagic(magic));
         }
+        let version = (word(0)? >> 16) & 0xff;
+        if version != 1 {
+            return Err(BtfError::Version(version));
+        }
         let hdr_len = word(4)? as usize;
         let (type_off, type_len) = (word(8)? as usize, word(12)? as usize);
         let (str_off, str_len) = (word(16)? as usize, word(20)? as usize);
-        let (start, end) = (hdr_len + type_off, hdr_len + type_off + type_len);
-        if end > data.len() || hdr_len + str_off + str_len > data.len() {
+        let add = |a: usize, b: usize| a.checked_add(b).ok_or(BtfError::Truncated);
+        let (start, end) = (add(hdr_len, type_off)?, add(add(hdr_len, type_off)?, type_len)?);
+        if end > data.len() || add(add(hdr_len, str_off)?, str_len)? > data.len() {
             return Err(BtfError::Truncated);
         }
         let mut types = Vec::new();
@@ -99,7 +108,9 @@ impl KernelBtf {
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
-                2 | 7..=12 | 16 | 18 => 0,
+                KIND_PTR | 7..=12 | 16 | 18 => 0,
+                // A kind newer than this reader: its length is unknown, so nothing after it
+                // can be found (the caller falls back to estimates).
                 other => return Err(BtfError::UnknownKind(other)),
             };
             at = ty.extra + extra;
@@ -130,6 +141,26 @@ impl KernelBtf {
         Some(StructLayout { size: u64::from(ty.size), members })
     }
 
+    /// The size of what the pointer type `id` points at, through typedefs and qualifiers (`None`
+    /// if it is not a pointer to a struct or union).
+    pub fn pointee_size(&self, id: u32) -> Option<u64> {
+        let ty = self.types.get((id as usize).checked_sub(1)?)?;
+        if ty.kind != KIND_PTR {
+            return None;
+        }
+        let mut id = ty.size;
+        // typedef, volatile, const, restrict, type tag: each refers on; a few are enough.
+        for _ in 0..8 {
+            let t = self.types.get((id as usize).checked_sub(1)?)?;
+            match t.kind {
+                KIND_STRUCT | KIND_UNION => return Some(u64::from(t.size)),
+                8..=11 | 18 => id = t.size,
+                _ => return None,
+            }
+        }
+        None
+    }
+
     /// How many elements the array type `id` has (`None` if it is not an array).
     pub fn array_len(&self, id: u32) -> Option<u32> {
         let ty = self.types.get((id as usize).checked_sub(1)?)?;
@@ -152,7 +183,8 @@ mod tests {
     use super::*;
 
     /// A BTF blob with: [1] int "int" (4 bytes), [2] array of 8 ints, [3] struct "outer"
-    /// (40 bytes) with members "a" (int) and "locks" (the array).
+    /// (40 bytes) with members "a" (int) and "locks" (the array), [4] const outer, [5] a pointer
+    /// to [4].
     fn blob() -> Vec<u8> {
         let strings = b"\0int\0outer\0a\0locks\0".to_vec();
         let mut types = Vec::new();
@@ -160,6 +192,8 @@ mod tests {
         put(&[1, KIND_INT << 24, 4, 32]);
         put(&[0, KIND_ARRAY << 24, 0, 1, 1, 8]);
         put(&[5, (KIND_STRUCT << 24) | 2, 40, 11, 1, 0, 13, 2, 64]);
+        put(&[0, 10 << 24, 3]);
+        put(&[0, KIND_PTR << 24, 4]);
         let mut data = Vec::new();
         data.extend_from_slice(&MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
@@ -180,6 +214,9 @@ mod tests {
         assert_eq!(outer.members, vec![("a".to_string(), 1), ("locks".to_string(), 2)]);
         assert_eq!(btf.array_len(2), Some(8));
         assert_eq!(btf.array_len(1), None, "an int");
+        assert_eq!(btf.pointee_size(5), Some(40), "through the const");
+        assert_eq!(btf.pointee_size(3), None, "not a pointer");
+        assert_eq!(btf.pointee_size(99), None, "no such type");
         assert_eq!(btf.struct_layout("int"), None, "not a struct");
         assert_eq!(btf.struct_layout("missing"), None);
     }

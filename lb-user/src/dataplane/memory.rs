@@ -1,5 +1,6 @@
 //! What the data path's maps lock in kernel memory, as the kernel counts it (`memlock` in
-//! `bpftool map show` and in a map's fdinfo). The connection tables are nearly all of it, and
+//! `bpftool map show` and in a map's fdinfo, Linux 6.4 and later; earlier kernels report key and
+//! value bytes only, less than the maps take). The connection tables are nearly all of it, and
 //! they are preallocated: `max_flows` and `max_half_open` decide it before any flow exists.
 
 use std::{collections::BTreeMap, fs};
@@ -15,16 +16,17 @@ pub struct HtabLayout {
     /// The map itself, `struct bpf_htab` (832 and 896 bytes seen on two Linux 6.18 builds).
     pub map: u64,
     /// Its lock-nesting counters per CPU as the kernel counts them: 8 ints (`map_locked`). Linux
-    /// 6.15 dropped the array for resilient spinlocks but its usage still counts it (a 6.18
-    /// whose `bpf_htab` has no `map_locked` reports 896 + 2 x 32 bytes on 2 CPUs).
+    /// 6.15 dropped the array for resilient spinlocks but its usage still counts it, as the
+    /// constant it always was (a 6.18 whose `bpf_htab` has no `map_locked` reports 896 + 2 x 32
+    /// bytes on 2 CPUs).
     pub locks_per_cpu: u64,
     /// Per element besides key and value (`struct htab_elem`: list node, LRU node, hash).
     pub elem: u64,
     /// Per bucket (`struct bucket`: a list head and a lock), one per entry rounded up to a power
     /// of two.
     pub bucket: u64,
-    /// Read from the kernel's BTF (false: `FALLBACK`, the figures may be off by a few hundred
-    /// bytes a table).
+    /// Read from the kernel's BTF (false: `FALLBACK`, measured on Linux 6.18; another kernel's
+    /// may differ, per table and, if its element or bucket differs, per entry).
     pub from_kernel: bool,
 }
 
@@ -36,13 +38,16 @@ impl HtabLayout {
     /// This kernel's, read once.
     pub fn here() -> HtabLayout {
         static LAYOUT: std::sync::OnceLock<HtabLayout> = std::sync::OnceLock::new();
-        *LAYOUT.get_or_init(|| match KernelBtf::running() {
-            Ok(btf) => HtabLayout::of(&btf).unwrap_or(HtabLayout::FALLBACK),
-            Err(e) => {
-                log::warn!(
-                    "the kernel's BTF (/sys/kernel/btf/vmlinux) could not be read ({e}): memory figures are estimates"
-                );
-                HtabLayout::FALLBACK
+        *LAYOUT.get_or_init(|| {
+            let read = KernelBtf::running().map_err(|e| format!("/sys/kernel/btf/vmlinux could not be read: {e}"));
+            match read.and_then(|btf| {
+                HtabLayout::of(&btf).ok_or_else(|| "the kernel's BTF has no struct bpf_htab or htab_elem".to_string())
+            }) {
+                Ok(layout) => layout,
+                Err(why) => {
+                    log::warn!("{why}: memory figures are estimates from Linux 6.18's hash map layout");
+                    HtabLayout::FALLBACK
+                }
             }
         })
     }
@@ -50,16 +55,19 @@ impl HtabLayout {
     /// From a kernel's BTF; `None` if it lacks one of the structures.
     pub fn of(btf: &KernelBtf) -> Option<HtabLayout> {
         let htab = btf.struct_layout("bpf_htab")?;
-        let locks = match htab.members.iter().find(|(name, _)| name == "map_locked") {
-            // An array of per-CPU ints, one per nesting level.
-            Some((_, ty)) => 4 * u64::from(btf.array_len(*ty)?),
-            None => HtabLayout::FALLBACK.locks_per_cpu,
-        };
+        let member = |name: &str| htab.members.iter().find(|(n, _)| n == name).map(|(_, ty)| *ty);
+        // An array of per-CPU ints, one per nesting level, where the kernel still has it.
+        let locks = member("map_locked")
+            .and_then(|ty| btf.array_len(ty))
+            .map_or(HtabLayout::FALLBACK.locks_per_cpu, |n| 4 * u64::from(n));
+        // The bucket through the map's own `buckets` pointer: `struct bucket` is a name other
+        // subsystems use too.
+        let bucket = member("buckets").and_then(|ty| btf.pointee_size(ty)).unwrap_or(HtabLayout::FALLBACK.bucket);
         Some(HtabLayout {
             map: htab.size,
             locks_per_cpu: locks,
             elem: btf.struct_layout("htab_elem")?.size,
-            bucket: btf.struct_layout("bucket")?.size,
+            bucket,
             from_kernel: true,
         })
     }
@@ -70,11 +78,10 @@ fn round8(n: usize) -> u64 {
 }
 
 /// Bytes an LRU hash map of `entries` `FlowKeyOf<A> -> FlowOf<A>` locks (the kernel's
-/// `htab_map_mem_usage` for a preallocated LRU map; LRU maps round `entries` up to a multiple of
-/// the CPUs).
+/// `htab_map_mem_usage` for a preallocated LRU map with the common LRU list: only a per-CPU list,
+/// `BPF_F_NO_COMMON_LRU`, which xdplb's maps do not ask for, rounds `entries` to the CPUs).
 pub fn flow_table_bytes<A>(layout: &HtabLayout, entries: u32, cpus: u32) -> u64 {
     let cpus = cpus.max(1);
-    let entries = entries.div_ceil(cpus) * cpus;
     let elem = layout.elem + round8(size_of::<FlowKeyOf<A>>()) + round8(size_of::<FlowOf<A>>());
     layout.map
         + layout.locks_per_cpu * u64::from(cpus)
@@ -195,11 +202,14 @@ mod tests {
         let elem = 48 + 16 + size_of::<FlowOf<V4>>() as u64;
         let t = TableMemory::of(&old, 1 << 20, 16384, false, 2);
         assert_eq!(t.flows, 832 + 64 + (2 << 20) * (elem + 16));
-        // LRU maps round up to a multiple of the CPUs; buckets to a power of two.
-        assert_eq!(flow_table_bytes::<V4>(&old, 3, 2), 832 + 64 + 4 * elem + 4 * 16);
+        // Buckets round up to a power of two, entries do not (a common LRU list).
+        assert_eq!(flow_table_bytes::<V4>(&old, 3, 2), 832 + 64 + 3 * elem + 4 * 16);
         assert_eq!(flow_table_bytes::<V4>(&old, 5, 1), 832 + 32 + 5 * elem + 8 * 16);
-        // An 896-byte one, 4 CPUs.
-        assert_eq!(flow_table_bytes::<V4>(&HtabLayout::FALLBACK, 5, 4), 896 + 128 + 8 * elem + 8 * 16);
+        // An 896-byte one, 3 CPUs: 3 x 32 bytes of lock counters, 2^21 entries stay 2^21.
+        assert_eq!(
+            flow_table_bytes::<V4>(&HtabLayout::FALLBACK, 2 << 20, 3),
+            896 + 96 + (2 << 20) * elem + (2 << 20) * 16
+        );
         // IPv6: a 36-byte key rounded to 40, a 128-byte value; idle tables without IPv6 servers.
         let elem6 = 48 + 40 + 128;
         let idle = 2 * (832 + 64 + 512 * elem6 + 512 * 16);

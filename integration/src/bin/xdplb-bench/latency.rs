@@ -100,41 +100,56 @@ impl Contention {
         let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
         let ticks: Vec<u64> =
             stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-        Contention { stalled_us, steal_ticks: ticks.get(7).copied().unwrap_or(0), all_ticks: ticks.iter().sum() }
+        // user .. steal: guest time is already inside user and nice.
+        Contention {
+            stalled_us,
+            steal_ticks: ticks.get(7).copied().unwrap_or(0),
+            all_ticks: ticks.iter().take(8).sum(),
+        }
     }
 
     /// Since `self`, over `wall`: (% of the time a task waited for a CPU, % of CPU time stolen).
     fn since(self, wall: std::time::Duration) -> (f64, f64) {
         let later = Contention::now();
-        let stalled = (later.stalled_us - self.stalled_us) as f64 / wall.as_micros().max(1) as f64 * 100.0;
-        let all = (later.all_ticks - self.all_ticks).max(1) as f64;
-        (stalled, (later.steal_ticks - self.steal_ticks) as f64 / all * 100.0)
+        // A reading that failed (0) or went backwards gives 0, not a wrapped delta.
+        let stalled = later.stalled_us.saturating_sub(self.stalled_us) as f64 / wall.as_micros().max(1) as f64 * 100.0;
+        let all = later.all_ticks.saturating_sub(self.all_ticks).max(1) as f64;
+        (stalled, later.steal_ticks.saturating_sub(self.steal_ticks) as f64 / all * 100.0)
     }
 }
 
-/// Spearman's rank correlation of `pairs` (ties get their average rank).
-fn spearman(pairs: &[(f64, f64)]) -> f64 {
-    let ranks = |v: Vec<f64>| -> Vec<f64> {
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-        let mut r = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i;
-            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-                j += 1;
-            }
-            (i..=j).for_each(|k| r[order[k]] = (i + j) as f64 / 2.0);
-            i = j + 1;
+/// Each value's rank among `v` (0-based; ties get their average rank).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
         }
-        r
-    };
-    let (x, y) = (ranks(pairs.iter().map(|p| p.0).collect()), ranks(pairs.iter().map(|p| p.1).collect()));
+        (i..=j).for_each(|k| r[order[k]] = (i + j) as f64 / 2.0);
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation of `pairs`; `None` with fewer than two pairs or a side that never
+/// varies (steal on bare metal).
+fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
+    let x = ranks(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let y = ranks(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
     let n = x.len() as f64;
     let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let cov: f64 = x.iter().zip(&y).map(|(a, b)| (a - mx) * (b - my)).sum();
     let var = |v: &[f64], m: f64| v.iter().map(|a| (a - m) * (a - m)).sum::<f64>();
-    cov / (var(&x, mx) * var(&y, my)).sqrt()
+    let spread = var(&x, mx) * var(&y, my);
+    (pairs.len() >= 2 && spread > 0.0).then(|| cov / spread.sqrt())
+}
+
+fn shown(rho: Option<f64>) -> String {
+    rho.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"))
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -174,7 +189,11 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
                 _ => None,
             };
             if way == Way::HaproxyNapi {
-                lab.lb_ifaces.iter().try_for_each(|i| integration::xdp_pass::attach(&lab.lb, i))?;
+                if let Err(e) = lab.lb_ifaces.iter().try_for_each(|i| integration::xdp_pass::attach(&lab.lb, i)) {
+                    stop(running, &lab);
+                    detach_pass(&lab);
+                    return Err(e.context("an XDP_PASS program on the balancer's veth"));
+                }
             }
             let url = match way {
                 Way::Direct => format!("http://{}:80/", lab.backends[0].addr),
@@ -182,16 +201,14 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
             };
             let (k0, c0, t0) = (ksoftirqd_ticks(), Contention::now(), std::time::Instant::now());
             let w = wrk_run(&lab.client, &url, seconds, false, 1, None);
-            let k = ksoftirqd_ticks() - k0;
+            let k = ksoftirqd_ticks().saturating_sub(k0);
             let (cpu_stalled_pct, steal_pct) = c0.since(t0.elapsed());
             let paced = wrk_run(&lab.client, &url, seconds, false, PACED_CONNS, Some(&pace));
             if let Some(pid) = paused {
                 nix_signal(pid, libc::SIGCONT);
             }
             if way == Way::HaproxyNapi {
-                for i in &lab.lb_ifaces {
-                    lab.lb.ip(&["link", "set", "dev", i, "xdpdrv", "off"])?;
-                }
+                detach_pass(&lab);
             }
             stop(running, &lab);
             let w = w.with_context(|| way.name())?;
@@ -214,14 +231,14 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
         args.rounds
     );
     println!(
-        "| way | req/s | p50 us | p90 us | p99 us | p99 vs direct | ksoftirqd ms/1k req | CPU stalled % | steal % |"
+        "| way | req/s | p50 us | p90 us | p99 us | p99 vs direct | ksoftirqd ms/1k req | CPU stalled % | steal % | p99 ~ steal (rho) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut out = serde_json::Map::new();
     for way in Way::ALL {
         let p99 = med(way, &|s| s.wrk.p99_us);
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {p99:.0} | {:.2}x | {:.2} | {:.1} | {:.1} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {p99:.0} | {:.2}x | {:.2} | {:.1} | {:.1} | {} |",
             way.name(),
             med(way, &|s| s.wrk.rps),
             med(way, &|s| s.wrk.p50_us),
@@ -230,17 +247,29 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
             med(way, &|s| s.ksoftirqd_ms_per_1k),
             med(way, &|s| s.cpu_stalled_pct),
             med(way, &|s| s.steal_pct),
+            shown(spearman(&samples[&way].iter().map(|s| (s.steal_pct, s.wrk.p99_us)).collect::<Vec<_>>())),
         );
         out.insert(way.name().to_string(), json!({ "rounds": samples[&way] }));
     }
-    let runs: Vec<&Sample> = samples.values().flatten().collect();
-    let rank = |f: &dyn Fn(&Sample) -> f64| spearman(&runs.iter().map(|s| (f(s), s.wrk.p99_us)).collect::<Vec<_>>());
+    // Within each way, so that the ways' own differences neither make nor hide it: each run
+    // ranked among its way's runs, pooled.
+    let within = |f: &dyn Fn(&Sample) -> f64| {
+        let pairs: Vec<(f64, f64)> = samples
+            .values()
+            .flat_map(|runs| {
+                let x = ranks(&runs.iter().map(f).collect::<Vec<_>>());
+                let y = ranks(&runs.iter().map(|s| s.wrk.p99_us).collect::<Vec<_>>());
+                x.into_iter().zip(y)
+            })
+            .collect();
+        shown(spearman(&pairs))
+    };
     println!(
-        "\nEvery ping-pong run of every way ({}): Spearman's rank correlation of its p99 with the CPU stalled share {:.2}, with steal {:.2}, with its p50 {:.2}.",
-        runs.len(),
-        rank(&|s| s.cpu_stalled_pct),
-        rank(&|s| s.steal_pct),
-        rank(&|s| s.wrk.p50_us),
+        "\nEvery ping-pong run ({}), ranked within its way: Spearman's rank correlation of its p99 with the CPU stalled share {}, with steal {}, with its p50 {}.",
+        samples.values().map(Vec::len).sum::<usize>(),
+        within(&|s| s.cpu_stalled_pct),
+        within(&|s| s.steal_pct),
+        within(&|s| s.wrk.p50_us),
     );
     let haproxy_p99 = med(Way::Haproxy, &|s| s.paced.p99_us);
     println!(
@@ -262,6 +291,13 @@ pub fn bench(args: &Args) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(out))
 }
 
+/// Takes the XDP_PASS program off the balancer's links (nothing to do where none is).
+fn detach_pass(lab: &integration::lab::Lab) {
+    for i in &lab.lb_ifaces {
+        let _ = lab.lb.ip(&["link", "set", "dev", i, "xdpdrv", "off"]);
+    }
+}
+
 fn nix_signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) with a pid this benchmark started.
     unsafe { libc::kill(pid as i32, sig) };
@@ -274,11 +310,15 @@ mod tests {
     #[test]
     fn rank_correlation_follows_order_not_scale() {
         let rising = [(1.0, 10.0), (2.0, 400.0), (3.0, 401.0), (50.0, 9000.0)];
-        assert!((spearman(&rising) - 1.0).abs() < 1e-9);
+        assert!((spearman(&rising).unwrap() - 1.0).abs() < 1e-9);
         let falling: Vec<(f64, f64)> = rising.iter().map(|&(a, b)| (a, -b)).collect();
-        assert!((spearman(&falling) + 1.0).abs() < 1e-9);
+        assert!((spearman(&falling).unwrap() + 1.0).abs() < 1e-9);
         // Ties share their rank: x's two 2.0s against y's order.
         let tied = [(1.0, 1.0), (2.0, 2.0), (2.0, 3.0), (3.0, 4.0)];
-        assert!((spearman(&tied) - 0.9486832980505138).abs() < 1e-9, "{}", spearman(&tied));
+        assert!((spearman(&tied).unwrap() - 0.9486832980505138).abs() < 1e-9, "{:?}", spearman(&tied));
+        // Nothing to rank: no steal on bare metal, one run, none.
+        assert_eq!(spearman(&[(0.0, 1.0), (0.0, 5.0), (0.0, 2.0)]), None);
+        assert_eq!(spearman(&[(1.0, 1.0)]), None);
+        assert_eq!(spearman(&[]), None);
     }
 }

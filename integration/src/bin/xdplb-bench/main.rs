@@ -513,6 +513,10 @@ fn nginx_lab(rounds: usize, turns: usize) -> Result<(Lab, PathBuf, impl Fn(usize
     for b in &lab.backends {
         nginx(&b.ns, &tmp.join(&b.name))?;
     }
+    // One source address per run, 198.18.0.150 up to .254.
+    if rounds * turns > 105 {
+        anyhow::bail!("{rounds} rounds of {turns} runs need more source addresses than 198.18.0.150-254 has");
+    }
     let source = move |round: usize, turn: usize| Ipv4Addr::new(198, 18, 0, 150 + (round * turns + turn) as u8);
     for round in 0..rounds {
         for turn in 0..turns {
