@@ -135,6 +135,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     host.reserve_ports(g.nat_ports).context("reserving the NAT source ports (net.ipv4.ip_local_reserved_ports)")?;
     // The IPv6 tables are sized now, for good: like IPv4's with IPv6 servers, small without.
     let ipv6 = dataplane::memory::topology_has_ipv6(&topology);
+    // What they lock, from the kernel's BTF (a read of several MB), here, before the data path
+    // takes any flow.
+    let tables = dataplane::memory::TableMemory::here(g.max_flows, g.max_half_open, ipv6);
     for i in &ifaces {
         host.prepare_interface(&i.name).with_context(|| format!("setting forwarding sysctls on {}", i.name))?;
         if ipv6 {
@@ -257,6 +260,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         sync,
         tcplog_on,
     };
+    // The passive observation's first look, before the status page says anything: it takes the
+    // counters as they are (an adopted data path's) as the start, and every refusal after it
+    // counts, however long the start-up's last steps take.
+    agent.observe();
     // Addresses may have changed between resolving the configuration and subscribing.
     agent.rebind(None);
     agent.publish();
@@ -275,10 +282,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         dataplane::memory::mib(locked.values().sum()),
         agent.global.max_flows,
         agent.global.max_half_open,
-        dataplane::memory::mib(
-            dataplane::memory::TableMemory::here(agent.global.max_flows, agent.global.max_half_open, agent.ipv6)
-                .total()
-        ),
+        dataplane::memory::mib(tables.total()),
     );
 
     let mut term = signal(SignalKind::terminate())?;
