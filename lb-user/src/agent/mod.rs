@@ -103,6 +103,24 @@ struct Suspected {
     open: Option<(u64, std::time::Instant)>,
 }
 
+/// What loading the data path cost: the verifier's walk is most of an agent's start (and of a
+/// restart's, while checks wait), and grows with CPU contention.
+fn log_verified(ebpf: &aya::Ebpf, took: Duration, ipv6: bool) {
+    let walked = dataplane::verified(ebpf);
+    if let Some((most, n)) = walked.first() {
+        log::info!(
+            "data path loaded in {:.1} s: the kernel's verifier walked {} instructions over {} programs, at most {n} in one ({most}; its limit is {})",
+            took.as_secs_f64(),
+            walked.iter().map(|(_, n)| u64::from(*n)).sum::<u64>(),
+            walked.len(),
+            dataplane::VERIFIER_LIMIT,
+        );
+    }
+    if !ipv6 {
+        log::info!("no IPv6 server: the IPv6 stages are not loaded, IPv6 frames go to the kernel untouched");
+    }
+}
+
 #[expect(clippy::too_many_lines, reason = "the start-up sequence reads in order, one step after the other")]
 pub async fn run(opts: RunOptions) -> Result<()> {
     let Prepared { global, ifaces, topology, plans } = prepare(&opts, None)?;
@@ -147,6 +165,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // A data path this agent creates and then fails to attach leaves nothing pinned behind.
     let mut new_pins = PinGuard { dir: g.pin_dir.clone(), armed: !g.pin_dir.exists() };
+    let loading = std::time::Instant::now();
     let mut ebpf = dataplane::load(&LoadOptions {
         pin_dir: Some(g.pin_dir.clone()),
         max_flows: g.max_flows,
@@ -154,6 +173,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         ipv6,
     })
     .context("loading the XDP data path")?;
+    log_verified(&ebpf, loading.elapsed(), ipv6);
     let mut owner = MapOwner::take(&mut ebpf)?;
     // Subscribed before the frontends are written, so no address change after it is missed.
     let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel(64);

@@ -178,6 +178,30 @@ fn le_u32(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]))
 }
 
+/// A BTF blob of `types` (each one's words as in the format) and `strings`, for tests.
+#[cfg(test)]
+pub(crate) fn build(types: &[&[u32]], strings: &[u8]) -> Vec<u8> {
+    let types: Vec<u8> = types.iter().flat_map(|t| t.iter()).flat_map(|x| x.to_le_bytes()).collect();
+    let mut data = Vec::new();
+    data.extend_from_slice(&MAGIC.to_le_bytes());
+    data.extend_from_slice(&[1, 0]);
+    let len = |n: usize| u32::try_from(n).unwrap();
+    for v in [24, 0, len(types.len()), len(types.len()), len(strings.len())] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    data.extend_from_slice(&types);
+    data.extend_from_slice(strings);
+    data
+}
+
+/// Kinds, for tests that build BTF.
+#[cfg(test)]
+pub(crate) mod kind {
+    pub const INT: u32 = super::KIND_INT;
+    pub const PTR: u32 = super::KIND_PTR;
+    pub const STRUCT: u32 = super::KIND_STRUCT;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,24 +210,14 @@ mod tests {
     /// (40 bytes) with members "a" (int) and "locks" (the array), [4] const outer, [5] a pointer
     /// to [4].
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0locks\0".to_vec();
-        let mut types = Vec::new();
-        let mut put = |v: &[u32]| v.iter().for_each(|x| types.extend_from_slice(&x.to_le_bytes()));
-        put(&[1, KIND_INT << 24, 4, 32]);
-        put(&[0, KIND_ARRAY << 24, 0, 1, 1, 8]);
-        put(&[5, (KIND_STRUCT << 24) | 2, 40, 11, 1, 0, 13, 2, 64]);
-        put(&[0, 10 << 24, 3]);
-        put(&[0, KIND_PTR << 24, 4]);
-        let mut data = Vec::new();
-        data.extend_from_slice(&MAGIC.to_le_bytes());
-        data.extend_from_slice(&[1, 0]);
-        let len = |v: &Vec<u8>| u32::try_from(v.len()).unwrap();
-        for v in [24, 0, len(&types), len(&types), len(&strings)] {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
-        data.extend_from_slice(&types);
-        data.extend_from_slice(&strings);
-        data
+        let types = [
+            &[1, KIND_INT << 24, 4, 32][..],
+            &[0, KIND_ARRAY << 24, 0, 1, 1, 8],
+            &[5, (KIND_STRUCT << 24) | 2, 40, 11, 1, 0, 13, 2, 64],
+            &[0, 10 << 24, 3],
+            &[0, KIND_PTR << 24, 4],
+        ];
+        build(&types, b"\0int\0outer\0a\0locks\0")
     }
 
     #[test]

@@ -63,24 +63,60 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     program(&mut ebpf).load()?;
-    // The IPv4 program hands IPv6 frames to the IPv6 one, which hands each to the stage it
-    // needs (tail calls through `family_progs`, see lb-ebpf's `v6`).
-    for (name, slot) in lb_common::FAMILY_PROGRAMS {
-        let prog = xdp_program(&mut ebpf, name);
-        prog.load()?;
-        let fd = prog.fd()?.try_clone().map_err(aya::programs::ProgramError::from)?;
-        let mut progs: ProgramArray<_> = ebpf
-            .map_mut(names::FAMILY_PROGS)
-            .ok_or(DataplaneError::NoObject)?
-            .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Program(e.into()))?;
-        progs.set(slot, &fd, 0).map_err(|e| DataplaneError::Program(e.into()))?;
-    }
+    family_programs(&mut ebpf, opts.ipv6)?;
     for (name, _) in super::hook::HOOKS {
         super::hook::program(&mut ebpf, name).load()?;
     }
     super::hook::egress_program(&mut ebpf).load()?;
     Ok(ebpf)
+}
+
+/// The kernel's verifier's limit of instructions walked for one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// How many instructions the kernel's verifier walked for each loaded program, by name, most
+/// first: the start-up's main cost (CPU time, about 5 us an instruction on a 2-core VM), and how
+/// close a program is to `VERIFIER_LIMIT` (past it, it is refused). Empty on kernels before 5.16,
+/// which do not say.
+pub fn verified(ebpf: &Ebpf) -> Vec<(String, u32)> {
+    let mut walked: Vec<_> = ebpf
+        .programs()
+        .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.verified_instruction_count()?)))
+        .collect();
+    walked.sort_by_key(|w| std::cmp::Reverse(w.1));
+    walked
+}
+
+/// The IPv4 program hands IPv6 frames to the IPv6 one, which hands each to the stage it needs
+/// (tail calls through `family_progs`, see lb-ebpf's `v6`). Without IPv6 servers they would
+/// only pass IPv6 frames to the kernel, which an empty slot does (the tail call falls through):
+/// they are not loaded then, which spares the verifier about 40% of the start-up's work (a
+/// reload cannot bring IPv6 servers in, see the agent's `apply`). An adopted `family_progs`
+/// (pinned) is emptied of a previous agent's, so that no old stage runs on.
+fn family_programs(ebpf: &mut Ebpf, ipv6: bool) -> Result<(), DataplaneError> {
+    for (name, slot) in lb_common::FAMILY_PROGRAMS {
+        let fd = if ipv6 {
+            let prog = xdp_program(ebpf, name);
+            prog.load()?;
+            Some(prog.fd()?.try_clone().map_err(aya::programs::ProgramError::from)?)
+        } else {
+            None
+        };
+        let mut progs: ProgramArray<_> = ebpf
+            .map_mut(names::FAMILY_PROGS)
+            .ok_or(DataplaneError::NoObject)?
+            .try_into()
+            .map_err(|e: aya::maps::MapError| DataplaneError::Program(e.into()))?;
+        match fd {
+            Some(fd) => progs.set(slot, &fd, 0).map_err(|e| DataplaneError::Program(e.into()))?,
+            // An empty slot answers ENOENT: already as wanted.
+            None => match progs.clear_index(&slot) {
+                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(|e| DataplaneError::Program(e.into()))?,
+            },
+        }
+    }
+    Ok(())
 }
 
 /// One of the object's XDP programs (the IPv6 ones, tail-called: see lb-ebpf's `v6`).

@@ -41,7 +41,9 @@ impl HtabLayout {
         *LAYOUT.get_or_init(|| {
             let read = KernelBtf::running().map_err(|e| format!("/sys/kernel/btf/vmlinux could not be read: {e}"));
             match read.and_then(|btf| {
-                HtabLayout::of(&btf).ok_or_else(|| "the kernel's BTF has no struct bpf_htab or htab_elem".to_string())
+                HtabLayout::of(&btf).ok_or_else(|| {
+                    "the kernel's BTF has no struct bpf_htab (with its buckets) or htab_elem".to_string()
+                })
             }) {
                 Ok(layout) => layout,
                 Err(why) => {
@@ -52,7 +54,7 @@ impl HtabLayout {
         })
     }
 
-    /// From a kernel's BTF; `None` if it lacks one of the structures.
+    /// From a kernel's BTF; `None` if it lacks one of the structures or the buckets' pointer.
     pub fn of(btf: &KernelBtf) -> Option<HtabLayout> {
         let htab = btf.struct_layout("bpf_htab")?;
         let member = |name: &str| htab.members.iter().find(|(n, _)| n == name).map(|(_, ty)| *ty);
@@ -62,7 +64,8 @@ impl HtabLayout {
             .map_or(HtabLayout::FALLBACK.locks_per_cpu, |n| 4 * u64::from(n));
         // The bucket through the map's own `buckets` pointer: `struct bucket` is a name other
         // subsystems use too.
-        let bucket = member("buckets").and_then(|ty| btf.pointee_size(ty)).unwrap_or(HtabLayout::FALLBACK.bucket);
+        // Without it the figure would not be the kernel's: the caller's estimate, said as such.
+        let bucket = member("buckets").and_then(|ty| btf.pointee_size(ty))?;
         Some(HtabLayout {
             map: htab.size,
             locks_per_cpu: locks,
@@ -220,6 +223,31 @@ mod tests {
         );
         assert_eq!(mib(391_907_072), "373.8 MiB");
         assert_eq!(mib(0), "0.0 MiB");
+    }
+
+    /// A kernel's BTF with `struct bpf_htab` (896 bytes) whose member is `member` (a pointer
+    /// to the 16-byte `struct bucket` when it is "buckets"), and `struct htab_elem` (48 bytes).
+    fn htab_btf(member: &str) -> KernelBtf {
+        use crate::dataplane::kernel_btf::{build, kind};
+        let strings = format!("\0int\0bucket\0bpf_htab\0htab_elem\0{member}\0");
+        let at = |name: &str| u32::try_from(strings.find(&format!("\0{name}\0")).unwrap() + 1).unwrap();
+        let member_type = if member == "buckets" { 3 } else { 1 };
+        let types = [
+            &[at("int"), kind::INT << 24, 4, 32][..],
+            &[at("bucket"), kind::STRUCT << 24, 16],
+            &[0, kind::PTR << 24, 2],
+            &[at("bpf_htab"), (kind::STRUCT << 24) | 1, 896, at(member), member_type, 0],
+            &[at("htab_elem"), kind::STRUCT << 24, 48],
+        ];
+        KernelBtf::parse(build(&types, strings.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_layout_is_the_kernels_only_when_every_part_is_read() {
+        let read = HtabLayout::of(&htab_btf("buckets")).unwrap();
+        assert_eq!(read, HtabLayout { map: 896, locks_per_cpu: 32, elem: 48, bucket: 16, from_kernel: true });
+        // A bpf_htab whose buckets cannot be followed: not the kernel's (the estimate, said so).
+        assert_eq!(HtabLayout::of(&htab_btf("count")), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! sync: new connections per second and keep-alive requests per second through one xdplb with
 //! and without a peer attached, side by side.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context, Result};
 use integration::ha::{self, Balancers, Failure, Pair, XdplbOpts, HTTP_PORT};
@@ -80,25 +80,26 @@ fn sync_cost(args: &Args) -> Result<serde_json::Value> {
     println!("|---|---:|---:|---:|");
     let mut figures = serde_json::Map::new();
     let url = format!("http://{}:{HTTP_PORT}/", integration::lab::HA_VIP);
-    for close in [true, false] {
-        let (mut alone, mut peered) = (Vec::new(), Vec::new());
-        for _ in 0..args.rounds {
-            for sync in [false, true] {
-                let pair = Pair::start(&Balancers::Xdplb(XdplbOpts { sync, http: true, ..XdplbOpts::default() }))?;
-                for b in &pair.lab.backends {
-                    nginx(&b.ns, &pair.dir.join(format!("nginx-{}", b.name)))?;
-                }
-                // The checks (inter 500 ms, rise 1) see nginx up.
-                std::thread::sleep(Duration::from_millis(1500));
+    // Rates by (Connection: close, with a peer); one pair of balancers serves both kinds of
+    // traffic in a round (starting two agents and keepalived is most of a round's time).
+    let mut rates: HashMap<(bool, bool), Vec<f64>> = HashMap::new();
+    for _ in 0..args.rounds {
+        for sync in [false, true] {
+            let pair = Pair::start(&Balancers::Xdplb(XdplbOpts { sync, http: true, ..XdplbOpts::default() }))?;
+            for b in &pair.lab.backends {
+                nginx(&b.ns, &pair.dir.join(format!("nginx-{}", b.name)))?;
+            }
+            // The checks (inter 500 ms, rise 1) see nginx up.
+            std::thread::sleep(Duration::from_millis(1500));
+            for close in [true, false] {
                 let (rate, _, _) = wrk(&pair.lab.client, &url, args.seconds, close)?;
-                if sync {
-                    peered.push(rate);
-                } else {
-                    alone.push(rate);
-                }
+                rates.entry((close, sync)).or_default().push(rate);
             }
         }
-        let (a, p) = (super::median(alone), super::median(peered));
+    }
+    for close in [true, false] {
+        let mut take = |sync| super::median(rates.remove(&(close, sync)).unwrap_or_default());
+        let (a, p) = (take(false), take(true));
         let what = if close { "new connections/s (Connection: close)" } else { "requests/s (keep-alive)" };
         println!("| {what} | {a:.0} | {p:.0} | {:.3}x |", p / a);
         figures.insert(what.into(), json!({"alone": a, "with_peer": p, "ratio": p / a}));
