@@ -1,10 +1,12 @@
 //! The kernel's verifier: how much of its limit each program takes (the walk is most of an
-//! agent's start-up, and a program past the limit is refused), and that an agent without IPv6
-//! servers loads no IPv6 stage, also over a pinned data path whose previous agent had them.
+//! agent's start-up, and a program past the limit is refused), and that a data path without IPv6
+//! servers loads no IPv6 stage, also over a pinned one whose previous agent had them, unless
+//! that agent's IPv6 flows are still in the table.
 
 use std::path::{Path, PathBuf};
 
 use integration::netns::{sh, unique};
+use lb_common::{FlowKeyOf, FlowOf, V6};
 use lb_user::dataplane::{self, LoadOptions, VERIFIER_LIMIT};
 
 /// Half the limit stays free in every program: room for the next feature and for kernels whose
@@ -70,4 +72,20 @@ fn every_program_leaves_half_the_verifiers_limit_and_ipv6_stages_load_only_for_i
         total(&walked_without)
     );
     assert!(total(&walked_without) < total(&walked));
+    assert!(!dataplane::ipv6_stages_loaded(&without));
+    drop(without);
+
+    // Unless the adopted IPv6 table holds a previous agent's flows: their stages stay for them.
+    let data = aya::maps::MapData::from_pin(pins.0.join(lb_common::names::FLOWS6)).unwrap();
+    let mut flows6: aya::maps::HashMap<_, FlowKeyOf<V6>, FlowOf<V6>> =
+        aya::maps::Map::from_map_data(data).unwrap().try_into().unwrap();
+    let key = FlowKeyOf {
+        src_addr: [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+        dst_port_be: 12379u16.to_be(),
+        ..FlowKeyOf::default()
+    };
+    flows6.insert(key, FlowOf::<V6>::default(), 0).unwrap();
+    let kept = load(&pins.0, false);
+    assert!(dataplane::ipv6_stages_loaded(&kept), "the stages of the adopted IPv6 flows");
+    assert_eq!(family_slots(&pins.0), lb_common::FAMILY_PROGRAMS.len());
 }

@@ -116,8 +116,14 @@ fn log_verified(ebpf: &aya::Ebpf, took: Duration, ipv6: bool) {
             dataplane::VERIFIER_LIMIT,
         );
     }
-    if !ipv6 {
-        log::info!("no IPv6 server: the IPv6 stages are not loaded, IPv6 frames go to the kernel untouched");
+    match (ipv6, dataplane::ipv6_stages_loaded(ebpf)) {
+        (false, false) => {
+            log::info!("no IPv6 server: the IPv6 stages are not loaded, IPv6 frames go to the kernel untouched");
+        }
+        (false, true) => log::warn!(
+            "no IPv6 server, but the adopted IPv6 connection table holds a previous agent's flows: the IPv6 stages are loaded for them (not after the next restart)"
+        ),
+        _ => {}
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aya::{maps::ProgramArray, programs::Xdp, Ebpf, EbpfLoader};
-use lb_common::names;
+use lb_common::{names, FlowKeyOf, FlowOf, V6};
 
 use super::{
     attach::{AttachHint, Attached},
@@ -63,7 +63,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT)?;
     program(&mut ebpf).load()?;
-    family_programs(&mut ebpf, opts.ipv6)?;
+    // A previous agent's IPv6 flows, adopted, keep their stages until they are over.
+    let ipv6_stages = opts.ipv6 || ipv6_flows_left(&ebpf);
+    family_programs(&mut ebpf, ipv6_stages)?;
     for (name, _) in super::hook::HOOKS {
         super::hook::program(&mut ebpf, name).load()?;
     }
@@ -91,8 +93,9 @@ pub fn verified(ebpf: &Ebpf) -> Vec<(String, u32)> {
 /// (tail calls through `family_progs`, see lb-ebpf's `v6`). Without IPv6 servers they would
 /// only pass IPv6 frames to the kernel, which an empty slot does (the tail call falls through):
 /// they are not loaded then, which spares the verifier about 40% of the start-up's work (a
-/// reload cannot bring IPv6 servers in, see the agent's `apply`). An adopted `family_progs`
-/// (pinned) is emptied of a previous agent's, so that no old stage runs on.
+/// reload cannot bring IPv6 servers in, see the agent's `apply`), unless a previous agent's
+/// IPv6 flows are in the adopted table. An adopted `family_progs` (pinned) is emptied of a
+/// previous agent's stages otherwise, so that no old stage runs on.
 fn family_programs(ebpf: &mut Ebpf, ipv6: bool) -> Result<(), DataplaneError> {
     for (name, slot) in lb_common::FAMILY_PROGRAMS {
         let fd = if ipv6 {
@@ -117,6 +120,18 @@ fn family_programs(ebpf: &mut Ebpf, ipv6: bool) -> Result<(), DataplaneError> {
         }
     }
     Ok(())
+}
+
+/// Whether the IPv6 connection table holds flows: a previous agent's, adopted from the pins.
+fn ipv6_flows_left(ebpf: &Ebpf) -> bool {
+    let Some(map) = ebpf.map(names::FLOWS6) else { return false };
+    let Ok(flows) = aya::maps::HashMap::<_, FlowKeyOf<V6>, FlowOf<V6>>::try_from(map) else { return false };
+    matches!(flows.keys().next(), Some(Ok(_)))
+}
+
+/// Whether the IPv6 stages were loaded (see `family_programs`).
+pub fn ipv6_stages_loaded(ebpf: &Ebpf) -> bool {
+    ebpf.program(lb_common::FAMILY_PROGRAMS[0].0).is_some_and(|p| p.fd().is_ok())
 }
 
 /// One of the object's XDP programs (the IPv6 ones, tail-called: see lb-ebpf's `v6`).

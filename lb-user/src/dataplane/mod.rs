@@ -20,5 +20,7 @@ pub(crate) mod sys;
 pub use sys::{pod_bytes, pod_read};
 
 pub use attach::{attach, link_pin, Attached};
-pub use load::{load, program, verified, DataplaneError, LoadOptions, EBPF_OBJECT, PROGRAM, VERIFIER_LIMIT};
+pub use load::{
+    ipv6_stages_loaded, load, program, verified, DataplaneError, LoadOptions, EBPF_OBJECT, PROGRAM, VERIFIER_LIMIT,
+};
 pub use pins::{prepare_pin_dir, remove_pins};
